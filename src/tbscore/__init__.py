@@ -1,0 +1,28 @@
+"""tbscore: an open, documented Trabecular Bone Score (TBS) engine.
+
+The index is the slope near the origin of the log–log experimental variogram of the
+gray levels inside the vertebral ROIs (L1–L4) of a lumbar-spine DXA image. Values are
+*not* interchangeable with those of the commercial TBS iNsight software unless
+calibrated against paired reference values.
+"""
+
+from tbscore._version import __version__
+from tbscore.api import calc
+from tbscore.errors import TBSError
+from tbscore.io.load import DXAImage, load_dicom
+from tbscore.result import TBSResult, VertebraResult
+from tbscore.roi import VertebraROIs
+from tbscore.settings import Settings, load_settings
+
+__all__ = [
+    "__version__",
+    "calc",
+    "load_dicom",
+    "load_settings",
+    "DXAImage",
+    "Settings",
+    "TBSError",
+    "TBSResult",
+    "VertebraResult",
+    "VertebraROIs",
+]

@@ -1,0 +1,185 @@
+"""Python API: ``tbscore.calc`` (CPT 77091, technical calculation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from tbscore._version import __version__
+from tbscore.errors import ROIError, SettingsError
+from tbscore.io.load import DicomMetadata, DXAImage, load_dicom
+from tbscore.result import TBSResult
+from tbscore.roi import (
+    VertebraROIs,
+    apply_exclusions,
+    read_rois,
+    rois_from_dict,
+    rois_from_label_image,
+)
+from tbscore.settings import Settings, load_settings
+from tbscore.tbs import METHOD, combine_l1_l4, compute_vertebrae
+
+__all__ = ["calc", "resolve_settings", "resolve_rois", "as_image"]
+
+Source = str | Path | Dataset | DXAImage | np.ndarray
+RoiInput = str | Path | Mapping[str, Any] | VertebraROIs | np.ndarray | None
+
+
+def resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Settings:
+    """Settings from an object, a dict, a settings file, or the defaults."""
+    if settings is None:
+        return Settings()
+    if isinstance(settings, Settings):
+        return settings
+    if isinstance(settings, Mapping):
+        return Settings.from_dict(dict(settings))
+    if isinstance(settings, str | Path):
+        return load_settings(settings)
+    raise SettingsError(
+        f"settings must be Settings, a dict or a file path, not {type(settings).__name__}"
+    )
+
+
+def as_image(
+    source: Source,
+    *,
+    spacing: tuple[float, float] | None = None,
+    override_spacing: bool = False,
+) -> DXAImage:
+    """Load ``source`` (file, Dataset, DXAImage or 2-D array) as a :class:`DXAImage`.
+
+    A numpy array needs ``spacing`` (mm, ``(row_mm, col_mm)``).
+    """
+    if isinstance(source, DXAImage):
+        return source
+    if isinstance(source, np.ndarray):
+        if spacing is None:
+            raise SettingsError("a numpy image needs spacing=(row_mm, col_mm)")
+        arr = np.asarray(source, dtype=np.float64)
+        if arr.ndim != 2:
+            raise SettingsError(f"image must be 2-D, got shape {arr.shape}")
+        import hashlib
+
+        digest = hashlib.sha256(
+            f"{source.dtype.str}{source.shape}".encode() + np.ascontiguousarray(source).tobytes()
+        ).hexdigest()
+        return DXAImage(
+            arr,
+            (float(spacing[0]), float(spacing[1])),
+            "user",
+            DicomMetadata(),
+            "<array>",
+            digest,
+            None,
+        )
+    return load_dicom(source, spacing=spacing, override_spacing=override_spacing)
+
+
+def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
+    """ROIs from a file path, a ``tbscore-roi/1`` dict, a label image, an existing
+    :class:`VertebraROIs`, or ``None`` (automatic detection)."""
+    if roi is None:
+        try:
+            from tbscore.detect import detect
+        except ImportError as exc:  # pragma: no cover - detection ships with the package
+            raise ROIError(
+                "no ROI given and automatic detection is unavailable", image.source
+            ) from exc
+        return detect(image.pixels, image.spacing_mm, source=image.source)
+    if isinstance(roi, VertebraROIs):
+        if roi.image_shape != image.shape:
+            raise ROIError(
+                f"ROIs are for shape {roi.image_shape}, image is {image.shape}", image.source
+            )
+        return roi
+    if isinstance(roi, str | Path):
+        return read_rois(roi, image.shape, image.spacing_mm)
+    if isinstance(roi, Mapping):
+        return rois_from_dict(roi, image.shape, image.spacing_mm)
+    if isinstance(roi, np.ndarray):
+        rois = rois_from_label_image(roi)
+        if rois.image_shape != image.shape:
+            raise ROIError(
+                f"label image shape {rois.image_shape} differs from image {image.shape}",
+                image.source,
+            )
+        return rois
+    raise ROIError(f"unsupported ROI input of type {type(roi).__name__}", image.source)
+
+
+def calc(
+    source: Source,
+    roi: RoiInput = None,
+    *,
+    settings: Settings | Mapping[str, Any] | str | Path | None = None,
+    spacing: tuple[float, float] | None = None,
+    override_spacing: bool = False,
+    exclude: Mapping[str, str] | Iterable[str] | None = None,
+) -> TBSResult:
+    """Compute TBS per vertebra and for L1–L4 (the 77091 technical result).
+
+    Parameters
+    ----------
+    source : path, pydicom Dataset, DXAImage or ndarray
+        The lumbar-spine DXA image. A numpy array needs ``spacing``.
+    roi : path, dict, VertebraROIs, label image or None
+        Vertebral ROIs (``tbscore-roi/1`` JSON, ``.npy``/``.png`` label image...).
+        ``None`` runs automatic detection (:func:`tbscore.detect.detect`).
+    settings : Settings, dict or settings-file path, optional
+        Computation parameters (default :class:`Settings`).
+    spacing : (float, float), optional
+        Pixel spacing in mm ``(row_mm, col_mm)`` for files without one.
+    override_spacing : bool
+        Use ``spacing`` even when the file has its own.
+    exclude : mapping or iterable, optional
+        Vertebrae to exclude with reasons, ``{"L2": "fracture"}`` or ``["L2:fracture"]``.
+
+    Returns
+    -------
+    TBSResult
+
+    Raises
+    ------
+    tbscore.errors.TBSError
+        Input, ROI or settings problems, naming the file and the reason.
+    """
+    cfg = resolve_settings(settings)
+    image = as_image(source, spacing=spacing, override_spacing=override_spacing)
+    rois = apply_exclusions(resolve_rois(roi, image), exclude)
+    vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
+    l14, labels, reason = combine_l1_l4(vertebrae, cfg.min_valid_vertebrae)
+    warnings = list(rois.warnings)
+    if image.spacing_source == "user":
+        warnings.append("pixel spacing supplied by the user, not read from the file")
+    meta = image.metadata
+    if meta.bmi is not None and not 15 <= meta.bmi <= 37:
+        warnings.append(
+            f"BMI {meta.bmi:.1f} kg/m^2 outside 15-37, where TBS is considered "
+            "reliable (Looker 2016)"
+        )
+    return TBSResult(
+        vertebrae=vertebrae,
+        l1_l4=l14,
+        l1_l4_labels=labels,
+        l1_l4_reason=reason,
+        settings=cfg,
+        pixel_spacing_mm=image.spacing_mm,
+        spacing_source=image.spacing_source,
+        lag_range_mm=(cfg.lag_min_mm, cfg.lag_max_mm),
+        method=METHOD,
+        input={
+            "source": image.source,
+            "file_sha256": image.file_sha256,
+            "pixel_sha256": image.pixel_sha256,
+            "sop_instance_uid": meta.sop_instance_uid,
+        },
+        metadata=meta.to_dict(),
+        roi_source=rois.source,
+        roi_confidence=rois.confidence,
+        warnings=tuple(warnings),
+        tbscore_version=__version__,
+    )

@@ -1,0 +1,215 @@
+"""Command-line interface: ``tbscore calc | phantom | ...``.
+
+Exit codes: 0 success; 1 a result without an L1–L4 value (or, for batch commands, at
+least one failed input); 2 an error (bad input, ROI, settings), printed as
+``tbscore: error: <file>: <reason>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tbscore._version import __version__
+from tbscore.errors import TBSError
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_ERROR = 0, 1, 2
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("computation settings (override --settings)")
+    g.add_argument("--settings", metavar="FILE", help="settings file (.toml, .yaml or .json)")
+    g.add_argument("--lag-min-mm", type=float, help="smallest lag (mm)")
+    g.add_argument("--lag-max-mm", type=float, help="largest lag (mm)")
+    g.add_argument(
+        "--spacing",
+        type=float,
+        nargs=2,
+        metavar=("ROW_MM", "COL_MM"),
+        help="pixel spacing (mm) for files that have none",
+    )
+    g.add_argument(
+        "--override-spacing",
+        action="store_true",
+        help="use --spacing even when the file has a spacing",
+    )
+
+
+def settings_from_args(args: argparse.Namespace):
+    """Settings from ``--settings`` with command-line overrides applied."""
+    from tbscore.api import resolve_settings
+
+    cfg = resolve_settings(args.settings)
+    overrides = {
+        k: getattr(args, k)
+        for k in ("lag_min_mm", "lag_max_mm")
+        if getattr(args, k, None) is not None
+    }
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def _summary(result) -> str:
+    lines = [
+        f"tbscore {result.tbscore_version}  CPT {result.cpt_code} (technical calculation)",
+        f"input    {result.input['source']}",
+        f"spacing  {result.pixel_spacing_mm[0]:.4g} x {result.pixel_spacing_mm[1]:.4g} mm "
+        f"({result.spacing_source}); lags {result.lag_range_mm[0]:g}-"
+        f"{result.lag_range_mm[1]:g} mm; ROIs: {result.roi_source}",
+        "vertebra  TBS(raw)  status    R2     lags  pixels  reason",
+    ]
+    for v in result.vertebrae:
+        val = "   -  " if v.value is None else f"{v.value:7.3f}"
+        r2 = "  -  " if v.r2 is None else f"{v.r2:.3f}"
+        lines.append(
+            f"{v.label:<9} {val}   {v.status:<9} {r2}  {v.n_lags:4d}  {v.n_pixels:6d}  "
+            f"{v.reason or ''}"
+        )
+    l14 = "n/a" if result.l1_l4 is None else f"{result.l1_l4:.3f}"
+    lines.append(
+        f"L1-L4     {l14}   ({', '.join(result.l1_l4_labels)})"
+        + (f"  {result.l1_l4_reason}" if result.l1_l4_reason else "")
+    )
+    for w in result.warnings:
+        lines.append(f"warning: {w}")
+    lines.append(
+        "Raw tbscore index: not interchangeable with TBS iNsight values unless calibrated."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(rows: list[dict]) -> str:
+    from tbscore.result import CSV_COLUMNS
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def cmd_calc(args: argparse.Namespace) -> int:
+    from tbscore.api import calc
+
+    result = calc(
+        args.file,
+        roi=args.roi,
+        settings=settings_from_args(args),
+        spacing=tuple(args.spacing) if args.spacing else None,
+        override_spacing=args.override_spacing,
+        exclude=args.exclude,
+    )
+    fmt = "json" if args.json else "csv" if args.csv else None
+    if fmt is None and args.output:
+        fmt = {".json": "json", ".csv": "csv"}.get(Path(args.output).suffix.lower(), "json")
+    text = (
+        result.to_json()
+        if fmt == "json"
+        else _csv_text([result.csv_row()])
+        if fmt == "csv"
+        else _summary(result)
+    )
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        sys.stdout.write(_summary(result))
+        sys.stdout.write(f"written {args.output}\n")
+    else:
+        sys.stdout.write(text)
+    if args.save_roi:
+        from tbscore.api import as_image, resolve_rois
+        from tbscore.roi import apply_exclusions, write_roi_json
+
+        image = as_image(
+            args.file,
+            spacing=tuple(args.spacing) if args.spacing else None,
+            override_spacing=args.override_spacing,
+        )
+        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+        write_roi_json(rois, args.save_roi, image.spacing_mm)
+    if args.overlay:
+        from tbscore.api import as_image, resolve_rois
+        from tbscore.overlay import save_overlay
+        from tbscore.roi import apply_exclusions
+
+        image = as_image(
+            args.file,
+            spacing=tuple(args.spacing) if args.spacing else None,
+            override_spacing=args.override_spacing,
+        )
+        save_overlay(
+            image,
+            apply_exclusions(resolve_rois(args.roi, image), args.exclude),
+            args.overlay,
+            result=result,
+        )
+    return EXIT_OK if result.l1_l4 is not None else EXIT_INCOMPLETE
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    from tbscore.phantom import write_sample_set
+
+    paths = write_sample_set(args.outdir, seed=args.seed)
+    for p in paths:
+        print(p)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tbscore",
+        description="Open Trabecular Bone Score engine. Values are not interchangeable with "
+        "TBS iNsight unless calibrated.",
+    )
+    parser.add_argument("--version", action="version", version=f"tbscore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("calc", help="CPT 77091: technical calculation (TBS per vertebra + L1-L4)")
+    p.add_argument("file", help="DICOM file")
+    p.add_argument(
+        "--roi",
+        help="ROI file (tbscore-roi/1 JSON, .npy/.png label image); default: automatic detection",
+    )
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON result")
+    fmt.add_argument("--csv", action="store_true", help="CSV row")
+    p.add_argument("-o", "--output", help="write the result to this file")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="LABEL[:REASON]",
+        help="exclude a vertebra, e.g. --exclude L2:fracture (repeatable)",
+    )
+    p.add_argument(
+        "--save-roi", metavar="ROI.json", help="write the ROIs used as tbscore-roi/1 JSON"
+    )
+    p.add_argument("--overlay", metavar="PNG", help="write the image with the ROIs drawn")
+    _settings_args(p)
+    p.set_defaults(func=cmd_calc)
+
+    p = sub.add_parser(
+        "phantom", help="write the synthetic phantom sample set (DICOM + ROI + truth)"
+    )
+    p.add_argument("outdir", nargs="?", default="sample_dicom")
+    p.add_argument("--seed", type=int, default=20261123)
+    p.set_defaults(func=cmd_phantom)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TBSError as exc:
+        print(f"tbscore: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Load a lumbar-spine DXA image from DICOM.
+
+The loader turns a DICOM file (or an in-memory :class:`pydicom.dataset.Dataset`) into a
+:class:`DXAImage`: a 2-D float64 array in which higher values mean more attenuation
+(MONOCHROME2 convention, rescale applied), the pixel spacing in mm with where it came
+from, the metadata a report needs, and hashes that identify the input.
+
+Every failure raises a subclass of :class:`tbscore.errors.InputError` naming the file
+and the reason; no pydicom or numpy exception escapes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from tbscore.errors import (
+    CompressedPixelDataError,
+    DicomReadError,
+    InputError,
+    MissingPixelSpacingError,
+    NotAnImageError,
+    UnsupportedImageError,
+)
+
+__all__ = ["DXAImage", "DicomMetadata", "load_dicom", "SPACING_TAGS", "ACCEPTED_MODALITIES"]
+
+#: Spacing attributes tried in order (DICOM keyword, tag).
+SPACING_TAGS: tuple[str, ...] = (
+    "PixelSpacing",  # (0028,0030)
+    "ImagerPixelSpacing",  # (0018,1164)
+    "NominalScannedPixelSpacing",  # (0018,2010)
+)
+
+#: Modalities accepted by default: DXA (BMD) and the projection / secondary-capture
+#: modalities under which DXA exports are seen.
+ACCEPTED_MODALITIES: frozenset[str] = frozenset({"BMD", "OT", "CR", "DX", "RG"})
+
+_COLOUR = {
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "PALETTE COLOR",
+    "YBR_PARTIAL_420",
+}
+
+
+@dataclass(frozen=True)
+class DicomMetadata:
+    """Metadata kept from the DICOM header.
+
+    Patient identifiers (``patient_name``, ``patient_id``, ``birth_date``) are kept for
+    reports; they are never written by :mod:`tbscore.export` packages.
+
+    Attributes
+    ----------
+    age_years : float or None
+        From PatientAge, else from PatientBirthDate and StudyDate.
+    sex : str or None
+        ``"F"``, ``"M"`` or ``"O"``.
+    height_m, weight_kg : float or None
+        PatientSize (m) and PatientWeight (kg).
+    bmi : float or None
+        Body-mass index in kg/m^2 computed from height and weight.
+    """
+
+    patient_name: str | None = None
+    patient_id: str | None = None
+    birth_date: str | None = None
+    age_years: float | None = None
+    sex: str | None = None
+    height_m: float | None = None
+    weight_kg: float | None = None
+    bmi: float | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    modality: str | None = None
+    study_date: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+    transfer_syntax_uid: str | None = None
+    photometric: str | None = None
+    bits_stored: int | None = None
+
+    def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
+        """Return the metadata as a JSON-safe dict (identifiers dropped if asked)."""
+        d = dict(self.__dict__)
+        if not include_phi:
+            for key in ("patient_name", "patient_id", "birth_date"):
+                d.pop(key, None)
+        return d
+
+
+@dataclass(frozen=True)
+class DXAImage:
+    """A loaded DXA image.
+
+    Attributes
+    ----------
+    pixels : ndarray of float64, shape (rows, cols)
+        Gray levels after RescaleSlope/Intercept, MONOCHROME1 inverted so that higher
+        values mean more attenuation.
+    spacing_mm : tuple of float
+        ``(row_mm, col_mm)``: centre-to-centre distance of adjacent rows and columns.
+    spacing_source : str
+        The DICOM attribute the spacing came from, or ``"user"``.
+    metadata : DicomMetadata
+    source : str
+        File path, or ``"<dataset>"`` for an in-memory dataset.
+    pixel_sha256 : str
+        SHA-256 of the decoded stored pixel values (shape and dtype included); equal
+        for copies of one image saved with new UIDs.
+    file_sha256 : str or None
+        SHA-256 of the file bytes.
+    """
+
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float]
+    spacing_source: str
+    metadata: DicomMetadata = field(default_factory=DicomMetadata)
+    source: str = "<dataset>"
+    pixel_sha256: str = ""
+    file_sha256: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def _parse_age(age: str | None) -> float | None:
+    """Parse a DICOM AS value ('065Y', '006M', '010W', '003D') into years."""
+    if not age or len(age) < 2:
+        return None
+    unit = age[-1].upper()
+    factors = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+    if unit not in factors:
+        return None
+    try:
+        n = int(age[:-1])
+    except ValueError:
+        return None
+    return n * factors[unit]
+
+
+def _age_from_dates(birth: str | None, study: str | None) -> float | None:
+    try:
+        b = _dt.datetime.strptime(birth or "", "%Y%m%d").date()
+        s = _dt.datetime.strptime(study or "", "%Y%m%d").date()
+    except ValueError:
+        return None
+    years = (s - b).days / 365.25
+    return years if years >= 0 else None
+
+
+def _metadata(ds: Dataset) -> DicomMetadata:
+    age = _parse_age(_text(ds, "PatientAge"))
+    study_date = _text(ds, "StudyDate") or _text(ds, "AcquisitionDate") or _text(ds, "ContentDate")
+    if age is None:
+        age = _age_from_dates(_text(ds, "PatientBirthDate"), study_date)
+    height = _float(ds, "PatientSize")
+    weight = _float(ds, "PatientWeight")
+    bmi = weight / height**2 if height and weight else None
+    sex = _text(ds, "PatientSex")
+    sex = sex.upper()[:1] if sex and sex.upper()[:1] in "FMO" else None
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    bits = ds.get("BitsStored")
+    return DicomMetadata(
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        birth_date=_text(ds, "PatientBirthDate"),
+        age_years=None if age is None else round(age, 2),
+        sex=sex,
+        height_m=height,
+        weight_kg=weight,
+        bmi=None if bmi is None else round(bmi, 2),
+        manufacturer=_text(ds, "Manufacturer"),
+        model=_text(ds, "ManufacturerModelName"),
+        modality=_text(ds, "Modality"),
+        study_date=study_date,
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        transfer_syntax_uid=None if ts is None else str(ts),
+        photometric=_text(ds, "PhotometricInterpretation"),
+        bits_stored=None if bits is None else int(bits),
+    )
+
+
+def _spacing(
+    ds: Dataset, user: tuple[float, float] | None, source: str, override: bool
+) -> tuple[tuple[float, float], str]:
+    if user is not None:
+        user = _check_spacing(user, source, "user-supplied spacing")
+        if override:
+            return user, "user"
+    for keyword in SPACING_TAGS:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        try:
+            values = [float(v) for v in value]
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{keyword} is not numeric: {value!r}", source) from exc
+        return _check_spacing(values, source, keyword), keyword
+    if user is not None:
+        return user, "user"
+    ratio = ds.get("PixelAspectRatio")
+    hint = f" (PixelAspectRatio {list(ratio)} gives the shape only)" if ratio else ""
+    raise MissingPixelSpacingError(
+        "no pixel spacing in the file (PixelSpacing, ImagerPixelSpacing and "
+        f"NominalScannedPixelSpacing are absent){hint}; supply it, e.g. --spacing ROW_MM COL_MM",
+        source,
+    )
+
+
+def _check_spacing(values: Any, source: str, what: str) -> tuple[float, float]:
+    try:
+        vals = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not numeric: {values!r}", source) from exc
+    if len(vals) != 2 or not all(math.isfinite(v) and 0 < v < 100 for v in vals):
+        raise InputError(
+            f"{what} must be two positive values in mm (row, col), got {values!r}", source
+        )
+    return (vals[0], vals[1])
+
+
+def _read(path: Path) -> Dataset:
+    source = str(path)
+    if not path.exists():
+        raise DicomReadError("file does not exist", source)
+    if not path.is_file():
+        raise DicomReadError("not a regular file", source)
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # truncated or corrupt header
+        raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
+    # No 128-byte preamble: accept only if the forced parse yields a real data set.
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:
+        raise DicomReadError("not a DICOM file", source) from exc
+    if not any(k in ds for k in ("SOPClassUID", "PixelData", "Modality", "StudyInstanceUID")):
+        raise DicomReadError("not a DICOM file (no DICOM preamble or data elements)", source)
+    return ds
+
+
+def _decode(ds: Dataset, source: str) -> np.ndarray:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        msg = str(exc)
+        if ts is not None and ts.is_compressed:
+            raise CompressedPixelDataError(
+                f"pixel data compressed with {ts.name} ({ts}) and no installed decoder could "
+                f"read it ({type(exc).__name__}: {msg.splitlines()[0] if msg else ''}); "
+                "install the decoders with: pip install 'tbscore[jpeg]'",
+                source,
+            ) from exc
+        raise DicomReadError(
+            f"pixel data cannot be decoded ({type(exc).__name__}: "
+            f"{msg.splitlines()[0] if msg else ''}); the file may be truncated",
+            source,
+        ) from exc
+    return np.asarray(arr)
+
+
+def load_dicom(
+    source: str | Path | Dataset,
+    *,
+    spacing: tuple[float, float] | None = None,
+    override_spacing: bool = False,
+    allow_modalities: frozenset[str] | None = None,
+) -> DXAImage:
+    """Load a 2-D grayscale DXA image from a DICOM file or data set.
+
+    Parameters
+    ----------
+    source : str, Path or pydicom Dataset
+        The DICOM file, or an in-memory data set.
+    spacing : (float, float), optional
+        Pixel spacing ``(row_mm, col_mm)`` in mm, used when the file has none (or
+        always, with ``override_spacing=True``).
+    override_spacing : bool
+        Use ``spacing`` even when the file has a spacing attribute.
+    allow_modalities : frozenset of str, optional
+        Accepted Modality values (default :data:`ACCEPTED_MODALITIES`; files with no
+        Modality are accepted). A set containing ``"*"`` accepts every modality.
+
+    Returns
+    -------
+    DXAImage
+
+    Raises
+    ------
+    tbscore.errors.InputError
+        A subclass naming the file and the reason: not DICOM / truncated
+        (:class:`DicomReadError`), no pixel data (:class:`NotAnImageError`), colour,
+        multi-frame, 3-D or non-projection modality (:class:`UnsupportedImageError`),
+        compressed without decoder (:class:`CompressedPixelDataError`), no spacing
+        (:class:`MissingPixelSpacingError`).
+    """
+    file_sha = None
+    if isinstance(source, Dataset):
+        ds = source
+        name = str(getattr(ds, "filename", None) or "<dataset>")
+    else:
+        path = Path(source)
+        name = str(path)
+        ds = _read(path)
+        try:
+            file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DicomReadError(f"cannot read file ({exc})", name) from exc
+    try:
+        return _load(ds, name, file_sha, spacing, override_spacing, allow_modalities)
+    except InputError:
+        raise
+    except Exception as exc:  # last resort: never a bare traceback
+        raise DicomReadError(f"unexpected error ({type(exc).__name__}: {exc})", name) from exc
+
+
+def _load(
+    ds: Dataset,
+    name: str,
+    file_sha: str | None,
+    spacing: tuple[float, float] | None,
+    override_spacing: bool,
+    allow_modalities: frozenset[str] | None,
+) -> DXAImage:
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        what = _text(ds, "Modality") or "unknown modality"
+        sop = ds.get("SOPClassUID")
+        sop_name = getattr(sop, "name", None) or (str(sop) if sop else "unknown SOP class")
+        raise NotAnImageError(f"no pixel data ({what}, {sop_name})", name)
+    modality = _text(ds, "Modality")
+    allowed = ACCEPTED_MODALITIES if allow_modalities is None else allow_modalities
+    if modality is not None and "*" not in allowed and modality.upper() not in allowed:
+        raise UnsupportedImageError(
+            f"modality {modality} is not a projection DXA image "
+            f"(accepted: {', '.join(sorted(allowed))})",
+            name,
+        )
+    photometric = (_text(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1 or photometric in _COLOUR:
+        raise UnsupportedImageError(
+            f"colour image ({photometric}, {samples} samples per pixel): likely a report "
+            "screenshot, not a DXA image",
+            name,
+        )
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedImageError(f"unsupported PhotometricInterpretation {photometric}", name)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise UnsupportedImageError(
+            f"multi-frame image ({frames} frames); expected one 2-D image", name
+        )
+    spacing_mm, spacing_source = _spacing(ds, spacing, name, override_spacing)
+    stored = _decode(ds, name)
+    if stored.ndim != 2:
+        raise UnsupportedImageError(f"pixel array has {stored.ndim} dimensions, expected 2", name)
+    if min(stored.shape) < 8:
+        raise UnsupportedImageError(f"image too small ({stored.shape[0]}x{stored.shape[1]})", name)
+    pixel_sha = hashlib.sha256(
+        f"{stored.dtype.str}{stored.shape}".encode() + np.ascontiguousarray(stored).tobytes()
+    ).hexdigest()
+    pixels = stored.astype(np.float64)
+    if photometric == "MONOCHROME1":
+        # Invert on the stored-value range so that bone is bright, as in MONOCHROME2.
+        if np.issubdtype(stored.dtype, np.unsignedinteger):
+            bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
+            pixels = (2.0**bits - 1.0) - pixels
+        else:
+            pixels = -pixels
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if slope != 1.0 or intercept != 0.0:
+        pixels = pixels * slope + intercept
+    if not np.all(np.isfinite(pixels)):
+        raise UnsupportedImageError("pixel data contains non-finite values", name)
+    return DXAImage(
+        pixels=pixels,
+        spacing_mm=spacing_mm,
+        spacing_source=spacing_source,
+        metadata=_metadata(ds),
+        source=name,
+        pixel_sha256=pixel_sha,
+        file_sha256=file_sha,
+    )

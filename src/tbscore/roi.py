@@ -1,0 +1,403 @@
+"""Vertebral regions of interest: read, write, rasterise, exclude.
+
+ROIs come from an ROI file (``tbscore-roi/1`` JSON, see docs/architecture.md), from a
+label image (values 1..4 = L1..L4), or from automatic detection
+(:mod:`tbscore.detect`). Whatever their origin they become a :class:`VertebraROIs`: one
+boolean mask per vertebra plus the geometry that produced it, so it can be written
+back as JSON, edited by hand and reused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from skimage.draw import polygon2mask
+
+from tbscore.errors import ROIError
+
+__all__ = [
+    "LABELS",
+    "ROI_FORMAT",
+    "VertebraROI",
+    "VertebraROIs",
+    "rois_from_dict",
+    "rois_from_label_image",
+    "read_rois",
+    "write_roi_json",
+    "apply_exclusions",
+    "parse_exclusions",
+]
+
+LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
+ROI_FORMAT = "tbscore-roi/1"
+
+
+@dataclass(frozen=True)
+class VertebraROI:
+    """One vertebral ROI.
+
+    Attributes
+    ----------
+    label : str
+        ``"L1"`` .. ``"L4"``.
+    mask : ndarray of bool, shape of the image
+    polygon : ndarray of float, shape (n, 2), optional
+        Outline as ``(row, col)`` pixel coordinates, when known.
+    box : tuple of int, optional
+        ``(row0, col0, row1, col1)``, half-open, when the ROI is a box.
+    excluded : bool
+        Excluded by the user (or the ROI file); it gets no value.
+    exclusion_reason : str, optional
+    confidence : float, optional
+        Detection confidence in [0, 1] (detected ROIs only).
+    """
+
+    label: str
+    mask: np.ndarray
+    polygon: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None
+    excluded: bool = False
+    exclusion_reason: str | None = None
+    confidence: float | None = None
+
+    @property
+    def n_pixels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def outline(self) -> np.ndarray:
+        """Outline vertices ``(row, col)`` in pixels (polygon, box corners or contour)."""
+        if self.polygon is not None:
+            return np.asarray(self.polygon, dtype=float)
+        if self.box is not None:
+            r0, c0, r1, c1 = self.box
+            return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], dtype=float) - 0.5
+        from skimage.measure import find_contours
+
+        contours = find_contours(np.pad(self.mask, 1).astype(float), 0.5)
+        if not contours:
+            return np.zeros((0, 2))
+        return max(contours, key=len) - 1.0
+
+
+@dataclass(frozen=True)
+class VertebraROIs:
+    """The set of vertebral ROIs of one image, ordered L1..L4.
+
+    Attributes
+    ----------
+    rois : tuple of VertebraROI
+    image_shape : (int, int)
+    source : str
+        ``"file:<path>"``, ``"label-image:<path>"``, ``"dict"`` or ``"detected"``.
+    confidence : float, optional
+        Overall detection confidence.
+    warnings : tuple of str
+    """
+
+    rois: tuple[VertebraROI, ...]
+    image_shape: tuple[int, int]
+    source: str = "dict"
+    confidence: float | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def __iter__(self):
+        return iter(self.rois)
+
+    def __len__(self) -> int:
+        return len(self.rois)
+
+    def __getitem__(self, label: str) -> VertebraROI:
+        for roi in self.rois:
+            if roi.label == label:
+                return roi
+        raise KeyError(label)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(r.label for r in self.rois)
+
+    def label_image(self) -> np.ndarray:
+        """uint8 image with 1..4 for L1..L4 (0 elsewhere)."""
+        out = np.zeros(self.image_shape, dtype=np.uint8)
+        for roi in self.rois:
+            out[roi.mask] = LABELS.index(roi.label) + 1
+        return out
+
+
+def _check_label(label: Any, source: str) -> str:
+    if not isinstance(label, str) or label.upper() not in LABELS:
+        raise ROIError(f"vertebra label must be one of {', '.join(LABELS)}, got {label!r}", source)
+    return label.upper()
+
+
+def _points(value: Any, what: str, source: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ROIError(f"{what} must be numeric", source) from exc
+    if not np.all(np.isfinite(arr)):
+        raise ROIError(f"{what} has non-finite values", source)
+    return arr
+
+
+def _sorted(rois: Iterable[VertebraROI], source: str) -> tuple[VertebraROI, ...]:
+    rois = list(rois)
+    labels = [r.label for r in rois]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ROIError(f"duplicate vertebra label(s) {dup}", source)
+    return tuple(sorted(rois, key=lambda r: LABELS.index(r.label)))
+
+
+def rois_from_dict(
+    data: Mapping[str, Any],
+    image_shape: tuple[int, int],
+    spacing_mm: tuple[float, float],
+    *,
+    source: str = "dict",
+) -> VertebraROIs:
+    """Build ROIs from a parsed ``tbscore-roi/1`` document.
+
+    Parameters
+    ----------
+    data : mapping
+        The JSON document (see docs/architecture.md).
+    image_shape : (int, int)
+        Shape of the image the ROIs apply to.
+    spacing_mm : (float, float)
+        Pixel spacing ``(row_mm, col_mm)``, used for ``"units": "mm"``.
+    source : str
+        Name used in errors and provenance.
+
+    Raises
+    ------
+    ROIError
+        Bad format, unknown label, ROI outside the image, empty ROI, overlapping ROIs,
+        or an ``image_shape`` / ``pixel_spacing_mm`` that does not match the image.
+    """
+    if not isinstance(data, Mapping):
+        raise ROIError("ROI document must be a JSON object", source)
+    fmt = data.get("format", ROI_FORMAT)
+    if fmt != ROI_FORMAT:
+        raise ROIError(f"unsupported ROI format {fmt!r} (expected {ROI_FORMAT!r})", source)
+    units = data.get("units", "px")
+    if units not in ("px", "mm"):
+        raise ROIError(f"units must be 'px' or 'mm', got {units!r}", source)
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    if data.get("image_shape") is not None and tuple(data["image_shape"]) != shape:
+        raise ROIError(
+            f"ROI file is for an image of shape {tuple(data['image_shape'])}, the image is {shape}",
+            source,
+        )
+    if data.get("pixel_spacing_mm") is not None:
+        declared = _points(data["pixel_spacing_mm"], "pixel_spacing_mm", source)
+        if declared.shape != (2,) or not np.allclose(declared, spacing_mm, rtol=1e-3):
+            raise ROIError(
+                f"ROI file declares pixel spacing {declared.tolist()} mm, the image has "
+                f"{list(spacing_mm)} mm",
+                source,
+            )
+    scale = np.array([1.0, 1.0]) if units == "px" else 1.0 / np.asarray(spacing_mm, dtype=float)
+    items = data.get("vertebrae")
+    if not isinstance(items, list) or not items:
+        raise ROIError("'vertebrae' must be a non-empty list", source)
+    rois = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ROIError("each vertebra must be a JSON object", source)
+        label = _check_label(item.get("label"), source)
+        polygon = box = None
+        if "polygon" in item:
+            poly = _points(item["polygon"], f"{label} polygon", source)
+            if poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
+                raise ROIError(f"{label} polygon needs >= 3 [row, col] vertices", source)
+            polygon = poly * scale
+            mask = polygon2mask(shape, polygon)
+        elif "box" in item:
+            b = _points(item["box"], f"{label} box", source)
+            if b.shape != (4,):
+                raise ROIError(f"{label} box must be [row0, col0, row1, col1]", source)
+            b = b * np.concatenate([scale, scale])
+            r0, c0, r1, c1 = (int(round(v)) for v in b)
+            if r1 <= r0 or c1 <= c0:
+                raise ROIError(f"{label} box is empty or inverted: {item['box']}", source)
+            if r0 < 0 or c0 < 0 or r1 > shape[0] or c1 > shape[1]:
+                raise ROIError(
+                    f"{label} box {item['box']} ({units}) lies outside the image", source
+                )
+            box = (r0, c0, r1, c1)
+            mask = np.zeros(shape, dtype=bool)
+            mask[r0:r1, c0:c1] = True
+        else:
+            raise ROIError(f"{label} needs a 'polygon' or a 'box'", source)
+        if polygon is not None and (
+            polygon.min() < -0.5
+            or polygon[:, 0].max() > shape[0] - 0.5
+            or polygon[:, 1].max() > shape[1] - 0.5
+        ):
+            raise ROIError(f"{label} polygon lies (partly) outside the image", source)
+        if not mask.any():
+            raise ROIError(f"{label} ROI covers no pixel", source)
+        excluded = bool(item.get("excluded", False))
+        reason = item.get("exclusion_reason")
+        if excluded and not reason:
+            reason = "excluded in ROI file"
+        conf = item.get("confidence")
+        rois.append(
+            VertebraROI(
+                label, mask, polygon, box, excluded, reason, None if conf is None else float(conf)
+            )
+        )
+    ordered = _sorted(rois, source)
+    stack = np.sum([r.mask for r in ordered], axis=0)
+    if np.any(stack > 1):
+        raise ROIError("vertebra ROIs overlap", source)
+    return VertebraROIs(ordered, shape, source)
+
+
+def rois_from_label_image(labels: np.ndarray, *, source: str = "label-image") -> VertebraROIs:
+    """Build ROIs from a label image (1..4 = L1..L4, 0 = background).
+
+    Raises
+    ------
+    ROIError
+        Not 2-D, values outside 0..4, or no vertebra at all.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):  # RGB(A) PNG written with identical channels
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ROIError(f"label image must be 2-D, got shape {arr.shape}", source)
+    values = np.unique(arr)
+    bad = [v for v in values.tolist() if v not in (0, 1, 2, 3, 4)]
+    if bad:
+        raise ROIError(
+            f"label image values must be 0..4 (0 background, 1..4 = L1..L4); found {bad[:5]}",
+            source,
+        )
+    rois = [VertebraROI(LABELS[v - 1], arr == v) for v in range(1, 5) if v in values]
+    if not rois:
+        raise ROIError("label image contains no vertebra (no value 1..4)", source)
+    return VertebraROIs(tuple(rois), (int(arr.shape[0]), int(arr.shape[1])), source)
+
+
+def read_rois(
+    path: str | Path, image_shape: tuple[int, int], spacing_mm: tuple[float, float]
+) -> VertebraROIs:
+    """Read ROIs from a ``.json`` ROI file or a ``.npy`` / ``.png`` label image."""
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise ROIError("ROI file does not exist", name)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return rois_from_dict(data, image_shape, spacing_mm, source=f"file:{name}")
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix in (".png", ".tif", ".tiff"):
+            from skimage.io import imread
+
+            arr = imread(path)
+        else:
+            raise ROIError("ROI file must be .json, .npy, .png or .tif", name)
+    except ROIError:
+        raise
+    except Exception as exc:
+        raise ROIError(f"cannot read ROI file ({type(exc).__name__}: {exc})", name) from exc
+    rois = rois_from_label_image(arr, source=f"label-image:{name}")
+    if rois.image_shape != (int(image_shape[0]), int(image_shape[1])):
+        raise ROIError(
+            f"label image shape {rois.image_shape} differs from image {tuple(image_shape)}", name
+        )
+    return rois
+
+
+def roi_document(
+    rois: VertebraROIs, spacing_mm: tuple[float, float], *, units: str = "px"
+) -> dict[str, Any]:
+    """The ``tbscore-roi/1`` document for ``rois`` (see :func:`write_roi_json`)."""
+    if units not in ("px", "mm"):
+        raise ValueError("units must be 'px' or 'mm'")
+    scale = np.array([1.0, 1.0]) if units == "px" else np.asarray(spacing_mm, dtype=float)
+    items = []
+    for roi in rois:
+        item: dict[str, Any] = {"label": roi.label}
+        if roi.box is not None and roi.polygon is None:
+            item["box"] = [round(float(v), 4) for v in np.asarray(roi.box) * np.tile(scale, 2)]
+        else:
+            item["polygon"] = np.round(roi.outline() * scale, 3).tolist()
+        if roi.excluded:
+            item["excluded"] = True
+            item["exclusion_reason"] = roi.exclusion_reason
+        if roi.confidence is not None:
+            item["confidence"] = round(float(roi.confidence), 4)
+        items.append(item)
+    return {
+        "format": ROI_FORMAT,
+        "units": units,
+        "image_shape": list(rois.image_shape),
+        "pixel_spacing_mm": [float(spacing_mm[0]), float(spacing_mm[1])],
+        "source": rois.source,
+        "vertebrae": items,
+    }
+
+
+def write_roi_json(
+    rois: VertebraROIs, path: str | Path, spacing_mm: tuple[float, float], *, units: str = "px"
+) -> Path:
+    """Write ROIs as a ``tbscore-roi/1`` file that ``calc --roi`` reads back.
+
+    ROIs without a polygon or box (from a label image) are written as their traced
+    outline, which reproduces the mask up to the rasterisation of the boundary.
+    """
+    path = Path(path)
+    path.write_text(
+        json.dumps(roi_document(rois, spacing_mm, units=units), indent=2) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+def parse_exclusions(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """Parse exclusions given as ``{"L2": "fracture"}`` or ``["L2:fracture", "L3"]``."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        pairs = []
+        for item in items:
+            label, _, reason = str(item).partition(":")
+            pairs.append((label, reason))
+    out = {}
+    for label, reason in pairs:
+        lab = _check_label(str(label).strip(), "exclusions")
+        out[lab] = str(reason).strip() or "excluded by user"
+    return out
+
+
+def apply_exclusions(
+    rois: VertebraROIs, exclusions: Mapping[str, str] | Iterable[str] | None
+) -> VertebraROIs:
+    """Return ROIs with the given vertebrae marked excluded (with their reasons).
+
+    Raises
+    ------
+    ROIError
+        An excluded label that is not among the ROIs.
+    """
+    excl = parse_exclusions(exclusions)
+    missing = sorted(set(excl) - set(rois.labels))
+    if missing:
+        raise ROIError(f"cannot exclude {missing}: no such vertebra ROI", rois.source)
+    new = tuple(
+        replace(r, excluded=True, exclusion_reason=excl[r.label]) if r.label in excl else r
+        for r in rois
+    )
+    return replace(rois, rois=new)

@@ -1,0 +1,182 @@
+"""DICOM loader: conversions, spacing, metadata, and typed errors for bad input."""
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from tbscore.errors import (
+    CompressedPixelDataError,
+    DicomReadError,
+    InputError,
+    MissingPixelSpacingError,
+    NotAnImageError,
+    TBSError,
+    UnsupportedImageError,
+)
+from tbscore.io import load_dicom
+
+
+def _ramp(dtype=np.uint16):
+    return (np.arange(64 * 48).reshape(64, 48) % 1000).astype(dtype)
+
+
+def test_monochrome2_and_rescale(dicom_file):
+    path = dicom_file(_ramp(), RescaleSlope="2", RescaleIntercept="-5")
+    img = load_dicom(path)
+    np.testing.assert_array_equal(img.pixels, _ramp().astype(float) * 2 - 5)
+    assert img.spacing_mm == (1.0, 1.0) and img.spacing_source == "PixelSpacing"
+    assert img.pixels.dtype == np.float64 and img.source == str(path)
+    assert len(img.file_sha256) == 64 and len(img.pixel_sha256) == 64
+
+
+def test_monochrome1_is_inverted_so_bone_is_bright(dicom_file):
+    raw = _ramp(np.uint8)
+    img = load_dicom(dicom_file(raw, photometric="MONOCHROME1"))
+    np.testing.assert_array_equal(img.pixels, 255.0 - raw)
+
+
+def test_pixel_hash_ignores_uids_but_file_hash_does_not(dicom_file):
+    a = load_dicom(dicom_file(_ramp(), name="a.dcm"))
+    b = load_dicom(dicom_file(_ramp(), name="b.dcm"))
+    assert a.pixel_sha256 == b.pixel_sha256 and a.file_sha256 != b.file_sha256
+
+
+@pytest.mark.parametrize(
+    "tag", ["PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"]
+)
+def test_spacing_sources_and_non_square(dicom_file, tag):
+    img = load_dicom(dicom_file(_ramp(), spacing=(1.05, 0.6), spacing_tag=tag))
+    assert img.spacing_mm == (1.05, 0.6) and img.spacing_source == tag
+
+
+def test_spacing_precedence(dicom_file):
+    ds_path = dicom_file(_ramp(), spacing=(0.5, 0.5))
+    ds = pydicom.dcmread(ds_path)
+    ds.ImagerPixelSpacing = ["0.9", "0.9"]
+    assert load_dicom(ds).spacing_mm == (0.5, 0.5)
+
+
+def test_missing_spacing_needs_user_value(dicom_file):
+    path = dicom_file(_ramp(), spacing=None, PixelAspectRatio=["105", "60"])
+    with pytest.raises(MissingPixelSpacingError) as err:
+        load_dicom(path)
+    assert str(path) in str(err.value) and "PixelAspectRatio" in str(err.value)
+    img = load_dicom(path, spacing=(1.05, 0.6))
+    assert img.spacing_mm == (1.05, 0.6) and img.spacing_source == "user"
+    other = dicom_file(_ramp(), name="o.dcm", spacing=(1.0, 1.0))
+    assert load_dicom(other, spacing=(2.0, 2.0)).spacing_mm == (1.0, 1.0)
+    assert load_dicom(other, spacing=(2.0, 2.0), override_spacing=True).spacing_mm == (2.0, 2.0)
+    with pytest.raises(InputError, match="positive"):
+        load_dicom(path, spacing=(0.0, 1.0))
+
+
+def test_metadata(dicom_file):
+    path = dicom_file(
+        _ramp(),
+        PatientAge="065Y",
+        PatientSex="F",
+        PatientSize="1.6",
+        PatientWeight="64",
+        Manufacturer="ACME",
+        ManufacturerModelName="X1",
+        StudyDate="20260102",
+    )
+    m = load_dicom(path).metadata
+    assert m.age_years == 65 and m.sex == "F" and m.bmi == pytest.approx(25.0)
+    assert m.manufacturer == "ACME" and m.model == "X1" and m.study_date == "20260102"
+    assert m.sop_instance_uid and m.patient_name == "TEST^PATIENT"
+    assert "patient_name" not in m.to_dict(include_phi=False)
+    path2 = dicom_file(_ramp(), name="b.dcm", PatientBirthDate="19600101", StudyDate="20250101")
+    assert load_dicom(path2).metadata.age_years == pytest.approx(65.0, abs=0.01)
+
+
+def test_rgb_screenshot_is_rejected(dicom_file):
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(UnsupportedImageError, match="colour"):
+        load_dicom(dicom_file(rgb, photometric="RGB", modality="OT"))
+
+
+def test_multiframe_is_rejected(dicom_file):
+    path = dicom_file(np.zeros((64, 32), np.uint8), NumberOfFrames=2, Rows=32)
+    with pytest.raises(UnsupportedImageError, match="multi-frame"):
+        load_dicom(path)
+
+
+def test_ct_is_rejected_with_reason(dicom_file):
+    with pytest.raises(UnsupportedImageError, match="modality CT"):
+        load_dicom(dicom_file(_ramp(), modality="CT"))
+
+
+def test_non_image_and_non_dicom_and_truncated(dicom_file, tmp_path):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Modality = "SR"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
+    with pytest.raises(NotAnImageError, match="no pixel data"):
+        load_dicom(ds)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a DICOM file\n" * 20)
+    with pytest.raises(DicomReadError, match="not a DICOM"):
+        load_dicom(text)
+    with pytest.raises(DicomReadError, match="does not exist"):
+        load_dicom(tmp_path / "missing.dcm")
+    good = dicom_file(_ramp())
+    data = good.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) - 2000])
+    with pytest.raises(DicomReadError) as err:
+        load_dicom(cut)
+    assert str(cut) in str(err.value)
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    with pytest.raises(DicomReadError):
+        load_dicom(empty)
+
+
+def test_compressed_without_decoder_names_the_extra():
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPEG2000.dcm", download=False) or get_testdata_file(
+        "693_J2KR.dcm", download=False
+    )
+    if path is None:
+        pytest.skip("no bundled JPEG 2000 file")
+    try:
+        import openjpeg  # noqa: F401
+
+        pytest.skip("a JPEG 2000 decoder is installed")
+    except ImportError:
+        pass
+    with pytest.raises((CompressedPixelDataError, UnsupportedImageError)) as err:
+        load_dicom(path)
+    if isinstance(err.value, CompressedPixelDataError):
+        assert "tbscore[jpeg]" in str(err.value)
+
+
+def _corpus() -> list[Path]:
+    root = Path(pydicom.__file__).parent / "data" / "test_files"
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".json", ".txt", ".gz", ".bz2", ".zip")
+    )
+
+
+@pytest.mark.parametrize("modalities", [None, frozenset({"*"})], ids=["default", "any-modality"])
+def test_every_bundled_pydicom_file_loads_or_raises_a_tbscore_error(modalities):
+    files = _corpus()
+    assert len(files) > 50
+    outcomes = {"loaded": 0, "error": 0}
+    for path in files:
+        try:
+            img = load_dicom(path, spacing=(1.0, 1.0), allow_modalities=modalities)
+        except TBSError as exc:
+            assert exc.source == str(path) and exc.reason
+            outcomes["error"] += 1
+        else:
+            assert img.pixels.ndim == 2 and np.all(np.isfinite(img.pixels))
+            outcomes["loaded"] += 1
+    assert outcomes["loaded"] > 0 and outcomes["error"] > 0

@@ -1,0 +1,200 @@
+"""Slope, lag selection, invariances and the L1-L4 rule."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tbscore
+from tbscore.errors import ROIError, SettingsError
+from tbscore.result import TBSResult
+from tbscore.roi import VertebraROI, VertebraROIs
+from tbscore.settings import Settings
+from tbscore.tbs import combine_l1_l4, fit_loglog, select_lags, vertebra_tbs
+
+
+def _boxes(shape=(200, 120)):
+    return {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "vertebrae": [
+            {"label": f"L{i + 1}", "box": [10 + 45 * i, 20, 50 + 45 * i, 100]} for i in range(4)
+        ],
+    }
+
+
+def _texture(shape=(200, 120), seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        np.cumsum(np.cumsum(rng.normal(size=shape), axis=0), axis=1) * 0.1
+        + rng.normal(size=shape) * 3
+    )
+
+
+def test_select_lags_square():
+    lags, d = select_lags((1.0, 1.0), 0.5, 3.0)
+    expected = {
+        (1, 0): 1,
+        (2, 0): 2,
+        (3, 0): 3,
+        (0, 1): 1,
+        (0, 2): 2,
+        (0, 3): 3,
+        (1, 1): math.sqrt(2),
+        (2, 2): 2 * math.sqrt(2),
+        (1, -1): math.sqrt(2),
+        (2, -2): 2 * math.sqrt(2),
+    }
+    got = {tuple(map(int, lag)): dist for lag, dist in zip(lags, d, strict=True)}
+    assert got.keys() == expected.keys()
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v)
+    assert np.all(np.diff(d) >= 0)
+
+
+def test_select_lags_non_square_uses_physical_distance():
+    lags, d = select_lags((1.05, 0.60), 0.5, 2.0, ("vertical", "horizontal"))
+    got = {tuple(map(int, lag)) for lag in lags}
+    assert got == {(1, 0), (0, 1), (0, 2), (0, 3)}  # 1.05; 0.6, 1.2, 1.8 mm
+    assert d.max() <= 2.0
+
+
+def test_fit_loglog_exact_power_law():
+    d = np.array([1.0, 1.5, 2.0, 3.0])
+    fit = fit_loglog(d, 7.0 * d**1.3)
+    assert fit.slope == pytest.approx(1.3, abs=1e-12)
+    assert fit.intercept == pytest.approx(math.log(7.0))
+    assert fit.r2 == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        fit_loglog(d, -d)
+    with pytest.raises(ValueError):
+        fit_loglog([1.0, 1.0], [1.0, 2.0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.01, 1e4).filter(lambda a: a > 0) | st.floats(-1e4, -0.01), st.floats(-1e5, 1e5))
+def test_gray_level_affine_maps_leave_the_slope_unchanged(a, b):
+    img = _texture()
+    r1 = tbscore.calc(img, _boxes(), spacing=(1.0, 1.0))
+    r2 = tbscore.calc(a * img + b, _boxes(), spacing=(1.0, 1.0))
+    for v1, v2 in zip(r1.vertebrae, r2.vertebrae, strict=True):
+        assert v1.value == pytest.approx(v2.value, abs=1e-9)
+
+
+def test_rotation_by_90_degrees_with_swapped_spacing_gives_the_same_value():
+    img = _texture(seed=3)
+    spacing = (1.05, 0.6)
+    r1 = tbscore.calc(img, _boxes(), spacing=spacing, settings={"lag_max_mm": 3.5})
+    rot = np.rot90(img)  # (row, col) -> (n_cols - 1 - col, row)
+    boxes = _boxes()
+    n_cols = img.shape[1]
+    for item in boxes["vertebrae"]:
+        r0, c0, r1_, c1 = item["box"]
+        item["box"] = [n_cols - c1, r0, n_cols - c0, r1_]
+    r2 = tbscore.calc(rot, boxes, spacing=spacing[::-1], settings={"lag_max_mm": 3.5})
+    for v1, v2 in zip(r1.vertebrae, r2.vertebrae, strict=True):
+        assert v1.n_pixels == v2.n_pixels
+        assert v1.value == pytest.approx(v2.value, abs=1e-10)
+    assert r1.l1_l4 == pytest.approx(r2.l1_l4, abs=1e-10)
+
+
+def test_l1_l4_needs_two_valid_vertebrae_and_exclusions_are_reported():
+    img = _texture(seed=5)
+    full = tbscore.calc(img, _boxes(), spacing=(1.0, 1.0))
+    assert full.status == "ok" and full.l1_l4_labels == ("L1", "L2", "L3", "L4")
+    assert full.l1_l4 == pytest.approx(np.mean([v.value for v in full.vertebrae]))
+    two = tbscore.calc(img, _boxes(), spacing=(1.0, 1.0), exclude=["L1:fracture", "L2:implant"])
+    assert two.l1_l4 == pytest.approx(
+        np.mean([full.vertebra("L3").value, full.vertebra("L4").value])
+    )
+    assert two.vertebra("L1").status == "excluded" and two.vertebra("L1").reason == "fracture"
+    one = tbscore.calc(img, _boxes(), spacing=(1.0, 1.0), exclude={"L1": "a", "L2": "b", "L3": "c"})
+    assert one.l1_l4 is None and one.status == "incomplete"
+    assert "needs at least 2" in one.l1_l4_reason
+    with pytest.raises(ROIError):
+        tbscore.calc(img, _boxes(), spacing=(1.0, 1.0), exclude=["T12"])
+
+
+def test_small_roi_and_flat_roi_are_invalid_with_reason():
+    img = _texture()
+    mask = np.zeros(img.shape, bool)
+    mask[10:15, 10:15] = True
+    r = vertebra_tbs(img, VertebraROI("L1", mask), (1.0, 1.0), Settings())
+    assert r.status == "invalid" and "pixels" in r.reason
+    flat = np.ones((60, 60))
+    m = np.ones((60, 60), bool)
+    r = vertebra_tbs(flat, VertebraROI("L2", m), (1.0, 1.0), Settings())
+    assert r.status == "invalid" and "variation" in r.reason
+    # with a lag range too large for the ROI, lags lack pairs
+    r = vertebra_tbs(
+        img,
+        VertebraROI("L3", np.ones(img.shape, bool)),
+        (1.0, 1.0),
+        Settings(lag_min_mm=500.0, lag_max_mm=600.0),
+    )
+    assert r.status == "invalid" and "lags" in r.reason
+
+
+def test_combine_rule():
+    from tbscore.result import VertebraResult
+
+    vs = (
+        VertebraResult("L1", "ok", 1.2),
+        VertebraResult("L2", "invalid", None, "x"),
+        VertebraResult("L3", "ok", 1.4),
+        VertebraResult("L4", "excluded", None, "y"),
+    )
+    value, labels, reason = combine_l1_l4(vs, 2)
+    assert value == pytest.approx(1.3) and labels == ("L1", "L3") and reason is None
+    value, labels, reason = combine_l1_l4(vs, 3)
+    assert value is None and "needs at least 3" in reason
+
+
+def test_result_round_trips_through_json(tmp_path):
+    r = tbscore.calc(_texture(), _boxes(), spacing=(1.0, 1.0), exclude=["L4:artefact"])
+    path = tmp_path / "r.json"
+    r.to_json(path)
+    back = TBSResult.from_json(path)
+    assert back == r
+    assert back.to_dict() == r.to_dict()
+    d = r.to_dict()
+    assert d["cpt_code"] == "77091" and d["tbscore_version"] == tbscore.__version__
+    assert d["lag_range_mm"] == [0.5, 3.0] and d["pixel_spacing_mm"] == [1.0, 1.0]
+    assert d["input"]["pixel_sha256"] and d["settings_digest"] == Settings().digest()
+    assert "<table>" in r._repr_html_()
+    row = r.csv_row()
+    assert row["l4_status"] == "excluded" and row["l4_reason"] == "artefact"
+
+
+def test_settings_validation_and_files(tmp_path):
+    with pytest.raises(SettingsError, match="unknown setting"):
+        Settings.from_dict({"lag_max": 3})
+    with pytest.raises(SettingsError, match="larger than"):
+        Settings(lag_min_mm=4.0, lag_max_mm=3.0)
+    with pytest.raises(SettingsError, match="direction"):
+        Settings(directions=("sideways",))
+    with pytest.raises(SettingsError):
+        Settings(min_valid_vertebrae=0)
+    toml = tmp_path / "s.toml"
+    toml.write_text("[tbs]\nlag_min_mm = 1\nlag_max_mm = 4.0\n")
+    s = tbscore.load_settings(toml)
+    assert s.lag_min_mm == 1.0 and s.lag_max_mm == 4.0
+    yml = tmp_path / "s.yaml"
+    yml.write_text("lag_max_mm: 2.5\ndirections: [vertical, horizontal]\n")
+    assert tbscore.load_settings(yml).directions == ("vertical", "horizontal")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lag_max_mm = 'x'\n")
+    with pytest.raises(SettingsError, match=str(bad.name)):
+        tbscore.load_settings(bad)
+    assert Settings().digest() == Settings(parallel=True).digest()
+    assert Settings().digest() != Settings(lag_max_mm=4.0).digest()
+
+
+def test_vertebra_rois_container():
+    m = np.zeros((10, 10), bool)
+    m[2:5, 2:5] = True
+    rois = VertebraROIs((VertebraROI("L1", m),), (10, 10))
+    assert rois["L1"].n_pixels == 9 and rois.labels == ("L1",)
+    assert rois.label_image().max() == 1
