@@ -119,6 +119,7 @@ def calc(
     spacing: tuple[float, float] | None = None,
     override_spacing: bool = False,
     exclude: Mapping[str, str] | Iterable[str] | None = None,
+    calibration: Any = None,
 ) -> TBSResult:
     """Compute TBS per vertebra and for L1–L4 (the 77091 technical result).
 
@@ -137,6 +138,9 @@ def calc(
         Use ``spacing`` even when the file has its own.
     exclude : mapping or iterable, optional
         Vertebrae to exclude with reasons, ``{"L2": "fracture"}`` or ``["L2:fracture"]``.
+    calibration : Calibration or path, optional
+        A linear map to a reference TBS scale (:mod:`tbscore.calibrate`); the raw
+        values stay and calibrated values are added beside them.
 
     Returns
     -------
@@ -161,7 +165,7 @@ def calc(
             f"BMI {meta.bmi:.1f} kg/m^2 outside 15-37, where TBS is considered "
             "reliable (Looker 2016)"
         )
-    return TBSResult(
+    result = TBSResult(
         vertebrae=vertebrae,
         l1_l4=l14,
         l1_l4_labels=labels,
@@ -183,3 +187,10 @@ def calc(
         warnings=tuple(warnings),
         tbscore_version=__version__,
     )
+    if calibration is not None:
+        from tbscore.calibrate import apply_calibration, load_calibration
+
+        if isinstance(calibration, str | Path):
+            calibration = load_calibration(calibration)
+        result = apply_calibration(result, calibration)
+    return result

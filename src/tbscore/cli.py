@@ -19,6 +19,14 @@ from tbscore.errors import TBSError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_ERROR = 0, 1, 2
 
+#: Feature modules that add their own sub-commands with ``register_cli(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "tbscore.report",  # interpret (77092), score (77089), billing
+    "tbscore.batch",  # batch
+    "tbscore.export",  # export (77090)
+    "tbscore.calibrate",  # calibrate
+)
+
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("computation settings (override --settings)")
@@ -187,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-roi", metavar="ROI.json", help="write the ROIs used as tbscore-roi/1 JSON"
     )
     p.add_argument("--overlay", metavar="PNG", help="write the image with the ROIs drawn")
+    p.add_argument("--sr", metavar="OUT.dcm", help="write a DICOM SR (TID 1500) of the result")
     _settings_args(p)
     p.set_defaults(func=cmd_calc)
 
@@ -196,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("outdir", nargs="?", default="sample_dicom")
     p.add_argument("--seed", type=int, default=20261123)
     p.set_defaults(func=cmd_phantom)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a missing dependency inside the module: report it
+                raise
+            continue  # feature not installed in this build
+        module.register_cli(sub)
     return parser
 
 
