@@ -1,0 +1,117 @@
+"""ROI files: formats, units, validation, round trip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tbscore.errors import ROIError
+from tbscore.roi import (
+    apply_exclusions,
+    read_rois,
+    rois_from_dict,
+    rois_from_label_image,
+    write_roi_json,
+)
+
+SHAPE, SPACING = (120, 80), (1.05, 0.6)
+
+
+def _doc(**extra):
+    d = {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "vertebrae": [
+            {"label": "L2", "box": [10, 10, 40, 60]},
+            {"label": "L1", "polygon": [[50, 10], [50, 60], [90, 62], [90, 8]]},
+        ],
+    }
+    d.update(extra)
+    return d
+
+
+def test_boxes_polygons_sorted_and_masks():
+    rois = rois_from_dict(_doc(), SHAPE, SPACING)
+    assert rois.labels == ("L1", "L2")
+    assert rois["L2"].n_pixels == 30 * 50 and rois["L2"].box == (10, 10, 40, 60)
+    assert 40 * 50 < rois["L1"].n_pixels < 41 * 55
+
+
+def test_mm_units_use_per_axis_spacing():
+    doc = {
+        "format": "tbscore-roi/1",
+        "units": "mm",
+        "vertebrae": [{"label": "L3", "box": [10 * 1.05, 10 * 0.6, 40 * 1.05, 60 * 0.6]}],
+    }
+    assert rois_from_dict(doc, SHAPE, SPACING)["L3"].box == (10, 10, 40, 60)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "other/1"}, "unsupported ROI format"),
+        ({"units": "cm"}, "units"),
+        ({"image_shape": [10, 10]}, "shape"),
+        ({"pixel_spacing_mm": [1.0, 1.0]}, "spacing"),
+        ({"vertebrae": []}, "non-empty"),
+        ({"vertebrae": [{"label": "T12", "box": [0, 0, 5, 5]}]}, "label"),
+        ({"vertebrae": [{"label": "L1", "box": [0, 0, 500, 5]}]}, "outside"),
+        ({"vertebrae": [{"label": "L1", "box": [5, 5, 5, 9]}]}, "empty"),
+        ({"vertebrae": [{"label": "L1"}]}, "polygon"),
+        (
+            {
+                "vertebrae": [
+                    {"label": "L1", "box": [0, 0, 9, 9]},
+                    {"label": "L1", "box": [20, 0, 29, 9]},
+                ]
+            },
+            "duplicate",
+        ),
+        (
+            {
+                "vertebrae": [
+                    {"label": "L1", "box": [0, 0, 9, 9]},
+                    {"label": "L2", "box": [5, 0, 15, 9]},
+                ]
+            },
+            "overlap",
+        ),
+    ],
+)
+def test_invalid_documents_raise_roi_error(change, message):
+    with pytest.raises(ROIError, match=message):
+        rois_from_dict(_doc(**change), SHAPE, SPACING)
+
+
+def test_json_round_trip_and_exclusions(tmp_path):
+    rois = apply_exclusions(rois_from_dict(_doc(), SHAPE, SPACING), ["L2:fracture"])
+    for units in ("px", "mm"):
+        path = write_roi_json(rois, tmp_path / f"r_{units}.json", SPACING, units=units)
+        back = read_rois(path, SHAPE, SPACING)
+        assert back.labels == rois.labels
+        for a, b in zip(rois, back, strict=True):
+            np.testing.assert_array_equal(a.mask, b.mask)
+        assert back["L2"].excluded and back["L2"].exclusion_reason == "fracture"
+        assert json.loads(path.read_text())["units"] == units
+
+
+def test_label_images(tmp_path):
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[10:30, 10:50] = 1
+    lab[40:60, 10:50] = 3
+    np.save(tmp_path / "lab.npy", lab)
+    rois = read_rois(tmp_path / "lab.npy", SHAPE, SPACING)
+    assert rois.labels == ("L1", "L3") and rois["L3"].n_pixels == 800
+    # a label-image ROI written as JSON (traced outline) gives back the same mask
+    back = read_rois(write_roi_json(rois, tmp_path / "lab.json", SPACING), SHAPE, SPACING)
+    for a, b in zip(rois, back, strict=True):
+        np.testing.assert_array_equal(a.mask, b.mask)
+    with pytest.raises(ROIError, match="0..4"):
+        rois_from_label_image(np.full(SHAPE, 7))
+    with pytest.raises(ROIError, match="no vertebra"):
+        rois_from_label_image(np.zeros(SHAPE))
+    with pytest.raises(ROIError, match="does not exist"):
+        read_rois(tmp_path / "nope.json", SHAPE, SPACING)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ROIError, match="cannot read"):
+        read_rois(tmp_path / "bad.json", SHAPE, SPACING)
