@@ -28,7 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _settings_args(p: argparse.ArgumentParser) -> None:
+def add_settings_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("computation settings (override --settings)")
     g.add_argument("--settings", metavar="FILE", help="settings file (.toml, .yaml or .json)")
     g.add_argument("--lag-min-mm", type=float, help="smallest lag (mm)")
@@ -45,6 +45,9 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use --spacing even when the file has a spacing",
     )
+
+
+_settings_args = add_settings_args  # old name, still used by modules in progress
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -196,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overlay", metavar="PNG", help="write the image with the ROIs drawn")
     p.add_argument("--sr", metavar="OUT.dcm", help="write a DICOM SR (TID 1500) of the result")
-    _settings_args(p)
+    add_settings_args(p)
     p.set_defaults(func=cmd_calc)
 
     p = sub.add_parser(
@@ -215,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != name:  # a missing dependency inside the module: report it
                 raise
             continue  # feature not installed in this build
+        if getattr(module, "__file__", None) is None:
+            continue  # a bare directory (namespace package), not a feature module
         module.register_cli(sub)
     return parser
 
