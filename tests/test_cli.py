@@ -1,8 +1,9 @@
-"""The calc command line on a small synthetic DICOM."""
+"""The calc command line on a small synthetic DICOM and the bundled samples."""
 
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,28 @@ def test_errors_are_clear_and_exit_2(tmp_path, capsys):
     settings.write_text("lag_max_mm: -1\n")
     assert main(["calc", str(bad), "--settings", str(settings)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_calc_writes_sr_and_applies_calibration(tmp_path, capsys):
+    """End to end through the CLI: --calibration changes the result, --sr records it."""
+    pytest.importorskip("highdicom")
+    from tbscore.calibrate import fit_calibration, save_calibration
+    from tbscore.sr import read_sr
+
+    x = np.linspace(0.8, 1.6, 12)
+    calib = save_calibration(fit_calibration(x, 0.3 + 0.8 * x, method="ols"), tmp_path / "c.json")
+    samples = Path(__file__).resolve().parents[1] / "sample_dicom"
+    dcm = str(samples / "phantom_a_square.dcm")
+    roi = str(samples / "phantom_a_square.roi.json")
+    sr = tmp_path / "out_sr.dcm"
+    code = main(["calc", dcm, "--roi", roi, "--json", "--calibration", str(calib), "--sr", str(sr)])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["calibration"] is not None
+    assert out["l1_l4_calibrated"] == pytest.approx(0.3 + 0.8 * out["l1_l4"], abs=1e-9)
+    back = read_sr(sr)
+    for v in out["vertebrae"]:
+        assert back["vertebrae"][v["label"]]["value"] == pytest.approx(v["value"], abs=0)
+        assert back["vertebrae"][v["label"]]["calibrated_value"] == pytest.approx(
+            v["calibrated_value"], abs=1e-12
+        )

@@ -84,6 +84,9 @@ def _summary(result) -> str:
         f"L1-L4     {l14}   ({', '.join(result.l1_l4_labels)})"
         + (f"  {result.l1_l4_reason}" if result.l1_l4_reason else "")
     )
+    if result.calibration is not None:
+        cal = "n/a" if result.l1_l4_calibrated is None else f"{result.l1_l4_calibrated:.3f}"
+        lines.append(f"L1-L4 calibrated {cal}  (calibration: {result.calibration.get('name')})")
     for w in result.warnings:
         lines.append(f"warning: {w}")
     lines.append(
@@ -113,7 +116,13 @@ def cmd_calc(args: argparse.Namespace) -> int:
         spacing=tuple(args.spacing) if args.spacing else None,
         override_spacing=args.override_spacing,
         exclude=args.exclude,
+        calibration=args.calibration,
     )
+    if args.sr:
+        from tbscore.sr import write_sr
+
+        write_sr(result, args.file, args.sr)
+        sys.stderr.write(f"written {args.sr}\n")
     fmt = "json" if args.json else "csv" if args.csv else None
     if fmt is None and args.output:
         fmt = {".json": "json", ".csv": "csv"}.get(Path(args.output).suffix.lower(), "json")
@@ -199,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overlay", metavar="PNG", help="write the image with the ROIs drawn")
     p.add_argument("--sr", metavar="OUT.dcm", help="write a DICOM SR (TID 1500) of the result")
+    p.add_argument(
+        "--calibration",
+        metavar="CALIB.json",
+        help="apply a calibration (tbscore calibrate); calibrated values beside raw ones",
+    )
     add_settings_args(p)
     p.set_defaults(func=cmd_calc)
 

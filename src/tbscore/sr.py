@@ -1,0 +1,432 @@
+"""DICOM Structured Report (TID 1500 Measurement Report) of a TBS result.
+
+:func:`write_sr` writes a :class:`tbscore.result.TBSResult` as an Enhanced SR
+document (SOP class 1.2.840.10008.5.1.4.1.1.88.22) holding a TID 1500 "Imaging
+Measurement Report" built with `highdicom <https://highdicom.readthedocs.io>`_.
+:func:`read_sr` reads the values back.
+
+Content tree
+------------
+One TID 1501 measurement group per vertebra (L1..L4) and one for the L1–L4 value:
+
+* tracking identifier: ``"L1"`` .. ``"L4"``, or ``"L1-L4 [L1 L2 L3 L4]"`` (the
+  vertebrae that contributed), with a tracking UID;
+* finding site: SNOMED CT ``66794005`` L1 vertebra, ``14293000`` L2, ``36470004`` L3,
+  ``11994002`` L4, ``122496007`` lumbar spine for the L1–L4 value (codes as listed
+  in pydicom's SNOMED CT code dictionary);
+* method ``(TBS-VARIOGRAM, 99TBSCORE)`` and algorithm identification (TID 4019:
+  name ``tbscore``, version, parameters ``settings_digest=…``, ``lag_range_mm=…``,
+  ``calibration=…``);
+* source image: the analysed image (SOP Class / Instance UID of ``source``);
+* measurement (TID 300) ``(TBS, 99TBSCORE, "Trabecular bone score (tbscore raw
+  index)")``, UCUM unit ``1`` (dimensionless); the L1–L4 measurement carries
+  derivation ``(373098007, SCT, "Mean")``; with a calibration, a second measurement
+  ``(TBS-CAL, 99TBSCORE)`` holds the calibrated value;
+* qualitative evaluation ``(TBS-STATUS, 99TBSCORE)`` = ``OK`` / ``EXCLUDED`` /
+  ``INVALID`` / ``NOT-REPORTED``.
+
+There is no standard (DCM, LOINC or SNOMED CT) concept for the trabecular bone
+score, so the measurement names use the private coding scheme ``99TBSCORE``,
+declared in the Coding Scheme Identification Sequence (0008,0110) of the document.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from tbscore._version import __version__
+from tbscore.errors import TBSError
+
+__all__ = [
+    "SRError",
+    "CODING_SCHEME",
+    "PRIVATE_CODES",
+    "write_sr",
+    "read_sr",
+]
+
+#: Private coding scheme designator of the tbscore concepts.
+CODING_SCHEME = "99TBSCORE"
+
+#: Private code values: ``code value -> code meaning``.
+PRIVATE_CODES: dict[str, str] = {
+    "TBS": "Trabecular bone score (tbscore raw index)",
+    "TBS-CAL": "Trabecular bone score, calibrated",
+    "TBS-VARIOGRAM": "Log-log variogram slope near the origin",
+    "TBS-STATUS": "TBS vertebra status",
+    "OK": "Value computed",
+    "EXCLUDED": "Excluded by the user",
+    "INVALID": "No value could be computed",
+    "NOT-REPORTED": "Not reported (too few valid vertebrae)",
+}
+
+_LABELS = ("L1", "L2", "L3", "L4")
+_STATUS_CODE = {"ok": "OK", "excluded": "EXCLUDED", "invalid": "INVALID"}
+_L14_RE = re.compile(r"^L1-L4(?: \[([L1-4 ]*)\])?$")
+
+
+class SRError(TBSError):
+    """The SR cannot be written (missing highdicom, mismatching source) or read."""
+
+    code = "sr_error"
+
+
+def _hd():
+    try:
+        import highdicom as hd
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise SRError("DICOM SR needs highdicom: pip install 'tbscore[sr]'") from exc
+    return hd
+
+
+def _code(value: str):
+    from pydicom.sr.coding import Code
+
+    return Code(value, CODING_SCHEME, PRIVATE_CODES[value])
+
+
+def _finding_site_codes() -> dict[str, Any]:
+    from pydicom.sr.codedict import codes
+
+    return {
+        "L1": codes.SCT.L1Vertebra,
+        "L2": codes.SCT.L2Vertebra,
+        "L3": codes.SCT.L3Vertebra,
+        "L4": codes.SCT.L4Vertebra,
+        "L1-L4": codes.SCT.LumbarSpine,
+    }
+
+
+def _read_source(source: str | Path | Dataset) -> Dataset:
+    if isinstance(source, Dataset):
+        return source
+    import pydicom
+
+    try:
+        return pydicom.dcmread(source, stop_before_pixels=True)
+    except Exception as exc:
+        raise SRError(
+            f"cannot read the source image ({type(exc).__name__}: {exc})", str(source)
+        ) from exc
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def write_sr(
+    result: Any,
+    source: str | Path | Dataset,
+    path: str | Path,
+    *,
+    series_number: int = 900,
+    instance_number: int = 1,
+    manufacturer: str = "tbscore",
+    institution_name: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> Path:
+    """Write a TBS result as a DICOM Enhanced SR (TID 1500 Measurement Report).
+
+    Parameters
+    ----------
+    result : tbscore.result.TBSResult
+        The result to encode (raw values, and calibrated values when a calibration
+        was applied).
+    source : str, Path or pydicom Dataset
+        The analysed DICOM image. Patient and study attributes of the SR are taken
+        from it, and every measurement group references it (SOP Class / Instance UID).
+    path : str or Path
+        Output file (parent folders are created).
+    series_number, instance_number : int
+        Series and Instance Number of the SR document.
+    manufacturer : str
+        Manufacturer of the SR document and of the device observer.
+    institution_name : str, optional
+        Institution creating the SR.
+    sop_instance_uid, series_instance_uid : str, optional
+        UIDs of the SR document (new UIDs by default).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    SRError
+        highdicom is missing, the source is unreadable or not an image, or the
+        result was computed on a different image (its SOP Instance UID differs).
+    """
+    hd = _hd()
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    ds = _read_source(source)
+    name = (
+        str(source)
+        if not isinstance(source, Dataset)
+        else str(getattr(ds, "filename", None) or "<dataset>")
+    )
+    src_uid = str(ds.get("SOPInstanceUID", "") or "")
+    res_uid = (result.input or {}).get("sop_instance_uid")
+    if res_uid and src_uid and str(res_uid) != src_uid:
+        raise SRError(
+            f"the result was computed on SOP Instance {res_uid}, not on this source "
+            f"({src_uid}); refusing to attach it to another image",
+            name,
+        )
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not ds.get(keyword):
+            raise SRError(f"source has no {keyword}; an SR must reference a DICOM image", name)
+
+    sites = _finding_site_codes()
+    unit = codes.UCUM.NoUnits
+    digest = result.settings.digest()
+    params = [
+        f"settings_digest={digest}",
+        f"lag_range_mm={result.lag_range_mm[0]:g}-{result.lag_range_mm[1]:g}",
+        f"method={result.method}",
+    ]
+    calib = result.calibration or None
+    if calib:
+        params.append(f"calibration={calib.get('name', '')}")
+        params.append(f"calibration_a={calib.get('a')}")
+        params.append(f"calibration_b={calib.get('b')}")
+    algorithm = hd.sr.AlgorithmIdentification(
+        name="tbscore", version=str(result.tbscore_version or __version__), parameters=params
+    )
+    try:
+        source_image = hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)
+    except (ValueError, AttributeError) as exc:
+        raise SRError(f"source is not a valid image reference ({exc})", name) from exc
+    method = _code("TBS-VARIOGRAM")
+
+    def group(
+        tracking: str,
+        site_key: str,
+        value: float | None,
+        cal: float | None,
+        status: str,
+        derivation=None,
+    ):
+        measurements = []
+        if value is not None:
+            measurements.append(
+                hd.sr.Measurement(
+                    name=_code("TBS"),
+                    value=float(value),
+                    unit=unit,
+                    derivation=derivation,
+                    algorithm_id=algorithm,
+                )
+            )
+            if cal is not None:
+                measurements.append(
+                    hd.sr.Measurement(
+                        name=_code("TBS-CAL"),
+                        value=float(cal),
+                        unit=unit,
+                        derivation=derivation,
+                        algorithm_id=algorithm,
+                    )
+                )
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=tracking),
+            method=method,
+            algorithm_id=algorithm,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=sites[site_key])],
+            measurements=measurements or None,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(_code("TBS-STATUS"), _code(status))
+            ],
+            source_images=[source_image],
+        )
+
+    groups = []
+    for v in result.vertebrae:
+        if v.label not in _LABELS:
+            continue
+        value = _finite(v.value) if v.status == "ok" else None
+        if v.status == "ok":
+            status = "OK" if value is not None else "INVALID"
+        else:
+            status = _STATUS_CODE.get(v.status, "INVALID")
+        groups.append(group(v.label, v.label, value, _finite(v.calibrated_value), status))
+    l14 = _finite(result.l1_l4)
+    groups.append(
+        group(
+            f"L1-L4 [{' '.join(result.l1_l4_labels)}]",
+            "L1-L4",
+            l14,
+            _finite(result.l1_l4_calibrated),
+            "OK" if l14 is not None else "NOT-REPORTED",
+            derivation=codes.SCT.Mean,
+        )
+    )
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=["tbscore", str(result.tbscore_version)]),
+            name="tbscore",
+            manufacturer_name=manufacturer,
+            model_name="tbscore",
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.DualEnergyXRayAbsorptiometry,
+        imaging_measurements=groups,
+    )
+    try:
+        sr = hd.sr.EnhancedSR(
+            evidence=[ds],
+            content=report[0],
+            series_instance_uid=series_instance_uid or generate_uid(),
+            series_number=series_number,
+            sop_instance_uid=sop_instance_uid or generate_uid(),
+            instance_number=instance_number,
+            manufacturer=manufacturer,
+            institution_name=institution_name,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SRError(f"cannot build the SR document ({exc})", name) from exc
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = CODING_SCHEME
+    scheme.CodingSchemeName = "tbscore private codes"
+    scheme.CodingSchemeResponsibleOrganization = "tbscore project"
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    sr.SeriesDescription = "tbscore TBS measurement report"
+    sr.SoftwareVersions = str(result.tbscore_version or __version__)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(out, enforce_file_format=True)
+    return out
+
+
+def _text_items(seq: Any) -> dict[str, str]:
+    """Algorithm name / version / parameters found (recursively) below ``seq``."""
+    found: dict[str, Any] = {"parameters": []}
+    names = {"111001": "name", "111003": "version", "111002": "parameters"}
+    for item in seq or []:
+        if item.get("ValueType") == "TEXT" and "ConceptNameCodeSequence" in item:
+            code = item.ConceptNameCodeSequence[0]
+            key = names.get(str(code.CodeValue)) if code.CodingSchemeDesignator == "DCM" else None
+            if key == "parameters":
+                found["parameters"].append(str(item.TextValue))
+            elif key is not None:
+                found[key] = str(item.TextValue)
+        if "ContentSequence" in item:
+            sub = _text_items(item.ContentSequence)
+            found["parameters"] += [
+                p for p in sub.pop("parameters") if p not in found["parameters"]
+            ]
+            for k, v in sub.items():
+                found.setdefault(k, v)
+    return found
+
+
+def read_sr(path: str | Path) -> dict[str, Any]:
+    """Read the values of an SR written by :func:`write_sr`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The SR file.
+
+    Returns
+    -------
+    dict
+        ``sop_instance_uid``, ``sop_class_uid``, ``series_instance_uid``,
+        ``study_instance_uid``, ``referenced_images`` (list of
+        ``{"sop_class_uid", "sop_instance_uid"}``), ``algorithm`` (``name``,
+        ``version``, ``parameters`` as a ``{key: value}`` dict), ``vertebrae``
+        (``{label: {"value", "calibrated_value", "status", "finding_site"}}``),
+        ``l1_l4``, ``l1_l4_calibrated``, ``l1_l4_labels``.
+
+    Raises
+    ------
+    SRError
+        Unreadable file, or not a TID 1500 measurement report.
+    """
+    hd = _hd()
+    try:
+        sr = hd.sr.srread(path)
+        report = hd.sr.MeasurementReport.from_sequence([sr], copy=True)
+    except Exception as exc:
+        raise SRError(
+            f"not a readable TID 1500 measurement report ({type(exc).__name__}: {exc})", str(path)
+        ) from exc
+    tbs = _code("TBS")
+    tbs_cal = _code("TBS-CAL")
+    status_name = _code("TBS-STATUS")
+    out: dict[str, Any] = {
+        "sop_instance_uid": str(sr.SOPInstanceUID),
+        "sop_class_uid": str(sr.SOPClassUID),
+        "series_instance_uid": str(sr.SeriesInstanceUID),
+        "study_instance_uid": str(sr.StudyInstanceUID),
+        "referenced_images": [],
+        "algorithm": {},
+        "vertebrae": {},
+        "l1_l4": None,
+        "l1_l4_calibrated": None,
+        "l1_l4_labels": [],
+    }
+    refs: list[dict[str, str]] = []
+    algo: dict[str, Any] = {}
+    for g in report.get_image_measurement_groups():
+        ident = g.tracking_identifier or ""
+        value = cal = None
+        for m in g.get_measurements(name=tbs):
+            value = float(m.value)
+        for m in g.get_measurements(name=tbs_cal):
+            cal = float(m.value)
+        status = None
+        for q in g.get_qualitative_evaluations(name=status_name):
+            status = str(q.value.value).lower()
+        sites = [
+            str(s.value.value) if hasattr(s.value, "value") else str(s.value)
+            for s in g.finding_sites
+        ]
+        for img in g.source_images:
+            ref = img.referenced_sop_class_uid, img.referenced_sop_instance_uid
+            entry = {"sop_class_uid": str(ref[0]), "sop_instance_uid": str(ref[1])}
+            if entry not in refs:
+                refs.append(entry)
+        if not algo:
+            algo = _text_items(g[0].ContentSequence)
+        m14 = _L14_RE.match(ident)
+        if m14:
+            out["l1_l4"] = value
+            out["l1_l4_calibrated"] = cal
+            out["l1_l4_labels"] = (m14.group(1) or "").split()
+        elif ident in _LABELS:
+            out["vertebrae"][ident] = {
+                "value": value,
+                "calibrated_value": cal,
+                "status": status,
+                "finding_site": sites[0] if sites else None,
+            }
+    params: dict[str, str] = {}
+    for p in algo.get("parameters", []):
+        key, _, val = p.partition("=")
+        params[key] = val
+    out["algorithm"] = {
+        "name": algo.get("name"),
+        "version": algo.get("version"),
+        "parameters": params,
+    }
+    out["referenced_images"] = refs
+    return out

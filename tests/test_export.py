@@ -1,0 +1,462 @@
+"""CPT 77090 export: de-identification, manifest, mapping, TBS unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+pytest.importorskip("dicomanonymizer")
+
+from tbscore import calc  # noqa: E402
+from tbscore.errors import DicomReadError  # noqa: E402
+from tbscore.export import (  # noqa: E402
+    ALLOWED_KEYWORDS,
+    MANIFEST_COLUMNS,
+    ExportError,
+    UIDMapper,
+    deidentify_dataset,
+    export_package,
+    register_cli,
+)
+from tbscore.io import load_dicom  # noqa: E402
+from tbscore.phantom import synthetic_spine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ("L1", "L2", "L3", "L4")
+
+#: Every identifying value put into the source; none may appear in the package.
+PHI = {
+    "PatientName": "DOE^JANE^QUINN",
+    "PatientID": "MRN-778899",
+    "PatientBirthDate": "19580314",
+    "StudyDate": "20240105",
+    "SeriesDate": "20240105",
+    "AcquisitionDate": "20240106",
+    "ContentDate": "20240107",
+    "StudyTime": "101512",
+    "AcquisitionDateTime": "20240106101733",
+    "InstitutionName": "St Elsewhere Hospital",
+    "InstitutionAddress": "12 Harbour Road, Springfield",
+    "InstitutionalDepartmentName": "Radiology West Wing",
+    "ReferringPhysicianName": "HOUSE^GREGORY",
+    "PerformingPhysicianName": "WILSON^JAMES",
+    "OperatorsName": "CUDDY^LISA",
+    "RequestingPhysician": "FOREMAN^ERIC",
+    "StationName": "DXAROOM3",
+    "DeviceSerialNumber": "SN99812XQ",
+    "AccessionNumber": "ACC4242Z",
+    "StudyID": "STUDY777",
+    "StudyDescription": "DXA lumbar spine for Jane Doe",
+    "SeriesDescription": "Quinn spine series",
+    "ImageComments": "patient Jane Doe, see Dr House",
+    "PatientAddress": "1 Elm Street Springfield",
+    "PatientTelephoneNumbers": "555-0199-77",
+    "PatientMotherBirthName": "SMITHERS^MARY",
+    "PatientComments": "allergic to latex Jane",
+    "AdditionalPatientHistory": "wrist fracture 2019 Quinn",
+    "DerivationDescription": "derived from Jane Doe scan",
+    "WindowCenterWidthExplanation": "window for Quinn",
+}
+NESTED_PHI = [
+    "OTHER-ID-555",
+    "RP-31337",
+    "SPS-4711",
+    "DXA for Jane",
+    "Quinn lumbar region",
+    "PRIVATE-SECRET-42",
+    "PRIVATE^NAME^X",
+    "NESTED-SECRET-7",
+    "STELSEWHERE_AE",
+    "DOE_JANE_MRN",  # source file names
+]
+
+
+def _tokens() -> list[str]:
+    out = [v for v in PHI.values()] + NESTED_PHI
+    for v in PHI.values():  # the parts of person names
+        if "^" in v:
+            out += [p for p in v.split("^") if len(p) >= 5]
+    out += ["Jane Doe", "St Elsewhere", "Springfield", "Quinn"]  # ("elsewhere" is in 77090)
+    return out
+
+
+def _spine_pixels(seed: int = 3, hurst=0.6):
+    img, truth = synthetic_spine(hurst, shape=(200, 100), spacing_mm=(1.0, 1.0), rng=seed)
+    px = np.round((img - img.min()) / (img.max() - img.min()) * 4000).astype(np.uint16)
+    roi = {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "source": "drawn by Dr House for Jane Doe",
+        "vertebrae": [{"label": lab, "box": truth["vertebrae"][lab]["box"]} for lab in LABELS],
+    }
+    roi["vertebrae"][2]["excluded"] = True
+    roi["vertebrae"][2]["exclusion_reason"] = "fracture"
+    roi["vertebrae"][3]["excluded"] = True
+    roi["vertebrae"][3]["exclusion_reason"] = "seen by Dr House"  # free text: not kept
+    return px, roi
+
+
+def _phi_rich(ds: FileDataset, source_uids: set[str]) -> FileDataset:
+    for k, v in PHI.items():
+        setattr(ds, k, v)
+    ds.PatientSex = "F"
+    ds.PatientAge = "066Y"
+    ds.PatientSize = "1.62"
+    ds.PatientWeight = "68"
+    ds.Manufacturer = "ACME Densitometry"
+    ds.BurnedInAnnotation = "NO"
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.IrradiationEventUID = generate_uid()
+    other = Dataset()
+    other.PatientID = "OTHER-ID-555"
+    other.IssuerOfPatientID = "St Elsewhere Hospital"
+    other.private_block(0x0031, "ACME NESTED", create=True).add_new(0x01, "LO", "NESTED-SECRET-7")
+    ds.OtherPatientIDsSequence = [other]
+    req = Dataset()
+    req.RequestedProcedureID = "RP-31337"
+    req.ScheduledProcedureStepID = "SPS-4711"
+    req.RequestedProcedureDescription = "DXA for Jane"
+    ds.RequestAttributesSequence = [req]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref.ReferencedSOPInstanceUID = generate_uid()
+    ds.ReferencedStudySequence = [ref]
+    region = Dataset()  # a sequence the Annex E table does not list
+    region.CodeValue = "T-D0300"
+    region.CodingSchemeDesignator = "SRT"
+    region.CodeMeaning = "Quinn lumbar region"
+    ds.AnatomicRegionSequence = [region]
+    block = ds.private_block(0x0029, "ACME PHI", create=True)
+    block.add_new(0x01, "LO", "PRIVATE-SECRET-42")
+    block.add_new(0x02, "PN", "PRIVATE^NAME^X")
+    ds.file_meta.SourceApplicationEntityTitle = "STELSEWHERE_AE"
+    for elem in ds.iterall():
+        if (
+            elem.VR == "UI"
+            and elem.value
+            and elem.keyword != "SOPClassUID"
+            and not str(elem.value).startswith("1.2.840.10008.")
+        ):
+            source_uids.add(str(elem.value))
+    source_uids.add(str(ds.file_meta.MediaStorageSOPInstanceUID))
+    return ds
+
+
+def _write(ds: Dataset, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _non_image(path: Path) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "SR"
+    ds.PatientName = PHI["PatientName"]
+    ds.PatientID = PHI["PatientID"]
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    return _write(ds, path)
+
+
+@pytest.fixture
+def phi_source(tmp_path, dicom_file):
+    """A folder with a PHI-rich DXA image and its ROI, a second image of the same study,
+    a duplicate, and objects that must be excluded or skipped."""
+    from conftest import make_dataset
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    uids: set[str] = set()
+    px, roi = _spine_pixels()
+    a = _phi_rich(make_dataset(px, spacing=(1.0, 1.0)), uids)
+    a_path = _write(a, src / "sub" / "DOE_JANE_MRN778899.dcm")
+    (src / "sub" / "DOE_JANE_MRN778899.roi.json").write_text(json.dumps(roi))
+    # same study, no PatientAge: the age comes from birth date and study date
+    px_b, _ = _spine_pixels(seed=4)
+    b = _phi_rich(make_dataset(px_b, spacing=(0.8, 1.05), spacing_tag="ImagerPixelSpacing"), uids)
+    b.StudyInstanceUID = a.StudyInstanceUID
+    del b.PatientAge
+    b_path = _write(b, src / "DOE_JANE_MRN_b.dcm")
+    dup = pydicom.dcmread(a_path)
+    dup.SOPInstanceUID = dup.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    uids.add(str(dup.SOPInstanceUID))
+    _write(dup, src / "zz_duplicate.dcm")
+    # excluded objects
+    rgb = _phi_rich(make_dataset(np.zeros((32, 32, 3), np.uint8), photometric="RGB"), uids)
+    _write(rgb, src / "screenshot.dcm")
+    burned = _phi_rich(make_dataset(px), uids)
+    burned.BurnedInAnnotation = "YES"
+    _write(burned, src / "burned.dcm")
+    ct = _phi_rich(make_dataset(px, modality="CT"), uids)
+    _write(ct, src / "ct.dcm")
+    _non_image(src / "report_sr.dcm")
+    (src / "notes.txt").write_text("Jane Doe MRN-778899 called on 20240105")
+    return {"src": src, "a": a_path, "b": b_path, "roi": roi, "uids": uids}
+
+
+def _walk(ds: Dataset):
+    for elem in ds:
+        yield elem
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _walk(item)
+
+
+def _string_values(elem) -> list[str]:
+    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ") or elem.value is None:
+        return []
+    vals = (
+        elem.value
+        if isinstance(elem.value, list | tuple | pydicom.multival.MultiValue)
+        else [elem.value]
+    )
+    return [str(v) for v in vals]
+
+
+def _assert_no_phi(package: Path, source_uids: set[str]) -> int:
+    tokens = _tokens()
+    n_dicom = 0
+    files = [p for p in package.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert not any(t.lower() in path.name.lower() for t in tokens), path.name
+        raw = path.read_bytes()
+        low = raw.lower()
+        for t in tokens:
+            assert t.encode().lower() not in low, (path.name, t)
+        for uid in source_uids:
+            assert uid.encode() not in raw, (path.name, uid)
+        if path.suffix != ".dcm":
+            continue
+        n_dicom += 1
+        ds = pydicom.dcmread(path)
+        for elem in list(_walk(ds.file_meta)) + list(_walk(ds)):
+            assert not elem.tag.is_private, (path.name, elem.tag)
+            for s in _string_values(elem):
+                for t in tokens:
+                    assert t.lower() not in s.lower(), (path.name, elem.keyword, t)
+                if elem.VR == "UI":
+                    assert s not in source_uids, (path.name, elem.keyword)
+        added = {
+            "PatientIdentityRemoved",
+            "LongitudinalTemporalInformationModified",
+            "DeidentificationMethod",
+            "DeidentificationMethodCodeSequence",
+        }
+        top = {e.keyword for e in ds}
+        assert top <= set(ALLOWED_KEYWORDS) | added, top - set(ALLOWED_KEYWORDS) - added
+    return n_dicom
+
+
+def test_export_removes_phi_and_keeps_tbs(phi_source, tmp_path):
+    pkg = tmp_path / "pkg"
+    report = export_package([phi_source["src"]], pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    # what went in and what stayed out
+    assert manifest["counts"] == {"included": 3, "excluded": 4, "skipped_non_dicom": 1}
+    reasons = " | ".join(i.reason for i in report.excluded)
+    for word in ("colour image", "BurnedInAnnotation=YES", "non-image object", "unsupported"):
+        assert word in reasons
+    assert "CT" in {i.modality for i in report.excluded}
+    assert sorted(p.name for p in pkg.iterdir()) == [
+        "IMG00001.dcm",
+        "IMG00002.dcm",
+        "IMG00002.roi.json",
+        "IMG00003.dcm",
+        "manifest.csv",
+        "manifest.json",
+    ]
+    # every byte and every element of the package is free of the source's PHI
+    assert _assert_no_phi(pkg, phi_source["uids"]) == 3
+    assert manifest["service"]["cpt_code"] == "77090"
+    assert manifest["service"]["cpt"]["component"] == "technical"
+
+    # the mapping file is beside the package, never inside, and links back
+    mapping = json.loads(report.mapping_path.read_text())
+    assert report.mapping_path == tmp_path / "pkg.mapping.json"
+    run = mapping["runs"][0]
+    by_src = {Path(i["source_path"]).name: i for i in run["items"]}
+    a_item = by_src["DOE_JANE_MRN778899.dcm"]
+    a_src = pydicom.dcmread(phi_source["a"])
+    assert a_item["original_sop_instance_uid"] == a_src.SOPInstanceUID
+    assert mapping["uids"][a_src.SOPInstanceUID] == a_item["new_sop_instance_uid"]
+
+    # TBS on the export equals TBS on the original; pixel hashes match the manifest
+    new_path = pkg / a_item["file"]
+    orig = calc(phi_source["a"], roi=phi_source["roi"])
+    exported = calc(new_path, roi=new_path.with_name(new_path.stem + ".roi.json"))
+    assert exported.l1_l4 == orig.l1_l4 is not None
+    for v0, v1 in zip(orig.vertebrae, exported.vertebrae, strict=True):
+        assert (v0.label, v0.status, v0.value) == (v1.label, v1.status, v1.value)
+    assert exported.vertebra("L3").status == "excluded"
+    roi_doc = json.loads(new_path.with_name(new_path.stem + ".roi.json").read_text())
+    assert [v.get("exclusion_reason") for v in roi_doc["vertebrae"]] == [
+        None,
+        None,
+        "fracture",
+        "other",
+    ]
+    entry = next(i for i in manifest["items"] if i["file"] == a_item["file"])
+    assert entry["pixel_sha256"] == orig.input["pixel_sha256"] == exported.input["pixel_sha256"]
+    assert entry["file_sha256"] == hashlib.sha256(new_path.read_bytes()).hexdigest()
+    assert entry["sop_instance_uid"] == pydicom.dcmread(new_path).SOPInstanceUID
+    assert (entry["row_mm"], entry["col_mm"], entry["spacing_source"]) == (1.0, 1.0, "PixelSpacing")
+
+    # retained: patient characteristics (age, sex, BMI) and the image attributes
+    ds = pydicom.dcmread(new_path)
+    assert (ds.PatientAge, ds.PatientSex, float(ds.PatientSize), float(ds.PatientWeight)) == (
+        "066Y",
+        "F",
+        1.62,
+        68.0,
+    )
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.PatientName == "" and ds.StudyDate == "" and ds.PatientID.startswith("TBS-")
+    assert ds.Manufacturer == "ACME Densitometry" and ds.Modality == "BMD"
+    img = load_dicom(new_path)
+    assert img.metadata.bmi == pytest.approx(68 / 1.62**2, abs=0.01)
+    # image b: age from birth date and study date, spacing from ImagerPixelSpacing
+    b_item = by_src["DOE_JANE_MRN_b.dcm"]
+    b_ds = pydicom.dcmread(pkg / b_item["file"])
+    assert b_ds.PatientAge == "065Y"
+    assert load_dicom(pkg / b_item["file"]).spacing_mm == (0.8, 1.05)
+    # one study -> one new study UID; the duplicate is flagged
+    assert b_ds.StudyInstanceUID == ds.StudyInstanceUID
+    assert b_ds.SeriesInstanceUID != a_src.SeriesInstanceUID
+    dup = next(i for i in manifest["items"] if i["duplicate_of"])
+    assert dup["duplicate_of"] == a_item["file"]
+    # the CSV manifest has the same rows
+    rows = list(csv.DictReader((pkg / "manifest.csv").open()))
+    assert tuple(rows[0]) == MANIFEST_COLUMNS
+    assert [r["status"] for r in rows] == [i["status"] for i in manifest["items"]]
+    # a package folder reads as a folder of DICOM files; the manifest is not DICOM
+    for p in pkg.glob("*.dcm"):
+        load_dicom(p)
+    with pytest.raises(DicomReadError):
+        load_dicom(pkg / "manifest.json")
+
+
+def test_uids_consistent_across_runs_with_the_mapping(phi_source, tmp_path):
+    r1 = export_package(phi_source["src"], tmp_path / "p1")
+    r2 = export_package(phi_source["src"], tmp_path / "p2", mapping_path=r1.mapping_path)
+    r3 = export_package(phi_source["src"], tmp_path / "p3")
+    uids1 = [i.sop_instance_uid for i in r1.included]
+    assert uids1 == [i.sop_instance_uid for i in r2.included]
+    assert not set(uids1) & {i.sop_instance_uid for i in r3.included}
+    mapping = json.loads(r1.mapping_path.read_text())
+    assert len(mapping["runs"]) == 2
+    assert not (tmp_path / "p2.mapping.json").exists()
+
+
+def test_refuses_mapping_inside_package_and_non_empty_output(phi_source, tmp_path):
+    pkg = tmp_path / "pkg"
+    with pytest.raises(ExportError, match="apart"):
+        export_package(phi_source["src"], pkg, mapping_path=pkg / "mapping.json")
+    with pytest.raises(ExportError, match="apart"):
+        export_package(phi_source["src"], pkg, mapping_path=pkg / "sub" / ".." / "m.json")
+    assert not pkg.exists() or not any(pkg.iterdir())
+    pkg.mkdir(exist_ok=True)
+    (pkg / "old.txt").write_text("x")
+    with pytest.raises(ExportError, match="not empty"):
+        export_package(phi_source["src"], pkg)
+    with pytest.raises(ExportError, match="does not exist"):
+        export_package(tmp_path / "missing", tmp_path / "pkg2")
+
+
+def test_output_inside_input_folder_is_not_reexported(phi_source):
+    pkg = phi_source["src"] / "export"
+    report = export_package(phi_source["src"], pkg)
+    assert len(report.included) == 3
+    assert report.mapping_path.parent == phi_source["src"]
+
+
+def test_deidentify_dataset_age_cap_and_uid_mapper():
+    from conftest import make_dataset
+
+    ds = make_dataset(np.zeros((16, 16), np.uint16), PatientAge="095Y", PatientID="P1")
+    mapper = UIDMapper(b"k" * 32)
+    out = deidentify_dataset(ds, mapper)
+    assert out.PatientAge == "090Y"
+    assert deidentify_dataset(ds, mapper, age_cap=None).PatientAge == "095Y"
+    assert (
+        out.SOPInstanceUID
+        == mapper.uid(ds.SOPInstanceUID)
+        == UIDMapper(b"k" * 32).uid(ds.SOPInstanceUID)
+    )
+    assert out.SOPInstanceUID.startswith("2.25.") and len(out.SOPInstanceUID) <= 64
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert out.PatientID == mapper.pseudonym("P1") != UIDMapper(b"j" * 32).pseudonym("P1")
+    assert ds.PatientID == "P1"  # the input is not changed
+    with pytest.raises(ExportError):
+        UIDMapper(b"short")
+
+
+def test_cli_export_and_calc_on_package(phi_source, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    pkg = tmp_path / "cli_pkg"
+    args = parser.parse_args(["export", str(phi_source["src"]), "-o", str(pkg)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "CPT 77090" in out and "3 included" in out
+    assert "DOE" not in out
+    try:
+        from tbscore.cli import main
+
+        main_ok = True
+        rc = main(
+            ["calc", str(pkg / "IMG00002.dcm"), "--roi", str(pkg / "IMG00002.roi.json"), "--json"]
+        )
+    except (AttributeError, ImportError) as exc:  # another feature module mid-way
+        main_ok = False
+        pytest.skip(f"tbscore CLI parser not buildable here: {exc}")
+    if main_ok:
+        assert rc == 0
+        assert json.loads(capsys.readouterr().out)["l1_l4"] is not None
+
+
+SAMPLES = sorted((ROOT / "sample_dicom").glob("*.dcm"))
+
+
+@pytest.mark.skipif(not SAMPLES, reason="no phantom sample set in sample_dicom/")
+def test_sample_set_export_keeps_tbs(tmp_path):
+    src = tmp_path / "samples"
+    src.mkdir()
+    for p in SAMPLES:
+        shutil.copy(p, src / p.name)
+        roi = p.with_name(p.stem + ".roi.json")
+        if roi.exists():
+            shutil.copy(roi, src / roi.name)
+    report = export_package(src, tmp_path / "pkg")
+    mapping = json.loads(report.mapping_path.read_text())
+    items = {
+        i["file"]: Path(i["source_path"])
+        for i in mapping["runs"][0]["items"]
+        if i["status"] == "included"
+    }
+    assert len(items) == len(SAMPLES)
+    for new, orig in items.items():
+        roi = orig.with_name(orig.stem + ".roi.json")
+        if not roi.exists():
+            continue
+        new_path = report.package / new
+        a = calc(orig, roi=roi)
+        b = calc(new_path, roi=new_path.with_name(new_path.stem + ".roi.json"))
+        assert a.l1_l4 == b.l1_l4
+        assert a.input["pixel_sha256"] == b.input["pixel_sha256"]

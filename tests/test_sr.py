@@ -1,0 +1,127 @@
+"""DICOM SR (TID 1500 Measurement Report): write, read back, compare."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pydicom
+import pytest
+
+pytest.importorskip("highdicom")
+
+from tbscore import calc  # noqa: E402
+from tbscore._version import __version__  # noqa: E402
+from tbscore.calibrate import Calibration, apply_calibration  # noqa: E402
+from tbscore.io.write import write_secondary_capture  # noqa: E402
+from tbscore.phantom import synthetic_spine  # noqa: E402
+from tbscore.sr import CODING_SCHEME, SRError, read_sr, write_sr  # noqa: E402
+
+LABELS = ("L1", "L2", "L3", "L4")
+SNOMED = {"L1": "66794005", "L2": "14293000", "L3": "36470004", "L4": "11994002"}
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sr")
+    img, truth = synthetic_spine(
+        (0.5, 0.55, 0.6, 0.65), shape=(200, 100), spacing_mm=(1.0, 1.0), rng=11
+    )
+    path = write_secondary_capture(
+        tmp / "spine.dcm",
+        img,
+        (1.0, 1.0),
+        patient={"name": "SR^TEST", "id": "SR-1", "sex": "F", "age": "070Y"},
+    )
+    roi = {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "vertebrae": [{"label": lab, "box": truth["vertebrae"][lab]["box"]} for lab in LABELS],
+    }
+    return path, roi, tmp
+
+
+def _calibration() -> Calibration:
+    return Calibration(
+        name="site-A 2026",
+        method="deming",
+        a=0.31,
+        b=0.79,
+        a_ci=(0.2, 0.4),
+        b_ci=(0.7, 0.9),
+        n=40,
+        r=0.95,
+        residual_sd=0.02,
+        x_range=(0.5, 2.0),
+    )
+
+
+def test_sr_round_trip(scan):
+    path, roi, tmp = scan
+    result = apply_calibration(calc(path, roi=roi, exclude={"L3": "fracture"}), _calibration())
+    out = write_sr(result, path, tmp / "report.dcm")
+    back = read_sr(out)
+
+    for v in result.vertebrae:
+        got = back["vertebrae"][v.label]
+        assert got["value"] == v.value  # exact: FloatingPointValue (FD) round-trips
+        assert got["calibrated_value"] == v.calibrated_value
+        assert got["status"] == v.status
+        assert got["finding_site"] == SNOMED[v.label]
+    assert back["vertebrae"]["L3"]["value"] is None
+    assert back["l1_l4"] == result.l1_l4 is not None
+    assert back["l1_l4_calibrated"] == result.l1_l4_calibrated is not None
+    assert tuple(back["l1_l4_labels"]) == result.l1_l4_labels == ("L1", "L2", "L4")
+
+    src = pydicom.dcmread(path, stop_before_pixels=True)
+    assert back["referenced_images"] == [
+        {"sop_class_uid": src.SOPClassUID, "sop_instance_uid": src.SOPInstanceUID}
+    ]
+    assert back["study_instance_uid"] == src.StudyInstanceUID
+    assert back["algorithm"]["name"] == "tbscore"
+    assert back["algorithm"]["version"] == __version__
+    params = back["algorithm"]["parameters"]
+    assert params["settings_digest"] == result.settings.digest()
+    assert params["calibration"] == "site-A 2026"
+
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
+    assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == CODING_SCHEME
+    assert ds.PatientID == "SR-1" and ds.Modality == "SR"
+
+
+def test_sr_from_dataset_without_calibration_and_incomplete(scan):
+    path, roi, tmp = scan
+    result = calc(path, roi=roi, exclude=["L1", "L2", "L3"])
+    assert result.l1_l4 is None
+    # an invalid vertebra (no value computed) is kept with its status
+    verts = tuple(
+        dataclasses.replace(v, status="invalid", value=None, reason="too small")
+        if v.label == "L4"
+        else v
+        for v in result.vertebrae
+    )
+    result = dataclasses.replace(result, vertebrae=verts)
+    out = write_sr(result, pydicom.dcmread(path), tmp / "incomplete.dcm")
+    back = read_sr(out)
+    assert back["l1_l4"] is None and back["l1_l4_calibrated"] is None
+    assert {k: v["status"] for k, v in back["vertebrae"].items()} == {
+        "L1": "excluded",
+        "L2": "excluded",
+        "L3": "excluded",
+        "L4": "invalid",
+    }
+    assert "calibration" not in back["algorithm"]["parameters"]
+
+
+def test_sr_refuses_another_image(scan):
+    path, roi, tmp = scan
+    result = calc(path, roi=roi)
+    other = write_secondary_capture(
+        tmp / "other.dcm", np.random.default_rng(0).random((64, 64)), (1.0, 1.0)
+    )
+    with pytest.raises(SRError, match="not on this source"):
+        write_sr(result, other, tmp / "wrong.dcm")
+    with pytest.raises(SRError):
+        read_sr(path)  # an image, not an SR
