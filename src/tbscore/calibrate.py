@@ -869,9 +869,7 @@ def cmd_calibrate(args: Any) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``calibrate`` sub-command."""
-    from tbscore import cli
-
-    add_settings = getattr(cli, "add_settings_args", None) or cli._settings_args
+    from tbscore.cli import add_settings_args as add_settings
 
     p = subparsers.add_parser(
         "calibrate",

@@ -47,9 +47,6 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-_settings_args = add_settings_args  # old name, still used by modules in progress
-
-
 def settings_from_args(args: argparse.Namespace):
     """Settings from ``--settings`` with command-line overrides applied."""
     from tbscore.api import resolve_settings

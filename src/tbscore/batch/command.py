@@ -1,0 +1,120 @@
+"""The ``tbscore batch`` sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["register_cli", "cmd_batch", "SCHEDULER_ENV"]
+
+#: Environment variable read when ``--scheduler`` is not given.
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+_EPILOG = """\
+statuses: ok (L1-L4 value), incomplete (scored, no L1-L4 value), error (could not be
+scored), excluded (not a DICOM file found in a folder, or a DICOM object without
+pixel data), duplicate (same pixel data as an earlier input; see duplicate_of).
+Exit code 0 when no input is error/incomplete, 1 otherwise, 2 when the batch cannot
+start (bad settings, missing path, output that cannot be resumed).
+Re-running the same command resumes: inputs already in the output are skipped.
+See docs/batch.md.
+"""
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tbscore batch`` to the ``tbscore`` command line."""
+    from tbscore.cli import add_settings_args
+
+    p = subparsers.add_parser(
+        "batch",
+        help="score every DICOM file in folders (parallel, resumable)",
+        description="Score every DICOM file in the given folders and files (CPT 77091\n"
+        "technical calculation), one output row per input.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="results file: .csv, or .parquet (with a .journal.csv next to it)",
+    )
+    p.add_argument(
+        "-j", "--jobs", type=int, default=1, help="local worker processes (default 1; 0: all CPUs)"
+    )
+    p.add_argument("--roi-dir", metavar="DIR", help="folder of ROI files (<stem>.roi.json)")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help=f"Dask scheduler address (default: ${SCHEDULER_ENV} if set); needs tbscore[dask]",
+    )
+    p.add_argument(
+        "--per-case-dir", metavar="DIR", help="also write one JSON result per input here"
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="LABEL[:REASON]",
+        help="exclude a vertebra in every scan, e.g. --exclude L4:protocol (repeatable)",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip files matching this pattern inside folders (repeatable)",
+    )
+    p.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="score inputs with identical pixel data separately (no 'duplicate' rows)",
+    )
+    p.add_argument(
+        "--force-new",
+        action="store_true",
+        help="start a new output even if one exists (the old file is renamed *.bak)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="progress bar on a terminal, log lines otherwise (default auto)",
+    )
+    p.add_argument(
+        "--no-fsync", action="store_true", help="do not fsync the output after every row"
+    )
+    add_settings_args(p)
+    p.set_defaults(func=cmd_batch)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Run ``tbscore batch``; return the exit code."""
+    from tbscore.batch.runner import run_batch
+    from tbscore.cli import settings_from_args
+
+    cfg = settings_from_args(args)  # SettingsError (exit 2) before any work
+    scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if scheduler and args.jobs != 1:
+        print("tbscore batch: --jobs is ignored with a Dask scheduler", file=sys.stderr)
+    summary = run_batch(
+        args.paths,
+        args.output,
+        jobs=args.jobs,
+        roi_dir=args.roi_dir,
+        settings=cfg,
+        scheduler=scheduler,
+        progress=args.progress,
+        spacing=tuple(args.spacing) if args.spacing else None,
+        override_spacing=args.override_spacing,
+        exclude=args.exclude,
+        ignore=args.ignore,
+        dedupe=not args.keep_duplicates,
+        per_case_dir=args.per_case_dir,
+        force_new=args.force_new,
+        fsync=not args.no_fsync,
+    )
+    print(summary.format())
+    return summary.exit_code

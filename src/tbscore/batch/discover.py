@@ -1,0 +1,225 @@
+"""Finding the inputs of a batch, and telling DICOM files by their content.
+
+Folders are walked recursively in sorted order, so the input order (which decides
+which of two identical images is the original, see docs/batch.md) does not depend on
+the file system. DICOM files are recognised by content, never by extension.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from tbscore.batch.output import BatchError
+
+__all__ = ["Input", "discover", "is_dicom", "file_sha256", "ROI_SUFFIXES", "roi_stem"]
+
+#: Suffixes of ROI side-car files, in lookup order; files ending so are not inputs.
+ROI_SUFFIXES: tuple[str, ...] = (".roi.json", ".roi.npy", ".roi.png")
+
+#: Extensions removed from a file name to form its ROI stem (case-insensitive).
+DICOM_EXTENSIONS: tuple[str, ...] = (".dcm", ".dicom", ".dic", ".ima")
+
+_CHUNK = 1 << 20
+#: First bytes of a DICOM stream without preamble: a group 0002 or 0008 tag, little endian.
+_BARE_STARTS = (b"\x02\x00", b"\x08\x00")
+_MARKER_KEYWORDS = ("SOPClassUID", "Modality", "StudyInstanceUID", "Rows", "SOPInstanceUID")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input file of a batch.
+
+    Attributes
+    ----------
+    index : int
+        Position in the input order.
+    path : str
+        Absolute path (``os.path.abspath``: symbolic links are kept); the ``input``
+        column.
+    explicit : bool
+        Named directly (``True``) or found while walking a folder (``False``).
+        A non-DICOM file named directly is an ``error``; one found in a folder is
+        ``excluded``.
+    rel_parent : str
+        Folder of the file relative to the walked folder it was found in (``""`` at
+        its top level or for explicit files); used by the ``--roi-dir`` lookup.
+    size, mtime_ns : int or None
+        From ``stat`` during discovery (the cheap resume pre-check).
+    """
+
+    index: int
+    path: str
+    explicit: bool = True
+    rel_parent: str = ""
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+def roi_stem(path: str | Path) -> str:
+    """File name without a DICOM extension (``.dcm``, ``.dicom``, ``.dic``, ``.ima``).
+
+    ``scan1.dcm`` -> ``scan1``; ``IM0001`` -> ``IM0001``; ``1.2.840.1`` -> ``1.2.840.1``
+    (other dotted parts are kept: UIDs are common file names).
+    """
+    name = Path(path).name
+    lower = name.lower()
+    for ext in DICOM_EXTENSIONS:
+        if lower.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _is_sidecar(name: str) -> bool:
+    lower = name.lower()
+    return any(lower.endswith(s) for s in ROI_SUFFIXES)
+
+
+def _matches(patterns: Sequence[str], name: str, rel: str) -> bool:
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def _stat(path: str) -> tuple[int | None, int | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def discover(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    ignore: Sequence[str] = (),
+    skip: Iterable[str | os.PathLike[str]] = (),
+) -> list[Input]:
+    """List the input files of a batch.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        Files and folders. Folders are walked recursively (symbolic links to folders
+        are not followed), in sorted order.
+    ignore : sequence of str
+        Glob patterns (``fnmatch``) matched against the file name and against the path
+        relative to the walked folder; matching files found in folders are skipped.
+    skip : iterable of path
+        Files or folders never listed when found in a folder (the batch's own output,
+        journal and per-case folder).
+
+    Returns
+    -------
+    list of Input
+        In order: arguments in the order given, each folder's files sorted. Inside
+        folders, hidden files and folders (name starting with ``.``), ROI side-car
+        files (:data:`ROI_SUFFIXES`) and ``ignore`` matches are left out. A file
+        reached twice (also through a symbolic link) is listed once.
+
+    Raises
+    ------
+    BatchError
+        A path that does not exist.
+    """
+    skip_real = {os.path.realpath(p) for p in skip}
+    seen: set[str] = set()
+    found: list[tuple[str, bool, str]] = []
+
+    def add(path: str, explicit: bool, rel_parent: str) -> None:
+        real = os.path.realpath(path)
+        if real in seen:
+            return
+        seen.add(real)
+        found.append((path, explicit, rel_parent))
+
+    for raw in paths:
+        path = os.path.abspath(os.fspath(raw))
+        if not os.path.lexists(path):
+            raise BatchError("no such file or folder", os.fspath(raw))
+        if not os.path.isdir(path):
+            add(path, True, "")
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not _is_hidden(d) and os.path.realpath(os.path.join(dirpath, d)) not in skip_real
+            )
+            rel_dir = os.path.relpath(dirpath, path)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                rel = os.path.join(rel_dir, name) if rel_dir else name
+                if (
+                    _is_hidden(name)
+                    or _is_sidecar(name)
+                    or _matches(ignore, name, rel)
+                    or os.path.realpath(full) in skip_real
+                ):
+                    continue
+                add(full, False, rel_dir)
+    return [Input(i, p, explicit, rel, *_stat(p)) for i, (p, explicit, rel) in enumerate(found)]
+
+
+def _looks_like_bare_dicom(path: str | Path | BytesIO, head: bytes) -> bool:
+    """A DICOM stream without preamble: starts with a group 0002/0008 element and parses."""
+    if head[:2] not in _BARE_STARTS:
+        return False
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+    except Exception:
+        return False
+    return any(k in ds for k in _MARKER_KEYWORDS)
+
+
+def read_head(path: str | Path) -> bytes:
+    """The first 132 bytes of a file (``OSError`` if it cannot be read)."""
+    with open(path, "rb") as fh:
+        return fh.read(132)
+
+
+def is_dicom(source: str | Path | bytes) -> bool:
+    """Whether a file (path) or a byte string is DICOM, judged by content only.
+
+    A file is DICOM when bytes 128-131 are ``b"DICM"`` (the Part-10 preamble and
+    prefix) or, for files without preamble, when it starts with a group 0002 or 0008
+    data element (little endian) and a forced pydicom parse of its header (pixel data
+    not read) finds a SOP Class UID, Modality, Study Instance UID, SOP Instance UID or
+    Rows element. A file that cannot be read is not DICOM.
+    """
+    if isinstance(source, bytes):
+        return head_is_dicom(BytesIO(source), source[:132])
+    try:
+        head = read_head(source)
+    except OSError:
+        return False
+    return head_is_dicom(source, head)
+
+
+def head_is_dicom(source: str | Path | BytesIO, head: bytes) -> bool:
+    """:func:`is_dicom` given the first 132 bytes ``head`` of ``source``."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    return _looks_like_bare_dicom(source, head)
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """SHA-256 of a file's bytes, or ``None`` when it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()

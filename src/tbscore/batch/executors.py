@@ -1,0 +1,329 @@
+"""Where inputs are scored: inline, a local process pool, or a Dask cluster.
+
+All three have the same small interface: ``submit(input)``, ``poll(timeout)`` (the
+outcomes that completed, as ``(input, outcome)`` pairs), ``pending`` (inputs
+submitted and not yet returned), ``slots`` (parallel workers), ``chunk`` and
+``close``. Outcomes are the dicts returned by :func:`tbscore.batch.worker.score_input`.
+
+The pool and the cluster receive inputs in chunks of ``chunk`` (one task per chunk,
+less scheduling overhead per scan); a chunk is sent when full or at the next
+``poll``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import queue
+import uuid
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from tbscore.batch.discover import Input
+from tbscore.batch.output import BatchError
+from tbscore.batch.worker import Job, failure_row, score_chunk, score_input, warm_up
+
+__all__ = ["InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "cpu_count"]
+
+Outcome = dict[str, Any]
+Chunk = tuple[Input, ...]
+
+CRASH_REASON = (
+    "the worker process died while scoring this file (crash in a decoder, or out of "
+    "memory); it was retried alone and died again"
+)
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _crash_outcome(job: Job, inp: Input, reason: str = CRASH_REASON) -> Outcome:
+    row = failure_row(job, inp, "error", "worker_crashed", reason)
+    row["elapsed_s"] = None
+    return {"index": inp.index, "row": row, "result": None}
+
+
+def _worker_init() -> None:
+    """Worker-process initializer: leave Ctrl-C to the parent, load the kernels once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warm_up()
+
+
+class InlineExecutor:
+    """Score in this process, one input per :meth:`poll` (``jobs=1``)."""
+
+    slots = 1
+    chunk = 1
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._queue: deque[Input] = deque()
+        warm_up()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, inp: Input) -> None:
+        self._queue.append(inp)
+
+    def poll(self, timeout: float) -> list[tuple[Input, Outcome]]:
+        if not self._queue:
+            return []
+        inp = self._queue.popleft()
+        return [(inp, score_input(self.job, inp))]
+
+    def close(self, cancel: bool = False) -> None:
+        self._queue.clear()
+
+
+class _Chunked:
+    """Chunking and bookkeeping shared by the pool and the Dask executors."""
+
+    def __init__(self, job: Job, chunk: int) -> None:
+        self.job = job
+        self.chunk = max(1, chunk)
+        self._batch: list[Input] = []
+        self._futures: dict[Any, Chunk] = {}
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def submit(self, inp: Input) -> None:
+        self._batch.append(inp)
+        self._pending += 1
+        if len(self._batch) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            chunk, self._batch = tuple(self._batch), []
+            self._send(chunk)
+
+    def _send(self, chunk: Chunk) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _returned(self, chunk: Chunk, outcomes: list[Outcome]) -> list[tuple[Input, Outcome]]:
+        self._pending -= len(chunk)
+        return list(zip(chunk, outcomes, strict=True))
+
+
+class LocalExecutor(_Chunked):
+    """A pool of ``jobs`` worker processes (``spawn``), each warmed up once.
+
+    If a worker process dies (the pool breaks), the inputs that were in flight are
+    scored again one at a time in a fresh pool; an input that kills the pool while
+    alone gets an ``error`` row with code ``worker_crashed``, the others their
+    normal rows, and the batch goes on.
+    """
+
+    def __init__(self, job: Job, jobs: int, chunk: int = 2) -> None:
+        super().__init__(job, chunk)
+        self.slots = jobs
+        self._ctx = multiprocessing.get_context("spawn")
+        self._waiting: list[Input] = []  # sent while the pool was broken
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        """A started pool; :class:`BatchError` if worker processes cannot start at all."""
+        pool = cf.ProcessPoolExecutor(
+            max_workers=self.slots, mp_context=self._ctx, initializer=_worker_init
+        )
+        try:
+            pool.submit(os.getpid).result()
+        except BrokenProcessPool as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise BatchError(
+                "worker processes could not start (see the messages above; a script read "
+                "from stdin cannot use worker processes); run with --jobs 1"
+            ) from exc
+        return pool
+
+    def _send(self, chunk: Chunk) -> None:
+        if not self._waiting:
+            try:
+                self._futures[self._pool.submit(score_chunk, self.job, chunk)] = chunk
+                return
+            except BrokenProcessPool:
+                pass
+        self._waiting.extend(chunk)  # scored after the recovery in poll()
+
+    def poll(self, timeout: float) -> list[tuple[Input, Outcome]]:
+        self._flush()
+        out: list[tuple[Input, Outcome]] = []
+        broken = bool(self._waiting)
+        if self._futures:
+            done, _ = cf.wait(list(self._futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                exc = fut.exception()
+                if exc is None:
+                    out += self._returned(self._futures.pop(fut), fut.result())
+                elif isinstance(exc, BrokenProcessPool):
+                    broken = True  # stays in self._futures: re-run by _recover
+                else:  # pragma: no cover - score_chunk does not raise
+                    chunk = self._futures.pop(fut)
+                    out += self._returned(
+                        chunk, [_crash_outcome(self.job, i, repr(exc)) for i in chunk]
+                    )
+        if broken:
+            out += self._recover()
+        return out
+
+    def _recover(self) -> list[tuple[Input, Outcome]]:
+        """The pool broke: re-run every in-flight input alone in fresh pools."""
+        out = []
+        suspects: list[Input] = []
+        for fut, chunk in self._futures.items():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                out += self._returned(chunk, fut.result())  # finished before the break
+            else:
+                suspects += chunk
+        self._futures.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+        for inp in sorted(suspects, key=lambda i: i.index):
+            try:
+                outcome = self._pool.submit(score_input, self.job, inp).result()
+            except BrokenProcessPool:
+                outcome = _crash_outcome(self.job, inp)
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            out += self._returned((inp,), [outcome])
+        waiting, self._waiting = self._waiting, []
+        for i in range(0, len(waiting), self.chunk):
+            self._send(tuple(waiting[i : i + self.chunk]))
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        self._futures.clear()
+        self._waiting.clear()
+        self._batch.clear()
+
+
+class DaskExecutor(_Chunked):
+    """Score on an existing Dask cluster (``distributed``).
+
+    A chunk whose task fails (a worker died: ``KilledWorker``...) is re-sent one
+    input per task; an input whose own task fails gets an ``error`` row with code
+    ``worker_crashed``.
+
+    Parameters
+    ----------
+    job : Job
+    scheduler : str or distributed.Client
+        Scheduler address (``tcp://host:8786``) or a connected client (not closed
+        here). Worker machines must have tbscore installed and see the input files
+        (and ROI files) at the same paths.
+    chunk : int
+        Inputs per Dask task.
+    """
+
+    def __init__(self, job: Job, scheduler: Any, chunk: int = 8) -> None:
+        super().__init__(job, chunk)
+        try:
+            import distributed
+        except ImportError as exc:
+            raise BatchError("--scheduler needs Dask: pip install 'tbscore[dask]'") from exc
+        if isinstance(scheduler, distributed.Client):
+            self._client, self._own = scheduler, False
+        else:
+            try:
+                self._client = distributed.Client(str(scheduler), set_as_default=False)
+            except Exception as exc:
+                raise BatchError(
+                    f"cannot connect to the Dask scheduler ({type(exc).__name__}: {exc})",
+                    str(scheduler),
+                ) from exc
+            self._own = True
+        try:
+            threads = sum(self._client.nthreads().values())
+        except Exception:  # pragma: no cover
+            threads = 1
+        self.slots = max(1, threads)
+        try:
+            self._client.run(warm_up)
+        except Exception:  # pragma: no cover - warm-up is best effort
+            pass
+        self._prefix = f"tbscore-batch-{uuid.uuid4().hex[:8]}"
+        self._n = 0
+        self._alone: set[Any] = set()
+        self._done: queue.Queue[Any] = queue.Queue()
+
+    def _send(self, chunk: Chunk, alone: bool = False) -> None:
+        self._n += 1
+        fut = self._client.submit(
+            score_chunk, self.job, chunk, pure=False, key=f"{self._prefix}-{self._n}"
+        )
+        self._futures[fut] = chunk
+        if alone:
+            self._alone.add(fut)
+        fut.add_done_callback(self._done.put)
+
+    def poll(self, timeout: float) -> list[tuple[Input, Outcome]]:
+        self._flush()
+        if not self._futures:
+            return []
+        try:
+            ready = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                ready.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        out = []
+        for fut in ready:
+            chunk = self._futures.pop(fut, None)
+            if chunk is None:  # pragma: no cover - cancelled and already forgotten
+                continue
+            alone = fut in self._alone
+            self._alone.discard(fut)
+            try:
+                outcomes = fut.result()
+            except Exception as exc:  # KilledWorker, lost data, ...
+                if len(chunk) > 1 or not alone:
+                    for inp in chunk:  # find the culprit: one input per task
+                        self._send((inp,), alone=True)
+                    fut.release()
+                    continue
+                reason = f"the Dask task failed ({type(exc).__name__}: {exc})"
+                outcomes = [_crash_outcome(self.job, chunk[0], reason)]
+            fut.release()
+            out += self._returned(chunk, outcomes)
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel and self._futures:
+            try:
+                self._client.cancel(list(self._futures))
+            except Exception:  # pragma: no cover
+                pass
+        self._futures.clear()
+        self._batch.clear()
+        if self._own:
+            self._client.close()
+
+
+def make_executor(job: Job, jobs: int, scheduler: Any = None, chunk: int | None = None):
+    """The executor for ``scheduler`` (Dask) or ``jobs`` (1: inline, more: processes).
+
+    ``chunk`` (inputs per task) defaults to 2 for processes and 8 for Dask.
+    """
+    if scheduler is not None:
+        return DaskExecutor(job, scheduler, chunk or 8)
+    if jobs <= 1:
+        return InlineExecutor(job)
+    return LocalExecutor(job, jobs, chunk or 2)

@@ -1,0 +1,631 @@
+"""The batch loop: resume, schedule, de-duplicate, write, summarise."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tbscore.api import resolve_settings
+from tbscore.batch.discover import Input, discover, file_sha256
+from tbscore.batch.executors import cpu_count, make_executor
+from tbscore.batch.output import (
+    COLUMNS,
+    STATUSES,
+    BatchError,
+    CsvJournal,
+    ensure_unlocked,
+    normalize_row,
+    read_parquet_rows,
+    rows_to_frame,
+    write_case_json,
+    write_parquet,
+)
+from tbscore.batch.progress import Progress, make_progress
+from tbscore.batch.worker import Job
+from tbscore.roi import parse_exclusions
+from tbscore.settings import Settings
+
+__all__ = ["BatchSummary", "run_batch", "iter_batch", "batch", "journal_path", "COLUMNS"]
+
+EXIT_OK, EXIT_INCOMPLETE = 0, 1
+#: Statuses that make a batch exit with :data:`EXIT_INCOMPLETE`.
+FAILED_STATUSES: frozenset[str] = frozenset({"error", "incomplete"})
+#: Statuses that can be the original of a duplicate.
+_CANONICAL = frozenset({"ok", "incomplete"})
+#: Columns left empty in a ``duplicate`` row (the values are in the original's row).
+_DUPLICATE_KEEP = frozenset(
+    {
+        "input",
+        "source",
+        "settings_digest",
+        "tbscore_version",
+        "batch_options",
+        "file_size",
+        "file_mtime_ns",
+        "file_sha256",
+        "pixel_sha256",
+        "sop_instance_uid",
+        "elapsed_s",
+    }
+)
+
+PathLike = str | os.PathLike[str]
+
+
+def journal_path(output: PathLike) -> Path:
+    """The CSV journal of an output: the file itself for ``.csv``, else
+    ``<output>.journal.csv`` (``results.parquet.journal.csv``)."""
+    output = Path(output)
+    if output.suffix.lower() == ".csv":
+        return output
+    return output.with_name(output.name + ".journal.csv")
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch did.
+
+    Attributes
+    ----------
+    n_inputs : int
+        Inputs found (files named or found in the folders).
+    n_scored : int
+        Rows written by this run.
+    n_resumed : int
+        Inputs skipped because the output already had their row.
+    counts : dict
+        Rows per status, over all inputs (this run's and resumed rows).
+    error_counts : dict
+        Rows per ``error_code`` (errors, exclusions, incomplete results).
+    error_examples : dict
+        One ``error`` text per ``error_code``.
+    output, journal : Path or None
+    elapsed_s : float
+    repaired : str or None
+        What was cut off the end of the journal (a torn row), if anything.
+    interrupted : bool
+        The run stopped before all inputs were scored.
+    """
+
+    n_inputs: int
+    n_scored: int
+    n_resumed: int
+    counts: dict[str, int]
+    error_counts: dict[str, int]
+    error_examples: dict[str, str]
+    output: Path | None
+    journal: Path | None
+    elapsed_s: float
+    repaired: str | None = None
+    interrupted: bool = False
+
+    @property
+    def n_failed(self) -> int:
+        """Inputs with status ``error`` or ``incomplete``."""
+        return sum(self.counts.get(s, 0) for s in FAILED_STATUSES)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no input failed, 1 otherwise (``tbscore.cli.EXIT_INCOMPLETE``)."""
+        return EXIT_INCOMPLETE if self.n_failed or self.interrupted else EXIT_OK
+
+    def format(self) -> str:
+        """Readable multi-line summary."""
+        lines = [
+            f"tbscore batch: {self.n_inputs} input(s); {self.n_scored} scored now, "
+            f"{self.n_resumed} already in the output; {self.elapsed_s:.1f} s"
+        ]
+        for status in STATUSES:
+            n = self.counts.get(status, 0)
+            if n:
+                lines.append(f"  {status:<11} {n}")
+        if self.error_counts:
+            lines.append("  reasons:")
+            for code, n in sorted(self.error_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                example = self.error_examples.get(code, "")
+                lines.append(f"    {code:<24} {n:>6}   e.g. {example[:160]}")
+        if self.repaired:
+            lines.append(f"  repaired the output: cut {self.repaired}")
+        if self.output is not None:
+            lines.append(f"  output: {self.output}")
+        if self.interrupted:
+            lines.append("  interrupted: re-run the same command to resume")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _as_paths(paths: PathLike | Iterable[PathLike]) -> list[PathLike]:
+    if isinstance(paths, str | os.PathLike):
+        return [paths]
+    return list(paths)
+
+
+def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float] | None:
+    if spacing is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError) as exc:
+        raise BatchError(f"spacing must be two numbers in mm, got {spacing!r}") from exc
+    if len(vals) != 2 or not all(math.isfinite(v) and 0 < v < 100 for v in vals):
+        raise BatchError(f"spacing must be two positive numbers in mm, got {spacing!r}")
+    return (vals[0], vals[1])
+
+
+@dataclass
+class _State:
+    """Bookkeeping of one run (rows written, duplicates)."""
+
+    canonical: dict[str, str] = field(default_factory=dict)  # pixel sha -> input path
+    counts: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    written: int = 0
+
+    def count(self, row: Mapping[str, Any]) -> None:
+        self.counts[row["status"]] += 1
+        if row.get("error_code"):
+            self.codes[row["error_code"]] += 1
+            self.examples.setdefault(row["error_code"], row.get("error") or "")
+
+
+class _BatchRun:
+    """One batch: everything is validated in ``__init__``, before any work."""
+
+    def __init__(
+        self,
+        paths: PathLike | Iterable[PathLike],
+        output: PathLike | None,
+        *,
+        jobs: int,
+        roi_dir: PathLike | None,
+        settings: Any,
+        scheduler: Any,
+        progress: bool | str | None,
+        spacing: Sequence[float] | None,
+        override_spacing: bool,
+        exclude: Mapping[str, str] | Iterable[str] | None,
+        ignore: Sequence[str],
+        dedupe: bool,
+        per_case_dir: PathLike | None,
+        force_new: bool,
+        fsync: bool,
+        stream: IO[str] | None,
+        chunksize: int | None,
+    ) -> None:
+        self.t0 = time.monotonic()
+        cfg: Settings = resolve_settings(settings)
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
+            raise BatchError(f"jobs must be an integer >= 0 (0: all CPUs), got {jobs!r}")
+        self.jobs = jobs or cpu_count()
+        self.scheduler = scheduler
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise BatchError(f"chunksize must be an integer >= 1, got {chunksize!r}")
+        self.chunksize = chunksize
+        if scheduler is not None or self.jobs > 1:
+            cfg = cfg.replace(parallel=False)  # one thread per worker process
+        if roi_dir is not None and not Path(roi_dir).is_dir():
+            raise BatchError("ROI folder does not exist", str(roi_dir))
+        excl = parse_exclusions(exclude)
+        self.job = Job(
+            settings=cfg,
+            spacing=_check_spacing(spacing),
+            override_spacing=bool(override_spacing),
+            exclude=tuple(sorted(excl.items())),
+            roi_dir=None if roi_dir is None else os.path.abspath(roi_dir),
+            want_result=per_case_dir is not None,
+        )
+        if override_spacing and spacing is None:
+            raise BatchError("override_spacing needs spacing")
+        self.dedupe = dedupe
+        self.progress_opt = progress
+        self.stream = stream
+        self.per_case_dir = None if per_case_dir is None else Path(per_case_dir)
+        self.output = None if output is None else Path(output)
+        self.journal: CsvJournal | None = None
+        skip: list[PathLike] = []
+        if self.output is not None:
+            suffix = self.output.suffix.lower()
+            if suffix not in (".csv", ".parquet"):
+                raise BatchError("output must end in .csv or .parquet", str(self.output))
+            if suffix == ".parquet":
+                try:
+                    import pandas  # noqa: F401
+                    import pyarrow  # noqa: F401
+                except ImportError as exc:
+                    raise BatchError(
+                        "Parquet output needs pandas and pyarrow: pip install pandas pyarrow",
+                        str(self.output),
+                    ) from exc
+            jp = journal_path(self.output)
+            skip += [self.output, jp]
+        if self.per_case_dir is not None:
+            self.per_case_dir.mkdir(parents=True, exist_ok=True)
+            skip.append(self.per_case_dir)
+        self.inputs = discover(_as_paths(paths), ignore=tuple(ignore), skip=skip)
+        self.state = _State()
+        self.existing: list[dict[str, Any]] = []
+        self.resumed: list[tuple[Input, dict[str, Any]]] = []
+        self.todo: list[Input] = list(self.inputs)
+        self.repaired: str | None = None
+        if self.output is not None:
+            try:
+                self._open_output(force_new, fsync)
+                self._claim_existing()
+            except BaseException:
+                if self.journal is not None:
+                    self.journal.close()
+                raise
+
+    # -- output and resume -----------------------------------------------------------
+    def _open_output(self, force_new: bool, fsync: bool) -> None:
+        assert self.output is not None
+        jp = journal_path(self.output)
+        is_parquet = jp != self.output
+        if force_new:
+            stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            ensure_unlocked(jp)
+            for p in {self.output, jp}:
+                if p.exists():
+                    p.replace(p.with_name(f"{p.name}.{stamp}.bak"))
+        if is_parquet and not jp.exists() and self.output.exists():
+            rows = read_parquet_rows(self.output)  # journal removed: rebuild it
+            self.journal = CsvJournal(jp, fsync=fsync)
+            for row in rows:
+                self.journal.append(row)
+            self.journal.close()
+        self.journal = CsvJournal(jp, fsync=fsync)
+        self.repaired = self.journal.repaired
+        self.existing = self.journal.rows
+        self._check_compatible()
+
+    def _check_compatible(self) -> None:
+        digest = self.job.settings.digest()
+        options = self.job.options
+        name = str(self.output)
+        for row in self.existing:
+            if row["settings_digest"] and row["settings_digest"] != digest:
+                raise BatchError(
+                    f"the output already holds rows computed with other settings (digest "
+                    f"{row['settings_digest']}, now {digest}); refusing to mix them. Use the "
+                    "same settings to resume, another output file, or --force-new (the old "
+                    "file is kept as .bak)",
+                    name,
+                )
+            if row["batch_options"] and row["batch_options"] != options:
+                raise BatchError(
+                    f"the output already holds rows computed with other options "
+                    f"({row['batch_options']}, now {options}); refusing to mix them. Use the "
+                    "same --spacing/--override-spacing/--exclude to resume, another output "
+                    "file, or --force-new",
+                    name,
+                )
+
+    def _claim_existing(self) -> None:
+        """Match rows already in the output to inputs; those inputs are not scored again.
+
+        A row belongs to an input when (1) it has the input's path, size and
+        modification time (no hashing), or (2) it has the input's path and file SHA-256,
+        or (3) it has the file SHA-256 and a path that is not among the inputs (the
+        file was moved or renamed). Each row is claimed at most once.
+        """
+        rows = self.existing
+        if not rows:
+            return
+        current = {inp.path for inp in self.inputs}
+        by_path: dict[str, list[int]] = {}
+        orphans: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_path.setdefault(row["input"], []).append(i)
+            if row["input"] not in current and row["file_sha256"]:
+                orphans.setdefault(row["file_sha256"], []).append(i)
+        claimed: set[int] = set()
+        todo = []
+        for inp in self.inputs:
+            cands = [i for i in by_path.get(inp.path, ()) if i not in claimed]
+            hit = next(
+                (
+                    i
+                    for i in cands
+                    if inp.size is not None
+                    and rows[i]["file_size"] == inp.size
+                    and rows[i]["file_mtime_ns"] == inp.mtime_ns
+                ),
+                None,
+            )
+            if hit is None and (cands or orphans):
+                sha = file_sha256(inp.path)
+                if sha is None:  # unreadable now: an unreadable-file row still counts
+                    hit = next((i for i in cands if not rows[i]["file_sha256"]), None)
+                else:
+                    hit = next((i for i in cands if rows[i]["file_sha256"] == sha), None)
+                    if hit is None:
+                        hit = next((i for i in orphans.get(sha, ()) if i not in claimed), None)
+            if hit is None:
+                todo.append(inp)
+            else:
+                claimed.add(hit)
+                self.resumed.append((inp, rows[hit]))
+        self.todo = todo
+        for row in rows:
+            if row["pixel_sha256"] and row["status"] in _CANONICAL:
+                self.state.canonical.setdefault(row["pixel_sha256"], row["input"])
+        for _, row in self.resumed:
+            self.state.count(row)
+
+    # -- the loop --------------------------------------------------------------------
+    def _decide(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Mark ``row`` as a duplicate of an earlier input with the same pixel data."""
+        pix = row.get("pixel_sha256")
+        if not self.dedupe or not pix:
+            return row
+        first = self.state.canonical.get(pix)
+        if first is not None and first != row["input"]:
+            dup = {k: v for k, v in row.items() if k in _DUPLICATE_KEEP}
+            dup.update(
+                status="duplicate",
+                error_code="",
+                error=f"{row['input']}: same pixel data as {first}",
+                duplicate_of=first,
+            )
+            return dup
+        if row.get("status") in _CANONICAL:
+            self.state.canonical[pix] = row["input"]
+        return row
+
+    def _commit(self, outcome: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        row = normalize_row(self._decide(dict(outcome["row"])))
+        if self.per_case_dir is not None:
+            result = outcome.get("result") if row["status"] != "duplicate" else None
+            write_case_json(self.per_case_dir, row, result)
+        if self.journal is not None:
+            self.journal.append(row)
+        self.state.count(row)
+        self.state.written += 1
+        progress.update(row["status"])
+        return row
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Score the inputs still to do; yield each row once written."""
+        todo = self.todo
+        progress = make_progress(self.progress_opt, len(todo), self.stream)
+        self.progress = progress
+        if self.resumed:
+            progress.message(
+                f"tbscore batch: {len(self.resumed)} of {len(self.inputs)} input(s) already in "
+                f"{self.output}; scoring {len(todo)}"
+            )
+        if self.repaired:
+            progress.message(f"tbscore batch: repaired {self.output}: cut {self.repaired}")
+        if not self.inputs:
+            progress.message("tbscore batch: no input files found")
+        self.interrupted = bool(todo)
+        executor = None
+        cancel = True
+        try:
+            if todo:
+                jobs = min(self.jobs, len(todo))
+                executor = make_executor(self.job, jobs, self.scheduler, self.chunksize)
+                yield from self._loop(executor, todo, progress)
+            self.interrupted = False
+            cancel = False
+        finally:
+            if executor is not None:
+                executor.close(cancel=cancel)
+                if cancel and self.output is not None:
+                    progress.message(
+                        f"tbscore batch: stopped after {self.state.written} new row(s) in "
+                        f"{self.output}; run the same command again to resume"
+                    )
+            progress.close()
+            if self.journal is not None:
+                self.journal.close()
+        if self.output is not None and journal_path(self.output) != self.output:
+            with CsvJournal(journal_path(self.output), fsync=False) as journal:
+                write_parquet(journal.rows, self.output)
+
+    def _loop(self, executor: Any, todo: list[Input], progress: Progress) -> Iterator[dict]:
+        pos = {inp.index: k for k, inp in enumerate(todo)}
+        done = [False] * len(todo)
+        buffer: dict[int, Mapping[str, Any]] = {}
+        frontier = 0  # every position below is done
+        submitted = 0
+        window = max(4 * executor.slots * executor.chunk, 8)
+        limit = window + 1024  # in flight + waiting in the buffer
+        while frontier < len(todo):
+            while (
+                submitted < len(todo)
+                and executor.pending < window
+                and executor.pending + len(buffer) < limit
+            ):
+                executor.submit(todo[submitted])
+                submitted += 1
+            results = executor.poll(timeout=1.0)
+            if not results:
+                progress.tick()
+                continue
+            for inp, outcome in results:
+                k = pos[inp.index]
+                done[k] = True
+                pix = outcome["row"].get("pixel_sha256")
+                if not self.dedupe or not pix or pix in self.state.canonical:
+                    yield self._commit(outcome, progress)  # decidable now
+                else:
+                    buffer[k] = outcome  # may be a duplicate of an earlier input: wait
+            while frontier < len(todo) and done[frontier]:
+                frontier += 1
+            for k in sorted(b for b in buffer if b < frontier):
+                yield self._commit(buffer.pop(k), progress)
+
+    def summary(self, elapsed: float | None = None) -> BatchSummary:
+        st = self.state
+        return BatchSummary(
+            n_inputs=len(self.inputs),
+            n_scored=st.written,
+            n_resumed=len(self.resumed),
+            counts=dict(st.counts),
+            error_counts=dict(st.codes),
+            error_examples=dict(st.examples),
+            output=self.output,
+            journal=None if self.output is None else journal_path(self.output),
+            elapsed_s=time.monotonic() - self.t0 if elapsed is None else elapsed,
+            repaired=self.repaired,
+            interrupted=getattr(self, "interrupted", False),
+        )
+
+
+def run_batch(
+    paths: PathLike | Iterable[PathLike],
+    output: PathLike | None = None,
+    *,
+    jobs: int = 1,
+    roi_dir: PathLike | None = None,
+    settings: Settings | Mapping[str, Any] | PathLike | None = None,
+    scheduler: Any = None,
+    progress: bool | str | None = None,
+    spacing: Sequence[float] | None = None,
+    override_spacing: bool = False,
+    exclude: Mapping[str, str] | Iterable[str] | None = None,
+    ignore: Sequence[str] = (),
+    dedupe: bool = True,
+    per_case_dir: PathLike | None = None,
+    force_new: bool = False,
+    fsync: bool = True,
+    stream: IO[str] | None = None,
+    chunksize: int | None = None,
+) -> BatchSummary:
+    """Score every DICOM input and write one row per input to ``output``.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        DICOM files and folders (walked recursively; DICOM recognised by content).
+    output : path, optional
+        ``.csv`` (appended and fsync-ed row by row) or ``.parquet`` (written
+        atomically at the end from the journal ``<output>.journal.csv``). An existing
+        output is resumed: inputs already in it are not scored again.
+    jobs : int
+        Local worker processes (1: in this process; 0: one per CPU).
+    roi_dir : path, optional
+        Folder of ROI files (lookup rule: :func:`tbscore.batch.worker.find_roi`).
+    settings : Settings, dict or settings-file path, optional
+        Validated before any work.
+    scheduler : str or distributed.Client, optional
+        Dask scheduler address or client: score on that cluster instead of ``jobs``.
+    progress : bool or {"auto", "bar", "log", "none"}, optional
+        ``None``/``"auto"``: a bar when ``stream`` is a terminal, log lines otherwise.
+    spacing : (float, float), optional
+        Pixel spacing (mm) for files without one; ``override_spacing`` to force it.
+    exclude : mapping or iterable, optional
+        Vertebrae excluded in every scan, ``{"L2": "fracture"}`` or ``["L2:fracture"]``.
+    ignore : sequence of str
+        Glob patterns of files to skip inside folders.
+    dedupe : bool
+        Mark inputs whose pixel data equals an earlier input's as ``duplicate``.
+    per_case_dir : path, optional
+        Also write one JSON document per input there (no patient identifiers).
+    force_new : bool
+        Start a new output even if one exists (the old file is renamed ``*.bak``).
+    fsync : bool
+        ``fsync`` the journal after every row.
+    stream : file, optional
+        Where progress goes (default ``sys.stderr``).
+    chunksize : int, optional
+        Inputs per task sent to a worker (default 2 for processes, 8 for Dask).
+
+    Returns
+    -------
+    BatchSummary
+        ``summary.exit_code`` is 1 when an input has status ``error`` or ``incomplete``.
+
+    Raises
+    ------
+    tbscore.errors.TBSError
+        Before any work: bad settings, a missing path, an output that cannot be
+        resumed (other settings, locked, corrupt), a missing optional dependency.
+    """
+    run = _BatchRun(
+        paths,
+        output,
+        jobs=jobs,
+        roi_dir=roi_dir,
+        settings=settings,
+        scheduler=scheduler,
+        progress=progress,
+        spacing=spacing,
+        override_spacing=override_spacing,
+        exclude=exclude,
+        ignore=ignore,
+        dedupe=dedupe,
+        per_case_dir=per_case_dir,
+        force_new=force_new,
+        fsync=fsync,
+        stream=stream,
+        chunksize=chunksize,
+    )
+    for _ in run.rows():
+        pass
+    return run.summary()
+
+
+def _make_run(paths: Any, output: Any, kwargs: dict[str, Any]) -> _BatchRun:
+    """A run with :func:`run_batch`'s keyword arguments and defaults."""
+    sig = inspect.signature(run_batch)
+    try:
+        bound = sig.bind(paths, output, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{exc} (see tbscore.batch.run_batch)") from None
+    bound.apply_defaults()
+    return _BatchRun(**bound.arguments)
+
+
+def iter_batch(
+    paths: PathLike | Iterable[PathLike], output: PathLike | None = None, **kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """Score inputs and yield one row (a dict of :data:`COLUMNS`) per input as written.
+
+    Keyword arguments are those of :func:`run_batch`. Rows come in the order they are
+    written; inputs already in ``output`` are not scored again and not yielded. The
+    checks :func:`run_batch` makes before any work happen when the generator is
+    first advanced.
+    """
+    run = _make_run(paths, output, kwargs)
+    yield from run.rows()
+
+
+def batch(paths: PathLike | Iterable[PathLike], output: PathLike | None = None, **kwargs: Any):
+    """Run a batch and return its rows as a pandas DataFrame.
+
+    Keyword arguments are those of :func:`run_batch`. One row per input, in input
+    order, including inputs resumed from ``output``; columns :data:`COLUMNS` (floats
+    ``float64``, counts ``Int64``, text ``object``). The :class:`BatchSummary` is in
+    ``df.attrs["summary"]``.
+
+    Raises
+    ------
+    BatchError
+        pandas is not installed.
+    """
+    try:
+        import pandas  # noqa: F401
+    except ImportError as exc:
+        raise BatchError("batch() returns a DataFrame: pip install pandas") from exc
+    run = _make_run(paths, output, kwargs)
+    new = {row["input"]: row for row in run.rows()}
+    rows = [row for _, row in run.resumed]
+    rows += [new[inp.path] for inp in run.todo if inp.path in new]
+    order = {inp.path: inp.index for inp in run.inputs}
+    rows.sort(key=lambda r: order.get(r["input"], len(order)))
+    df = rows_to_frame(rows)
+    df.attrs["summary"] = run.summary()
+    return df

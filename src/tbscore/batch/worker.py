@@ -1,0 +1,259 @@
+"""Scoring one input: runs in the worker processes (or Dask workers, or inline).
+
+:func:`score_input` never raises: every outcome, including unexpected exceptions, is
+a row (see :data:`tbscore.batch.output.COLUMNS`). Test hooks, read from the
+environment of the worker: ``TBSCORE_BATCH_TEST_DELAY`` (seconds to sleep before each
+input) and ``TBSCORE_BATCH_TEST_CRASH`` (a substring: a worker scoring a path that
+contains it exits at once, as if killed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tbscore._version import __version__
+from tbscore.batch.discover import (
+    ROI_SUFFIXES,
+    Input,
+    file_sha256,
+    head_is_dicom,
+    read_head,
+    roi_stem,
+)
+from tbscore.batch.naming import safe_filename
+from tbscore.errors import NotAnImageError, TBSError
+from tbscore.settings import Settings
+
+__all__ = ["Job", "score_input", "score_chunk", "failure_row", "find_roi", "warm_up"]
+
+DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
+CRASH_ENV = "TBSCORE_BATCH_TEST_CRASH"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every input of a batch is scored with (sent to the workers with each input).
+
+    Attributes
+    ----------
+    settings : Settings
+    spacing : (float, float) or None
+        Pixel spacing (mm) for files without one.
+    override_spacing : bool
+    exclude : tuple of (label, reason)
+        Vertebrae excluded in every scan.
+    roi_dir : str or None
+    want_result : bool
+        Return ``TBSResult.to_dict(include_phi=False)`` too (for per-case JSON).
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    spacing: tuple[float, float] | None = None
+    override_spacing: bool = False
+    exclude: tuple[tuple[str, str], ...] = ()
+    roi_dir: str | None = None
+    want_result: bool = False
+
+    @property
+    def options(self) -> str:
+        """Options besides the settings that change numbers, as compact JSON.
+
+        Stored in the ``batch_options`` column; a resumed batch must use the same.
+        """
+        return json.dumps(
+            {
+                "exclude": dict(self.exclude),
+                "override_spacing": self.override_spacing,
+                "spacing": None if self.spacing is None else list(self.spacing),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> Path | None:
+    """The ROI file of an input, or ``None`` (automatic detection).
+
+    With ``STEM`` the file name without a DICOM extension (:func:`roi_stem`) and each
+    suffix of :data:`ROI_SUFFIXES` in turn (``.roi.json``, ``.roi.npy``, ``.roi.png``),
+    the first existing file among:
+
+    1. ``ROI_DIR/<folder relative to the walked folder>/STEM.roi.json``,
+    2. ``ROI_DIR/STEM.roi.json``,
+    3. ``ROI_DIR/<SOPInstanceUID>.roi.json`` (UID passed through ``safe_filename``),
+    4. ``STEM.roi.json`` next to the DICOM file (side-car).
+    """
+    stem = roi_stem(inp.path)
+    bases: list[Path] = []
+    if roi_dir:
+        root = Path(roi_dir)
+        if inp.rel_parent:
+            bases.append(root / inp.rel_parent / stem)
+        bases.append(root / stem)
+        if sop_instance_uid:
+            bases.append(root / safe_filename(sop_instance_uid))
+    bases.append(Path(inp.path).parent / stem)
+    for base in bases:
+        for suffix in ROI_SUFFIXES:
+            candidate = base.with_name(base.name + suffix)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _base_row(job: Job, inp: Input) -> dict[str, Any]:
+    return {
+        "input": inp.path,
+        "source": inp.path,
+        "settings_digest": job.settings.digest(),
+        "tbscore_version": __version__,
+        "batch_options": job.options,
+        "file_size": inp.size,
+        "file_mtime_ns": inp.mtime_ns,
+    }
+
+
+def _reason(exc: TBSError, path: str) -> str:
+    where = f" (in {exc.source})" if exc.source and exc.source != path else ""
+    return f"{path}: {exc.reason}{where}"
+
+
+def failure_row(
+    job: Job, inp: Input, status: str, code: str, reason: str, **extra: Any
+) -> dict[str, Any]:
+    """A row for an input that produced no result (``reason`` without the path)."""
+    row = _base_row(job, inp)
+    row.update(status=status, error_code=code, error=f"{inp.path}: {reason}", **extra)
+    return row
+
+
+def _error_row(job: Job, inp: Input, status: str, exc: TBSError, **extra: Any) -> dict[str, Any]:
+    row = failure_row(job, inp, status, exc.code, exc.reason, **extra)
+    row["error"] = _reason(exc, inp.path)
+    return row
+
+
+def _test_hooks(path: str) -> None:
+    delay = os.environ.get(DELAY_ENV)
+    if delay:
+        time.sleep(float(delay))
+    crash = os.environ.get(CRASH_ENV)
+    if crash and crash in path:
+        os._exit(70)
+
+
+def score_input(job: Job, inp: Input) -> dict[str, Any]:
+    """Score one input; return ``{"index", "row", "result"}``. Never raises.
+
+    ``row`` has the batch columns (not yet normalised), ``result`` is the
+    ``TBSResult.to_dict(include_phi=False)`` when ``job.want_result`` and a result
+    exists, else ``None``.
+    """
+    t0 = time.perf_counter()
+    result_doc = None
+    try:
+        _test_hooks(inp.path)
+        row = _score(job, inp)
+        if job.want_result and row.get("_result") is not None:
+            result_doc = row["_result"].to_dict(include_phi=False)
+    except Exception as exc:  # a bug: still a row, with the traceback's last frame
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        reason = f"internal error {type(exc).__name__}: {exc}{where}"
+        row = failure_row(job, inp, "error", "internal_error", reason)
+    row.pop("_result", None)
+    row["elapsed_s"] = round(time.perf_counter() - t0, 6)
+    return {"index": inp.index, "row": row, "result": result_doc}
+
+
+def score_chunk(job: Job, inputs: tuple[Input, ...]) -> list[dict[str, Any]]:
+    """:func:`score_input` for several inputs (one task, less scheduling overhead)."""
+    return [score_input(job, inp) for inp in inputs]
+
+
+def _score(job: Job, inp: Input) -> dict[str, Any]:
+    from tbscore.api import as_image, calc
+
+    path = inp.path
+    try:
+        st = os.stat(path)
+        inp = Input(inp.index, path, inp.explicit, inp.rel_parent, st.st_size, st.st_mtime_ns)
+        head = read_head(path)
+    except OSError as exc:
+        return failure_row(
+            job, inp, "error", "unreadable_file", f"cannot read file ({exc.strerror or exc})"
+        )
+    if not head_is_dicom(path, head):
+        return failure_row(
+            job,
+            inp,
+            "error" if inp.explicit else "excluded",
+            "not_dicom",
+            "not a DICOM file (no 'DICM' after a 128-byte preamble, and no DICOM data "
+            "elements at the start)",
+            file_sha256=file_sha256(path),
+        )
+    try:
+        image = as_image(path, spacing=job.spacing, override_spacing=job.override_spacing)
+    except NotAnImageError as exc:
+        return _error_row(job, inp, "excluded", exc, file_sha256=file_sha256(path))
+    except TBSError as exc:
+        return _error_row(job, inp, "error", exc, file_sha256=file_sha256(path))
+    ident = {
+        "file_sha256": image.file_sha256 or file_sha256(path),
+        "pixel_sha256": image.pixel_sha256,
+        "sop_instance_uid": image.metadata.sop_instance_uid,
+    }
+    try:
+        roi = find_roi(inp, image.metadata.sop_instance_uid, job.roi_dir)
+        result = calc(image, roi=roi, settings=job.settings, exclude=dict(job.exclude) or None)
+    except TBSError as exc:
+        return _error_row(job, inp, "error", exc, **ident)
+    row = _base_row(job, inp)
+    row.update(result.csv_row())
+    row.update(ident)
+    row["input"] = path
+    row["warnings"] = "; ".join(result.warnings)
+    if result.status == "ok":
+        row.update(status="ok", error_code="", error="")
+    else:
+        row.update(
+            status="incomplete",
+            error_code="no_l1_l4_value",
+            error=f"{path}: no L1-L4 value: {result.l1_l4_reason}",
+        )
+    row["_result"] = result
+    return row
+
+
+def warm_up() -> None:
+    """Run one tiny computation so that the numba kernels are loaded in this process.
+
+    The kernels are compiled with ``cache=True``: the first process compiles and
+    stores them, later processes load them from the cache. Used as the worker
+    initializer, so no input pays for it.
+    """
+    import numpy as np
+
+    from tbscore.api import calc
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 10.0, (96, 64))
+    roi = {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "vertebrae": [
+            {"label": lab, "box": [4 + 23 * i, 4, 24 + 23 * i, 60]}
+            for i, lab in enumerate(("L1", "L2", "L3", "L4"))
+        ],
+    }
+    try:
+        calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
+    except TBSError:  # pragma: no cover - warm-up is best effort
+        pass
