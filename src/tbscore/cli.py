@@ -104,17 +104,18 @@ def _csv_text(rows: list[dict]) -> str:
 
 
 def cmd_calc(args: argparse.Namespace) -> int:
-    from tbscore.api import calc
+    from tbscore.api import as_image, calc, resolve_rois
+    from tbscore.roi import apply_exclusions
 
-    result = calc(
+    settings = settings_from_args(args)  # validated before any file is read
+    image = as_image(
         args.file,
-        roi=args.roi,
-        settings=settings_from_args(args),
         spacing=tuple(args.spacing) if args.spacing else None,
         override_spacing=args.override_spacing,
-        exclude=args.exclude,
-        calibration=args.calibration,
     )
+    # ROIs are resolved (or detected) once and shared by the result, --save-roi and --overlay.
+    rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+    result = calc(image, rois, settings=settings, calibration=args.calibration)
     if args.sr:
         from tbscore.sr import write_sr
 
@@ -137,32 +138,13 @@ def cmd_calc(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if args.save_roi:
-        from tbscore.api import as_image, resolve_rois
-        from tbscore.roi import apply_exclusions, write_roi_json
+        from tbscore.roi import write_roi_json
 
-        image = as_image(
-            args.file,
-            spacing=tuple(args.spacing) if args.spacing else None,
-            override_spacing=args.override_spacing,
-        )
-        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
         write_roi_json(rois, args.save_roi, image.spacing_mm)
     if args.overlay:
-        from tbscore.api import as_image, resolve_rois
         from tbscore.overlay import save_overlay
-        from tbscore.roi import apply_exclusions
 
-        image = as_image(
-            args.file,
-            spacing=tuple(args.spacing) if args.spacing else None,
-            override_spacing=args.override_spacing,
-        )
-        save_overlay(
-            image,
-            apply_exclusions(resolve_rois(args.roi, image), args.exclude),
-            args.overlay,
-            result=result,
-        )
+        save_overlay(image, rois, args.overlay, result=result)
     return EXIT_OK if result.l1_l4 is not None else EXIT_INCOMPLETE
 
 

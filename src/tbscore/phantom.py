@@ -39,6 +39,7 @@ __all__ = [
     "fbm_surface_pair",
     "synthetic_spine",
     "vertebra_mask",
+    "vertebra_label_image",
     "write_sample_set",
     "SAMPLE_SET",
     "LUMBAR_LABELS",
@@ -262,6 +263,7 @@ _DENSITY: dict[str, float] = {
     "T11": 0.88, "T12": 0.91, "L1": 0.94, "L2": 0.98, "L3": 1.02, "L4": 1.05, "L5": 1.0
 }
 _CORNER_MM = 4.0
+_CURVE_HALF_MM = 120.0  # half-length of the lateral curve (see _curve)
 _EDGE_MM = 1.0  # width of the soft edge of every shape
 
 
@@ -321,6 +323,49 @@ def vertebra_mask(
     return _body_sd(truth["vertebrae"][label]["body"], y, x) <= -inset_mm
 
 
+def vertebra_label_image(truth: dict[str, Any], *, inset_mm: float = 0.0) -> np.ndarray:
+    """Label image of the true L1-L4 vertebral bodies of a :func:`synthetic_spine` phantom.
+
+    Parameters
+    ----------
+    truth : dict
+        Ground truth returned by :func:`synthetic_spine` (or read from ``.truth.json``).
+    inset_mm : float
+        Shrink every body outline by this distance (mm), as in :func:`vertebra_mask`.
+
+    Returns
+    -------
+    (rows, cols) ndarray of uint8
+        1..4 inside L1..L4 (pixel centres inside the outline), 0 elsewhere; the format
+        :func:`tbscore.roi.rois_from_label_image` reads.
+    """
+    out = np.zeros(tuple(truth["shape"]), dtype=np.uint8)
+    for i, lab in enumerate(LUMBAR_LABELS, start=1):
+        out[vertebra_mask(truth, lab, inset_mm=inset_mm)] = i
+    return out
+
+
+def _curve(u: np.ndarray | float, amplitude: float) -> np.ndarray | float:
+    """Lateral offset (mm) of the spine axis at ``u`` mm along it: a raised cosine.
+
+    ``amplitude * cos^2(pi u / 240)`` for ``|u| < 120`` mm and 0 beyond: a single
+    scoliosis-like C curve centred on the L1-L4 block that fades out by T11 and the
+    sacrum.
+    """
+    uu = np.asarray(u, dtype=float)
+    out = np.where(np.abs(uu) < _CURVE_HALF_MM, np.cos(np.pi * uu / (2 * _CURVE_HALF_MM)) ** 2, 0.0)
+    out = amplitude * out
+    return float(out) if np.ndim(u) == 0 else out
+
+
+def _curve_slope(u: float, amplitude: float) -> float:
+    """Derivative ``d offset / d u`` of :func:`_curve` (dimensionless)."""
+    if abs(u) >= _CURVE_HALF_MM:
+        return 0.0
+    k = math.pi / (2 * _CURVE_HALF_MM)
+    return -amplitude * k * math.sin(2 * k * u)
+
+
 def _polygon_px(body: dict[str, Any], spacing: tuple[float, float], per_corner: int = 6):
     """Outline of a rounded rectangle as ``[row, col]`` pixel vertices (clockwise)."""
     hu, hv = body["half_size_mm"]
@@ -378,6 +423,10 @@ def synthetic_spine(
     tilt_deg: float = 0.0,
     center_mm: tuple[float, float] | None = None,
     roi_inset_mm: float = 4.0,
+    curvature_mm: float = 0.0,
+    soft_tissue_gradient: tuple[float, float] = (0.0, 0.0),
+    soft_tissue_variation: float = 0.03,
+    pelvis: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Synthetic DXA-like lumbar-spine image with exact fBm vertebral texture.
 
@@ -387,7 +436,8 @@ def synthetic_spine(
     (L1 26 x 38 mm ... L4 30 x 44 mm, height x width) separated by darker disc spaces
     (7-9 mm), and the iliac crests lateral to L5. Sizes are in mm, so the anatomy looks
     right for any (also non-square) pixel spacing. Higher values mean more attenuation
-    (bone bright, MONOCHROME2 convention).
+    (bone bright, MONOCHROME2 convention). Options add a scoliosis-like lateral curve
+    of the spine, soft-tissue gradients and lumps, and remove the pelvis.
 
     Inside each vertebral body the gray level is ``level + T(x)`` where ``T`` is an exact
     isotropic fBm surface (see :func:`fbm_surface`) with variogram
@@ -424,6 +474,24 @@ def synthetic_spine(
     roi_inset_mm : float
         Distance (mm) by which the ground-truth boxes stay inside the body outline
         (clear of the soft edge and the brighter cortical rim).
+    curvature_mm : float
+        Scoliosis-like lateral curve: the spine axis is displaced sideways by
+        ``curvature_mm * cos^2(pi u / 240 mm)`` at ``u`` mm along the spine from the
+        centre of the L1-L4 block (``|u| < 120`` mm, straight beyond), positive towards
+        higher column indices. Each vertebral body (and its transverse processes) is
+        rotated to the local direction of the curve; the pelvis is not displaced.
+        15 mm gives local body rotations of up to about 11 degrees (a Cobb angle of
+        about 22 degrees between the end vertebrae of the curve).
+    soft_tissue_gradient : (float, float)
+        Linear change of the soft-tissue level, as a fraction per 100 mm, along rows
+        (downwards) and along columns (to the right), about the image centre; e.g.
+        ``(0.0, 0.3)`` makes the right side of the abdomen 30 %/100 mm thicker.
+    soft_tissue_variation : float
+        Amplitude, as a fraction of ``soft_tissue``, of the smooth random lumps (about
+        5 per image side) added to the soft tissue (0.03 by default).
+    pelvis : bool
+        Draw the iliac wings (their crests at about the L4-L5 disc space). False gives
+        an image cut above the pelvis.
 
     Returns
     -------
@@ -432,12 +500,16 @@ def synthetic_spine(
     truth : dict
         JSON-serialisable ground truth: ``hurst`` and ``expected_slope`` (label ->
         ``H`` and ``2H``), ``spacing_mm``, ``shape``, ``texture_scale``, ``noise_sd``,
-        ``tilt_deg``, ``roi_inset_mm`` and ``vertebrae``: label -> ``box``
+        ``tilt_deg``, ``roi_inset_mm``, ``curvature_mm``, ``soft_tissue``, ``bone``,
+        ``soft_tissue_gradient``, ``soft_tissue_variation``, ``pelvis`` and
+        ``vertebrae``: label -> ``box``
         (``[row0, col0, row1, col1]``, half-open pixels, inside the body by
         ``roi_inset_mm``), ``body_box`` (bounding box of the body), ``polygon``
         (outline, ``[row, col]`` pixels) and ``body`` (``center_mm``,
         ``half_size_mm`` as (along-spine, across), ``corner_radius_mm``, ``angle_deg``),
-        from which :func:`vertebra_mask` rebuilds the boolean mask.
+        from which :func:`vertebra_mask` rebuilds the boolean mask of the whole body
+        (:func:`vertebra_label_image` for all four) - T11, T12 and L5 are included
+        when they lie in the image.
     """
     rng = np.random.default_rng(rng)
     if np.ndim(hurst) == 0:
@@ -483,11 +555,19 @@ def synthetic_spine(
     y, x = _mm_grid((rows, cols), (sy, sx))
     dy, dx = y - cy, x - cx
     sv = -dy * sin_t + dx * cos_t  # across the spine (mm)
+    curvature_mm = float(curvature_mm)
+    if curvature_mm:
+        su = dy * cos_t + dx * sin_t  # along the spine (mm)
+        sv = sv - _curve(su, curvature_mm)
+    grad_y, grad_x = (float(g) for g in soft_tissue_gradient)
 
     # Soft tissue: projected thickness of an elliptic abdomen plus low-frequency variation.
     half_body = 170.0
     thickness = np.sqrt(np.clip(1.0 - ((x - cx) / half_body) ** 2, 0.0, 1.0))
     image = soft_tissue * (0.55 + 0.45 * thickness) * (1.0 - 0.04 * (y - cy) / 100.0)
+    if grad_y or grad_x:
+        ramp = 1.0 + grad_y * (y - cy) / 100.0 + grad_x * (x - cx) / 100.0
+        image = image * np.clip(ramp, 0.05, None)
     coarse = rng.standard_normal((6, 6))
     gy = np.linspace(0, 5, rows)[:, None]
     gx = np.linspace(0, 5, cols)[None, :]
@@ -496,13 +576,13 @@ def synthetic_spine(
     fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)
     lowfreq = (coarse[iy, ix] * (1 - fy) * (1 - fx) + coarse[iy + 1, ix] * fy * (1 - fx)
                + coarse[iy, ix + 1] * (1 - fy) * fx + coarse[iy + 1, ix + 1] * fy * fx)
-    image = image + 0.03 * soft_tissue * lowfreq
+    image = image + float(soft_tissue_variation) * soft_tissue * lowfreq
 
     # Spine column (posterior elements), continuous along the whole image.
     image = image + 0.22 * bone * _smooth_step(np.abs(sv) - 28.0, 6.0)
 
     # Iliac wings lateral to L5, crests at about the L4-L5 disc.
-    for side in (-1.0, 1.0):
+    for side in (-1.0, 1.0) if pelvis else ():
         ilium = {"center_mm": to_image(u_of["L5"] + 38.0, side * (_BODIES["L5"][1] / 2 + 55.0)),
                  "angle_deg": tilt_deg - side * 18.0,
                  "half_size_mm": (52.0, 40.0), "corner_radius_mm": 38.0}
@@ -514,17 +594,23 @@ def synthetic_spine(
     for lab in labels:
         hu, hv = _BODIES[lab][0] / 2.0, _BODIES[lab][1] / 2.0
         u0 = u_of[lab]
-        body = {"center_mm": [round(c, 6) for c in to_image(u0, 0.0)],
+        w0 = _curve(u0, curvature_mm) if curvature_mm else 0.0
+        phi = math.atan(_curve_slope(u0, curvature_mm)) if curvature_mm else 0.0
+        cos_p, sin_p = math.cos(phi), math.sin(phi)
+        angle = float(tilt_deg) + math.degrees(phi)
+        body = {"center_mm": [round(c, 6) for c in to_image(u0, w0)],
                 "half_size_mm": [hu, hv], "corner_radius_mm": _CORNER_MM,
-                "angle_deg": float(tilt_deg)}
-        # Transverse processes (outside the body).
+                "angle_deg": angle}
+        # Transverse processes (outside the body), in the frame of the body.
         for side in (-1.0, 1.0):
-            tp = {"center_mm": to_image(u0 - 0.2 * hu, side * (hv + 12.0)), "angle_deg": tilt_deg,
-                  "half_size_mm": (4.5, 14.0), "corner_radius_mm": 4.0}
+            pu, pv = -0.2 * hu, side * (hv + 12.0)
+            tp = {"center_mm": to_image(u0 + pu * cos_p - pv * sin_p, w0 + pu * sin_p + pv * cos_p),
+                  "angle_deg": angle, "half_size_mm": (4.5, 14.0), "corner_radius_mm": 4.0}
             image = image + 0.18 * bone * _smooth_step(_body_sd(tp, y, x), 2.0)
         # Pixel bounding box of the body (with a margin for the soft edge).
-        ext_y = abs(hu * cos_t) + abs(hv * sin_t) + _EDGE_MM
-        ext_x = abs(hu * sin_t) + abs(hv * cos_t) + _EDGE_MM
+        cos_b, sin_b = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        ext_y = abs(hu * cos_b) + abs(hv * sin_b) + _EDGE_MM
+        ext_x = abs(hu * sin_b) + abs(hv * cos_b) + _EDGE_MM
         bcy, bcx = body["center_mm"]
         r0 = max(math.floor((bcy - ext_y) / sy), 0)
         r1 = min(math.ceil((bcy + ext_y) / sy) + 1, rows)
@@ -566,6 +652,12 @@ def synthetic_spine(
         "noise_sd": float(noise_sd),
         "tilt_deg": float(tilt_deg),
         "roi_inset_mm": float(roi_inset_mm),
+        "curvature_mm": curvature_mm,
+        "soft_tissue": float(soft_tissue),
+        "bone": float(bone),
+        "soft_tissue_gradient": [grad_y, grad_x],
+        "soft_tissue_variation": float(soft_tissue_variation),
+        "pelvis": bool(pelvis),
         "vertebrae": vertebrae,
     }
     return image, truth

@@ -1,0 +1,1083 @@
+"""Automatic L1-L4 vertebral ROIs from a lumbar-spine DXA image.
+
+The detector works in millimetres (any, also non-square, pixel spacing) and on gray
+levels normalised by robust percentiles (any scale, offset and bit depth). Steps (see
+docs/detection.md):
+
+1. **Spine axis.** On a 1 mm isotropic, smoothed copy of the image a lateral matched
+   filter (a 30 mm bright core between darker flanks 24-44 mm either side) scores
+   every pixel as a possible spine centre; dynamic programming finds the best
+   top-to-bottom path (at most 45 degrees from vertical), smoothed (25 mm) into the
+   axis.
+2. **Straightening.** The image is resampled along the axis (arc length ``s``) and
+   across it, so tilted and laterally curved spines become straight.
+3. **Discs.** The mean gray level of the central 20 mm along ``s`` dips at every
+   disc space; dips of at least 25 % of the profile's range split the column into
+   vertebral bodies (shorter-than-a-body pieces are merged, twice-too-long ones split
+   at their deepest inner dip).
+4. **Outline.** Each body is refined in its own rotated frame (0.5 mm samples): the
+   lateral edges are the median, over five bands of rows, of the strongest gradient,
+   the endplates likewise over five bands of columns (sub-sample); the Theil-Sen slope
+   of the endplates corrects the body's rotation; three iterations. The outline is a
+   rounded rectangle (3 mm corners).
+5. **Labels.** In a straight frame aligned with the two lowest bodies, the iliac
+   crests are the top of a sustained jump of the gray level 55-100 mm lateral to the
+   spine, on either side; with both, their mean level. L4 is the lowest body whose
+   upper endplate lies at least 10 mm above the crests; the three above it are L3,
+   L2, L1. Without visible crests the four lowest complete bodies are taken (with a
+   warning and 0.6 times the confidence).
+6. **Confidence.** Per body, the product of: edge agreement (how well a threshold
+   halfway between body and surroundings reproduces the outline), contrast-to-noise
+   ratio, plausible size and shape, not cut by the image border, and consistency with
+   its neighbours (size, rotation, disc gap, lateral offset). Overall: the mean over
+   L1-L4 times the labelling factor.
+
+Detection fails explicitly: :class:`tbscore.errors.DetectionError` with the reason when
+the image cannot hold a lumbar spine, when fewer than four plausible bodies are found,
+when L1-L4 are not all above the crests, or when the overall confidence is below
+``min_confidence`` (:data:`MIN_CONFIDENCE`). A vertebra below
+:data:`MIN_VERTEBRA_CONFIDENCE` is returned *excluded*, with the reason and a
+warning, so the L1-L4 value keeps the >= 2-valid rule; fewer than two plausible
+vertebrae raise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.signal import find_peaks
+from skimage.draw import polygon2mask
+
+from tbscore.errors import DetectionError
+from tbscore.roi import LABELS, VertebraROI, VertebraROIs
+
+__all__ = [
+    "detect",
+    "locate_vertebrae",
+    "body_polygon",
+    "DetectedBody",
+    "SpineDetection",
+    "MIN_CONFIDENCE",
+    "MIN_VERTEBRA_CONFIDENCE",
+    "WARN_CONFIDENCE",
+    "DEFAULT_ROI_INSET_MM",
+]
+
+#: Below this overall confidence :func:`detect` raises :class:`DetectionError`.
+MIN_CONFIDENCE = 0.4
+#: A vertebra below this confidence is returned excluded (with the reason).
+MIN_VERTEBRA_CONFIDENCE = 0.3
+#: Below this (overall or per vertebra) a warning asks to check the ROIs.
+WARN_CONFIDENCE = 0.6
+#: Default distance (mm) by which the ROI stays inside the detected body outline.
+DEFAULT_ROI_INSET_MM = 3.0
+
+_GRID_MM = 1.0  # isotropic working grid (axis, discs, crests)
+_SMOOTH_MM = 1.5  # smoothing of the working grid
+_FINE_SMOOTH_MM = 1.0  # smoothing of the image used for the outlines
+_PATCH_STEP_MM = 0.5  # sampling step of the per-body frames
+_CORNER_MM = 3.0  # corner radius of the outline
+_CORE_HALF_MM = 15  # matched filter: bright core +-15 mm ...
+_FLANK_MM = (24, 44)  # ... between darker flanks 24-44 mm either side
+_BAND_HALF_MM = 10.0  # half-width of the band whose mean gives the axial profile
+_CREST_BAND_MM = (55.0, 100.0)  # lateral band searched for the iliac crests
+_CREST_ABOVE_MM = 10.0  # L4: lowest body whose top endplate is this far above the crests
+_CREST_MISMATCH_MM = 30.0  # crests further apart: use the higher one
+_MIN_FOV_MM = (120.0, 50.0)  # smallest field of view (rows, cols) that can hold L1-L4
+# Plausible body height, width (mm) and width / height: (fully plausible range),
+# (range outside which the plausibility is 0).
+_HEIGHT_MM = ((15.0, 45.0), (10.0, 60.0))
+_WIDTH_MM = ((25.0, 70.0), (17.0, 90.0))
+_RATIO = ((0.9, 2.6), (0.6, 3.4))
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class DetectedBody:
+    """One vertebral body found along the spine.
+
+    Attributes
+    ----------
+    center_mm : (float, float)
+        Centre ``(y_mm, x_mm)`` in image mm coordinates (pixel ``(r, c)`` is at
+        ``(r * row_mm, c * col_mm)``).
+    angle_deg : float
+        Rotation of the body's cranio-caudal axis from the image rows, degrees;
+        positive turns the lower end towards higher column indices.
+    half_size_mm : (float, float)
+        Half height (along the spine) and half width (across), mm.
+    corner_radius_mm : float
+        Corner radius of the rounded-rectangle outline, mm.
+    confidence : float
+        In [0, 1]; the product of the terms in ``scores``.
+    scores : dict
+        ``agreement`` (edge agreement, 0.5 = chance, 1 = perfect), ``cnr``
+        (body-minus-surroundings contrast over the fine-scale noise), and the
+        factors ``q_agreement``, ``q_cnr``, ``q_size``, ``q_truncated``,
+        ``q_consistency`` whose product is ``confidence``.
+    truncated : bool
+        The body touches the image border (its outline is not fully visible).
+    label : str or None
+        ``"L1"`` .. ``"L4"`` when labelled.
+    """
+
+    center_mm: tuple[float, float]
+    angle_deg: float
+    half_size_mm: tuple[float, float]
+    corner_radius_mm: float
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class SpineDetection:
+    """Everything :func:`locate_vertebrae` found.
+
+    Attributes
+    ----------
+    bodies : tuple of DetectedBody
+        All bodies along the spine, cranial to caudal (labelled ones carry a label).
+    axis_mm : ndarray, shape (n, 2)
+        The spine axis, ``(y_mm, x_mm)`` points 1 mm apart, cranial to caudal.
+    crest_mm : (float, float) or None
+        Where the crest level crosses the spine: a point ``(y_mm, x_mm)`` on the line
+        through the two lowest bodies, at the level of the iliac crests (None when
+        no crest was found).
+    confidence : float
+        Overall confidence in [0, 1] (mean of the L1-L4 confidences times the
+        labelling factor).
+    warnings : tuple of str
+    """
+
+    bodies: tuple[DetectedBody, ...]
+    axis_mm: np.ndarray
+    crest_mm: tuple[float, float] | None
+    confidence: float
+    warnings: tuple[str, ...] = ()
+
+    def labelled(self) -> dict[str, DetectedBody]:
+        """The labelled bodies, ``{"L1": body, ...}``."""
+        return {b.label: b for b in self.bodies if b.label is not None}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_input(
+    image: np.ndarray, spacing: Sequence[float], source: str
+) -> tuple[np.ndarray, tuple[float, float]]:
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise DetectionError(f"image must be 2-D, got shape {arr.shape}", source)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise DetectionError(f"image must be numeric, got dtype {arr.dtype}", source)
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise DetectionError("image has non-finite pixel values", source)
+    try:
+        sy, sx = (float(s) for s in spacing)
+    except (TypeError, ValueError) as exc:
+        raise DetectionError(f"pixel spacing must be (row_mm, col_mm), got {spacing!r}") from exc
+    if not (math.isfinite(sy) and math.isfinite(sx) and sy > 0 and sx > 0):
+        raise DetectionError(f"pixel spacing must be positive, got {spacing!r}", source)
+    fov = (arr.shape[0] * sy, arr.shape[1] * sx)
+    if fov[0] < _MIN_FOV_MM[0] or fov[1] < _MIN_FOV_MM[1]:
+        raise DetectionError(
+            f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm is too small to hold L1-L4 "
+            f"(need at least {_MIN_FOV_MM[0]:.0f} mm along the spine and "
+            f"{_MIN_FOV_MM[1]:.0f} mm across); is this a lumbar-spine DXA image?",
+            source,
+        )
+    return arr, (sy, sx)
+
+
+def _normalise(arr: np.ndarray, source: str) -> np.ndarray:
+    """Map the 1st..99th percentiles to 0..1 (robust to scale, offset and bit depth)."""
+    lo, hi = np.percentile(arr, [1.0, 99.0])
+    if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
+        lo, hi = float(arr.min()), float(arr.max())
+        if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
+            raise DetectionError("image has no contrast (uniform gray level): no spine", source)
+    return (arr - lo) / (hi - lo)
+
+
+def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -> np.ndarray:
+    """Resample to an isotropic ``step`` mm grid; iso pixel ``(i, j)`` is at ``(i, j) * step``."""
+    sy, sx = spacing
+    sigma = (max(0.0, (step / sy - 1.0) / 2.0), max(0.0, (step / sx - 1.0) / 2.0))
+    src = ndi.gaussian_filter(norm, sigma) if max(sigma) > 0 else norm
+    ny = int(math.floor((norm.shape[0] - 1) * sy / step)) + 1
+    nx = int(math.floor((norm.shape[1] - 1) * sx / step)) + 1
+    rr = (np.arange(ny) * step / sy)[:, None]
+    cc = (np.arange(nx) * step / sx)[None, :]
+    coords = np.broadcast_arrays(rr, cc)
+    return ndi.map_coordinates(src, coords, order=1, mode="nearest")
+
+
+def _parabolic(values: np.ndarray, i: int) -> float:
+    """Sub-sample position of the extremum at index ``i`` (parabola through 3 points)."""
+    if 0 < i < len(values) - 1:
+        a, b, c = values[i - 1], values[i], values[i + 1]
+        den = a - 2 * b + c
+        if np.isfinite(den) and abs(den) > 1e-12:
+            return float(i + np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+    return float(i)
+
+
+def _noise_sd(norm: np.ndarray) -> float:
+    """Robust fine-scale noise level (normalised units) from row/column differences."""
+    d = np.concatenate([np.diff(norm, axis=0).ravel(), np.diff(norm, axis=1).ravel()])
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return max(1.4826 * mad / math.sqrt(2.0), 1e-6)
+
+
+def _ramp(x: float, good: tuple[float, float], bad: tuple[float, float]) -> float:
+    """1 for ``good[0] <= x <= good[1]``, falling linearly to 0 at ``bad[0]`` / ``bad[1]``."""
+    if x < good[0]:
+        return float(np.clip((x - bad[0]) / (good[0] - bad[0]), 0.0, 1.0))
+    if x > good[1]:
+        return float(np.clip((bad[1] - x) / (bad[1] - good[1]), 0.0, 1.0))
+    return 1.0
+
+
+def _nanmean(a: np.ndarray, axis: int, min_count: int = 1) -> np.ndarray:
+    """Mean of the finite values along ``axis``; NaN where fewer than ``min_count``."""
+    ok = np.isfinite(a)
+    n = ok.sum(axis=axis)
+    total = np.where(ok, a, 0.0).sum(axis=axis)
+    return np.where(n >= max(min_count, 1), total / np.maximum(n, 1), np.nan)
+
+
+def _nanmedian(a: np.ndarray) -> float:
+    """Median of the finite values (NaN when there are none)."""
+    a = np.asarray(a, dtype=float)
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if a.size else math.nan
+
+
+def _rounded_rect_sd(u: np.ndarray, v: np.ndarray, hu: float, hv: float, r: float) -> np.ndarray:
+    """Signed distance (mm, negative inside) to a rounded rectangle centred at 0."""
+    r = min(r, hu, hv)
+    qu = np.abs(u) - (hu - r)
+    qv = np.abs(v) - (hv - r)
+    outside = np.hypot(np.maximum(qu, 0.0), np.maximum(qv, 0.0))
+    return outside + np.minimum(np.maximum(qu, qv), 0.0) - r
+
+
+# --------------------------------------------------------------------------- axis
+
+
+def _spine_path(iso: np.ndarray) -> np.ndarray:
+    """Column (iso pixels) of the spine centre in every row, by dynamic programming."""
+    core = ndi.uniform_filter1d(iso, 2 * _CORE_HALF_MM + 1, axis=1, mode="nearest")
+    f0, f1 = _FLANK_MM
+    width = f1 - f0 + 1
+    mid = (f0 + f1) // 2
+    flank = ndi.uniform_filter1d(iso, width, axis=1, mode="nearest")
+    pad = np.pad(flank, ((0, 0), (mid, mid)), mode="edge")
+    n = iso.shape[1]
+    response = core - 0.5 * (pad[:, :n] + pad[:, 2 * mid : 2 * mid + n])
+    response = ndi.gaussian_filter1d(response, 8.0, axis=0, mode="nearest")
+    # Keep the centre where the core and at least part of both flanks lie in the image.
+    margin = min(f0, max(n // 2 - 1, 0))
+    response[:, :margin] = -np.inf
+    response[:, n - margin :] = -np.inf
+    penalty = 0.01
+    score = response[0].copy()
+    back = np.zeros(iso.shape, dtype=np.int8)
+    for i in range(1, iso.shape[0]):
+        left = np.concatenate([[-np.inf], score[:-1]]) - penalty
+        right = np.concatenate([score[1:], [-np.inf]]) - penalty
+        stack = np.stack([left, score, right])
+        k = np.argmax(stack, axis=0)
+        back[i] = k - 1
+        score = stack[k, np.arange(n)] + response[i]
+    path = np.empty(iso.shape[0], dtype=float)
+    j = int(np.argmax(score))
+    for i in range(iso.shape[0] - 1, -1, -1):
+        path[i] = j
+        j += int(back[i, j])
+    return path
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The spine axis sampled every 1 mm of arc length (working-grid mm)."""
+
+    points: np.ndarray  # (n, 2) (y, x) mm
+    tangents: np.ndarray  # (n, 2) unit (ty, tx), pointing caudally
+    normals: np.ndarray  # (n, 2) unit, pointing to higher columns when vertical
+
+    def at(self, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point, tangent and normal at arc length ``s`` (mm, linear interpolation)."""
+        n = len(self.points)
+        s = float(np.clip(s, 0, n - 1))
+        i = min(int(s), n - 2)
+        f = s - i
+        p = (1 - f) * self.points[i] + f * self.points[i + 1]
+        t = (1 - f) * self.tangents[i] + f * self.tangents[i + 1]
+        t = t / np.hypot(*t)
+        return p, t, np.array([-t[1], t[0]])
+
+
+def _make_axis(path_x: np.ndarray, step: float) -> _Axis:
+    """Smooth the dynamic-programming path (Gaussian, 25 mm, ends extended linearly)
+    and resample it every 1 mm of arc length."""
+    x = path_x * step
+    n = len(x)
+    sigma = 25.0 / step
+    pad = int(3 * sigma)
+    k = max(min(int(40.0 / step), n // 2), 2)
+    idx = np.arange(n)
+    head = np.polyfit(idx[:k], x[:k], 1)
+    tail = np.polyfit(idx[-k:], x[-k:], 1)
+    ext = np.concatenate(
+        [np.polyval(head, np.arange(-pad, 0)), x, np.polyval(tail, np.arange(n, n + pad))]
+    )
+    x = ndi.gaussian_filter1d(ext, sigma, mode="nearest")[pad : pad + n]
+    y = idx * step
+    ds = np.hypot(np.diff(y), np.diff(x))
+    s = np.concatenate([[0.0], np.cumsum(ds)])
+    grid = np.arange(0.0, s[-1] + 1e-9, 1.0)
+    pts = np.column_stack([np.interp(grid, s, y), np.interp(grid, s, x)])
+    tan = np.gradient(pts, axis=0)
+    tan /= np.hypot(tan[:, 0], tan[:, 1])[:, None]
+    nor = np.column_stack([-tan[:, 1], tan[:, 0]])
+    return _Axis(pts, tan, nor)
+
+
+def _line_frame(
+    iso: np.ndarray, origin: np.ndarray, tangent: np.ndarray, step: float, half_mm: float
+) -> tuple[np.ndarray, float]:
+    """Working grid resampled in a straight frame through ``origin`` along ``tangent``.
+
+    Returns ``(S, s0)``: ``S[k, j]`` is the image at ``origin + (s0 + k) t + v_j n``
+    (1 mm steps, ``v_j`` from ``-half_mm`` to ``half_mm``, NaN outside), covering the
+    whole image along ``t``.
+    """
+    t = tangent / np.hypot(*tangent)
+    nrm = np.array([-t[1], t[0]])
+    h, w = (np.array(iso.shape) - 1) * step
+    corners = np.array([[0, 0], [0, w], [h, 0], [h, w]]) - origin
+    proj = corners @ t
+    s0 = math.floor(proj.min())
+    s = np.arange(s0, math.ceil(proj.max()) + 1, 1.0)
+    v = np.arange(-half_mm, half_mm + 0.5, 1.0)
+    yy = origin[0] + s[:, None] * t[0] + v[None, :] * nrm[0]
+    xx = origin[1] + s[:, None] * t[1] + v[None, :] * nrm[1]
+    out = ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
+    return out, float(s0)
+
+
+def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float) -> np.ndarray:
+    """``S[s, j]``: working grid sampled at ``axis(s) + v_j * normal(s)``, ``v_j`` from
+    ``-half_mm`` to ``half_mm`` (1 mm steps); NaN outside the image."""
+    v = np.arange(-half_mm, half_mm + 0.5, 1.0)
+    yy = axis.points[:, 0:1] + v[None, :] * axis.normals[:, 0:1]
+    xx = axis.points[:, 1:2] + v[None, :] * axis.normals[:, 1:2]
+    return ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _split_bodies(profile: np.ndarray) -> list[tuple[int, int, bool, bool]]:
+    """Segments ``(start, stop, open_top, open_bottom)`` between disc minima."""
+    valid = np.flatnonzero(np.isfinite(profile))
+    if valid.size < 30:
+        return []
+    a, b = int(valid[0]), int(valid[-1]) + 1
+    p = profile[a:b].copy()
+    p[~np.isfinite(p)] = _nanmedian(p)
+    lo, hi = np.percentile(p, [5, 95])
+    if hi - lo <= 0:
+        return []
+    minima, props = find_peaks(-p, prominence=0.25 * (hi - lo), distance=10)
+    prom = list(props["prominences"])
+    minima = list(minima)
+    # Merge segments shorter than a body (texture dips) across the shallower minimum.
+    while len(minima) > 1:
+        gaps = np.diff(minima)
+        k = int(np.argmin(gaps))
+        if gaps[k] >= _HEIGHT_MM[0][0]:
+            break
+        drop = k if prom[k] < prom[k + 1] else k + 1
+        del minima[drop], prom[drop]
+    # Split segments much longer than the typical one (a shallow, narrowed disc) at
+    # their deepest inner minimum.
+    if len(minima) >= 3:
+        typical = float(np.median(np.diff(minima)))
+        weak, weak_props = find_peaks(-p, prominence=0.08 * (hi - lo), distance=10)
+        for i in range(len(minima) - 1, 0, -1):
+            a0, a1 = minima[i - 1], minima[i]
+            if a1 - a0 > 1.6 * typical:
+                inner = [
+                    (pr, m)
+                    for m, pr in zip(weak, weak_props["prominences"], strict=True)
+                    if a0 + 0.3 * typical < m < a1 - 0.3 * typical
+                ]
+                if inner:
+                    pr, m = max(inner)
+                    minima.insert(i, int(m))
+                    prom.insert(i, float(pr))
+    bounds = [0, *minima, len(p)]
+    out = []
+    for i in range(len(bounds) - 1):
+        s0, s1 = bounds[i], bounds[i + 1]
+        if s1 - s0 < 8:
+            continue
+        out.append((a + s0, a + s1, i == 0, i == len(bounds) - 2))
+    return out
+
+
+def _edges_in_segment(
+    profile: np.ndarray, seg: tuple[int, int, bool, bool]
+) -> tuple[float, float] | None:
+    """Top and bottom endplate (arc length, mm) of one segment: strongest rise / fall."""
+    s0, s1, open_top, open_bottom = seg
+    p = profile[s0:s1]
+    if np.count_nonzero(np.isfinite(p)) < 8:
+        return None
+    p = np.where(np.isfinite(p), p, _nanmedian(p))
+    g = np.gradient(p)
+    mid = len(p) // 2
+    top = 0.0 if open_top and g[:mid].max() < 0.25 * np.abs(g).max() else float(np.argmax(g[:mid]))
+    bottom = (
+        float(len(p) - 1)
+        if open_bottom and g[mid:].min() > -0.25 * np.abs(g).max()
+        else (float(mid + np.argmin(g[mid:])))
+    )
+    if bottom - top < _HEIGHT_MM[0][0] * 0.6:
+        return None
+    return s0 + top, s0 + bottom
+
+
+def _frame_coords(center, angle_deg, u, v, spacing):
+    """Pixel coordinates of the local body frame ``(u, v)`` (mm) around ``center``."""
+    a = math.radians(angle_deg)
+    y = center[0] + u * math.cos(a) - v * math.sin(a)
+    x = center[1] + u * math.sin(a) + v * math.cos(a)
+    return y / spacing[0], x / spacing[1]
+
+
+def _sample_frame(fine, center, angle_deg, u, v, spacing) -> np.ndarray:
+    rr, cc = _frame_coords(center, angle_deg, u[:, None], v[None, :], spacing)
+    rr, cc = np.broadcast_arrays(rr, cc)
+    return ndi.map_coordinates(fine, [rr, cc], order=1, mode="constant", cval=np.nan)
+
+
+def _edge(
+    profile: np.ndarray, coord: np.ndarray, lo: float, hi: float, rising: bool
+) -> tuple[float | None, float]:
+    """Position (mm) of the strongest rising / falling gradient of ``profile`` in
+    ``[lo, hi]`` (sub-sample, by a parabola through the peak) and its strength."""
+    g = np.gradient(profile, coord)
+    sel = np.flatnonzero((coord >= lo) & (coord <= hi) & np.isfinite(g))
+    if sel.size < 3:
+        return None, 0.0
+    signed = g if rising else -g
+    k = int(np.argmax(signed[sel]))
+    i = int(sel[k])
+    pos = _parabolic(signed, i)
+    return float(np.interp(pos, np.arange(len(coord)), coord)), float(signed[i])
+
+
+def _median_slope(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Theil-Sen slope (median of pairwise slopes) of finite points, or None."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2:
+        return None
+    i, j = np.triu_indices(x.size, 1)
+    dx = x[j] - x[i]
+    keep = np.abs(dx) > 1e-9
+    if not keep.any():
+        return None
+    return float(np.median((y[j] - y[i])[keep] / dx[keep]))
+
+
+def _band_edges(patch, along, across, lo, hi, rising, centre, half, axis):
+    """Edge positions (mm, along ``along``) in 5 bands across the body, with their
+    band centres; NaN where a band has no edge. ``axis`` 0: bands of rows."""
+    pos, mid = [], []
+    for f0 in np.linspace(-0.6, 0.36, 5):
+        sel = (across >= centre + f0 * half) & (across <= centre + (f0 + 0.24) * half)
+        prof = _nanmean(patch[sel], 0) if axis == 0 else _nanmean(patch[:, sel], 1)
+        e, _ = _edge(prof, along, lo, hi, rising)
+        pos.append(np.nan if e is None else e)
+        mid.append(centre + (f0 + 0.12) * half)
+    return np.array(pos), np.array(mid)
+
+
+def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
+    """Refine centre, angle and half sizes of one body in its own rotated frame.
+
+    The lateral edges are the medians of the strongest gradients in five bands of
+    rows, the endplates the medians over five bands of columns (a texture patch or a
+    transverse process disturbs one or two bands, not the median); the Theil-Sen
+    slope of the endplates corrects the rotation (at most 8 degrees per iteration,
+    20 degrees from the axis in all).
+    """
+    step = _PATCH_STEP_MM
+    angle0 = angle
+    for _ in range(n_iter):
+        u = np.arange(-hu - 12.0, hu + 12.0 + step / 2, step)
+        v = np.arange(-45.0, 45.0 + step / 2, step)
+        patch = _sample_frame(fine, center, angle, u, v, spacing)
+        lefts, _ = _band_edges(patch, v, u, -40.0, -7.0, True, 0.0, hu, 0)
+        rights, _ = _band_edges(patch, v, u, 7.0, 40.0, False, 0.0, hu, 0)
+        left, right = _nanmedian(lefts), _nanmedian(rights)
+        if not (np.isfinite(left) and np.isfinite(right)):
+            return None
+        vc, new_hw = 0.5 * (left + right), 0.5 * (right - left)
+        tops, mid = _band_edges(patch, u, v, -hu - 7.0, min(-hu + 7.0, -3.0), True, vc, new_hw, 1)
+        bottoms, _ = _band_edges(patch, u, v, max(hu - 7.0, 3.0), hu + 7.0, False, vc, new_hw, 1)
+        top, bottom = _nanmedian(tops), _nanmedian(bottoms)
+        if not (np.isfinite(top) and np.isfinite(bottom)):
+            return None
+        slopes = [m for m in (_median_slope(mid, tops), _median_slope(mid, bottoms)) if m]
+        delta = -math.degrees(math.atan(float(np.mean(slopes)))) if slopes else 0.0
+        delta = float(np.clip(delta, -8.0, 8.0))
+        uc = 0.5 * (top + bottom)
+        hu = 0.5 * (bottom - top)
+        hw = new_hw
+        cy, cx = _frame_coords(center, angle, uc, vc, (1.0, 1.0))
+        center = (float(cy), float(cx))
+        angle = float(np.clip(angle + delta, angle0 - 20.0, angle0 + 20.0))
+    return center, angle, hu, hw
+
+
+def _score_body(fine, spacing, shape_mm, center, angle, hu, hw, noise):
+    """Edge agreement, contrast-to-noise and border contact of one body outline."""
+    step = _PATCH_STEP_MM
+    u = np.arange(-hu - 6.0, hu + 6.0 + step / 2, step)
+    v = np.arange(-hw - 6.0, hw + 6.0 + step / 2, step)
+    patch = _sample_frame(fine, center, angle, u, v, spacing)
+    sd = _rounded_rect_sd(u[:, None], v[None, :], hu, hw, _CORNER_MM)
+    inside = (sd <= -1.5) & np.isfinite(patch)
+    ring = (sd >= 1.5) & (sd <= 5.0) & np.isfinite(patch)
+    # Border contact: part of the outline outside the image.
+    rr, cc = _frame_coords(center, angle, u[:, None], v[None, :], spacing)
+    rr, cc = np.broadcast_arrays(rr, cc)
+    # The outline, grown by 1.5 mm, reaches beyond the image: the body is cut.
+    body = sd <= 1.5
+    out = (rr < -0.5) | (cc < -0.5) | (rr > shape_mm[0] - 0.5) | (cc > shape_mm[1] - 0.5)
+    truncated = bool(np.any(out & body))
+    if inside.sum() < 20 or ring.sum() < 20:
+        return 0.5, 0.0, truncated
+    m_in = float(np.median(patch[inside]))
+    m_out = float(np.median(patch[ring]))
+    thr = 0.5 * (m_in + m_out)
+    agree = 0.5 * (np.mean(patch[inside] > thr) + np.mean(patch[ring] < thr))
+    if m_in <= m_out:
+        agree = 1.0 - agree
+    return float(agree), float((m_in - m_out) / noise), truncated
+
+
+def _crest_level(straight: np.ndarray, s_min: float, contrast: float) -> list[tuple[float, float]]:
+    """Iliac-crest candidates ``(s, strength)``, one per side where found.
+
+    In a band 55-100 mm lateral to the axis, the 90th percentile of the gray levels
+    across the band jumps where the iliac wing begins (the wing's upper cortical
+    edge). The strongest jump over 4 mm below ``s_min`` must exceed 15 % of the
+    spine's contrast and be sustained (the band stays brighter over the next 15 mm
+    than over the 15 mm above). The crest is the top of that jump: walking up from
+    it, the first level where the band is within 25 % of the jump of its level above.
+    Returns the strength as the jump over the spine's contrast.
+    """
+    half = (straight.shape[1] - 1) // 2
+    v = np.arange(straight.shape[1]) - half
+    found = []
+    for sign in (-1, 1):
+        band = (sign * v >= _CREST_BAND_MM[0]) & (sign * v <= _CREST_BAND_MM[1])
+        vals = straight[:, band]
+        ok = np.sum(np.isfinite(vals), axis=1) >= 5
+        if np.count_nonzero(ok) < 30:
+            continue
+        srt = np.sort(vals, axis=1)  # NaN sort last
+        n_ok = np.isfinite(vals).sum(axis=1)
+        at = np.clip(np.round(0.9 * (n_ok - 1)).astype(int), 0, vals.shape[1] - 1)
+        top = np.where(ok, srt[np.arange(len(vals)), at], np.nan)  # 90th percentile
+        n = len(top)
+        jump = np.full(n, np.nan)
+        jump[2:-2] = top[4:] - top[:-4]
+        jump[: int(s_min)] = np.nan
+        w = 15
+        for _ in range(3):  # strongest jump that is sustained
+            if not np.any(np.isfinite(jump)):
+                break
+            k = int(np.nanargmax(jump))
+            if not jump[k] > 0.15 * contrast:
+                break
+            base = _nanmedian(top[max(k - 3 - w, 0) : max(k - 3, 1)])
+            level = _nanmedian(top[k + 3 : k + 3 + w])
+            if np.isfinite(base) and np.isfinite(level) and level - base > 0.3 * jump[k]:
+                onset = k
+                while (
+                    onset > 0
+                    and np.isfinite(top[onset - 1])
+                    and top[onset - 1] > base + 0.25 * (level - base)
+                ):
+                    onset -= 1
+                found.append((float(onset), float(jump[k] / contrast)))
+                break
+            jump[max(k - 5, 0) : k + 6] = np.nan
+    return found
+
+
+_FACTORS = ("q_agreement", "q_cnr", "q_size", "q_truncated", "q_consistency")
+
+
+def _consistency(bodies: list[DetectedBody], i: int, idx: list[int]) -> float:
+    """How well body ``i`` fits the column: height and width against the median of
+    L1-L4, and, against each neighbour, the angle difference, the disc gap and the
+    lateral offset."""
+    b = bodies[i]
+    med_h = float(np.median([bodies[k].half_size_mm[0] for k in idx]))
+    med_w = float(np.median([bodies[k].half_size_mm[1] for k in idx]))
+    q = _ramp(b.half_size_mm[0] / med_h, (0.7, 1.4), (0.35, 2.1))
+    q *= _ramp(b.half_size_mm[1] / med_w, (0.8, 1.25), (0.4, 1.9))
+    pair = []
+    for j in (i - 1, i + 1):
+        if not 0 <= j < len(bodies):
+            continue
+        o = bodies[j]
+        a = math.radians(0.5 * (b.angle_deg + o.angle_deg))
+        t = np.array([math.cos(a), math.sin(a)])
+        d = np.asarray(o.center_mm) - np.asarray(b.center_mm)
+        along, across = float(d @ t), float(d @ np.array([-t[1], t[0]]))
+        gap = abs(along) - b.half_size_mm[0] - o.half_size_mm[0]
+        pair.append(
+            _ramp(abs(b.angle_deg - o.angle_deg), (0.0, 15.0), (-1.0, 30.0))
+            * _ramp(gap, (1.0, 18.0), (-3.0, 30.0))
+            * _ramp(abs(across) / min(b.half_size_mm[1], o.half_size_mm[1]), (0.0, 0.5), (-1, 1.0))
+        )
+    return float(q * (min(pair) if pair else 1.0))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def locate_vertebrae(
+    image: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    source: str = "image",
+) -> SpineDetection:
+    """Find the spine axis, the vertebral bodies along it, and label L1-L4.
+
+    Parameters
+    ----------
+    image : (rows, cols) array_like
+        Lumbar-spine DXA image, bone bright (any dtype, scale and offset; MONOCHROME1
+        files must already be inverted, as :func:`tbscore.io.load.load_dicom` does).
+        Rows run cranio-caudally (head at row 0), as in every AP DXA spine image.
+    spacing : (float, float)
+        Pixel spacing ``(row_mm, col_mm)``.
+    source : str
+        Name used in errors and warnings.
+
+    Returns
+    -------
+    SpineDetection
+        Bodies with centres and sizes in mm; L1-L4 labelled.
+
+    Raises
+    ------
+    DetectionError
+        The image cannot hold a lumbar spine (not 2-D, too small a field of view,
+        uniform), fewer than four vertebral bodies are found, or fewer than four lie
+        above the iliac crests.
+    """
+    arr, spacing = _check_input(image, spacing, source)
+    norm = _normalise(arr, source)
+    step = _GRID_MM
+    iso = _resample_iso(norm, spacing, step)
+    iso = ndi.gaussian_filter(iso, _SMOOTH_MM / step)
+    fine = ndi.gaussian_filter(norm, (_FINE_SMOOTH_MM / spacing[0], _FINE_SMOOTH_MM / spacing[1]))
+    noise = _noise_sd(norm)
+    shape_px = arr.shape
+    warnings: list[str] = []
+
+    axis = _make_axis(_spine_path(iso), step)
+    straight = _straighten(iso, axis, step, _CREST_BAND_MM[1])
+    half = (straight.shape[1] - 1) // 2
+    centre_band = straight[:, half - int(_BAND_HALF_MM) : half + int(_BAND_HALF_MM) + 1]
+    profile = _nanmean(centre_band, 1, min_count=int(_BAND_HALF_MM))
+    segments = _split_bodies(profile)
+
+    bodies: list[DetectedBody] = []
+    for seg in segments:
+        edges = _edges_in_segment(profile, seg)
+        if edges is None:
+            continue
+        top, bottom = edges
+        p, t, _ = axis.at(0.5 * (top + bottom))
+        angle = math.degrees(math.atan2(t[1], t[0]))
+        refined = _refine_body(fine, spacing, (p[0], p[1]), angle, 0.5 * (bottom - top), 20.0)
+        if refined is None:
+            continue
+        center, angle, hu, hw = refined
+        if not (hu > 3.0 and hw > 5.0):
+            continue
+        agree, cnr, truncated = _score_body(fine, spacing, shape_px, center, angle, hu, hw, noise)
+        # No disc between the body and the end of the image, and its endplate at the
+        # end: the body may continue beyond the border.
+        valid = np.flatnonzero(np.isfinite(profile))
+        truncated = bool(
+            truncated or (seg[2] and top - valid[0] < 4.0) or (seg[3] and valid[-1] - bottom < 4.0)
+        )
+        q_size = _ramp(2 * hu, *_HEIGHT_MM) * _ramp(2 * hw, *_WIDTH_MM) * _ramp(hw / hu, *_RATIO)
+        scores = {
+            "agreement": round(agree, 4),
+            "cnr": round(cnr, 3),
+            "q_agreement": float(np.clip((agree - 0.75) / 0.2, 0.0, 1.0)),
+            "q_cnr": float(np.clip((cnr - 1.5) / 2.5, 0.0, 1.0)),
+            "q_size": q_size,
+            "q_truncated": 0.5 if truncated else 1.0,
+        }
+        bodies.append(
+            DetectedBody(
+                (float(center[0]), float(center[1])),
+                float(angle),
+                (float(hu), float(hw)),
+                _CORNER_MM,
+                0.0,
+                scores,
+                truncated,
+            )
+        )
+    # Drop duplicates (two segments refined onto the same body).
+    unique: list[DetectedBody] = []
+    for b in bodies:
+        if unique and math.dist(b.center_mm, unique[-1].center_mm) < 0.6 * b.half_size_mm[0]:
+            if b.scores["q_agreement"] <= unique[-1].scores["q_agreement"]:
+                continue
+            unique.pop()
+        unique.append(b)
+    bodies = unique
+    if len(bodies) < 4:
+        raise DetectionError(
+            f"found {len(bodies)} vertebral-body candidate(s) along the spine axis, need at "
+            "least 4 (L1-L4): no lumbar spine in the image, or the spine is cropped",
+            source,
+        )
+
+    # Order along the axis (nearest axis point).
+    s_axis = [
+        float(np.argmin(np.hypot(*(axis.points - np.asarray(b.center_mm)).T))) for b in bodies
+    ]
+    bodies = [bodies[i] for i in np.argsort(s_axis)]
+
+    # Iliac crests, in a straight frame aligned with the lowest two bodies, below the
+    # centre of the third body from the top (a crest higher up leaves too few bodies
+    # above it for L1-L4, which is reported).
+    low = [b for b in bodies if not b.truncated][-2:] or bodies[-2:]
+    a = math.radians(float(np.mean([b.angle_deg for b in low])))
+    t_low = np.array([math.cos(a), math.sin(a)])
+    origin = np.mean([b.center_mm for b in low], axis=0)
+    frame, s0 = _line_frame(iso, origin, t_low, step, _CREST_BAND_MM[1])
+    s_of = [float((np.asarray(b.center_mm) - origin) @ t_low) for b in bodies]
+    s_top = [s - b.half_size_mm[0] for s, b in zip(s_of, bodies, strict=True)]
+    finite = profile[np.isfinite(profile)]
+    contrast = float(np.percentile(finite, 95) - np.percentile(finite, 5))
+    crests = _crest_level(frame, max(s_of[2] - s0, 0.0), max(contrast, 1e-6))
+    crests = [(c + s0, strength) for c, strength in crests]
+    crest_s = None
+    if len(crests) == 2 and abs(crests[0][0] - crests[1][0]) > _CREST_MISMATCH_MM:
+        warnings.append(
+            f"iliac crests at very different levels ({abs(crests[0][0] - crests[1][0]):.0f} mm "
+            "apart along the spine): pelvic obliquity or a wing cut by the image edge? "
+            "used the higher one; check the labels"
+        )
+        # The higher crest: a wing cut by the image edge can only look lower.
+        crests = [min(crests)]
+    if crests:
+        # Both crests: the intercristal line crosses the spine at their mean level.
+        crest_s = float(np.mean([c[0] for c in crests]))
+    label_factor = 1.0
+    if crest_s is not None:
+        above = [i for i, s in enumerate(s_top) if s <= crest_s - _CREST_ABOVE_MM]
+        if len(above) < 4:
+            raise DetectionError(
+                f"only {len(above)} vertebral bod(y/ies) above the iliac crests, need 4 "
+                "(L1-L4): the image is cropped above L1, or L1-L4 are not all visible",
+                source,
+            )
+        l4 = above[-1]
+    else:
+        complete = [i for i, b in enumerate(bodies) if not b.truncated]
+        if len(complete) < 4:
+            raise DetectionError(
+                "iliac crests not found and fewer than 4 complete vertebral bodies: cannot "
+                "label L1-L4",
+                source,
+            )
+        l4 = complete[-1]
+        label_factor = 0.6
+        warnings.append(
+            "iliac crests not found: labelled the four lowest complete vertebral bodies "
+            "L1-L4 (assumes the scan ends in L5 or at the L4-L5 disc); check the labels"
+        )
+    if l4 < 3:
+        raise DetectionError(
+            f"only {l4 + 1} vertebral bod(y/ies) at or above L4: L1 is outside the image",
+            source,
+        )
+    idx = list(range(l4 - 3, l4 + 1))
+    out = list(bodies)
+    for lab, i in zip(LABELS, idx, strict=True):
+        b = bodies[i]
+        scores = dict(b.scores, q_consistency=_consistency(bodies, i, idx))
+        conf = float(np.prod([scores[k] for k in _FACTORS]))
+        out[i] = replace(b, label=lab, confidence=round(conf, 4), scores=scores)
+        if b.truncated:
+            warnings.append(f"{lab} touches the image border (may be cut): check its ROI")
+    for i, b in enumerate(out):
+        if b.label is None:
+            conf = float(np.prod([b.scores[k] for k in _FACTORS[:-1]]))
+            out[i] = replace(b, confidence=round(conf, 4))
+    overall = float(np.mean([out[i].confidence for i in idx])) * label_factor
+    crest_pt = None
+    if crest_s is not None:
+        p = origin + crest_s * t_low
+        crest_pt = (float(p[0]), float(p[1]))
+    return SpineDetection(
+        tuple(out), axis.points.copy(), crest_pt, round(overall, 4), tuple(warnings)
+    )
+
+
+def body_polygon(
+    body: DetectedBody,
+    spacing: Sequence[float],
+    *,
+    inset_mm: float = 0.0,
+    per_corner: int = 4,
+) -> np.ndarray:
+    """Outline of a detected body as ``(row, col)`` pixel vertices.
+
+    Parameters
+    ----------
+    body : DetectedBody
+    spacing : (float, float)
+        Pixel spacing ``(row_mm, col_mm)``.
+    inset_mm : float
+        Shrink the outline by this distance (mm): a rounded rectangle with half sizes
+        and corner radius reduced by ``inset_mm`` (the exact inward offset).
+    per_corner : int
+        Segments per rounded corner.
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+        Vertices, rounded to 1e-3 pixel (so that a ROI file reproduces the mask).
+    """
+    hu = body.half_size_mm[0] - inset_mm
+    hv = body.half_size_mm[1] - inset_mm
+    if hu <= 0 or hv <= 0:
+        raise ValueError(f"inset {inset_mm} mm leaves nothing of the body")
+    r = max(min(body.corner_radius_mm - inset_mm, hu, hv), 0.0)
+    pts = []
+    for k, (su, sv) in enumerate(((-1, 1), (1, 1), (1, -1), (-1, -1))):
+        cu, cv = su * (hu - r), sv * (hv - r)
+        start = -math.pi / 2 + k * math.pi / 2
+        n = per_corner if r > 0 else 0
+        for i in range(n + 1):
+            a = start + (math.pi / 2) * i / max(n, 1)
+            pts.append((cu + r * math.sin(a), cv + r * math.cos(a)))
+    uv = np.array(pts)
+    rr, cc = _frame_coords(body.center_mm, body.angle_deg, uv[:, 0], uv[:, 1], spacing)
+    return np.round(np.column_stack([rr, cc]), 3)
+
+
+def _clip_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Clip a convex polygon to the image rectangle ``[-0.5, n - 0.5]`` (Sutherland-Hodgman)."""
+    lims = ((0, -0.5, 1), (0, shape[0] - 0.5, -1), (1, -0.5, 1), (1, shape[1] - 0.5, -1))
+    pts = [tuple(p) for p in poly]
+    for ax, lim, sign in lims:
+        if not pts:
+            break
+        new = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            cin = sign * (cur[ax] - lim) >= 0
+            pin = sign * (prev[ax] - lim) >= 0
+            if cin != pin:
+                f = (lim - prev[ax]) / (cur[ax] - prev[ax])
+                q = [prev[0] + f * (cur[0] - prev[0]), prev[1] + f * (cur[1] - prev[1])]
+                q[ax] = lim
+                new.append(tuple(q))
+            if cin:
+                new.append(cur)
+        pts = new
+    return np.round(np.array(pts, dtype=float).reshape(-1, 2), 3)
+
+
+def _locate_confident(
+    arr: np.ndarray, spacing: Sequence[float], source: str, min_confidence: float
+) -> SpineDetection:
+    """:func:`locate_vertebrae`, raising :class:`DetectionError` below ``min_confidence``."""
+    found = locate_vertebrae(arr, spacing, source=source)
+    if found.confidence < min_confidence:
+        labelled = found.labelled()
+        detail = ", ".join(
+            f"{lab} {labelled[lab].confidence:.2f} (edge agreement "
+            f"{labelled[lab].scores['agreement']:.2f}, CNR {labelled[lab].scores['cnr']:.1f})"
+            for lab in LABELS
+        )
+        raise DetectionError(
+            f"no plausible lumbar spine: detection confidence {found.confidence:.2f} < "
+            f"{min_confidence:.2f} ({detail}); supply an ROI file (--roi)",
+            source,
+        )
+    return found
+
+
+def detect(
+    image: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    source: str = "image",
+    expected: Sequence[str] = LABELS,
+    roi_inset_mm: float = DEFAULT_ROI_INSET_MM,
+    min_confidence: float = MIN_CONFIDENCE,
+    allow_inverted: bool = True,
+) -> VertebraROIs:
+    """Detect the L1-L4 vertebral ROIs of a lumbar-spine DXA image.
+
+    Parameters
+    ----------
+    image : (rows, cols) array_like
+        The image, bone bright (8-bit, 16-bit or float; any scale and offset).
+        Rows run cranio-caudally (head at row 0).
+    spacing : (float, float)
+        Pixel spacing ``(row_mm, col_mm)``; non-square spacing is honoured.
+    source : str
+        Name of the input, used in errors and warnings.
+    expected : sequence of str
+        Labels to return (a subset of ``L1``..``L4``); all four are always located.
+    roi_inset_mm : float
+        The ROI is the detected body outline shrunk by this distance (mm), which keeps
+        the cortical rim and the endplates (and detection errors up to about this
+        size) out of the texture ROI. ``0`` gives the whole body outline.
+    min_confidence : float
+        Raise :class:`DetectionError` below this overall confidence
+        (:data:`MIN_CONFIDENCE`).
+    allow_inverted : bool
+        When no spine is found, try the inverted image (bone dark): the TBS slope does
+        not depend on the polarity, so the ROIs are returned with a warning.
+
+    Returns
+    -------
+    VertebraROIs
+        One polygon ROI per expected label (``source="detected"``), each with its
+        confidence; a vertebra whose confidence is below
+        :data:`MIN_VERTEBRA_CONFIDENCE` is marked excluded with the reason. The
+        overall confidence and any warnings (low confidence, labels inferred without
+        iliac crests, bodies cut by the border) are attached.
+
+    Raises
+    ------
+    DetectionError
+        No spine / fewer than four plausible vertebrae, L1-L4 not all in the image,
+        overall confidence below ``min_confidence``, or fewer than two vertebrae
+        plausible enough to score.
+
+    Examples
+    --------
+    >>> from tbscore.phantom import synthetic_spine
+    >>> img, truth = synthetic_spine(0.6, shape=(260, 200), rng=1)
+    >>> rois = detect(img, (1.0, 1.0))
+    >>> rois.labels
+    ('L1', 'L2', 'L3', 'L4')
+    """
+    want = []
+    for lab in expected:
+        if not isinstance(lab, str) or lab.upper() not in LABELS:
+            raise ValueError(f"expected labels must be among {LABELS}, got {lab!r}")
+        want.append(lab.upper())
+    if not want:
+        raise ValueError("expected must name at least one of L1..L4")
+    if roi_inset_mm < 0:
+        raise ValueError(f"roi_inset_mm must be >= 0, got {roi_inset_mm}")
+    arr = np.asarray(image)
+    try:
+        found = _locate_confident(arr, spacing, source, min_confidence)
+        inverted = False
+    except DetectionError as err:
+        if not allow_inverted or arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise
+        try:
+            found = _locate_confident(-arr.astype(np.float64), spacing, source, min_confidence)
+        except DetectionError:
+            raise err from None
+        inverted = True
+    sy, sx = (float(s) for s in spacing)
+    warnings = list(found.warnings)
+    if inverted:
+        warnings.insert(
+            0,
+            "bone appears dark: the spine was found in the inverted image (MONOCHROME1 "
+            "shown uninverted, or a negative export?); the ROIs are valid and the TBS "
+            "slope does not depend on the polarity, but check the image",
+        )
+    shape = (int(arr.shape[0]), int(arr.shape[1]))
+    labelled = found.labelled()
+    plausible = [lab for lab in LABELS if labelled[lab].confidence >= MIN_VERTEBRA_CONFIDENCE]
+    if len(plausible) < 2:
+        raise DetectionError(
+            f"only {len(plausible)} of L1-L4 detected with confidence >= "
+            f"{MIN_VERTEBRA_CONFIDENCE} (need 2 for an L1-L4 value); supply an ROI file",
+            source,
+        )
+    rois = []
+    inset = {lab: float(roi_inset_mm) for lab in want}
+    for _ in range(8):
+        rois = []
+        for lab in want:
+            body = labelled[lab]
+            inset_lab = min(inset[lab], 0.8 * min(body.half_size_mm))
+            poly = _clip_polygon(body_polygon(body, (sy, sx), inset_mm=inset_lab), shape)
+            mask = polygon2mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
+            if not mask.any():
+                raise DetectionError(f"{lab} ROI covers no pixel of the image", source)
+            excluded = body.confidence < MIN_VERTEBRA_CONFIDENCE
+            reason = (
+                f"automatic detection: confidence {body.confidence:.2f} < {MIN_VERTEBRA_CONFIDENCE}"
+                if excluded
+                else None
+            )
+            rois.append(VertebraROI(lab, mask, poly, None, excluded, reason, body.confidence))
+        stack = np.sum([r.mask for r in rois], axis=0)
+        if not np.any(stack > 1):
+            break
+        overlapping = [r.label for r in rois if np.any(stack[r.mask] > 1)]
+        for lab in overlapping:
+            inset[lab] += 0.5
+    else:
+        raise DetectionError("detected vertebral ROIs overlap", source)
+    if any(inset[lab] > roi_inset_mm for lab in want):
+        warnings.append("neighbouring outlines overlapped: some ROIs shrunk by 0.5-4 mm")
+    for lab in want:
+        conf = labelled[lab].confidence
+        if conf < MIN_VERTEBRA_CONFIDENCE:
+            warnings.append(
+                f"{lab} excluded: detection confidence {conf:.2f} < {MIN_VERTEBRA_CONFIDENCE} "
+                "(fracture, implant, overlap or a missed outline?)"
+            )
+        elif conf < WARN_CONFIDENCE:
+            warnings.append(f"{lab}: low detection confidence {conf:.2f}; check its ROI")
+    if found.confidence < WARN_CONFIDENCE:
+        warnings.append(
+            f"low overall detection confidence {found.confidence:.2f}: check the ROIs on the "
+            "overlay (tbscore calc FILE --overlay out.png) or supply an ROI file"
+        )
+    return VertebraROIs(tuple(rois), shape, "detected", found.confidence, tuple(warnings))
