@@ -10,6 +10,12 @@ Three layers:
 * :func:`write_sample_set` - the bundled sample set (DICOM + ROI JSON + ground truth),
   regenerable with ``python -m tbscore.phantom OUTDIR`` or ``tbscore phantom OUTDIR``.
 
+3-D trabecular phantoms for the validation study (issue #7) live in their own modules,
+re-exported here as ``tbscore.phantom.microarch`` (trabecular volumes with a controllable
+ageing path and micro-CT morphometry) and ``tbscore.phantom.dxa_model`` (projection,
+Beer-Lambert, soft tissue, blur, pixel sampling, quantum noise, dual energy); see
+docs/validation.md.
+
 For an fBm surface the variogram is ``E[(B(x) - B(x + d))^2] = 2 s^2 |d|^(2H)``, so the
 log-log variogram slope is exactly ``2H`` at every lag.
 
@@ -32,9 +38,12 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from tbscore import dxa_model, microarch  # re-exported: 3-D phantoms (issue #7)
 from tbscore._version import __version__
 
 __all__ = [
+    "dxa_model",
+    "microarch",
     "fbm_surface",
     "fbm_surface_pair",
     "synthetic_spine",
