@@ -548,3 +548,81 @@ def test_duplicate_rule_independent_of_completion_order(mixed, monkeypatch):
     rows = list(iter_batch(scans, roi_dir=rois, progress=False))
     assert [r["input"] for r in rows] != [i.path for i in discover([scans])]  # out of order
     assert {r["input"]: _stable(r) for r in rows} == ref
+
+
+def test_calibration_and_sr_dir(tmp_path, capsys):
+    """--calibration fills the calibrated columns, --sr-dir writes one SR per result
+    (read back equal), a resume must repeat the calibration, and SRs are never inputs."""
+    pytest.importorskip("highdicom")
+    from tbscore.calibrate import Calibration, save_calibration
+    from tbscore.sr import read_sr
+
+    src = tmp_path / "in"
+    for i in range(3):
+        write_scan(src / f"s{i}.dcm", 80 + i)
+    shutil.copy(src / "s0.dcm", src / "z_copy.dcm")  # a duplicate (walked after s0)
+    shutil.copy(src / "s0.roi.json", src / "z_copy.roi.json")
+    (src / "notes.txt").write_text("x")
+    cal = Calibration(
+        name="site A",
+        method="ols",
+        a=0.2,
+        b=0.9,
+        a_ci=(0.1, 0.3),
+        b_ci=(0.8, 1.0),
+        n=30,
+        r=0.9,
+        residual_sd=0.03,
+    )
+    cal_path = save_calibration(cal, tmp_path / "cal.json")
+    srs = src / "sr"  # inside the walked folder: must not be scored on a re-run
+    out = tmp_path / "r.csv"
+    argv = ["batch", str(src), "-o", str(out), "--calibration", str(cal_path)]
+    assert main([*argv, "--sr-dir", str(srs)]) == EXIT_OK
+    rows = {Path(r["input"]).name: r for r in _csv_rows(out)}
+    assert set(rows) == {"s0.dcm", "s1.dcm", "s2.dcm", "z_copy.dcm", "notes.txt"}
+    assert rows["z_copy.dcm"]["status"] == "duplicate"
+    for name in ("s0.dcm", "s1.dcm", "s2.dcm"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["calibration"] == "site A"
+        raw = float(row["l1_l4"])
+        assert float(row["l1_l4_calibrated"]) == pytest.approx(0.2 + 0.9 * raw, abs=1e-6)
+        sr_path = srs / row["sr_file"]
+        assert sr_path.parent == srs and sr_path.name.endswith(".sr.dcm")
+        back = read_sr(sr_path)
+        assert back["l1_l4"] == pytest.approx(raw, rel=1e-9)
+        assert back["l1_l4_calibrated"] == pytest.approx(float(row["l1_l4_calibrated"]), rel=1e-9)
+        for lab in LABELS:
+            value = float(row[lab.lower()])
+            assert back["vertebrae"][lab]["value"] == pytest.approx(value, rel=1e-9)
+    assert not any(p.name.startswith(".") for p in srs.iterdir())  # no temporary files left
+    capsys.readouterr()
+    # resuming without the calibration would mix raw-only rows in: refused before any work
+    assert main(["batch", str(src), "-o", str(out)]) == EXIT_ERROR
+    assert "calibration" in capsys.readouterr().err
+    # the same command resumes: nothing new, and the SRs are not inputs
+    assert main([*argv, "--sr-dir", str(srs)]) == EXIT_OK
+    assert len(_csv_rows(out)) == 5
+    # a bad calibration file is refused before any work
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    out2 = tmp_path / "never.csv"
+    assert main(["batch", str(src), "-o", str(out2), "--calibration", str(bad)]) == EXIT_ERROR
+    assert not out2.exists()
+
+
+def test_sr_failure_is_an_error_row(tmp_path, monkeypatch):
+    """An SR that cannot be written makes the row an error with the reason; values kept."""
+    pytest.importorskip("highdicom")
+    import tbscore.sr as sr_mod
+
+    def fail(*args, **kwargs):
+        raise sr_mod.SRError("disk full", "x.sr.dcm")
+
+    monkeypatch.setattr(sr_mod, "write_sr", fail)
+    write_scan(tmp_path / "in" / "s.dcm", 90)
+    summary = run_batch(tmp_path / "in", tmp_path / "r.csv", sr_dir=tmp_path / "sr", progress=False)
+    assert summary.exit_code == EXIT_INCOMPLETE
+    (row,) = _csv_rows(tmp_path / "r.csv")
+    assert row["status"] == "error" and row["error_code"] == "sr_error"
+    assert "disk full" in row["error"] and float(row["l1_l4"]) > 0 and row["sr_file"] == ""

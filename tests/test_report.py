@@ -547,3 +547,21 @@ def test_cli_score_with_calibration(dicom_file, tmp_path):
     text = html.read_text(encoding="utf-8")
     assert "site A; calibrated = 0.1000 + 1.0000 × tbscore" in text
     assert "indicative only" not in text
+
+
+def test_cli_score_writes_sr(dicom_file, tmp_path):
+    """77089 with --sr: the SR holds the values of the report's technical result."""
+    pytest.importorskip("highdicom")
+    from tbscore.sr import read_sr
+
+    path = dicom_file(_pixels(), name="img.dcm")
+    roi = tmp_path / "roi.json"
+    roi.write_text(json.dumps(_roi_doc()))
+    out, sr = tmp_path / "r.json", tmp_path / "r.sr.dcm"
+    rc = main(["score", str(path), "--roi", str(roi), "-o", str(out), "--sr", str(sr)])
+    assert rc == EXIT_OK
+    result = json.loads(out.read_text())["result"]
+    back = read_sr(sr)
+    assert back["l1_l4"] == pytest.approx(result["l1_l4"], abs=0)
+    for v in result["vertebrae"]:
+        assert back["vertebrae"][v["label"]]["value"] == pytest.approx(v["value"], abs=0)

@@ -970,7 +970,7 @@ def _calibration_arg(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--calibration",
         metavar="CAL.json",
-        help=f"calibration to the TBS iNsight scale (tbscore calibrate) {what}; the "
+        help=f"calibration to a reference TBS scale (tbscore calibrate) {what}; the "
         "calibrated value is then the one interpreted",
     )
 
@@ -1086,13 +1086,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = calc(image, rois, settings=settings, calibration=args.calibration)
     if args.result_json:
         result.to_json(args.result_json, include_phi=not args.no_phi)
+    if args.sr:
+        from tbscore.sr import write_sr
+
+        write_sr(result, args.file, args.sr)
     interp = _interpretation_from_args(result, args)
     report = build_report(
         result, interp, image=image, rois=rois, service="score", include_phi=not args.no_phi
     )
     paths = _write_all(report, args.output)
-    if args.result_json:
-        paths.append(Path(args.result_json))
+    paths += [Path(p) for p in (args.result_json, args.sr) if p]
     _print_summary(report, paths)
     return EXIT_OK if result.l1_l4 is not None else EXIT_INCOMPLETE
 
@@ -1244,6 +1247,9 @@ def _add_score(sub: Any) -> None:
         "--result-json",
         metavar="RESULT.json",
         help="also write the technical result (tbscore-result/1)",
+    )
+    p.add_argument(
+        "--sr", metavar="OUT.dcm", help="also write a DICOM SR (TID 1500) of the result"
     )
     _calibration_arg(p, "to apply")
     _clinical_args(p)

@@ -115,6 +115,34 @@ def _read_source(source: str | Path | Dataset) -> Dataset:
         ) from exc
 
 
+#: Type 2 attributes of the Patient and General Study modules that highdicom copies
+#: from the source into the SR: present but empty in the SR when the source lacks them.
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def _with_type2(ds: Dataset) -> Dataset:
+    """``ds``, or a copy with missing :data:`_TYPE2_COPIED` attributes added empty."""
+    missing = [k for k in _TYPE2_COPIED if k not in ds]
+    if not missing:
+        return ds
+    import copy
+
+    out = copy.deepcopy(ds)
+    for keyword in missing:
+        setattr(out, keyword, "")
+    return out
+
+
 def _finite(x: float | None) -> float | None:
     if x is None:
         return None
@@ -289,7 +317,7 @@ def write_sr(
     )
     try:
         sr = hd.sr.EnhancedSR(
-            evidence=[ds],
+            evidence=[_with_type2(ds)],
             content=report[0],
             series_instance_uid=series_instance_uid or generate_uid(),
             series_number=series_number,

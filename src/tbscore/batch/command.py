@@ -55,6 +55,18 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--per-case-dir", metavar="DIR", help="also write one JSON result per input here"
     )
     p.add_argument(
+        "--calibration",
+        metavar="CAL.json",
+        help="apply a calibration (tbscore calibrate) to every result; calibrated values "
+        "beside the raw ones",
+    )
+    p.add_argument(
+        "--sr-dir",
+        metavar="DIR",
+        help="also write a DICOM SR (TID 1500) of every result into this folder "
+        "(needs tbscore[sr])",
+    )
+    p.add_argument(
         "--exclude",
         action="append",
         metavar="LABEL[:REASON]",
@@ -115,6 +127,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         per_case_dir=args.per_case_dir,
         force_new=args.force_new,
         fsync=not args.no_fsync,
+        calibration=args.calibration,
+        sr_dir=args.sr_dir,
     )
     print(summary.format())
     return summary.exit_code

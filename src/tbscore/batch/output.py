@@ -55,7 +55,13 @@ BATCH_COLUMNS: tuple[str, ...] = (
     "elapsed_s",
 )
 #: Columns that close every batch row.
-TRAILING_COLUMNS: tuple[str, ...] = ("warnings", "batch_options", "file_size", "file_mtime_ns")
+TRAILING_COLUMNS: tuple[str, ...] = (
+    "warnings",
+    "batch_options",
+    "file_size",
+    "file_mtime_ns",
+    "sr_file",
+)
 
 #: All columns of a batch row, in order: :data:`BATCH_COLUMNS`, then
 #: :data:`tbscore.result.CSV_COLUMNS` (without its ``status`` and ``error``), then

@@ -54,6 +54,7 @@ _DUPLICATE_KEEP = frozenset(
         "pixel_sha256",
         "sop_instance_uid",
         "elapsed_s",
+        "sr_file",
     }
 )
 
@@ -202,6 +203,8 @@ class _BatchRun:
         fsync: bool,
         stream: IO[str] | None,
         chunksize: int | None,
+        calibration: Any = None,
+        sr_dir: PathLike | None = None,
     ) -> None:
         self.t0 = time.monotonic()
         cfg: Settings = resolve_settings(settings)
@@ -217,6 +220,19 @@ class _BatchRun:
         if roi_dir is not None and not Path(roi_dir).is_dir():
             raise BatchError("ROI folder does not exist", str(roi_dir))
         excl = parse_exclusions(exclude)
+        if calibration is not None:
+            from tbscore.calibrate import Calibration, load_calibration
+
+            if not isinstance(calibration, Calibration):
+                calibration = load_calibration(calibration)  # CalibrationError: bad file
+        if sr_dir is not None:
+            try:
+                import highdicom  # noqa: F401
+            except ImportError as exc:
+                raise BatchError(
+                    "DICOM SR output needs highdicom: pip install 'tbscore[sr]'", str(sr_dir)
+                ) from exc
+            Path(sr_dir).mkdir(parents=True, exist_ok=True)
         self.job = Job(
             settings=cfg,
             spacing=_check_spacing(spacing),
@@ -224,6 +240,8 @@ class _BatchRun:
             exclude=tuple(sorted(excl.items())),
             roi_dir=None if roi_dir is None else os.path.abspath(roi_dir),
             want_result=per_case_dir is not None,
+            calibration=calibration,
+            sr_dir=None if sr_dir is None else os.path.abspath(sr_dir),
         )
         if override_spacing and spacing is None:
             raise BatchError("override_spacing needs spacing")
@@ -252,6 +270,8 @@ class _BatchRun:
         if self.per_case_dir is not None:
             self.per_case_dir.mkdir(parents=True, exist_ok=True)
             skip.append(self.per_case_dir)
+        if sr_dir is not None:
+            skip.append(sr_dir)  # our SRs are DICOM: never score them as inputs
         self.inputs = discover(_as_paths(paths), ignore=tuple(ignore), skip=skip)
         self.state = _State()
         self.existing: list[dict[str, Any]] = []
@@ -306,7 +326,8 @@ class _BatchRun:
                 raise BatchError(
                     f"the output already holds rows computed with other options "
                     f"({row['batch_options']}, now {options}); refusing to mix them. Use the "
-                    "same --spacing/--override-spacing/--exclude to resume, another output "
+                    "same --spacing/--override-spacing/--exclude/--calibration to resume, "
+                    "another output "
                     "file, or --force-new",
                     name,
                 )
@@ -503,6 +524,8 @@ def run_batch(
     fsync: bool = True,
     stream: IO[str] | None = None,
     chunksize: int | None = None,
+    calibration: Any = None,
+    sr_dir: PathLike | None = None,
 ) -> BatchSummary:
     """Score every DICOM input and write one row per input to ``output``.
 
@@ -542,6 +565,14 @@ def run_batch(
         Where progress goes (default ``sys.stderr``).
     chunksize : int, optional
         Inputs per task sent to a worker (default 2 for processes, 8 for Dask).
+    calibration : Calibration or path, optional
+        Applied to every result (``tbscore calibrate``); calibrated values go to the
+        ``*_calibrated`` columns beside the raw ones, and the calibration's name to the
+        ``calibration`` column. Part of the options a resumed batch must repeat.
+    sr_dir : path, optional
+        Write a DICOM SR (TID 1500) of every result into this folder, named
+        ``<SOPInstanceUID>--<pixel hash>.sr.dcm`` (the ``sr_file`` column); a failed
+        SR makes the row an ``error`` (``sr_error``), values kept. Needs highdicom.
 
     Returns
     -------
@@ -572,6 +603,8 @@ def run_batch(
         fsync=fsync,
         stream=stream,
         chunksize=chunksize,
+        calibration=calibration,
+        sr_dir=sr_dir,
     )
     for _ in run.rows():
         pass

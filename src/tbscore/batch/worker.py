@@ -26,11 +26,20 @@ from tbscore.batch.discover import (
     read_head,
     roi_stem,
 )
-from tbscore.batch.naming import safe_filename
+from tbscore.batch.naming import safe_filename, safe_path
 from tbscore.errors import NotAnImageError, TBSError
 from tbscore.settings import Settings
 
-__all__ = ["Job", "score_input", "score_chunk", "failure_row", "find_roi", "warm_up"]
+__all__ = [
+    "Job",
+    "score_input",
+    "score_chunk",
+    "failure_row",
+    "find_roi",
+    "sr_name",
+    "write_sr_atomic",
+    "warm_up",
+]
 
 DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
 CRASH_ENV = "TBSCORE_BATCH_TEST_CRASH"
@@ -51,6 +60,11 @@ class Job:
     roi_dir : str or None
     want_result : bool
         Return ``TBSResult.to_dict(include_phi=False)`` too (for per-case JSON).
+    calibration : tbscore.calibrate.Calibration or None
+        Applied to every result (calibrated values beside the raw ones).
+    sr_dir : str or None
+        Write a DICOM SR (TID 1500) of every result into this folder
+        (:func:`sr_name`).
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -59,6 +73,8 @@ class Job:
     exclude: tuple[tuple[str, str], ...] = ()
     roi_dir: str | None = None
     want_result: bool = False
+    calibration: Any = None
+    sr_dir: str | None = None
 
     @property
     def options(self) -> str:
@@ -66,15 +82,15 @@ class Job:
 
         Stored in the ``batch_options`` column; a resumed batch must use the same.
         """
-        return json.dumps(
-            {
-                "exclude": dict(self.exclude),
-                "override_spacing": self.override_spacing,
-                "spacing": None if self.spacing is None else list(self.spacing),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        opts: dict[str, Any] = {
+            "exclude": dict(self.exclude),
+            "override_spacing": self.override_spacing,
+            "spacing": None if self.spacing is None else list(self.spacing),
+        }
+        if self.calibration is not None:  # only when given: older outputs still resume
+            cal = self.calibration
+            opts["calibration"] = {"name": cal.name, "a": cal.a, "b": cal.b}
+        return json.dumps(opts, sort_keys=True, separators=(",", ":"))
 
 
 def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> Path | None:
@@ -212,15 +228,29 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
     }
     try:
         roi = find_roi(inp, image.metadata.sop_instance_uid, job.roi_dir)
-        result = calc(image, roi=roi, settings=job.settings, exclude=dict(job.exclude) or None)
+        result = calc(
+            image,
+            roi=roi,
+            settings=job.settings,
+            exclude=dict(job.exclude) or None,
+            calibration=job.calibration,
+        )
     except TBSError as exc:
         return _error_row(job, inp, "error", exc, **ident)
+    sr_error = None
+    if job.sr_dir is not None:
+        try:
+            ident["sr_file"] = write_sr_atomic(job.sr_dir, result, image, path).name
+        except TBSError as exc:
+            sr_error = exc
     row = _base_row(job, inp)
     row.update(result.csv_row())
     row.update(ident)
     row["input"] = path
     row["warnings"] = "; ".join(result.warnings)
-    if result.status == "ok":
+    if sr_error is not None:
+        row.update(status="error", error_code="sr_error", error=_reason(sr_error, path))
+    elif result.status == "ok":
         row.update(status="ok", error_code="", error="")
     else:
         row.update(
@@ -230,6 +260,45 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
         )
     row["_result"] = result
     return row
+
+
+def sr_name(sop_instance_uid: str | None, pixel_sha256: str, file_sha256: str | None) -> str:
+    """File name stem of the SR of an input: ``<SOPInstanceUID>--<12 hex digits of the
+    pixel-data SHA-256>`` (the file SHA-256 when the input has no UID).
+
+    Deterministic, so a resumed or repeated batch rewrites the same file rather than
+    adding one, and two inputs that share a UID but not their pixels get two files.
+    The UID is untrusted text: the name is passed through
+    :func:`~tbscore.batch.naming.safe_filename` by :func:`write_sr_atomic`.
+    """
+    return f"{sop_instance_uid or file_sha256 or 'no-uid'}--{pixel_sha256[:12]}"
+
+
+def write_sr_atomic(folder: str, result: Any, image: Any, path: str) -> Path:
+    """Write the DICOM SR of ``result`` into ``folder`` atomically; return its path.
+
+    The SR references the source image, read again from ``path``. Written to a hidden
+    temporary name in ``folder`` and renamed, so a killed worker never leaves a truncated
+    SR under the final name.
+
+    Raises
+    ------
+    tbscore.sr.SRError, tbscore.batch.naming.UnsafePathError
+    """
+    from tbscore.sr import SRError, write_sr
+
+    stem = sr_name(image.metadata.sop_instance_uid, image.pixel_sha256, image.file_sha256)
+    target = safe_path(folder, stem, ".sr.dcm")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write_sr(result, path, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise SRError(f"cannot write the SR ({exc.strerror or exc})", str(target)) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
 
 
 def warm_up() -> None:
