@@ -107,6 +107,8 @@ def test_multiframe_is_rejected(dicom_file):
 def test_ct_is_rejected_with_reason(dicom_file):
     with pytest.raises(UnsupportedImageError, match="modality CT"):
         load_dicom(dicom_file(_ramp(), modality="CT"))
+    for modality in ("BMD", "OT", "CR", "DX", "RG", "SC"):  # DXA exports
+        assert load_dicom(dicom_file(_ramp(), modality=modality)).pixels.shape == _ramp().shape
 
 
 def test_non_image_and_non_dicom_and_truncated(dicom_file, tmp_path):

@@ -177,6 +177,31 @@ def test_interpret_result_defaults_from_metadata(scene):
     patient = build_report(res, interpret_result(res, age=70)).patient
     assert patient["Age"] == "70 years (entered)"
     assert patient["Sex"] == "female (DICOM header)"
+    # a value typed in that equals the header is still "entered"
+    interp = interpret_result(res, age=67, sex="F")
+    assert interp.input_sources == {"age": "entered", "sex": "entered", "bmi": "DICOM header"}
+    patient = build_report(res, interp).patient
+    assert patient["Age"] == "67 years (entered)" and patient["Sex"] == "female (entered)"
+    assert patient["BMI"] == "23.4 kg/m² (DICOM header)"
+    assert build_report(res, interp).to_dict()["interpretation"]["input_sources"]["bmi"] == (
+        "DICOM header"
+    )
+
+
+def test_frax_from_raw_value_is_flagged(scene):
+    """Adjusted FRAX from an uncalibrated index carries its own caveat; calibrated does not."""
+    _, _, result = scene
+    interp = interpret_result(result, age=67, sex="F", frax_mof=20, frax_hip=3)
+    raw = build_report(result, interp)
+    assert any("adjusted probabilities are indicative only" in w for w in raw.warnings)
+    values = {v.label: v.value for v in result.vertebrae}
+    cal = result.with_calibration({"name": "site A"}, values, result.l1_l4)
+    calibrated = build_report(cal, interpret_result(cal, age=67, sex="F", frax_mof=20))
+    assert not any("indicative only" in w for w in calibrated.warnings)
+    assert not any(
+        "indicative only" in w for w in build_report(result, interpret_result(result)).warnings
+        if "FRAX" in w
+    )
 
 
 def test_calibrated_value_is_interpreted(scene):

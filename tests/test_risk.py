@@ -340,8 +340,16 @@ def test_interpret_errors():
         interpret(1.3, threshold_set="nope")
     with pytest.raises(RiskInputError):
         interpret(float("nan"))
-    # an age outside 40-90 is fine when no FRAX adjustment is asked for
-    assert interpret(1.3, age=35).category.code == "intermediate"
+    # an age outside 40-90 without FRAX: a category, with an explicit warning
+    for age in (35, 95):
+        i = interpret(1.3, age=age)
+        assert i.category.code == "intermediate"
+        assert any(f"age {age} years is outside 40-90" in w for w in i.warnings)
+    assert not any("outside 40-90" in w for w in interpret(1.3, age=40).warnings)
+    assert not any("outside 40-90" in w for w in interpret(1.3, age=90).warnings)
+    for age in (-1, 121, 200):  # not a plausible age: an error, never a number
+        with pytest.raises(RiskInputError, match="age"):
+            interpret(1.3, age=age)
 
 
 def test_interpret_to_dict_is_json_safe():

@@ -175,8 +175,9 @@ def test_settings_validation_and_files(tmp_path):
         Settings(lag_min_mm=4.0, lag_max_mm=3.0)
     with pytest.raises(SettingsError, match="direction"):
         Settings(directions=("sideways",))
-    with pytest.raises(SettingsError):
-        Settings(min_valid_vertebrae=0)
+    for n in (0, 1, 5):  # the L1-L4 value needs >= 2 valid vertebrae, and there are 4
+        with pytest.raises(SettingsError, match="min_valid_vertebrae"):
+            Settings(min_valid_vertebrae=n)
     toml = tmp_path / "s.toml"
     toml.write_text("[tbs]\nlag_min_mm = 1\nlag_max_mm = 4.0\n")
     s = tbscore.load_settings(toml)

@@ -10,7 +10,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
-from tbscore.errors import ROIError, SettingsError
+from tbscore.errors import InputError, ROIError, SettingsError
 from tbscore.io.load import DicomMetadata, DXAImage, load_dicom
 from tbscore.result import TBSResult
 from tbscore.roi import (
@@ -111,6 +111,20 @@ def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
     raise ROIError(f"unsupported ROI input of type {type(roi).__name__}", image.source)
 
 
+def _check_finite(image: DXAImage, rois: VertebraROIs) -> None:
+    """Refuse NaN or infinite gray levels inside an ROI (a float image with holes)."""
+    for r in rois:
+        if r.excluded:
+            continue
+        bad = int(np.count_nonzero(~np.isfinite(image.pixels[r.mask])))
+        if bad:
+            raise InputError(
+                f"{bad} pixel(s) of the {r.label} ROI are NaN or infinite; mask them out of "
+                "the ROI or fill them",
+                image.source,
+            )
+
+
 def calc(
     source: Source,
     roi: RoiInput = None,
@@ -154,6 +168,7 @@ def calc(
     cfg = resolve_settings(settings)
     image = as_image(source, spacing=spacing, override_spacing=override_spacing)
     rois = apply_exclusions(resolve_rois(roi, image), exclude)
+    _check_finite(image, rois)
     vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
     l14, labels, reason = combine_l1_l4(vertebrae, cfg.min_valid_vertebrae)
     warnings = list(rois.warnings)

@@ -140,7 +140,7 @@ def cmd_calc(args: argparse.Namespace) -> int:
     if args.save_roi:
         from tbscore.roi import write_roi_json
 
-        write_roi_json(rois, args.save_roi, image.spacing_mm)
+        write_roi_json(rois, args.save_roi, image.spacing_mm, units=args.roi_units)
     if args.overlay:
         from tbscore.overlay import save_overlay
 
@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--save-roi", metavar="ROI.json", help="write the ROIs used as tbscore-roi/1 JSON"
+    )
+    p.add_argument(
+        "--roi-units",
+        choices=("px", "mm"),
+        default="px",
+        help="coordinates of --save-roi: pixels (default) or mm",
     )
     p.add_argument("--overlay", metavar="PNG", help="write the image with the ROIs drawn")
     p.add_argument("--sr", metavar="OUT.dcm", help="write a DICOM SR (TID 1500) of the result")

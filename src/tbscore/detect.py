@@ -1080,4 +1080,11 @@ def detect(
             f"low overall detection confidence {found.confidence:.2f}: check the ROIs on the "
             "overlay (tbscore calc FILE --overlay out.png) or supply an ROI file"
         )
-    return VertebraROIs(tuple(rois), shape, "detected", found.confidence, tuple(warnings))
+    return VertebraROIs(
+        tuple(rois),
+        shape,
+        "detected",
+        found.confidence,
+        tuple(warnings),
+        spacing_mm=(float(spacing[0]), float(spacing[1])),
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import io
 import json
 import math
@@ -111,17 +112,25 @@ def reported_tbs(result: TBSResult) -> tuple[float | None, str]:
 
 def _clinical_inputs(
     result: TBSResult, age: float | None, sex: str | None, bmi: float | None, use_metadata: bool
-) -> tuple[float | None, str | None, float | None]:
-    """Clinical inputs, defaulting to the DICOM metadata where not given."""
+) -> tuple[float | None, str | None, float | None, dict[str, str]]:
+    """Clinical inputs, defaulting to the DICOM metadata where not given, and where each
+    came from (``{"age": "entered" | "DICOM header", ...}``, only for known inputs)."""
     meta = result.metadata or {}
-    if use_metadata:
-        if age is None:
-            age = meta.get("age_years")
-        if sex is None:
-            sex = _SEX_FROM_DICOM.get(str(meta.get("sex") or "").upper())
-        if bmi is None:
-            bmi = meta.get("bmi")
-    return age, sex, bmi
+    given = {"age": age, "sex": sex, "bmi": bmi}
+    dicom = {
+        "age": meta.get("age_years"),
+        "sex": _SEX_FROM_DICOM.get(str(meta.get("sex") or "").upper()),
+        "bmi": meta.get("bmi"),
+    }
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value in given.items():
+        if value is None and use_metadata and dicom[key] is not None:
+            value, sources[key] = dicom[key], "DICOM header"
+        elif value is not None:
+            sources[key] = "entered"
+        values[key] = value
+    return values["age"], values["sex"], values["bmi"], sources
 
 
 def interpret_result(
@@ -171,8 +180,8 @@ def interpret_result(
             f"no L1-L4 value to interpret ({result.l1_l4_reason or 'incomplete result'})",
             str(result.input.get("source") or "") or None,
         )
-    age, sex, bmi = _clinical_inputs(result, age, sex, bmi, use_metadata)
-    return risk.interpret(
+    age, sex, bmi, sources = _clinical_inputs(result, age, sex, bmi, use_metadata)
+    interp = risk.interpret(
         value,
         threshold_set=threshold_set,
         age=age,
@@ -181,6 +190,7 @@ def interpret_result(
         frax_hip=frax_hip,
         bmi=bmi,
     )
+    return dataclasses.replace(interp, input_sources=sources)
 
 
 # --------------------------------------------------------------------------------------
@@ -318,12 +328,14 @@ def _dicom_date(value: str | None) -> str:
     return s
 
 
-def _source_of(given: Any, dicom: Any) -> str:
-    if given is None:
+def _source_of(interp: Interpretation | None, key: str, value: Any) -> str:
+    """`` (entered)`` or `` (DICOM header)`` after a clinical input; an interpretation made
+    without :func:`interpret_result` had its inputs given by the caller (entered)."""
+    if value is None:
         return ""
-    if dicom is not None and given == dicom:
+    if interp is None:
         return " (DICOM header)"
-    return " (entered)"
+    return f" ({interp.input_sources.get(key, 'entered')})"
 
 
 def _patient(result: TBSResult, interp: Interpretation | None, include_phi: bool) -> dict:
@@ -339,9 +351,9 @@ def _patient(result: TBSResult, interp: Interpretation | None, include_phi: bool
         "Birth date": _dicom_date(meta.get("birth_date")) if include_phi else withheld,
         "Age": "–"
         if age is None
-        else f"{float(age):g} years" + _source_of(age, meta.get("age_years")),
-        "Sex": (sex or "–") + _source_of(sex, dicom_sex),
-        "BMI": "–" if bmi is None else f"{float(bmi):.1f} kg/m²" + _source_of(bmi, meta.get("bmi")),
+        else f"{float(age):g} years" + _source_of(interp, "age", age),
+        "Sex": (sex or "–") + _source_of(interp, "sex", sex),
+        "BMI": "–" if bmi is None else f"{float(bmi):.1f} kg/m²" + _source_of(interp, "bmi", bmi),
     }
 
 
@@ -591,6 +603,12 @@ def _warnings(result: TBSResult, interp: Interpretation | None, basis: str) -> t
             "iNsight); the threshold sets were derived for TBS iNsight values, so the "
             "category is indicative only."
         )
+        if interp.frax is not None:
+            out.append(
+                "The TBS-adjusted FRAX probabilities were computed from the raw tbscore "
+                "index; the adjustment equations were derived for TBS iNsight values, so "
+                "the adjusted probabilities are indicative only."
+            )
     if str((result.metadata or {}).get("sex") or "").upper() == "O":
         out.append("PatientSex 'O' in the DICOM header: sex not used for the interpretation.")
     return tuple(dict.fromkeys(out))

@@ -776,6 +776,9 @@ class Interpretation:
         Reasons to read the result with caution.
     citations : tuple of str
         Full citations of everything used.
+    input_sources : dict of str to str
+        Where ``age``, ``sex`` and ``bmi`` came from (``"entered"`` or
+        ``"DICOM header"``), when known (set by :func:`tbscore.report.interpret_result`).
     """
 
     tbs: float
@@ -789,6 +792,7 @@ class Interpretation:
     gradient_of_risk: GradientOfRisk = GRADIENT_OF_RISK
     warnings: tuple[str, ...] = ()
     citations: tuple[str, ...] = field(default_factory=tuple)
+    input_sources: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (only str, float, int, bool, None, list, dict)."""
@@ -804,7 +808,12 @@ class Interpretation:
             "gradient_of_risk": self.gradient_of_risk.to_dict(),
             "warnings": list(self.warnings),
             "citations": list(self.citations),
+            "input_sources": dict(self.input_sources),
         }
+
+
+#: Ages (years) accepted by :func:`interpret`; outside it the age is an input error.
+PLAUSIBLE_AGE = (0.0, 120.0)
 
 
 def interpret(
@@ -851,8 +860,10 @@ def interpret(
     tbs_v = _check_tbs(tbs)
     sex_v = _normalise_sex(sex)
     age_v = None if age is None else _real("age", age)
-    if age_v is not None and age_v < 0:
-        raise RiskInputError(f"age must be non-negative (years), got {age!r}")
+    if age_v is not None and not PLAUSIBLE_AGE[0] <= age_v <= PLAUSIBLE_AGE[1]:
+        raise RiskInputError(
+            f"age must be between {PLAUSIBLE_AGE[0]:g} and {PLAUSIBLE_AGE[1]:g} years, got {age!r}"
+        )
     bmi_v = _check_bmi(bmi)
 
     category = ts.categorize(tbs_v)
@@ -870,6 +881,13 @@ def interpret(
     else:
         warnings.extend(_tbs_warnings(tbs_v) + _bmi_warnings(bmi_v))
 
+    lo, hi = FRAX_AGE_RANGE
+    if age_v is not None and not lo <= age_v <= hi:
+        warnings.append(
+            f"age {age_v:g} years is outside {lo:g}-{hi:g} years (the range of the "
+            f"TBS-adjusted FRAX); the {ts.title} threshold set was defined for "
+            f"{ts.population}, so the category is not established at this age"
+        )
     if sex_v == "male":
         warnings.append(
             f"the {ts.title} threshold set was defined for {ts.population}; its "

@@ -31,7 +31,19 @@ __all__ = [
     "write_roi_json",
     "apply_exclusions",
     "parse_exclusions",
+    "roi_document",
+    "detect",  # noqa: F822 - lazy, see __getattr__
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``tbscore.roi.detect`` is :func:`tbscore.detect.detect`, imported on first use
+    # (tbscore.detect imports this module).
+    if name == "detect":
+        from tbscore.detect import detect
+
+        return detect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
 ROI_FORMAT = "tbscore-roi/1"
@@ -83,6 +95,27 @@ class VertebraROI:
             return np.zeros((0, 2))
         return max(contours, key=len) - 1.0
 
+    def outline_mm(self, spacing_mm: tuple[float, float]) -> np.ndarray:
+        """Outline vertices ``(y_mm, x_mm)``: :meth:`outline` times the pixel spacing
+        ``(row_mm, col_mm)`` (pixel centre ``(r, c)`` is at ``(r * row_mm, c * col_mm)``)."""
+        return self.outline() * np.asarray(spacing_mm, dtype=float)
+
+    def bbox(self) -> tuple[int, int, int, int]:
+        """Bounding box ``(row0, col0, row1, col1)`` of the mask, half-open, in pixels."""
+        if self.box is not None:
+            return self.box
+        rows = np.flatnonzero(self.mask.any(axis=1))
+        cols = np.flatnonzero(self.mask.any(axis=0))
+        if rows.size == 0:
+            return (0, 0, 0, 0)
+        return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+
+    def bbox_mm(self, spacing_mm: tuple[float, float]) -> tuple[float, float, float, float]:
+        """:meth:`bbox` in mm, ``(y0, x0, y1, x1)``."""
+        r0, c0, r1, c1 = self.bbox()
+        dy, dx = float(spacing_mm[0]), float(spacing_mm[1])
+        return (r0 * dy, c0 * dx, r1 * dy, c1 * dx)
+
 
 @dataclass(frozen=True)
 class VertebraROIs:
@@ -97,6 +130,9 @@ class VertebraROIs:
     confidence : float, optional
         Overall detection confidence.
     warnings : tuple of str
+    spacing_mm : (float, float), optional
+        Pixel spacing ``(row_mm, col_mm)`` of the image, when known (detected ROIs, ROI
+        files); :meth:`to_dict` with ``units="mm"`` uses it.
     """
 
     rois: tuple[VertebraROI, ...]
@@ -104,6 +140,28 @@ class VertebraROIs:
     source: str = "dict"
     confidence: float | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    spacing_mm: tuple[float, float] | None = None
+
+    def to_dict(
+        self, units: str = "px", spacing_mm: tuple[float, float] | None = None
+    ) -> dict[str, Any]:
+        """The ``tbscore-roi/1`` document of these ROIs, in pixel or mm coordinates.
+
+        Parameters
+        ----------
+        units : {"px", "mm"}
+        spacing_mm : (float, float), optional
+            Pixel spacing; default :attr:`spacing_mm`.
+
+        Raises
+        ------
+        ROIError
+            No pixel spacing known.
+        """
+        spacing = spacing_mm if spacing_mm is not None else self.spacing_mm
+        if spacing is None:
+            raise ROIError("pixel spacing unknown: pass spacing_mm", self.source)
+        return roi_document(self, spacing, units=units)
 
     def __iter__(self):
         return iter(self.rois)
@@ -189,11 +247,16 @@ def rois_from_dict(
     if units not in ("px", "mm"):
         raise ROIError(f"units must be 'px' or 'mm', got {units!r}", source)
     shape = (int(image_shape[0]), int(image_shape[1]))
-    if data.get("image_shape") is not None and tuple(data["image_shape"]) != shape:
-        raise ROIError(
-            f"ROI file is for an image of shape {tuple(data['image_shape'])}, the image is {shape}",
-            source,
-        )
+    declared_shape = data.get("image_shape")
+    if declared_shape is not None:
+        if not isinstance(declared_shape, list | tuple) or len(declared_shape) != 2:
+            raise ROIError(f"image_shape must be [rows, cols], got {declared_shape!r}", source)
+        if tuple(declared_shape) != shape:
+            raise ROIError(
+                f"ROI file is for an image of shape {tuple(declared_shape)}, the image is "
+                f"{shape}",
+                source,
+            )
     if data.get("pixel_spacing_mm") is not None:
         declared = _points(data["pixel_spacing_mm"], "pixel_spacing_mm", source)
         if declared.shape != (2,) or not np.allclose(declared, spacing_mm, rtol=1e-3):
@@ -248,6 +311,13 @@ def rois_from_dict(
         if excluded and not reason:
             reason = "excluded in ROI file"
         conf = item.get("confidence")
+        if conf is not None:
+            if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0 <= conf <= 1:
+                raise ROIError(
+                    f"{label} confidence must be a number in [0, 1], got {conf!r}", source
+                )
+        if reason is not None and not isinstance(reason, str):
+            raise ROIError(f"{label} exclusion_reason must be text, got {reason!r}", source)
         rois.append(
             VertebraROI(
                 label, mask, polygon, box, excluded, reason, None if conf is None else float(conf)
@@ -257,7 +327,8 @@ def rois_from_dict(
     stack = np.sum([r.mask for r in ordered], axis=0)
     if np.any(stack > 1):
         raise ROIError("vertebra ROIs overlap", source)
-    return VertebraROIs(ordered, shape, source)
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
+    return VertebraROIs(ordered, shape, source, spacing_mm=spacing)
 
 
 def rois_from_label_image(labels: np.ndarray, *, source: str = "label-image") -> VertebraROIs:

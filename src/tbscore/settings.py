@@ -97,7 +97,7 @@ class Settings:
             ("min_pairs_per_lag", 1),
             ("min_lags", 2),
             ("min_roi_pixels", 1),
-            ("min_valid_vertebrae", 1),
+            ("min_valid_vertebrae", 2),  # L1-L4 is never one vertebra (ISCD rule)
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:

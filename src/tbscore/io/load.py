@@ -43,7 +43,8 @@ SPACING_TAGS: tuple[str, ...] = (
 
 #: Modalities accepted by default: DXA (BMD) and the projection / secondary-capture
 #: modalities under which DXA exports are seen.
-ACCEPTED_MODALITIES: frozenset[str] = frozenset({"BMD", "OT", "CR", "DX", "RG"})
+#: ``SC`` is not a DICOM defined term but is written by some secondary-capture exporters.
+ACCEPTED_MODALITIES: frozenset[str] = frozenset({"BMD", "OT", "CR", "DX", "RG", "SC"})
 
 _COLOUR = {
     "RGB",
