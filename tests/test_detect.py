@@ -470,3 +470,34 @@ def test_cli_detects_saves_edits_and_reuses_rois(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again["l1_l4"] == pytest.approx(auto["l1_l4"], abs=1e-12)
     assert again["roi_source"].startswith("file:")
+    # the same ROIs saved in mm give the same value
+    saved_mm = tmp_path / "b_mm.roi.json"
+    assert main([*args, "--save-roi", str(saved_mm), "--roi-units", "mm"]) == 0
+    capsys.readouterr()
+    assert json.loads(saved_mm.read_text())["units"] == "mm"
+    assert main(["calc", str(dcm), "--json", "--roi", str(saved_mm)]) == 0
+    in_mm = json.loads(capsys.readouterr().out)
+    assert in_mm["l1_l4"] == pytest.approx(auto["l1_l4"], abs=1e-12)
+
+
+def test_detect_is_reachable_from_roi_and_returns_mm_geometry():
+    import tbscore.roi
+    from tbscore.detect import detect
+    from tbscore.io import load_dicom
+
+    assert tbscore.roi.detect is detect
+    image = load_dicom(SAMPLE_DIR / "phantom_b_nonsquare.dcm")
+    truth = json.loads((SAMPLE_DIR / "phantom_b_nonsquare.truth.json").read_text())
+    rois = tbscore.roi.detect(image.pixels, image.spacing_mm)
+    assert rois.spacing_mm == image.spacing_mm == (1.05, 0.6)
+    doc = rois.to_dict(units="mm")
+    for roi, item in zip(rois, doc["vertebrae"], strict=True):
+        y0, x0, y1, x1 = roi.bbox_mm(image.spacing_mm)
+        poly = np.asarray(item["polygon"])
+        assert y0 - 1.05 <= poly[:, 0].min() and poly[:, 0].max() <= y1 + 1.05
+        assert x0 - 0.6 <= poly[:, 1].min() and poly[:, 1].max() <= x1 + 0.6
+        # inside the true vertebral body (mm), and most of its size
+        b0, c0, b1, c1 = truth["vertebrae"][roi.label]["body_box"]
+        dy, dx = image.spacing_mm
+        assert b0 * dy - 2 <= y0 and y1 <= b1 * dy + 2 and c0 * dx - 2 <= x0 and x1 <= c1 * dx + 2
+        assert y1 - y0 > 0.6 * (b1 - b0) * dy and x1 - x0 > 0.7 * (c1 - c0) * dx

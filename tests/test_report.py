@@ -590,3 +590,14 @@ def test_cli_score_writes_sr(dicom_file, tmp_path):
     assert back["l1_l4"] == pytest.approx(result["l1_l4"], abs=0)
     for v in result["vertebrae"]:
         assert back["vertebrae"][v["label"]]["value"] == pytest.approx(v["value"], abs=0)
+
+
+def test_cli_score_bad_report_name_writes_nothing(dicom_file, tmp_path, capsys):
+    path = dicom_file(_pixels(), name="img.dcm")
+    roi = tmp_path / "roi.json"
+    roi.write_text(json.dumps(_roi_doc()))
+    sr, res = tmp_path / "s.dcm", tmp_path / "r.json"
+    argv = ["score", str(path), "--roi", str(roi), "-o", str(tmp_path / "report.txt")]
+    assert main([*argv, "--sr", str(sr), "--result-json", str(res)]) == 2
+    assert "report.txt" in capsys.readouterr().err
+    assert not sr.exists() and not res.exists()

@@ -58,6 +58,13 @@ def test_mm_units_use_per_axis_spacing():
         ({"vertebrae": [{"label": "L1", "box": [0, 0, 500, 5]}]}, "outside"),
         ({"vertebrae": [{"label": "L1", "box": [5, 5, 5, 9]}]}, "empty"),
         ({"vertebrae": [{"label": "L1"}]}, "polygon"),
+        ({"image_shape": 5}, "image_shape"),
+        ({"vertebrae": [{"label": "L1", "box": [0, 0, 9, 9], "confidence": "x"}]}, "confidence"),
+        ({"vertebrae": [{"label": "L1", "box": [0, 0, 9, 9], "confidence": 1.5}]}, "confidence"),
+        (
+            {"vertebrae": [{"label": "L1", "box": [0, 0, 9, 9], "exclusion_reason": 3}]},
+            "exclusion_reason",
+        ),
         (
             {
                 "vertebrae": [
@@ -115,3 +122,40 @@ def test_label_images(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ROIError, match="cannot read"):
         read_rois(tmp_path / "bad.json", SHAPE, SPACING)
+
+
+def test_geometry_in_mm():
+    """Every ROI has its outline and bounding box in mm as well as in pixels."""
+    rois = rois_from_dict(_doc(), SHAPE, SPACING)
+    assert rois.spacing_mm == SPACING
+    box = rois["L2"]
+    assert box.bbox() == (10, 10, 40, 60)
+    assert box.bbox_mm(SPACING) == pytest.approx((10 * 1.05, 10 * 0.6, 40 * 1.05, 60 * 0.6))
+    poly = rois["L1"]
+    np.testing.assert_allclose(poly.outline_mm(SPACING), poly.outline() * np.array(SPACING))
+    r0, c0, r1, c1 = poly.bbox()
+    rows, cols = np.nonzero(poly.mask)
+    assert (r0, c0, r1, c1) == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+    mm = rois.to_dict(units="mm")
+    assert mm["units"] == "mm" and mm["pixel_spacing_mm"] == list(SPACING)
+    back = rois_from_dict(mm, SHAPE, SPACING)
+    for a, b in zip(rois, back, strict=True):
+        np.testing.assert_array_equal(a.mask, b.mask)
+    labels = rois_from_label_image(rois.label_image())
+    with pytest.raises(ROIError, match="spacing"):
+        labels.to_dict(units="mm")  # a label image carries no spacing
+    assert labels.to_dict(units="mm", spacing_mm=SPACING)["units"] == "mm"
+
+
+def test_nan_pixels_in_an_roi_are_refused():
+    import tbscore
+    from tbscore.errors import InputError
+
+    image = np.random.default_rng(0).normal(100, 10, SHAPE)
+    rois = rois_from_dict(_doc(), SHAPE, SPACING)
+    image[0, 0] = np.nan  # outside every ROI: fine
+    assert tbscore.calc(image, rois, spacing=SPACING).l1_l4 is not None
+    image[20, 20] = np.nan  # inside L2
+    with pytest.raises(InputError, match="L2 ROI are NaN"):
+        tbscore.calc(image, rois, spacing=SPACING)
+    assert tbscore.calc(image, rois, spacing=SPACING, exclude=["L2"]).l1_l4 is None

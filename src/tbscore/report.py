@@ -1046,10 +1046,15 @@ def _print_summary(report: Report, paths: list[Path]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _write_all(report: Report, outputs: list[str]) -> list[Path]:
-    for out in outputs:  # check every suffix before writing anything
+def _check_outputs(outputs: list[str]) -> None:
+    """Refuse report names with an unknown suffix, before anything is computed or written."""
+    for out in outputs:
         if Path(out).suffix.lower() not in (".html", ".htm", ".pdf", ".json"):
             raise ReportError("report file must end in .html, .pdf or .json", out)
+
+
+def _write_all(report: Report, outputs: list[str]) -> list[Path]:
+    _check_outputs(outputs)
     return [write_report(report, out) for out in outputs]
 
 
@@ -1094,6 +1099,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from tbscore.cli import EXIT_INCOMPLETE, EXIT_OK, settings_from_args
     from tbscore.roi import apply_exclusions
 
+    _check_outputs(args.output)  # nothing (result JSON, SR) is written for a bad report name
     settings = settings_from_args(args)
     image = as_image(
         args.file,
