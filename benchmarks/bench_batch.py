@@ -1,6 +1,6 @@
 """End-to-end batch benchmark: scans/s per core and scaling with ``--jobs``.
 
-Run: ``python benchmarks/bench_batch.py [--n 400] [--jobs 1 2] [--dask]``.
+Run: ``python benchmarks/bench_batch.py [--n 400] [--n-auto 100] [--jobs 1 2] [--dask]``.
 
 Writes ``--n`` synthetic spine DICOMs the size of the bundled sample set (the four
 :data:`tbscore.phantom.SAMPLE_SET` geometries in turn: 200 x 160 to 400 x 300 pixels,
@@ -13,10 +13,15 @@ scores them:
   ``fsync`` per row), wall time including process start-up, and the steady rate
   measured between the first and the last row written;
 * ``batch jobs=1 no-fsync``: the same with ``fsync=False`` (the cost of durability);
+* ``auto-ROI jobs=N``: the default path, automatic L1-L4 detection (``tbscore.detect``),
+  on a folder of the first ``--n-auto`` scans without their ROI files (the same
+  images), for each ``--jobs`` value; compared with ``batch jobs=N`` (ROI files) of the
+  same run;
 * ``dask N``: with ``--dask``, the same on a ``distributed.LocalCluster`` of N worker
   processes with one thread each.
 
-Ratios (``x wall``, ``x steady``) are against ``batch jobs=1``. ``CPU s`` is the CPU
+Ratios (``x wall``, ``x steady``: scans/s over that of ``batch jobs=1``) are rates, so
+configurations with different numbers of scans compare. ``CPU s`` is the CPU
 time of this process and its finished children (the ``jobs=N`` workers, not the Dask
 workers), so ``scans/CPU-s`` shows the cost per scan even on a busy machine. Each
 configuration runs ``--repeat`` times; the run with the best wall time is reported.
@@ -31,6 +36,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +49,10 @@ from tbscore.phantom import SAMPLE_SET, synthetic_spine
 
 
 def make_inputs(folder: Path, n: int, seed: int = 7) -> list[Path]:
-    """``n`` phantom DICOMs with side-car ROI files, cycling through SAMPLE_SET."""
+    """``n`` phantom DICOMs with side-car ROI files, cycling through SAMPLE_SET.
+
+    Returns the DICOM paths; the ROI of ``scanNNNNN.dcm`` is ``scanNNNNN.roi.json``.
+    """
     import json
 
     streams = np.random.SeedSequence(seed).spawn(n)
@@ -95,8 +104,23 @@ def time_calc_loop(paths: list[Path]) -> tuple[float, float]:
     return time.perf_counter() - t0, _cpu() - c0
 
 
-def time_batch(folder: Path, out: Path, **kw) -> tuple[float, float, int, float]:
-    """(wall s, steady s between first and last row, rows, CPU s) of one batch run.
+def make_auto_inputs(folder: Path, paths: list[Path]) -> list[Path]:
+    """Links (or copies) of ``paths`` in ``folder`` without ROI files: automatic ROIs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in paths:
+        target = folder / p.name
+        try:
+            os.link(p, target)
+        except OSError:
+            shutil.copy2(p, target)
+        out.append(target)
+    return out
+
+
+def time_batch(folder: Path, out: Path, **kw) -> tuple[float, float, int, float, Counter]:
+    """(wall s, steady s between first and last row, rows, CPU s, rows per status) of
+    one batch run.
 
     CPU includes the worker processes of ``jobs=N`` (joined at the end of the run), not
     those of a Dask cluster.
@@ -106,12 +130,14 @@ def time_batch(folder: Path, out: Path, **kw) -> tuple[float, float, int, float]
     c0, t0 = _cpu(), time.perf_counter()
     first = last = None
     n = 0
-    for _row in iter_batch(folder, out, progress=False, **kw):
+    statuses: Counter = Counter()
+    for row in iter_batch(folder, out, progress=False, **kw):
         last = time.perf_counter()
         first = first or last
         n += 1
+        statuses[row["status"]] += 1
     wall = time.perf_counter() - t0
-    return wall, (last - first) if n > 1 else wall, n, _cpu() - c0
+    return wall, (last - first) if n > 1 else wall, n, _cpu() - c0, statuses
 
 
 def _best(runs):
@@ -121,6 +147,12 @@ def _best(runs):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400, help="number of scans")
+    ap.add_argument(
+        "--n-auto",
+        type=int,
+        default=100,
+        help="scans of the automatic-ROI configuration (0: skip it)",
+    )
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dask", action="store_true", help="also a Dask LocalCluster")
@@ -141,15 +173,28 @@ def main(argv=None) -> None:
             f"({size:.0f} KiB mean), written in {time.perf_counter() - t0:.1f} s; "
             f"load average before: {os.getloadavg()[0]:.2f}"
         )
-        rows: list[tuple[str, int, float, float, float | None]] = []
+        # (name, cores, scans, wall s, steady s, CPU s or None)
+        rows: list[tuple[str, int, int, float, float, float | None]] = []
         calc = _best([time_calc_loop(paths) for _ in range(args.repeat)])
-        rows.append(("calc loop", 1, calc[0], calc[0], calc[1]))
+        rows.append(("calc loop", 1, n, calc[0], calc[0], calc[1]))
         for jobs in args.jobs:
             r = _best([time_batch(folder, tmp / "out.csv", jobs=jobs) for _ in range(args.repeat)])
-            assert r[2] == n, r
-            rows.append((f"batch jobs={jobs}", jobs, r[0], r[1], r[3]))
+            assert r[2] == n and r[4]["ok"] == n, r
+            rows.append((f"batch jobs={jobs}", jobs, n, r[0], r[1], r[3]))
         r = _best([time_batch(folder, tmp / "out.csv", fsync=False) for _ in range(args.repeat)])
-        rows.append(("batch jobs=1 no-fsync", 1, r[0], r[1], r[3]))
+        rows.append(("batch jobs=1 no-fsync", 1, n, r[0], r[1], r[3]))
+        n_auto = min(args.n_auto, n)
+        auto_status: dict[int, Counter] = {}
+        if n_auto > 0:
+            auto = tmp / "auto"
+            make_auto_inputs(auto, paths[:n_auto])
+            for jobs in args.jobs:
+                r = _best(
+                    [time_batch(auto, tmp / "auto.csv", jobs=jobs) for _ in range(args.repeat)]
+                )
+                assert r[2] == n_auto, r
+                auto_status[jobs] = r[4]
+                rows.append((f"auto-ROI jobs={jobs}", jobs, n_auto, r[0], r[1], r[3]))
         if args.dask:
             import distributed
 
@@ -164,25 +209,44 @@ def main(argv=None) -> None:
                             for _ in range(args.repeat)
                         ]
                     )
-                rows.append((f"dask {jobs} workers", jobs, r[0], r[1], None))
+                rows.append((f"dask {jobs} workers", jobs, n, r[0], r[1], None))
+
+        def rates(row: tuple) -> tuple[float, float]:
+            """(scans/s over the wall time, steady scans/s) of a table row."""
+            name, _, count, wall, steady, _ = row
+            return count / wall, ((count - 1) / steady if name != "calc loop" else count / wall)
 
         print(
-            f"\n{'configuration':<22} {'cores':>5} {'wall s':>7} {'scans/s':>8} {'/core':>7} "
-            f"{'steady/s':>9} {'x wall':>7} {'x steady':>9} {'CPU s':>6} {'scans/CPU-s':>12}"
+            f"\n{'configuration':<22} {'cores':>5} {'scans':>5} {'wall s':>7} {'scans/s':>8} "
+            f"{'/core':>7} {'steady/s':>9} {'x wall':>7} {'x steady':>9} {'CPU s':>6} "
+            f"{'scans/CPU-s':>12}"
         )
         base = next(r for r in rows if r[0] == "batch jobs=1")
-        for name, cores, wall, steady, cpu in rows:
-            steady_rate = (n - 1) / steady if name != "calc loop" else n / wall
-            cpu_txt = f"{cpu:6.2f} {n / cpu:12.1f}" if cpu else f"{'-':>6} {'-':>12}"
+        base_rate, base_steady = rates(base)
+        for row in rows:
+            name, cores, count, wall, _, cpu = row
+            rate, steady_rate = rates(row)
+            cpu_txt = f"{cpu:6.2f} {count / cpu:12.1f}" if cpu else f"{'-':>6} {'-':>12}"
             print(
-                f"{name:<22} {cores:>5} {wall:7.2f} {n / wall:8.1f} {n / wall / cores:7.1f} "
-                f"{steady_rate:9.1f} {base[2] / wall:7.2f} {base[3] / steady:9.2f} {cpu_txt}"
+                f"{name:<22} {cores:>5} {count:>5} {wall:7.2f} {rate:8.1f} {rate / cores:7.1f} "
+                f"{steady_rate:9.1f} {rate / base_rate:7.2f} {steady_rate / base_steady:9.2f} "
+                f"{cpu_txt}"
             )
         print(
-            f"\nbatch jobs=1 / calc loop: {calc[0] / base[2]:.2f} of the plain calc rate "
-            "(content sniffing, hashing, ROI lookup, one fsync-ed CSV row per scan); "
-            f"load average after: {os.getloadavg()[0]:.2f}"
+            f"\nbatch jobs=1 / calc loop: {calc[0] / base[3]:.2f} of the plain calc rate "
+            "(content sniffing, hashing, ROI lookup, one fsync-ed CSV row per scan)"
         )
+        for jobs, statuses in auto_status.items():
+            roi_row = next(r for r in rows if r[0] == f"batch jobs={jobs}")
+            auto_row = next(r for r in rows if r[0] == f"auto-ROI jobs={jobs}")
+            (roi_rate, roi_steady), (auto_rate, auto_steady) = rates(roi_row), rates(auto_row)
+            print(
+                f"auto-ROI / ROI file, jobs={jobs}: {auto_rate:.1f} / {roi_rate:.1f} scans/s "
+                f"= {auto_rate / roi_rate:.3f} (steady {auto_steady:.1f} / {roi_steady:.1f} "
+                f"= {auto_steady / roi_steady:.3f}); auto-ROI statuses "
+                + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+            )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -122,7 +122,7 @@ def mixed(tmp_path_factory) -> tuple[Path, Path, dict[str, tuple[str, str]]]:
     make_dataset(rgb, photometric="RGB", modality="OT").save_as(
         scans / "screenshot.dcm", enforce_file_format=True
     )
-    expect["screenshot.dcm"] = ("error", "unsupported_image")
+    expect["screenshot.dcm"] = ("excluded", "colour_image")  # a report screenshot
     write_scan(scans / "nospacing.dcm", 6, spacing=None)
     expect["nospacing.dcm"] = ("error", "missing_pixel_spacing")
     ds = make_dataset(np.zeros((16, 16), np.uint16), modality="SR")
@@ -271,11 +271,63 @@ def test_mixed_folder_statuses(mixed, tmp_path):
     assert {r["settings_digest"] for r in rows} == {a["settings_digest"]}
     # summary and exit code
     assert summary.n_inputs == len(expect) and summary.n_scored == len(expect)
-    assert summary.counts["duplicate"] == 2 and summary.counts["excluded"] == 3
+    assert summary.counts["duplicate"] == 2 and summary.counts["excluded"] == 4
     assert summary.exit_code == EXIT_INCOMPLETE
     assert summary.error_counts["not_dicom"] == 2
     text = summary.format()
     assert "unsupported_image" in text and "duplicate" in text
+    assert "colour_image" in text and "calibration" not in text
+
+
+def test_colour_image_excluded_in_folder_error_when_named(mixed, tmp_path):
+    """A colour image (report screenshot) is ColourImageError, an UnsupportedImageError;
+    found in a folder it is ``excluded``, named explicitly it is an ``error``."""
+    from tbscore.errors import ColourImageError, UnsupportedImageError
+    from tbscore.io.load import load_dicom
+
+    scans, _, _ = mixed
+    shot = scans / "screenshot.dcm"
+    with pytest.raises(UnsupportedImageError, match="colour image") as info:
+        load_dicom(shot)
+    assert isinstance(info.value, ColourImageError) and info.value.code == "colour_image"
+    out = tmp_path / "named.csv"
+    summary = run_batch(shot, out, progress=False)
+    (row,) = _csv_rows(out)
+    assert (row["status"], row["error_code"]) == ("error", "colour_image")
+    assert row["error"].startswith(f"{shot}: colour image") and len(row["file_sha256"]) == 64
+    assert summary.exit_code == EXIT_INCOMPLETE
+
+
+def test_batch_package_is_callable(mixed):
+    """``tbscore.batch(...)`` (the package, called) is ``tbscore.batch.batch(...)``."""
+    pytest.importorskip("pandas")
+    import tbscore.batch
+
+    scans, rois, expect = mixed
+    assert callable(tbscore.batch) and tbscore.batch.run_batch is run_batch
+    by_module = tbscore.batch(scans, roi_dir=rois, progress=False)
+    by_function = tbscore.batch.batch(scans, roi_dir=rois, progress=False)
+    assert len(by_module) == len(expect)
+    volatile = list(VOLATILE)
+    assert by_module.drop(columns=volatile).equals(by_function.drop(columns=volatile))
+    with pytest.raises(TypeError):
+        tbscore.batch()  # paths is required, as for batch()
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("tbscore"), "__getattr__"),
+    reason="needs the lazy module-level __getattr__ for 'batch' in tbscore/__init__.py",
+)
+def test_plain_import_tbscore_batch_is_lazy():
+    """``import tbscore; tbscore.batch(...)`` works, without importing pandas or dask."""
+    code = (
+        "import sys, tbscore\n"
+        "assert 'tbscore.batch' not in sys.modules\n"
+        "assert callable(tbscore.batch) and tbscore.batch.run_batch\n"
+        "heavy = [m for m in ('pandas', 'pyarrow', 'dask', 'distributed') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_keep_duplicates_and_dataframe(mixed):
@@ -326,6 +378,65 @@ def test_resume_after_move_and_change(tmp_path):
     summary = run_batch(moved, out, progress=False)
     assert summary.n_scored == 1 and summary.n_resumed == 2
     assert len(_csv_rows(out)) == 4
+
+
+def test_changed_file_keeps_newest_row_in_parquet_and_dataframe(tmp_path):
+    """A file re-scored after a change: the CSV journal keeps both rows (append-only),
+    the Parquet file and batch() only the newest."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    src = tmp_path / "in"
+    for i in range(2):
+        write_scan(src / f"s{i}.dcm", 40 + i)
+    out = tmp_path / "r.parquet"
+    run_batch(src, out, progress=False)
+    old = pd.read_parquet(out).set_index("input")
+    write_scan(src / "s1.dcm", 99)  # new content at the same path
+    df = batch(src, out, progress=False)
+    s1 = str(src / "s1.dcm")
+    journal = _csv_rows(journal_path(out))
+    assert [r["input"] for r in journal] == [str(src / "s0.dcm"), s1, s1]
+    stale, newest = journal[1], journal[2]
+    assert stale["file_sha256"] == old.loc[s1, "file_sha256"] != newest["file_sha256"]
+    table = pd.read_parquet(out)
+    assert list(table["input"]) == [str(src / "s0.dcm"), s1]
+    assert table.set_index("input").loc[s1, "file_sha256"] == newest["file_sha256"]
+    assert list(df["input"]) == list(table["input"])
+    assert df.set_index("input").loc[s1, "file_sha256"] == newest["file_sha256"]
+    again = batch(src, out, progress=False)  # all resumed: still one row per input
+    assert list(again["input"]) == list(table["input"]) and again.attrs["summary"].n_scored == 0
+    assert len(pd.read_parquet(out)) == 2
+
+
+def test_newest_rows_keeps_claimed_rows():
+    from tbscore.batch.output import newest_rows
+
+    rows = [{"input": "a", "n": 0}, {"input": "b", "n": 1}, {"input": "a", "n": 2}]
+    assert [r["n"] for r in newest_rows(rows)] == [1, 2]
+    assert [r["n"] for r in newest_rows(rows, keep={0})] == [0, 1, 2]  # claimed by a moved file
+    assert newest_rows([]) == []
+
+
+def test_resume_refuses_adding_or_dropping_sr_dir(tmp_path, capsys):
+    """Adding --sr-dir to a resume (or dropping it) is refused before any work."""
+    pytest.importorskip("highdicom")
+    src = tmp_path / "in"
+    write_scan(src / "s0.dcm", 45)
+    plain, with_sr = tmp_path / "plain.csv", tmp_path / "sr.csv"
+    srs = tmp_path / "srs"
+    assert main(["batch", str(src), "-o", str(plain)]) == EXIT_OK
+    assert json.loads(_csv_rows(plain)[0]["batch_options"]).get("sr") is None
+    capsys.readouterr()
+    assert main(["batch", str(src), "-o", str(plain), "--sr-dir", str(srs)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "other options" in err and "--sr-dir" in err
+    assert not srs.exists() and len(_csv_rows(plain)) == 1  # nothing done
+    summary = run_batch(src, with_sr, sr_dir=srs, progress=False)
+    assert summary.exit_code == EXIT_OK and len(list(srs.glob("*.sr.dcm"))) == 1
+    assert json.loads(_csv_rows(with_sr)[0]["batch_options"])["sr"] is True
+    with pytest.raises(BatchError, match="other options.*--sr-dir"):
+        run_batch(src, with_sr, progress=False)
+    assert run_batch(src, with_sr, sr_dir=srs, progress=False).n_resumed == 1
 
 
 def test_torn_line_is_repaired(tmp_path):
@@ -432,8 +543,8 @@ def test_dask_local_cluster_same_rows(mixed, tmp_path):
     pytest.importorskip("pyarrow")
     scans, rois, _ = mixed
     ref = {r["input"]: _stable(r) for r in iter_batch(scans, roi_dir=rois, progress=False)}
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    with distributed.LocalCluster(  # separate processes: jobs and rows are pickled
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         with distributed.Client(cluster, set_as_default=False) as client:
             rows = list(iter_batch(scans, roi_dir=rois, scheduler=client, progress=False))
@@ -579,6 +690,9 @@ def test_calibration_and_sr_dir(tmp_path, capsys):
     out = tmp_path / "r.csv"
     argv = ["batch", str(src), "-o", str(out), "--calibration", str(cal_path)]
     assert main([*argv, "--sr-dir", str(srs)]) == EXIT_OK
+    assert "  calibration: site A (reference = 0.2000 + 0.9000 * tbscore)\n" in (
+        capsys.readouterr().out
+    )
     rows = {Path(r["input"]).name: r for r in _csv_rows(out)}
     assert set(rows) == {"s0.dcm", "s1.dcm", "s2.dcm", "z_copy.dcm", "notes.txt"}
     assert rows["z_copy.dcm"]["status"] == "duplicate"

@@ -6,6 +6,8 @@ gray levels inside the vertebral ROIs (L1–L4) of a lumbar-spine DXA image. Val
 calibrated against paired reference values.
 """
 
+from typing import Any
+
 from tbscore._version import __version__
 from tbscore.api import calc
 from tbscore.errors import TBSError
@@ -25,4 +27,18 @@ __all__ = [
     "TBSResult",
     "VertebraResult",
     "VertebraROIs",
+    "batch",  # noqa: F822 - lazy, see __getattr__
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``tbscore.batch`` on first use (keeps ``import tbscore`` light).
+
+    ``tbscore.batch`` is the batch package and is callable:
+    ``tbscore.batch(paths, output, ...)`` returns a pandas DataFrame.
+    """
+    if name == "batch":
+        import importlib
+
+        return importlib.import_module("tbscore.batch")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

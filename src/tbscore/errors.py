@@ -13,6 +13,7 @@ __all__ = [
     "DicomReadError",
     "NotAnImageError",
     "UnsupportedImageError",
+    "ColourImageError",
     "CompressedPixelDataError",
     "MissingPixelSpacingError",
     "ROIError",
@@ -64,6 +65,17 @@ class UnsupportedImageError(InputError):
     """The image is not a 2-D grayscale projection image (RGB, multi-frame, 3-D...)."""
 
     code = "unsupported_image"
+
+
+class ColourImageError(UnsupportedImageError):
+    """The image is a colour image (RGB, YBR, palette): typically a report screenshot.
+
+    A subclass of :class:`UnsupportedImageError`, so code catching that still catches
+    it; its own ``code`` lets a batch tell a screenshot found in a folder (``excluded``)
+    from a real failure.
+    """
+
+    code = "colour_image"
 
 
 class CompressedPixelDataError(InputError):

@@ -13,11 +13,13 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
 _EPILOG = """\
 statuses: ok (L1-L4 value), incomplete (scored, no L1-L4 value), error (could not be
-scored), excluded (not a DICOM file found in a folder, or a DICOM object without
-pixel data), duplicate (same pixel data as an earlier input; see duplicate_of).
+scored), excluded (a non-DICOM file or a colour image found in a folder, or a DICOM
+object without pixel data), duplicate (same pixel data as an earlier input; see
+duplicate_of).
 Exit code 0 when no input is error/incomplete, 1 otherwise, 2 when the batch cannot
 start (bad settings, missing path, output that cannot be resumed).
-Re-running the same command resumes: inputs already in the output are skipped.
+Re-running the same command resumes: inputs already in the output are skipped
+(settings, --spacing, --exclude, --calibration and --sr-dir must be the same).
 See docs/batch.md.
 """
 

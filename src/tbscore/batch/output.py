@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "STATUSES",
     "CsvJournal",
     "ensure_unlocked",
+    "newest_rows",
     "normalize_row",
     "parse_row",
     "rows_to_frame",
@@ -328,6 +329,34 @@ class CsvJournal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def newest_rows(
+    rows: Sequence[Mapping[str, Any]], keep: Iterable[int] = ()
+) -> list[Mapping[str, Any]]:
+    """The rows of a journal without those superseded by a later row of the same input.
+
+    A file whose content changed between two runs is scored again and its new row
+    appended; the old row stays in the append-only CSV journal (recognisable by its
+    other ``file_sha256`` and its earlier position). The Parquet output and
+    :func:`tbscore.batch.batch` keep only the newest row per ``input`` path.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Journal rows, oldest first.
+    keep : iterable of int
+        Positions in ``rows`` kept even when superseded: rows still claimed by a
+        current input (a file moved away whose old path was reused).
+
+    Returns
+    -------
+    list
+        The kept rows, in journal order.
+    """
+    last = {row["input"]: i for i, row in enumerate(rows)}
+    kept = set(keep)
+    return [row for i, row in enumerate(rows) if last[row["input"]] == i or i in kept]
 
 
 def _pandas():

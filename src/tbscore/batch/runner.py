@@ -22,6 +22,7 @@ from tbscore.batch.output import (
     BatchError,
     CsvJournal,
     ensure_unlocked,
+    newest_rows,
     normalize_row,
     read_parquet_rows,
     rows_to_frame,
@@ -94,6 +95,9 @@ class BatchSummary:
         What was cut off the end of the journal (a torn row), if anything.
     interrupted : bool
         The run stopped before all inputs were scored.
+    calibration : str or None
+        The calibration applied to every result, as ``NAME (reference = a + b *
+        tbscore)``; ``None`` without one.
     """
 
     n_inputs: int
@@ -107,6 +111,7 @@ class BatchSummary:
     elapsed_s: float
     repaired: str | None = None
     interrupted: bool = False
+    calibration: str | None = None
 
     @property
     def n_failed(self) -> int:
@@ -133,6 +138,8 @@ class BatchSummary:
             for code, n in sorted(self.error_counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 example = self.error_examples.get(code, "")
                 lines.append(f"    {code:<24} {n:>6}   e.g. {example[:160]}")
+        if self.calibration:
+            lines.append(f"  calibration: {self.calibration}")
         if self.repaired:
             lines.append(f"  repaired the output: cut {self.repaired}")
         if self.output is not None:
@@ -232,7 +239,6 @@ class _BatchRun:
                 raise BatchError(
                     "DICOM SR output needs highdicom: pip install 'tbscore[sr]'", str(sr_dir)
                 ) from exc
-            Path(sr_dir).mkdir(parents=True, exist_ok=True)
         self.job = Job(
             settings=cfg,
             spacing=_check_spacing(spacing),
@@ -278,6 +284,7 @@ class _BatchRun:
         self.resumed: list[tuple[Input, dict[str, Any]]] = []
         self.todo: list[Input] = list(self.inputs)
         self.repaired: str | None = None
+        self.claimed: set[int] = set()  # positions of the output's rows claimed by inputs
         if self.output is not None:
             try:
                 self._open_output(force_new, fsync)
@@ -286,6 +293,8 @@ class _BatchRun:
                 if self.journal is not None:
                     self.journal.close()
                 raise
+        if sr_dir is not None:  # only once the output accepted these options
+            Path(sr_dir).mkdir(parents=True, exist_ok=True)
 
     # -- output and resume -----------------------------------------------------------
     def _open_output(self, force_new: bool, fsync: bool) -> None:
@@ -326,9 +335,8 @@ class _BatchRun:
                 raise BatchError(
                     f"the output already holds rows computed with other options "
                     f"({row['batch_options']}, now {options}); refusing to mix them. Use the "
-                    "same --spacing/--override-spacing/--exclude/--calibration to resume, "
-                    "another output "
-                    "file, or --force-new",
+                    "same --spacing/--override-spacing/--exclude/--calibration/--sr-dir to "
+                    "resume, another output file, or --force-new",
                     name,
                 )
 
@@ -350,7 +358,7 @@ class _BatchRun:
             by_path.setdefault(row["input"], []).append(i)
             if row["input"] not in current and row["file_sha256"]:
                 orphans.setdefault(row["file_sha256"], []).append(i)
-        claimed: set[int] = set()
+        claimed = self.claimed
         todo = []
         for inp in self.inputs:
             cands = [i for i in by_path.get(inp.path, ()) if i not in claimed]
@@ -453,7 +461,8 @@ class _BatchRun:
                 self.journal.close()
         if self.output is not None and journal_path(self.output) != self.output:
             with CsvJournal(journal_path(self.output), fsync=False) as journal:
-                write_parquet(journal.rows, self.output)
+                # a file re-scored after a change has two journal rows: keep the newest
+                write_parquet(newest_rows(journal.rows, self.claimed), self.output)
 
     def _loop(self, executor: Any, todo: list[Input], progress: Progress) -> Iterator[dict]:
         pos = {inp.index: k for k, inp in enumerate(todo)}
@@ -502,7 +511,15 @@ class _BatchRun:
             elapsed_s=time.monotonic() - self.t0 if elapsed is None else elapsed,
             repaired=self.repaired,
             interrupted=getattr(self, "interrupted", False),
+            calibration=_describe_calibration(self.job.calibration),
         )
+
+
+def _describe_calibration(calibration: Any) -> str | None:
+    """``NAME (reference = a + b * tbscore)``, as in ``Calibration.summary()``."""
+    if calibration is None:
+        return None
+    return f"{calibration.name} (reference = {calibration.a:.4f} + {calibration.b:.4f} * tbscore)"
 
 
 def run_batch(
@@ -641,8 +658,11 @@ def batch(paths: PathLike | Iterable[PathLike], output: PathLike | None = None, 
 
     Keyword arguments are those of :func:`run_batch`. One row per input, in input
     order, including inputs resumed from ``output``; columns :data:`COLUMNS` (floats
-    ``float64``, counts ``Int64``, text ``object``). The :class:`BatchSummary` is in
-    ``df.attrs["summary"]``.
+    ``float64``, counts ``Int64``, text ``object``). An input re-scored because its
+    file changed since an earlier run appears once, with its newest row (the CSV
+    journal keeps the old row too). The :class:`BatchSummary` is in
+    ``df.attrs["summary"]``. ``tbscore.batch(...)`` (calling the package) is this
+    function.
 
     Raises
     ------
@@ -654,11 +674,11 @@ def batch(paths: PathLike | Iterable[PathLike], output: PathLike | None = None, 
     except ImportError as exc:
         raise BatchError("batch() returns a DataFrame: pip install pandas") from exc
     run = _make_run(paths, output, kwargs)
-    new = {row["input"]: row for row in run.rows()}
-    rows = [row for _, row in run.resumed]
-    rows += [new[inp.path] for inp in run.todo if inp.path in new]
-    order = {inp.path: inp.index for inp in run.inputs}
-    rows.sort(key=lambda r: order.get(r["input"], len(order)))
+    new = {row["input"]: row for row in run.rows()}  # the newest row of each input
+    # keyed by the current path: a resumed row of a moved file carries its old path
+    by_input = {inp.path: row for inp, row in run.resumed}
+    by_input.update(new)
+    rows = [by_input[inp.path] for inp in run.inputs if inp.path in by_input]
     df = rows_to_frame(rows)
     df.attrs["summary"] = run.summary()
     return df

@@ -27,7 +27,7 @@ from tbscore.batch.discover import (
     roi_stem,
 )
 from tbscore.batch.naming import safe_filename, safe_path
-from tbscore.errors import NotAnImageError, TBSError
+from tbscore.errors import ColourImageError, NotAnImageError, TBSError
 from tbscore.settings import Settings
 
 __all__ = [
@@ -81,6 +81,9 @@ class Job:
         """Options besides the settings that change numbers, as compact JSON.
 
         Stored in the ``batch_options`` column; a resumed batch must use the same.
+        ``calibration`` (name, a, b) and ``"sr": true`` appear only when a calibration
+        or an SR folder is given, so outputs written without them still resume; a
+        resume that adds or drops either is refused (its rows would differ).
         """
         opts: dict[str, Any] = {
             "exclude": dict(self.exclude),
@@ -90,6 +93,8 @@ class Job:
         if self.calibration is not None:  # only when given: older outputs still resume
             cal = self.calibration
             opts["calibration"] = {"name": cal.name, "a": cal.a, "b": cal.b}
+        if self.sr_dir is not None:  # only when given, like the calibration
+            opts["sr"] = True
         return json.dumps(opts, sort_keys=True, separators=(",", ":"))
 
 
@@ -219,6 +224,9 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
         image = as_image(path, spacing=job.spacing, override_spacing=job.override_spacing)
     except NotAnImageError as exc:
         return _error_row(job, inp, "excluded", exc, file_sha256=file_sha256(path))
+    except ColourImageError as exc:  # a report screenshot: not a scan when found in a folder
+        status = "error" if inp.explicit else "excluded"
+        return _error_row(job, inp, status, exc, file_sha256=file_sha256(path))
     except TBSError as exc:
         return _error_row(job, inp, "error", exc, file_sha256=file_sha256(path))
     ident = {

@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from tbscore.errors import (
+    ColourImageError,
     CompressedPixelDataError,
     DicomReadError,
     InputError,
@@ -380,7 +381,7 @@ def _load(
     photometric = (_text(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples != 1 or photometric in _COLOUR:
-        raise UnsupportedImageError(
+        raise ColourImageError(
             f"colour image ({photometric}, {samples} samples per pixel): likely a report "
             "screenshot, not a DXA image",
             name,
