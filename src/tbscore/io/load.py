@@ -332,7 +332,8 @@ def load_dicom(
     ------
     tbscore.errors.InputError
         A subclass naming the file and the reason: not DICOM / truncated
-        (:class:`DicomReadError`), no pixel data (:class:`NotAnImageError`), colour,
+        (:class:`DicomReadError`), no pixel data (:class:`NotAnImageError`), colour
+        (:class:`ColourImageError`, a kind of :class:`UnsupportedImageError`),
         multi-frame, 3-D or non-projection modality (:class:`UnsupportedImageError`),
         compressed without decoder (:class:`CompressedPixelDataError`), no spacing
         (:class:`MissingPixelSpacingError`).
