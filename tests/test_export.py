@@ -24,6 +24,8 @@ from tbscore.export import (  # noqa: E402
     MANIFEST_COLUMNS,
     ExportError,
     UIDMapper,
+    collect_phi_tokens,
+    default_mapping_path,
     deidentify_dataset,
     export_package,
     register_cli,
@@ -79,6 +81,16 @@ NESTED_PHI = [
     "STELSEWHERE_AE",
     "DOE_JANE_MRN",  # source file names
 ]
+#: PHI planted in attributes that the allow-list keeps (coded and free text).
+ALLOWED_PHI = {
+    "BodyPartExamined": "JANEDOE",
+    "ImageType": ["ORIGINAL", "PRIMARY", "MRN123"],
+    "Manufacturer": "St Mary Hospital DOE",
+    "ManufacturerModelName": "Densitometer QUINN^JANE",
+    "PatientOrientation": ["DOE", "JANE"],
+}
+#: Short name parts: searched in every text element (not in raw bytes).
+SHORT_TOKENS = ("DOE", "JANE")
 
 
 def _tokens() -> list[str]:
@@ -87,6 +99,7 @@ def _tokens() -> list[str]:
         if "^" in v:
             out += [p for p in v.split("^") if len(p) >= 5]
     out += ["Jane Doe", "St Elsewhere", "Springfield", "Quinn"]  # ("elsewhere" is in 77090)
+    out += ["JANEDOE", "MRN123", "St Mary Hospital", "QUINN^JANE"]  # planted in ALLOWED_PHI
     return out
 
 
@@ -113,7 +126,8 @@ def _phi_rich(ds: FileDataset, source_uids: set[str]) -> FileDataset:
     ds.PatientAge = "066Y"
     ds.PatientSize = "1.62"
     ds.PatientWeight = "68"
-    ds.Manufacturer = "ACME Densitometry"
+    for k, v in ALLOWED_PHI.items():  # allow-listed attributes carrying PHI
+        setattr(ds, k, v)
     ds.BurnedInAnnotation = "NO"
     ds.FrameOfReferenceUID = generate_uid()
     ds.IrradiationEventUID = generate_uid()
@@ -191,6 +205,12 @@ def phi_source(tmp_path, dicom_file):
     px_b, _ = _spine_pixels(seed=4)
     b = _phi_rich(make_dataset(px_b, spacing=(0.8, 1.05), spacing_tag="ImagerPixelSpacing"), uids)
     b.StudyInstanceUID = a.StudyInstanceUID
+    # b: clean values in the same attributes, which must be kept
+    b.BodyPartExamined = "LSPINE"
+    b.ImageType = ["DERIVED", "SECONDARY", "LOCALIZER", "VENDOR SPECIAL"]
+    b.Manufacturer = "ACME Densitometry"
+    b.ManufacturerModelName = "Bone 3000"
+    b.PatientOrientation = ["A", "F"]
     del b.PatientAge
     b_path = _write(b, src / "DOE_JANE_MRN_b.dcm")
     dup = pydicom.dcmread(a_path)
@@ -251,6 +271,9 @@ def _assert_no_phi(package: Path, source_uids: set[str]) -> int:
             for s in _string_values(elem):
                 for t in tokens:
                     assert t.lower() not in s.lower(), (path.name, elem.keyword, t)
+                if elem.keyword not in ("PatientID", "SOPInstanceUID"):  # hashes
+                    for t in SHORT_TOKENS:
+                        assert t.lower() not in s.lower(), (path.name, elem.keyword, t)
                 if elem.VR == "UI":
                     assert s not in source_uids, (path.name, elem.keyword)
         added = {
@@ -315,6 +338,10 @@ def test_export_removes_phi_and_keeps_tbs(phi_source, tmp_path):
     entry = next(i for i in manifest["items"] if i["file"] == a_item["file"])
     assert entry["pixel_sha256"] == orig.input["pixel_sha256"] == exported.input["pixel_sha256"]
     assert entry["file_sha256"] == hashlib.sha256(new_path.read_bytes()).hexdigest()
+    roi_bytes = new_path.with_name(new_path.stem + ".roi.json").read_bytes()
+    assert entry["roi_file"] == new_path.stem + ".roi.json"
+    assert entry["roi_sha256"] == hashlib.sha256(roi_bytes).hexdigest()
+    assert all(not i["roi_sha256"] for i in manifest["items"] if not i["roi_file"])
     assert entry["sop_instance_uid"] == pydicom.dcmread(new_path).SOPInstanceUID
     assert (entry["row_mm"], entry["col_mm"], entry["spacing_source"]) == (1.0, 1.0, "PixelSpacing")
 
@@ -328,13 +355,29 @@ def test_export_removes_phi_and_keeps_tbs(phi_source, tmp_path):
     )
     assert ds.PatientIdentityRemoved == "YES"
     assert ds.PatientName == "" and ds.StudyDate == "" and ds.PatientID.startswith("TBS-")
-    assert ds.Manufacturer == "ACME Densitometry" and ds.Modality == "BMD"
+    assert ds.Modality == "BMD"
+    # PHI in allow-listed attributes: coded values checked, free text scrubbed
+    assert "BodyPartExamined" not in ds and "PatientOrientation" not in ds
+    assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY"]
+    assert ds.Manufacturer == "" and "ManufacturerModelName" not in ds
+    assert set(entry["invalid_removed"].split(";")) == {
+        "BodyPartExamined",
+        "PatientOrientation",
+        "ImageType",
+    }
+    assert entry["phi_scrubbed"] == "Manufacturer;ManufacturerModelName"
     img = load_dicom(new_path)
     assert img.metadata.bmi == pytest.approx(68 / 1.62**2, abs=0.01)
     # image b: age from birth date and study date, spacing from ImagerPixelSpacing
     b_item = by_src["DOE_JANE_MRN_b.dcm"]
     b_ds = pydicom.dcmread(pkg / b_item["file"])
     assert b_ds.PatientAge == "065Y"
+    # clean values in the same attributes are kept
+    assert (b_ds.Manufacturer, b_ds.ManufacturerModelName) == ("ACME Densitometry", "Bone 3000")
+    assert b_ds.BodyPartExamined == "LSPINE" and list(b_ds.PatientOrientation) == ["A", "F"]
+    assert list(b_ds.ImageType) == ["DERIVED", "SECONDARY", "LOCALIZER"]
+    b_entry = next(i for i in manifest["items"] if i["file"] == b_item["file"])
+    assert (b_entry["invalid_removed"], b_entry["phi_scrubbed"]) == ("ImageType", "")
     assert load_dicom(pkg / b_item["file"]).spacing_mm == (0.8, 1.05)
     # one study -> one new study UID; the duplicate is flagged
     assert b_ds.StudyInstanceUID == ds.StudyInstanceUID
@@ -345,6 +388,8 @@ def test_export_removes_phi_and_keeps_tbs(phi_source, tmp_path):
     rows = list(csv.DictReader((pkg / "manifest.csv").open()))
     assert tuple(rows[0]) == MANIFEST_COLUMNS
     assert [r["status"] for r in rows] == [i["status"] for i in manifest["items"]]
+    assert [r["roi_sha256"] for r in rows] == [i["roi_sha256"] for i in manifest["items"]]
+    assert [r["phi_scrubbed"] for r in rows] == [i["phi_scrubbed"] for i in manifest["items"]]
     # a package folder reads as a folder of DICOM files; the manifest is not DICOM
     for p in pkg.glob("*.dcm"):
         load_dicom(p)
@@ -460,3 +505,140 @@ def test_sample_set_export_keeps_tbs(tmp_path):
         b = calc(new_path, roi=new_path.with_name(new_path.stem + ".roi.json"))
         assert a.l1_l4 == b.l1_l4
         assert a.input["pixel_sha256"] == b.input["pixel_sha256"]
+
+
+def _labels(roi: dict, shape: tuple[int, int]) -> np.ndarray:
+    labels = np.zeros(shape, np.uint8)
+    for k, v in enumerate(roi["vertebrae"], start=1):
+        r0, c0, r1, c1 = v["box"]
+        labels[r0:r1, c0:c1] = k
+    return labels
+
+
+def test_roi_side_car_found_as_batch_finds_it(tmp_path):
+    """File names without a DICOM extension keep their dotted parts (UIDs): the ROI of
+    ``1.2.840.1`` is ``1.2.840.1.roi.json``, never ``1.2.840.roi.json``; label-image
+    side-cars are exported too (as a bare ``.roi.npy``)."""
+    from conftest import make_dataset
+    from tbscore.batch.discover import Input
+    from tbscore.batch.worker import find_roi
+
+    src = tmp_path / "src"
+    px, roi = _spine_pixels()
+    roi["vertebrae"][3]["exclusion_reason"] = "fracture"
+    _write(make_dataset(px), src / "1.2.840.1")
+    _write(make_dataset(_spine_pixels(seed=5)[0]), src / "1.2.840.2")
+    (src / "1.2.840.1.roi.json").write_text(json.dumps(roi))
+    decoy = json.loads(json.dumps(roi))
+    for v in decoy["vertebrae"]:
+        v.pop("excluded", None)
+        v.pop("exclusion_reason", None)
+    decoy["vertebrae"][0].update(excluded=True, exclusion_reason="implant")
+    (src / "1.2.840.roi.json").write_text(json.dumps(decoy))
+    _write(make_dataset(px), src / "scan.dcm")
+    labels = _labels(roi, px.shape)
+    np.save(src / "scan.roi.npy", labels)
+
+    report = export_package(src, tmp_path / "pkg")
+    pkg = report.package
+    assert report.manifest["counts"] == {"included": 3, "excluded": 0, "skipped_non_dicom": 0}
+    run = json.loads(report.mapping_path.read_text())["runs"][0]
+    by_src = {Path(i["source_path"]).name: i for i in run["items"]}
+    manifest = {i["file"]: i for i in report.manifest["items"]}
+    # export and batch pick the same side-car for every input
+    for name, item in by_src.items():
+        expected = find_roi(Input(0, str(src / name)), None, None)
+        got = item.get("source_roi_path")
+        assert (Path(got) if got else None) == (expected.resolve() if expected else None), name
+    # 1.2.840.1 -> its own ROI (L3, L4 excluded), 1.2.840.2 -> none
+    first = manifest[by_src["1.2.840.1"]["file"]]
+    doc = json.loads((pkg / first["roi_file"]).read_text())
+    assert [v.get("excluded", False) for v in doc["vertebrae"]] == [False, False, True, True]
+    assert manifest[by_src["1.2.840.2"]["file"]]["roi_file"] == ""
+    # scan.dcm -> a bare label array, same TBS as on the original
+    scan = manifest[by_src["scan.dcm"]["file"]]
+    assert scan["roi_file"].endswith(".roi.npy")
+    roi_path = pkg / scan["roi_file"]
+    assert scan["roi_sha256"] == hashlib.sha256(roi_path.read_bytes()).hexdigest()
+    assert np.array_equal(np.load(roi_path, allow_pickle=False), labels)
+    a = calc(src / "scan.dcm", roi=src / "scan.roi.npy")
+    b = calc(pkg / scan["file"], roi=roi_path)
+    assert a.l1_l4 == b.l1_l4 is not None
+    # the decoy is a side-car name: not an input, not exported anywhere
+    assert sorted(p.name for p in pkg.iterdir() if "roi" in p.name) == sorted(
+        [first["roi_file"], scan["roi_file"]]
+    )
+
+
+def test_coded_values_checked_and_phi_tokens_scrubbed():
+    from conftest import make_dataset
+
+    ds = make_dataset(
+        np.zeros((16, 16), np.uint16),
+        PatientName="VAN DER BERG^ANNA=ERIC",
+        PatientID="PID-31415",
+        InstitutionName="Hill Clinic",
+        PatientBirthDate="19491231",
+        BodyPartExamined="HIP",
+        PatientOrientation=["JANE", "F"],
+        ImageType=["DERIVED", "SECONDARY", "", "MIP", "BERG"],
+        ConversionType="HILL",
+        Manufacturer="Hill Clinic scanner",
+        ManufacturerModelName="Bone 3000 (19491231)",
+    )
+    tokens = collect_phi_tokens(ds)
+    for t in ("van der berg", "van", "der", "berg", "anna", "eric", "pid-31415"):
+        assert t in tokens
+    assert {"hill clinic", "19491231"} <= tokens and "f" not in tokens
+    out = deidentify_dataset(ds, UIDMapper(b"k" * 32))
+    assert out.BodyPartExamined == "HIP"
+    assert "PatientOrientation" not in out and "ConversionType" not in out
+    assert list(out.ImageType) == ["DERIVED", "SECONDARY", "", "MIP"]
+    assert out.Manufacturer == "" and "ManufacturerModelName" not in out
+    # a value from a vocabulary is kept even when it contains a token ("DER")
+    assert out.ImageType[0] == "DERIVED"
+    bad = make_dataset(np.zeros((16, 16), np.uint16), ImageType=["JANEDOE", "PRIMARY"])
+    assert "ImageType" not in deidentify_dataset(bad, UIDMapper(b"k" * 32))
+
+
+def test_mapping_rewrite_is_atomic_and_private(phi_source, tmp_path, monkeypatch):
+    r1 = export_package(phi_source["src"], tmp_path / "p1")
+    mpath = r1.mapping_path
+    assert mpath.stat().st_mode & 0o777 == 0o600
+    mpath.chmod(0o644)
+    export_package(phi_source["src"], tmp_path / "p2", mapping_path=mpath)
+    assert mpath.stat().st_mode & 0o777 == 0o600  # even when it existed as 0644
+    before = mpath.read_bytes()
+    assert len(json.loads(before)["runs"]) == 2
+
+    def failing_dump(obj, fh, **kw):
+        fh.write('{"format": "half written')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", failing_dump)
+    with pytest.raises(ExportError, match="cannot write the mapping file"):
+        export_package(phi_source["src"], tmp_path / "p3", mapping_path=mpath)
+    monkeypatch.undo()
+    assert mpath.read_bytes() == before  # old mapping intact
+    assert not [p.name for p in mpath.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_output_dot_gets_a_mapping_beside_it(phi_source, tmp_path, monkeypatch, capsys):
+    try:
+        from tbscore.cli import main
+    except (AttributeError, ImportError) as exc:  # another feature module mid-way
+        pytest.skip(f"tbscore CLI not importable here: {exc}")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    assert main(["export", str(phi_source["src"]), "-o", "."]) == 0
+    assert (tmp_path / "out.mapping.json").is_file()
+    assert (out / "manifest.json").is_file() and (out / "IMG00001.dcm").is_file()
+    assert not [p for p in out.iterdir() if "mapping" in p.name]
+    capsys.readouterr()
+    # the root has no folder beside it: a clear error, exit code 2, no traceback
+    with pytest.raises(ExportError, match="mapping"):
+        default_mapping_path(Path("/"))
+    monkeypatch.chdir("/")
+    assert main(["export", str(phi_source["src"]), "-o", "."]) == 2
+    assert "tbscore: error" in capsys.readouterr().err

@@ -10,7 +10,7 @@ written inside the package.
 
 De-identification (see ``docs/export_sr_calibration.md``) follows the DICOM PS3.15
 Annex E Basic Application Level Confidentiality Profile with the *Retain Patient
-Characteristics* option, in two layers:
+Characteristics* option, in three layers:
 
 1. the Annex E action table, applied by ``dicom-anonymizer`` (module
    ``dicomanonymizer``; its newest bundled table), with two overrides: the patient
@@ -24,7 +24,13 @@ Characteristics* option, in two layers:
    the retained patient characteristics and the remapped UIDs), the Type 2
    identifying attributes are present but empty, dates and times are removed, every
    sequence, private and unknown attribute is dropped, and the file meta
-   information is rebuilt.
+   information is rebuilt;
+3. value checks on what the allow-list kept: coded attributes keep only values
+   from their defined terms (:data:`BODY_PART_TERMS`, :data:`IMAGE_TYPE_TERMS`,
+   PatientOrientation letters, ...), and a safety net removes any remaining text
+   value that contains a PHI token of the *source* data set
+   (:func:`collect_phi_tokens`: name parts, IDs, institution, staff, dates...); the
+   manifest names the attributes removed this way (never their values).
 
 Objects at risk of burned-in identifying text are not exported; they are listed in
 the manifest with the reason: non-image objects (SR, presentation states, PDFs...),
@@ -44,7 +50,9 @@ import hmac
 import io
 import json
 import os
+import re
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +64,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from tbscore._version import __version__
+from tbscore.batch.discover import ROI_SUFFIXES, roi_stem
 from tbscore.errors import InputError, MissingPixelSpacingError, TBSError
 
 __all__ = [
@@ -66,11 +75,15 @@ __all__ = [
     "ALLOWED_KEYWORDS",
     "RETAINED_PATIENT_CHARACTERISTICS",
     "EMPTIED_TYPE2_KEYWORDS",
+    "BODY_PART_TERMS",
+    "IMAGE_TYPE_TERMS",
+    "PHI_SOURCE_KEYWORDS",
     "EXPORT_FORMAT",
     "MAPPING_FORMAT",
     "MANIFEST_COLUMNS",
     "export_package",
     "deidentify_dataset",
+    "collect_phi_tokens",
     "exclusion_reason",
     "default_mapping_path",
     "register_cli",
@@ -167,6 +180,142 @@ ALLOWED_KEYWORDS: tuple[str, ...] = (
     + _REMAPPED_UIDS
 )
 
+#: BodyPartExamined values kept (others are removed): the defined terms of PS3.16
+#: Annex L (Table L-1, CID 4031 Common Anatomic Regions) for the sites measured by
+#: DXA (spine, hip and femur, forearm, hand, heel, whole body).
+BODY_PART_TERMS: frozenset[str] = frozenset(
+    {
+        "LSPINE",
+        "LSSPINE",
+        "TLSPINE",
+        "TSPINE",
+        "SSPINE",
+        "SPINE",
+        "HIP",
+        "PELVIS",
+        "FEMUR",
+        "ABDOMEN",
+        "ABDOMENPELVIS",
+        "WHOLEBODY",
+        "FOREARM",
+        "WRIST",
+        "HAND",
+        "CALCANEUS",
+    }
+)
+
+#: ImageType values 3 and later that are kept (others are emptied): defined terms of
+#: PS3.3 (C.7.6.1.1.2 and the image IODs) that describe how an image was made.
+#: Values 1 and 2 must be ORIGINAL/DERIVED and PRIMARY/SECONDARY, or ImageType is
+#: removed.
+IMAGE_TYPE_TERMS: frozenset[str] = frozenset(
+    {
+        "AXIAL",
+        "LOCALIZER",
+        "PROJECTION IMAGE",
+        "REFORMATTED",
+        "RESAMPLED",
+        "SUBTRACTION",
+        "MIXED",
+        "MPR",
+        "MIP",
+        "OTHER",
+        "NONE",
+    }
+)
+
+_IMAGE_TYPE_1 = frozenset({"ORIGINAL", "DERIVED"})
+_IMAGE_TYPE_2 = frozenset({"PRIMARY", "SECONDARY"})
+_ORIENTATION = re.compile(r"[APRLHF]{1,3}")
+_CHARSET = re.compile(r"(ISO_IR \d{1,3}|ISO 2022 IR \d{1,3}|GB18030|GBK)?")
+
+#: Single-valued coded attributes and their enumerated / defined terms: a value
+#: outside the list removes the attribute. (Modality is checked by the TBS loader.)
+_CODED_TERMS: dict[str, frozenset[str]] = {
+    "ConversionType": frozenset({"DV", "DI", "DF", "WSD", "SD", "SI", "DRW", "SYN"}),
+    "BodyPartExamined": BODY_PART_TERMS,
+    "Laterality": frozenset({"R", "L"}),
+    "ImageLaterality": frozenset({"R", "L", "U", "B"}),
+    "BurnedInAnnotation": frozenset({"YES", "NO"}),
+    "RecognizableVisualFeatures": frozenset({"YES", "NO"}),
+    "PhotometricInterpretation": frozenset({"MONOCHROME1", "MONOCHROME2"}),
+    "PixelSpacingCalibrationType": frozenset({"GEOMETRY", "FIDUCIAL"}),
+    "VOILUTFunction": frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}),
+    "PresentationLUTShape": frozenset({"IDENTITY", "INVERSE"}),
+    "LossyImageCompression": frozenset({"00", "01"}),
+    "LossyImageCompressionMethod": frozenset(
+        {
+            "ISO_10918_1",
+            "ISO_14495_1",
+            "ISO_15444_1",
+            "ISO_15444_15",
+            "ISO_13818_2",
+            "ISO_14496_10",
+            "ISO_23008_2",
+            "ISO_18181_1",
+        }
+    ),
+    "PatientSex": frozenset({"M", "F", "O"}),
+}
+
+#: Attributes whose values are checked against a vocabulary (so they cannot carry
+#: free text) and are therefore not searched for PHI tokens.
+_VALIDATED_KEYWORDS: frozenset[str] = frozenset(
+    set(_CODED_TERMS) | {"ImageType", "PatientOrientation", "SpecificCharacterSet"}
+)
+
+#: Source attributes whose values are PHI tokens (:func:`collect_phi_tokens`), at any
+#: depth of the source data set. Every person name (VR PN) and every date (DA, and
+#: the date part of DT) of the source is a token too.
+PHI_SOURCE_KEYWORDS: frozenset[str] = frozenset(
+    {
+        "PatientID",
+        "OtherPatientIDs",
+        "IssuerOfPatientID",
+        "MedicalRecordLocator",
+        "AccessionNumber",
+        "StudyID",
+        "AdmissionID",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "StationName",
+        "PerformedStationName",
+        "ScheduledStationName",
+        "PerformedLocation",
+        "DeviceSerialNumber",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "ResponsibleOrganization",
+    }
+)
+
+#: Attributes blanked (kept, empty) rather than removed by the PHI safety net:
+#: Type 2 in the image IODs.
+_BLANK_WHEN_SCRUBBED: frozenset[str] = frozenset({"Manufacturer", "Modality"})
+
+#: Value representations searched by the PHI safety net (text; numbers, ages and UIDs
+#: are not text).
+_TEXT_VRS = frozenset(
+    {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "DA", "DT", "TM"}
+)
+
+#: Attributes the export writes itself (fixed texts, the keyed pseudonym), not searched.
+_OWN_KEYWORDS: frozenset[str] = frozenset(
+    {
+        "PatientID",
+        "PatientIdentityRemoved",
+        "LongitudinalTemporalInformationModified",
+        "DeidentificationMethod",
+        "DeidentificationMethodCodeSequence",
+    }
+)
+
+_MIN_TOKEN = 3
+
 #: Columns of ``manifest.csv``.
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "item",
@@ -186,7 +335,10 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "photometric",
     "bits_stored",
     "roi_file",
+    "roi_sha256",
     "duplicate_of",
+    "invalid_removed",
+    "phi_scrubbed",
 )
 
 #: Exclusion reasons kept in exported ROI files (anything else becomes "other").
@@ -342,6 +494,172 @@ def _age_string(age_years: float | None, cap: int | None) -> str | None:
     return f"{years:03d}Y"
 
 
+# --------------------------------------------------------------------------- value checks
+
+
+def _values(element: Any) -> list[str]:
+    """The values of a data element as strings (``[]`` when empty)."""
+    value = element.value
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _walk(ds: Dataset) -> Iterable[Any]:
+    """Every data element of ``ds``, sequence items included (depth first).
+
+    Elements that pydicom cannot decode are passed over.
+    """
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]
+            items = list(element.value or []) if element.VR == "SQ" else []
+        except Exception:
+            continue
+        yield element
+        for item in items:
+            if isinstance(item, Dataset):
+                yield from _walk(item)
+
+
+def _add_token(tokens: set[str], value: str) -> None:
+    value = value.strip().casefold()
+    if len(value) >= _MIN_TOKEN:
+        tokens.add(value)
+
+
+def collect_phi_tokens(ds: Dataset) -> frozenset[str]:
+    """PHI tokens of a source data set, for the safety net of :func:`deidentify_dataset`.
+
+    Collected at any depth (sequence items included):
+
+    * every person name (VR PN: PatientName, OtherPatientNames, PatientBirthName,
+      PatientMotherBirthName, ReferringPhysicianName, PerformingPhysicianName,
+      OperatorsName, RequestingPhysician...): the whole name and each part (split at
+      ``=``, ``^`` and blanks);
+    * the values of :data:`PHI_SOURCE_KEYWORDS` (patient IDs and issuers, accession
+      number, study ID, institution name, address and department, station names,
+      device serial number, patient address and telephone...), whole;
+    * every date (VR DA, and the ``YYYYMMDD`` part of a DT): birth date, study,
+      series, acquisition and content dates, in ``YYYYMMDD`` form.
+
+    Parameters
+    ----------
+    ds : pydicom Dataset
+        The *source* data set (before de-identification).
+
+    Returns
+    -------
+    frozenset of str
+        Case-folded tokens of at least 3 characters.
+    """
+    tokens: set[str] = set()
+    for element in _walk(ds):
+        if element.VR == "SQ" or element.tag.is_private:
+            continue
+        try:
+            values = _values(element)
+        except Exception:  # an undecodable value: nothing to collect
+            continue
+        if element.VR == "PN":
+            for value in values:
+                _add_token(tokens, value)
+                for group in value.split("="):
+                    for part in group.split("^"):
+                        _add_token(tokens, part)
+                        for word in part.split():
+                            _add_token(tokens, word)
+        elif element.VR in ("DA", "DT"):
+            for value in values:
+                digits = value.strip()[:8]
+                if len(digits) == 8 and digits.isdigit():
+                    tokens.add(digits)
+        elif element.keyword in PHI_SOURCE_KEYWORDS:
+            for value in values:
+                _add_token(tokens, value)
+    return frozenset(tokens)
+
+
+def _validate_coded(out: Dataset) -> list[str]:
+    """Drop coded values outside their vocabularies; the keywords changed or removed."""
+    changed: list[str] = []
+    for keyword, terms in _CODED_TERMS.items():
+        if keyword not in out:
+            continue
+        values = _values(out[keyword])
+        if not values:
+            continue
+        clean = [v.strip().upper() for v in values]
+        if len(clean) != 1 or clean[0] not in terms:
+            del out[keyword]
+            changed.append(keyword)
+        elif clean[0] != values[0]:
+            setattr(out, keyword, clean[0])
+    if "PatientOrientation" in out:
+        values = [v.strip().upper() for v in _values(out["PatientOrientation"])]
+        if not all(not v or _ORIENTATION.fullmatch(v) for v in values):
+            del out.PatientOrientation
+            changed.append("PatientOrientation")
+    if "SpecificCharacterSet" in out:
+        values = _values(out["SpecificCharacterSet"])
+        if not all(_CHARSET.fullmatch(v.strip()) for v in values):
+            del out.SpecificCharacterSet
+            changed.append("SpecificCharacterSet")
+    if "ImageType" in out:
+        original = [v.strip() for v in _values(out["ImageType"])]
+        values = [v.upper() for v in original]
+        if values and (
+            values[0] not in _IMAGE_TYPE_1 or (len(values) > 1 and values[1] not in _IMAGE_TYPE_2)
+        ):
+            del out.ImageType
+            changed.append("ImageType")
+        elif values:
+            # values 3+ outside the vocabulary are emptied (later positions keep their
+            # meaning); trailing empty values are dropped
+            kept = values[:2] + [v if v in IMAGE_TYPE_TERMS else "" for v in values[2:]]
+            while len(kept) > 2 and not kept[-1]:
+                kept.pop()
+            if any(v and v not in IMAGE_TYPE_TERMS for v in values[2:]):
+                changed.append("ImageType")
+            if kept != original:
+                out.ImageType = kept if len(kept) > 1 else kept[0]
+    return changed
+
+
+def _contains_token(text: str, tokens: frozenset[str]) -> bool:
+    low = text.casefold()
+    return any(t in low for t in tokens)
+
+
+def _scrub_phi(ds: Dataset, tokens: frozenset[str], *, top: bool = True) -> list[str]:
+    """Blank or remove text elements that contain a PHI token; the keywords hit."""
+    hit: list[str] = []
+    for element in list(ds):
+        keyword = element.keyword or str(element.tag)
+        if top and (keyword in _OWN_KEYWORDS or keyword in _VALIDATED_KEYWORDS):
+            continue
+        if element.VR == "SQ":
+            for item in element.value or []:
+                hit += _scrub_phi(item, tokens, top=False)
+            continue
+        if element.VR not in _TEXT_VRS:
+            continue
+        try:
+            found = any(_contains_token(v, tokens) for v in _values(element))
+        except Exception:  # undecodable text cannot be checked: not kept
+            found = True
+        if not found:
+            continue
+        hit.append(keyword)
+        if top and keyword in _BLANK_WHEN_SCRUBBED:
+            element.value = ""
+        else:
+            del ds[element.tag]
+    return hit
+
+
 # --------------------------------------------------------------------------- de-id
 
 
@@ -426,13 +744,27 @@ def deidentify_dataset(
     pydicom Dataset
         A new data set holding only :data:`ALLOWED_KEYWORDS` (with the Annex E
         actions applied) and the de-identification attributes, with a new file meta
-        header.
+        header. Coded values outside their vocabularies are removed, and text values
+        containing a PHI token of ``ds`` (:func:`collect_phi_tokens`) are blanked
+        (Manufacturer, Modality) or removed.
 
     Raises
     ------
     ExportError
-        dicom-anonymizer is not installed.
+        dicom-anonymizer is not installed, or the action table fails on ``ds``.
     """
+    return _deidentify(ds, uids, age_years=age_years, age_cap=age_cap)[0]
+
+
+def _deidentify(
+    ds: Dataset,
+    uids: UIDMapper,
+    *,
+    age_years: float | None,
+    age_cap: int | None,
+) -> tuple[Dataset, list[str], list[str]]:
+    """:func:`deidentify_dataset`, and the keywords removed by the value checks and
+    by the PHI safety net."""
     gen, _table = _anonymizer_rules(uids)
     from dicomanonymizer import simpledicomanonymizer as sda
 
@@ -480,6 +812,12 @@ def deidentify_dataset(
     if "PatientAge" in out and not out.PatientAge:
         del out.PatientAge
 
+    # Layer 3: coded values from their vocabularies; then the safety net over every
+    # remaining text element (sequences included; the attributes added below are
+    # fixed texts and the keyed pseudonym).
+    invalid = _validate_coded(out)
+    scrubbed = _scrub_phi(out, collect_phi_tokens(ds))
+
     out.PatientIdentityRemoved = "YES"
     out.LongitudinalTemporalInformationModified = "REMOVED"
     out.DeidentificationMethod = [
@@ -487,6 +825,7 @@ def deidentify_dataset(
         "DICOM PS3.15 Annex E Basic Profile",
         "Retain Patient Characteristics Option",
         "allow-list; dates removed; UIDs HMAC-SHA256 2.25",
+        "coded values checked; source PHI tokens scrubbed",
     ]
     codes = []
     for value, meaning in (
@@ -508,7 +847,7 @@ def deidentify_dataset(
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"TBSCORE_{__version__}"[:16]
     out.file_meta = meta
-    return out
+    return out, invalid, scrubbed
 
 
 # --------------------------------------------------------------------------- package
@@ -531,6 +870,18 @@ class ExportItem:
     sop_instance_uid, file_sha256, pixel_sha256 : str
         New SOP Instance UID, SHA-256 of the exported file, SHA-256 of the decoded
         pixel data (equal to the original's, see :attr:`tbscore.io.DXAImage.pixel_sha256`).
+    roi_file, roi_sha256 : str
+        Exported ROI file (``IMG00001.roi.json`` or ``.roi.npy``) and its SHA-256;
+        empty when there is none.
+    duplicate_of : str
+        Earlier package file with the same pixel data.
+    invalid_removed : str
+        Keywords (``;``-separated) of coded attributes removed or changed because a
+        value was outside its vocabulary (BodyPartExamined, PatientOrientation,
+        ImageType...).
+    phi_scrubbed : str
+        Keywords (``;``-separated) of text attributes blanked or removed because they
+        contained a PHI token of the source (never the values).
     """
 
     item: str
@@ -550,7 +901,10 @@ class ExportItem:
     photometric: str = ""
     bits_stored: int | None = None
     roi_file: str = ""
+    roi_sha256: str = ""
     duplicate_of: str = ""
+    invalid_removed: str = ""
+    phi_scrubbed: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -587,8 +941,25 @@ class ExportReport:
 
 
 def default_mapping_path(package: str | Path) -> Path:
-    """``<package>.mapping.json`` beside the package folder."""
+    """``<package>.mapping.json`` beside the package folder.
+
+    A package given as ``.``, ``..`` or ``dir/..`` is resolved first (``-o .`` in
+    ``/data/pkg`` -> ``/data/pkg.mapping.json``).
+
+    Raises
+    ------
+    ExportError
+        The package is the file-system root: no folder beside it to hold the mapping.
+    """
     package = Path(package)
+    if package.name in ("", ".."):
+        package = package.resolve()
+    if not package.name:
+        raise ExportError(
+            "cannot name the mapping file after this output folder; give a mapping path "
+            "(--mapping) outside the package",
+            str(package),
+        )
     return package.with_name(package.name + ".mapping.json")
 
 
@@ -638,9 +1009,42 @@ def _read_dicom(path: Path) -> Dataset | None:
 
 
 def _roi_sibling(path: Path) -> Path | None:
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    candidate = path.with_name(stem + ".roi.json")
-    return candidate if candidate.is_file() else None
+    """The ROI side-car of a DICOM file, found as ``tbscore batch`` finds it.
+
+    ``STEM + suffix`` beside the file, for each suffix of
+    :data:`tbscore.batch.discover.ROI_SUFFIXES` in turn, with ``STEM`` from
+    :func:`tbscore.batch.discover.roi_stem` (only DICOM extensions are removed:
+    ``1.2.840.1`` -> ``1.2.840.1.roi.json``).
+    """
+    stem = roi_stem(path)
+    for suffix in ROI_SUFFIXES:
+        candidate = path.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_roi_file(path: Path) -> bool:
+    """A ROI side-car by its name (never an input, as in ``tbscore batch``)."""
+    name = path.name.lower()
+    return any(name.endswith(s) for s in ROI_SUFFIXES)
+
+
+def _sanitised_label_image(path: Path, shape: tuple[int, int]) -> Any:
+    """A label image side-car (``.roi.npy`` / ``.roi.png``) as a bare uint8 array.
+
+    Only the label values are kept (0..4, validated by
+    :func:`tbscore.roi.read_rois`): no PNG text chunks, no NumPy object data.
+    """
+    import numpy as np
+
+    from tbscore.roi import read_rois
+
+    rois = read_rois(path, shape, (1.0, 1.0))  # validates values 0..4 and the shape
+    labels = np.zeros(rois.image_shape, np.uint8)
+    for roi in rois:
+        labels[np.asarray(roi.mask, bool)] = int(roi.label[1:])
+    return labels
 
 
 def _sanitised_roi(
@@ -694,11 +1098,40 @@ def _load_mapping(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Write the mapping file atomically, mode 0600.
+
+    The JSON goes to a temporary file (mode 0600) in the same folder, which then
+    replaces ``path`` (``os.replace``): a failure leaves the old mapping as it was,
+    and the final file is 0600 whatever the mode of the one it replaces.
+
+    Raises
+    ------
+    ExportError
+        The file cannot be written (the old mapping, if any, is unchanged).
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write the mapping file ({type(exc).__name__}: {exc.strerror or exc}); "
+            "an existing mapping file is unchanged",
+            str(path),
+        ) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def export_package(
@@ -724,8 +1157,11 @@ def export_package(
         reused (same source UID -> same new UID as in the earlier export) and the new
         run is appended. It must not lie inside the package.
     include_rois : bool
-        Export a sanitised copy of ``<name>.roi.json`` found beside a DICOM file
-        ``<name>.dcm`` as ``IMG#####.roi.json``.
+        Export a sanitised copy of the ROI side-car of each image, found as
+        ``tbscore batch`` finds it (``STEM.roi.json``, ``.roi.npy`` or ``.roi.png``
+        beside the file, ``STEM`` = file name without a DICOM extension), as
+        ``IMG#####.roi.json`` (geometry only) or ``IMG#####.roi.npy`` (label values
+        only).
     age_cap : int or None
         Ages above it are written as it (default 90); ``None`` keeps them.
 
@@ -736,9 +1172,9 @@ def export_package(
     Raises
     ------
     ExportError
-        Non-empty output folder, mapping file inside the package, missing input,
-        dicom-anonymizer not installed, or an internal check failing (pixel data
-        changed).
+        Non-empty output folder, mapping file inside the package or not writable (an
+        existing one is left unchanged), missing input, dicom-anonymizer not
+        installed, or an internal check failing (pixel data changed).
     """
     from tbscore.billing import schedule_info, service_code
     from tbscore.io.load import load_dicom
@@ -767,11 +1203,10 @@ def export_package(
     private_items: list[dict[str, Any]] = []
     patients: dict[str, str] = {}
     skipped = 0
-    roi_sources = {r.resolve() for f in files if (r := _roi_sibling(f)) is not None}
     by_pixels: dict[str, str] = {}
     n_img = 0
     for path in files:
-        if path.resolve() in roi_sources:
+        if _is_roi_file(path):  # side-cars are not inputs (as in tbscore batch)
             continue
         ds = _read_dicom(path)
         if ds is None:
@@ -815,7 +1250,9 @@ def export_package(
         name = f"IMG{n_img:05d}.dcm"
         out_path = package / name
         try:
-            new = deidentify_dataset(ds, uids, age_years=image.metadata.age_years, age_cap=age_cap)
+            new, invalid, scrubbed = _deidentify(
+                ds, uids, age_years=image.metadata.age_years, age_cap=age_cap
+            )
             new.save_as(out_path, enforce_file_format=True)
             check = load_dicom(out_path, spacing=(1.0, 1.0))
         except (
@@ -849,21 +1286,34 @@ def export_package(
                 "pixel data or spacing changed during export (internal error)", str(path)
             )
         roi_name = ""
+        roi_sha = ""
         roi_src = _roi_sibling(path) if include_rois else None
         if roi_src is not None:
-            roi_name = name[:-4] + ".roi.json"
             try:
-                doc = _sanitised_roi(
-                    roi_src,
-                    image.shape,
-                    None if spacing_source == "none" else image.spacing_mm,
-                    name,
-                )
+                if roi_src.name.lower().endswith(".roi.json"):
+                    doc = _sanitised_roi(
+                        roi_src,
+                        image.shape,
+                        None if spacing_source == "none" else image.spacing_mm,
+                        name,
+                    )
+                    roi_name = name[:-4] + ".roi.json"
+                    (package / roi_name).write_text(
+                        json.dumps(doc, indent=1) + "\n", encoding="utf-8"
+                    )
+                else:  # label image: re-written as a bare array
+                    import numpy as np
+
+                    labels = _sanitised_label_image(roi_src, image.shape)
+                    roi_name = name[:-4] + ".roi.npy"
+                    np.save(package / roi_name, labels, allow_pickle=False)
             except (TBSError, ValueError, KeyError, TypeError, OSError) as exc:
+                if roi_name:
+                    (package / roi_name).unlink(missing_ok=True)
                 roi_name = ""
                 private["roi_error"] = f"{type(exc).__name__}: {exc}"
             else:
-                (package / roi_name).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+                roi_sha = _sha256_file(package / roi_name)
                 private["source_roi_path"] = str(roi_src.resolve())
         pid = str(ds.get("PatientID", "") or "")
         if pid:
@@ -888,7 +1338,10 @@ def export_package(
                 photometric=str(new.get("PhotometricInterpretation", "") or ""),
                 bits_stored=int(new.BitsStored) if "BitsStored" in new else None,
                 roi_file=roi_name,
+                roi_sha256=roi_sha,
                 duplicate_of="" if dup == name else dup,
+                invalid_removed=";".join(dict.fromkeys(invalid)),
+                phi_scrubbed=";".join(dict.fromkeys(scrubbed)),
             )
         )
         private_items.append(
@@ -918,7 +1371,7 @@ def export_package(
             "profile": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
             "options": ["Retain Patient Characteristics Option"],
             "engine": f"dicom-anonymizer {_anonymizer_version()} (action table "
-            f"{table_version}) + tbscore allow-list",
+            f"{table_version}) + tbscore allow-list, value checks and PHI-token safety net",
             "retained_patient_characteristics": list(RETAINED_PATIENT_CHARACTERISTICS),
             "age_cap_years": age_cap,
             "emptied": list(EMPTIED_TYPE2_KEYWORDS),
@@ -928,6 +1381,18 @@ def export_package(
             "private_tags": "removed",
             "sequences": "removed",
             "allowed_attributes": list(ALLOWED_KEYWORDS),
+            "coded_values": "kept only from their vocabularies, else removed "
+            "(item invalid_removed): BodyPartExamined (PS3.16 Annex L DXA sites), "
+            "PatientOrientation ([APRLHF]{1,3} per value), ImageType (values 1-2 "
+            "ORIGINAL/DERIVED, PRIMARY/SECONDARY; values 3+ from a short list of defined "
+            "terms, others emptied), and the enumerated image attributes",
+            "body_part_terms": sorted(BODY_PART_TERMS),
+            "image_type_terms": sorted(IMAGE_TYPE_TERMS),
+            "phi_safety_net": "every remaining text value containing a PHI token of the "
+            "source (person-name parts, IDs, accession number, institution, staff, station, "
+            "dates as YYYYMMDD; at least 3 characters, case-insensitive) is blanked or "
+            "removed (item phi_scrubbed: keywords only); PHI not present in the source's "
+            "identifying attributes is not caught",
             "burned_in_text": "excluded: non-image objects, colour images, "
             "BurnedInAnnotation=YES, RecognizableVisualFeatures=YES; "
             "pixel data of included images is not inspected (no OCR)",
@@ -968,7 +1433,7 @@ def export_package(
             "skipped_non_dicom": skipped,
         }
     )
-    _write_private(mpath, json.dumps(mapping, indent=1) + "\n")
+    _write_private(mpath, mapping)
     return ExportReport(
         package=package,
         mapping_path=mpath,
