@@ -16,7 +16,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,29 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Write ``target`` atomically: yield a hidden temporary path beside it.
+
+    The caller writes the whole file to the yielded path. When the block ends without
+    an exception the file is fsynced and renamed onto ``target`` (``os.replace``), so
+    a killed process never leaves a truncated file under the final name; the temporary
+    file is removed in every case.
+    """
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _lock(fd: int, name: str) -> None:
@@ -391,20 +415,11 @@ def write_parquet(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
     """Write rows to a Parquet file atomically (temporary file, fsync, ``os.replace``)."""
     path = Path(path)
     df = rows_to_frame(rows)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        df.to_parquet(tmp, index=False)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            df.to_parquet(tmp, index=False)
     except ImportError as exc:
         raise BatchError("Parquet output needs pyarrow: pip install pyarrow", str(path)) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     _fsync_dir(path.parent)
     return path
 
@@ -456,14 +471,6 @@ def write_case_json(
             target = safe_path(folder, f"{stem}--{path_hash[:12]}", ".json")
     doc = {"format": CASE_FORMAT, "batch": normalize_row(row), "result": result}
     text = json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n"
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return target

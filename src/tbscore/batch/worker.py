@@ -27,6 +27,7 @@ from tbscore.batch.discover import (
     roi_stem,
 )
 from tbscore.batch.naming import safe_filename, safe_path
+from tbscore.batch.output import atomic_file
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
 from tbscore.settings import Settings
 
@@ -297,15 +298,11 @@ def write_sr_atomic(folder: str, result: Any, image: Any, path: str) -> Path:
 
     stem = sr_name(image.metadata.sop_instance_uid, image.pixel_sha256, image.file_sha256)
     target = safe_path(folder, stem, ".sr.dcm")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        write_sr(result, path, tmp)
-        os.replace(tmp, target)
+        with atomic_file(target) as tmp:
+            write_sr(result, path, tmp)
     except OSError as exc:
         raise SRError(f"cannot write the SR ({exc.strerror or exc})", str(target)) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return target
 
 
