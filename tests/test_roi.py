@@ -159,3 +159,14 @@ def test_nan_pixels_in_an_roi_are_refused():
     with pytest.raises(InputError, match="L2 ROI are NaN"):
         tbscore.calc(image, rois, spacing=SPACING)
     assert tbscore.calc(image, rois, spacing=SPACING, exclude=["L2"]).l1_l4 is None
+
+
+@pytest.mark.parametrize("half,radius", [((12.0, 20.0), 4.0), ((5.0, 5.0), 5.0), ((8.0, 3.0), 0.0)])
+def test_rounded_rect_outline_lies_on_the_zero_of_its_distance(half, radius):
+    from tbscore.roi import rounded_rect_distance, rounded_rect_outline
+
+    uv = rounded_rect_outline(*half, radius, per_corner=5)
+    assert uv.shape == ((4 * 6, 2) if radius > 0 else (4, 2))
+    d = rounded_rect_distance(uv[:, 0], uv[:, 1], *half, radius)
+    np.testing.assert_allclose(d, 0.0, atol=1e-12)
+    assert rounded_rect_distance(np.array(0.0), np.array(0.0), *half, radius) == -min(half)

@@ -53,7 +53,13 @@ from scipy.signal import find_peaks
 from skimage.draw import polygon2mask
 
 from tbscore.errors import DetectionError
-from tbscore.roi import LABELS, VertebraROI, VertebraROIs
+from tbscore.roi import (
+    LABELS,
+    VertebraROI,
+    VertebraROIs,
+    rounded_rect_distance,
+    rounded_rect_outline,
+)
 
 __all__ = [
     "detect",
@@ -261,15 +267,6 @@ def _nanmedian(a: np.ndarray) -> float:
     a = np.asarray(a, dtype=float)
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else math.nan
-
-
-def _rounded_rect_sd(u: np.ndarray, v: np.ndarray, hu: float, hv: float, r: float) -> np.ndarray:
-    """Signed distance (mm, negative inside) to a rounded rectangle centred at 0."""
-    r = min(r, hu, hv)
-    qu = np.abs(u) - (hu - r)
-    qv = np.abs(v) - (hv - r)
-    outside = np.hypot(np.maximum(qu, 0.0), np.maximum(qv, 0.0))
-    return outside + np.minimum(np.maximum(qu, qv), 0.0) - r
 
 
 # --------------------------------------------------------------------------- axis
@@ -561,7 +558,7 @@ def _score_body(fine, spacing, shape_mm, center, angle, hu, hw, noise):
     u = np.arange(-hu - 6.0, hu + 6.0 + step / 2, step)
     v = np.arange(-hw - 6.0, hw + 6.0 + step / 2, step)
     patch = _sample_frame(fine, center, angle, u, v, spacing)
-    sd = _rounded_rect_sd(u[:, None], v[None, :], hu, hw, _CORNER_MM)
+    sd = rounded_rect_distance(u[:, None], v[None, :], hu, hw, _CORNER_MM)
     inside = (sd <= -1.5) & np.isfinite(patch)
     ring = (sd >= 1.5) & (sd <= 5.0) & np.isfinite(patch)
     # Border contact: part of the outline outside the image.
@@ -885,15 +882,7 @@ def body_polygon(
     if hu <= 0 or hv <= 0:
         raise ValueError(f"inset {inset_mm} mm leaves nothing of the body")
     r = max(min(body.corner_radius_mm - inset_mm, hu, hv), 0.0)
-    pts = []
-    for k, (su, sv) in enumerate(((-1, 1), (1, 1), (1, -1), (-1, -1))):
-        cu, cv = su * (hu - r), sv * (hv - r)
-        start = -math.pi / 2 + k * math.pi / 2
-        n = per_corner if r > 0 else 0
-        for i in range(n + 1):
-            a = start + (math.pi / 2) * i / max(n, 1)
-            pts.append((cu + r * math.sin(a), cv + r * math.cos(a)))
-    uv = np.array(pts)
+    uv = rounded_rect_outline(hu, hv, r, per_corner)
     rr, cc = _frame_coords(body.center_mm, body.angle_deg, uv[:, 0], uv[:, 1], spacing)
     return np.round(np.column_stack([rr, cc]), 3)
 

@@ -40,6 +40,7 @@ import scipy.fft as sfft
 
 from tbscore import dxa_model, microarch  # re-exported: 3-D phantoms (issue #7)
 from tbscore._version import __version__
+from tbscore.roi import rounded_rect_distance, rounded_rect_outline
 
 __all__ = [
     "dxa_model",
@@ -282,21 +283,14 @@ def _smooth_step(sd: np.ndarray, width: float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _rounded_rect_sd(u: np.ndarray, v: np.ndarray, half: tuple[float, float], r: float):
-    """Signed distance (mm, negative inside) to a rounded rectangle centred at 0."""
-    qu = np.abs(u) - (half[0] - r)
-    qv = np.abs(v) - (half[1] - r)
-    outside = np.hypot(np.maximum(qu, 0.0), np.maximum(qv, 0.0))
-    return outside + np.minimum(np.maximum(qu, qv), 0.0) - r
-
-
 def _body_sd(body: dict[str, Any], y: np.ndarray, x: np.ndarray) -> np.ndarray:
     cy, cx = body["center_mm"]
     t = math.radians(body["angle_deg"])
     dy, dx = y - cy, x - cx
     u = dy * math.cos(t) + dx * math.sin(t)
     v = -dy * math.sin(t) + dx * math.cos(t)
-    return _rounded_rect_sd(u, v, tuple(body["half_size_mm"]), body["corner_radius_mm"])
+    hu, hv = body["half_size_mm"]
+    return rounded_rect_distance(u, v, hu, hv, body["corner_radius_mm"])
 
 
 def _mm_grid(shape: tuple[int, int], spacing: tuple[float, float], box=None):
@@ -378,19 +372,11 @@ def _curve_slope(u: float, amplitude: float) -> float:
 def _polygon_px(body: dict[str, Any], spacing: tuple[float, float], per_corner: int = 6):
     """Outline of a rounded rectangle as ``[row, col]`` pixel vertices (clockwise)."""
     hu, hv = body["half_size_mm"]
-    r = body["corner_radius_mm"]
-    pts = []
-    # quarter arcs around the four corner centres, walking round the outline
-    for k, (su, sv) in enumerate(((-1, 1), (1, 1), (1, -1), (-1, -1))):
-        cu, cv = su * (hu - r), sv * (hv - r)
-        start = -math.pi / 2 + k * math.pi / 2
-        for i in range(per_corner + 1):
-            a = start + (math.pi / 2) * i / per_corner
-            pts.append((cu + r * math.sin(a), cv + r * math.cos(a)))
+    pts = rounded_rect_outline(hu, hv, body["corner_radius_mm"], per_corner)
     t = math.radians(body["angle_deg"])
     cy, cx = body["center_mm"]
     out = []
-    for u, v in pts:
+    for u, v in pts.tolist():
         y = cy + u * math.cos(t) - v * math.sin(t)
         x = cx + u * math.sin(t) + v * math.cos(t)
         out.append([round(y / spacing[0], 2), round(x / spacing[1], 2)])

@@ -10,6 +10,7 @@ back as JSON, edited by hand and reused.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
     "apply_exclusions",
     "parse_exclusions",
     "roi_document",
+    "rounded_rect_distance",
+    "rounded_rect_outline",
     "detect",  # noqa: F822 - lazy, see __getattr__
 ]
 
@@ -185,6 +188,66 @@ class VertebraROIs:
         for roi in self.rois:
             out[roi.mask] = LABELS.index(roi.label) + 1
         return out
+
+
+def rounded_rect_distance(
+    u: np.ndarray, v: np.ndarray, half_u: float, half_v: float, radius: float
+) -> np.ndarray:
+    """Signed distance to a rounded rectangle centred at the origin.
+
+    The vertebral-body outline shared by the phantoms (:mod:`tbscore.phantom`) and
+    detection (:mod:`tbscore.detect`).
+
+    Parameters
+    ----------
+    u, v : ndarray
+        Coordinates (mm) in the rectangle's own frame (broadcast together).
+    half_u, half_v : float
+        Half sizes along ``u`` and ``v`` (mm).
+    radius : float
+        Corner radius (mm); clipped to the half sizes.
+
+    Returns
+    -------
+    ndarray
+        Distance (mm) to the outline: negative inside, positive outside.
+    """
+    r = min(radius, half_u, half_v)
+    qu = np.abs(u) - (half_u - r)
+    qv = np.abs(v) - (half_v - r)
+    outside = np.hypot(np.maximum(qu, 0.0), np.maximum(qv, 0.0))
+    return outside + np.minimum(np.maximum(qu, qv), 0.0) - r
+
+
+def rounded_rect_outline(
+    half_u: float, half_v: float, radius: float, per_corner: int = 6
+) -> np.ndarray:
+    """Vertices of a rounded rectangle centred at the origin, walking round it.
+
+    Parameters
+    ----------
+    half_u, half_v : float
+        Half sizes along ``u`` and ``v`` (mm).
+    radius : float
+        Corner radius (mm); ``<= 0`` gives the four corners of a plain rectangle.
+    per_corner : int
+        Segments per quarter-circle corner.
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+        ``(u, v)`` vertices (mm): ``4 * (per_corner + 1)`` of them, or 4 when
+        ``radius <= 0``.
+    """
+    n = per_corner if radius > 0 else 0
+    pts = []
+    for k, (su, sv) in enumerate(((-1, 1), (1, 1), (1, -1), (-1, -1))):
+        cu, cv = su * (half_u - radius), sv * (half_v - radius)
+        start = -math.pi / 2 + k * math.pi / 2
+        for i in range(n + 1):
+            a = start + (math.pi / 2) * i / max(n, 1)
+            pts.append((cu + radius * math.sin(a), cv + radius * math.cos(a)))
+    return np.array(pts, dtype=float)
 
 
 def _check_label(label: Any, source: str) -> str:
