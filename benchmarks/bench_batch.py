@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_batch.py [--n 400] [--n-auto 100] [--jobs 1 2] [--dask]``.
 
 Writes ``--n`` synthetic spine DICOMs the size of the bundled sample set (the four
-:data:`tbscore.phantom.SAMPLE_SET` geometries in turn: 200 x 160 to 400 x 300 pixels,
+:data:`tbscore.sim.phantom.SAMPLE_SET` geometries in turn: 200 x 160 to 400 x 300 pixels,
 8/16-bit, MONOCHROME1/2, each with a side-car ``.roi.json``) to a temporary folder and
 scores them:
 
@@ -13,7 +13,7 @@ scores them:
   ``fsync`` per row), wall time including process start-up, and the steady rate
   measured between the first and the last row written;
 * ``batch jobs=1 no-fsync``: the same with ``fsync=False`` (the cost of durability);
-* ``auto-ROI jobs=N``: the default path, automatic L1-L4 detection (``tbscore.detect``),
+* ``auto-ROI jobs=N``: the default path, automatic L1-L4 detection (``tbscore.core.detect``),
   on a folder of the first ``--n-auto`` scans without their ROI files (the same
   images), for each ``--jobs`` value; compared with ``batch jobs=N`` (ROI files) of the
   same run;
@@ -45,7 +45,7 @@ import tbscore
 from tbscore.batch import iter_batch
 from tbscore.batch.executors import cpu_count
 from tbscore.io.write import write_secondary_capture
-from tbscore.phantom import SAMPLE_SET, synthetic_spine
+from tbscore.sim.phantom import SAMPLE_SET, synthetic_spine
 
 
 def make_inputs(folder: Path, n: int, seed: int = 7) -> list[Path]:

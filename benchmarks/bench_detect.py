@@ -4,7 +4,7 @@ Run: ``python benchmarks/bench_detect.py`` (timing table) and
 ``python benchmarks/bench_detect.py --accuracy 10`` (also the accuracy table of
 docs/detection.md, 10 phantoms per condition).
 
-* **Timing.** :func:`tbscore.detect.detect` on :func:`tbscore.phantom.synthetic_spine`
+* **Timing.** :func:`tbscore.core.detect.detect` on :func:`tbscore.sim.phantom.synthetic_spine`
   images of typical DXA sizes; median of ``--repeat`` calls after one warm-up, one
   thread, this machine.
 * **Accuracy.** Per condition (tilt, curvature, soft tissue, noise, non-square pixels,
@@ -12,7 +12,7 @@ docs/detection.md, 10 phantoms per condition).
   ``--seed .. --seed + N - 1`` and Hurst exponents cycling through 0.3-0.7:
 
   - IoU between the detected body outline (``roi_inset_mm=0``) and the true body
-    (:func:`tbscore.phantom.vertebra_mask`), per vertebra;
+    (:func:`tbscore.sim.phantom.vertebra_mask`), per vertebra;
   - |TBS(detected ROI) - TBS(true ROI)| with the default ROI (the outline shrunk by
     ``DEFAULT_ROI_INSET_MM``) against the true body shrunk by the same distance, per
     vertebra and for L1-L4 (default settings);
@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 import tbscore
-from tbscore.detect import DEFAULT_ROI_INSET_MM, detect
+from tbscore.core.detect import DEFAULT_ROI_INSET_MM, detect
+from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.errors import DetectionError
 from tbscore.io.load import load_dicom
 from tbscore.io.write import write_secondary_capture
-from tbscore.phantom import LUMBAR_LABELS, synthetic_spine, vertebra_mask
-from tbscore.roi import VertebraROI, VertebraROIs
+from tbscore.sim.phantom import LUMBAR_LABELS, synthetic_spine, vertebra_mask
 
 SIZES = (
     ("200 x 160 px, 1.0 mm", (200, 160), (1.0, 1.0)),
@@ -265,7 +265,7 @@ def main(argv=None) -> None:
     )
     args = ap.parse_args(argv)
     print(
-        f"# tbscore.detect benchmark - {platform.processor() or platform.machine()}, "
+        f"# tbscore.core.detect benchmark - {platform.processor() or platform.machine()}, "
         f"python {platform.python_version()}, numpy {np.__version__}"
     )
     timing_table(args.repeat)

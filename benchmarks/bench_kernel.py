@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from tbscore.variogram import variogram_sums, variogram_sums_reference
+from tbscore.core.variogram import variogram_sums, variogram_sums_reference
 
 
 def _time(fn, repeat: int) -> float:
@@ -56,10 +56,16 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--threads", type=int, default=0, help="also time numba with N threads")
     args = ap.parse_args(argv)
-    print(f"# variogram kernel benchmark — {platform.processor() or platform.machine()}, "
-          f"python {platform.python_version()}, numpy {np.__version__}")
-    tbs_lags = np.array([(k, 0) for k in range(1, 6)] + [(0, k) for k in range(1, 6)]
-                        + [(k, k) for k in range(1, 6)] + [(k, -k) for k in range(1, 6)])
+    print(
+        f"# variogram kernel benchmark — {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}, numpy {np.__version__}"
+    )
+    tbs_lags = np.array(
+        [(k, 0) for k in range(1, 6)]
+        + [(0, k) for k in range(1, 6)]
+        + [(k, k) for k in range(1, 6)]
+        + [(k, -k) for k in range(1, 6)]
+    )
     print("\n## 1. TBS lags (20 lag vectors), 300x200 ROI, one core")
     print(f"{'dtype':<8} {'mask':<10} {'numba ms':>9} {'numpy ms':>9} {'numpy/numba':>12}")
     for dtype, holes in ((np.float64, False), (np.uint16, False), (np.float64, True)):
@@ -68,11 +74,13 @@ def main(argv=None) -> None:
         s2, c2 = variogram_sums_reference(img, mask, tbs_lags)
         assert np.array_equal(c1, c2) and np.allclose(s1, s2, rtol=1e-12, atol=0)
         tn = _time(lambda img=img, mask=mask: variogram_sums(img, mask, tbs_lags), args.repeat)
-        tr = _time(lambda img=img, mask=mask: variogram_sums_reference(img, mask, tbs_lags),
-                   args.repeat)
+        tr = _time(
+            lambda img=img, mask=mask: variogram_sums_reference(img, mask, tbs_lags), args.repeat
+        )
         kind = "ellipse+holes" if holes else "ellipse"
-        print(f"{np.dtype(dtype).name:<8} {kind:<10} {tn * 1e3:9.3f} {tr * 1e3:9.3f} "
-              f"{tr / tn:11.1f}x")
+        print(
+            f"{np.dtype(dtype).name:<8} {kind:<10} {tn * 1e3:9.3f} {tr * 1e3:9.3f} {tr / tn:11.1f}x"
+        )
     if args.threads:
         import numba
 
@@ -100,16 +108,20 @@ def main(argv=None) -> None:
         field = np.ma.masked_array(img, mask=~mask)
 
         def peer():
-            return (gs.vario_estimate_axis(field, direction=0),
-                    gs.vario_estimate_axis(field, direction=1))
+            return (
+                gs.vario_estimate_axis(field, direction=0),
+                gs.vario_estimate_axis(field, direction=1),
+            )
 
         g0, g1 = peer()
         theirs = np.concatenate([2 * np.asarray(g0)[1:300], 2 * np.asarray(g1)[1:200]])
         ok = np.isfinite(ours) & np.isfinite(theirs)
         rel = np.max(np.abs(ours[ok] - theirs[ok]) / np.abs(theirs[ok]).clip(1e-300))
         tg = _time(peer, max(3, args.repeat // 5))
-        line += (f", gstools {tg * 1e3:.2f} ms (gstools/numba {tg / tn:.1f}x); "
-                 f"max relative difference vs gstools {rel:.1e} over {ok.sum()} lags")
+        line += (
+            f", gstools {tg * 1e3:.2f} ms (gstools/numba {tg / tn:.1f}x); "
+            f"max relative difference vs gstools {rel:.1e} over {ok.sum()} lags"
+        )
     print(line)
 
 

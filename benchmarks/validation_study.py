@@ -7,13 +7,13 @@ written to a temporary folder unless ``--out`` is given).
 
 Design (fixed seeds: two runs give the same numbers):
 
-1. Specimens (:mod:`tbscore.microarch`): ``n_specimens`` independent trabecular volumes
+1. Specimens (:mod:`tbscore.sim.microarch`): ``n_specimens`` independent trabecular volumes
    (the "L1-L4" of one virtual patient), 28 x 36 x 30 mm at 0.1 mm voxels, each taken
    along one ageing path (thinning + perforation + loss of connectivity) at ``n_steps``
    degradation levels ``s`` in [0, 1]; 3-D morphometry on a central 9 mm box re-rendered
    at 0.05 mm. Mechanism variants: thinning only, perforation only, and a "scale
    family" (same BV/TV, coarser or finer network).
-2. DXA images (:mod:`tbscore.dxa_model`): projection through the 30 mm vertebral depth,
+2. DXA images (:mod:`tbscore.sim.dxa_model`): projection through the 30 mm vertebral depth,
    dual-energy (40/70 keV) bone image behind 15 cm of soft tissue (+0-6 cm), scatter,
    detector blur, area sampling at 1.00 x 1.00, 0.50 x 0.50 and 1.05 x 0.60 mm, Poisson
    noise at several incident fluences (noiseless to 1/3 of a 37 µGy scan); the index
@@ -43,10 +43,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from tbscore.dxa_model import DXAParams, project, simulate_dxa, transform_2d
-from tbscore.microarch import hole_time_map, make_specimen, morphometry, render, render_region
-from tbscore.tbs import fit_loglog, select_lags
-from tbscore.variogram import variogram_sums
+from tbscore.core.tbs import fit_loglog, select_lags
+from tbscore.core.variogram import variogram_sums
+from tbscore.sim.dxa_model import DXAParams, project, simulate_dxa, transform_2d
+from tbscore.sim.microarch import hole_time_map, make_specimen, morphometry, render, render_region
 
 RANGES: tuple[tuple[float, float], ...] = (
     (0.5, 2.0),
@@ -62,7 +62,7 @@ SPACINGS: dict[str, tuple[float, float]] = {
     "0.50x0.50": (0.5, 0.5),
     "1.05x0.60": (1.05, 0.6),
 }
-# Incident photons per mm^2 per energy (tbscore.dxa_model: 5e5 ~ 37 µGy entrance dose).
+# Incident photons per mm^2 per energy (tbscore.sim.dxa_model: 5e5 ~ 37 µGy entrance dose).
 FLUENCES: dict[str, float] = {
     "noiseless": math.inf,
     "10x high": 2.7e7,

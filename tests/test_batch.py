@@ -32,7 +32,7 @@ from tbscore.batch import (
 from tbscore.batch.naming import UnsafePathError
 from tbscore.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, main
 from tbscore.errors import SettingsError
-from tbscore.phantom import synthetic_spine
+from tbscore.sim.phantom import synthetic_spine
 
 LABELS = ("L1", "L2", "L3", "L4")
 VOLATILE = ("elapsed_s",)
@@ -40,7 +40,7 @@ VOLATILE = ("elapsed_s",)
 
 def _detection_available() -> bool:
     try:
-        import tbscore.detect  # noqa: F401
+        import tbscore.core.detect  # noqa: F401
     except ImportError:
         return False
     return True
@@ -665,8 +665,9 @@ def test_calibration_and_sr_dir(tmp_path, capsys):
     """--calibration fills the calibrated columns, --sr-dir writes one SR per result
     (read back equal), a resume must repeat the calibration, and SRs are never inputs."""
     pytest.importorskip("highdicom")
-    from tbscore.calibrate import Calibration, save_calibration
-    from tbscore.sr import read_sr
+    from tbscore.core.calibration import Calibration
+    from tbscore.io.calibration import save_calibration
+    from tbscore.io.sr import read_sr
 
     src = tmp_path / "in"
     for i in range(3):
@@ -728,7 +729,7 @@ def test_calibration_and_sr_dir(tmp_path, capsys):
 def test_sr_failure_is_an_error_row(tmp_path, monkeypatch):
     """An SR that cannot be written makes the row an error with the reason; values kept."""
     pytest.importorskip("highdicom")
-    import tbscore.sr as sr_mod
+    import tbscore.io.sr as sr_mod
 
     def fail(*args, **kwargs):
         raise sr_mod.SRError("disk full", "x.sr.dcm")

@@ -1,4 +1,4 @@
-"""Tests of tbscore.billing: CPT data, service mapping, summaries and table."""
+"""Tests of tbscore.clinical.billing: CPT data, service mapping, summaries and table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from importlib import resources
 
 import pytest
 
-from tbscore.billing import (
+from tbscore.clinical.billing import (
     BillingError,
     billing_summary,
     cpt_code,
@@ -30,7 +30,7 @@ REFERENCE = {
 
 
 def test_data_file_ships_in_package():
-    f = resources.files("tbscore").joinpath("data", "medicare_2026.json")
+    f = resources.files("tbscore.clinical").joinpath("data", "medicare_2026.json")
     assert f.is_file()
     data = json.loads(f.read_text(encoding="utf-8"))
     assert set(data["codes"]) == set(REFERENCE)
@@ -75,10 +75,16 @@ def test_unknown_code_raises(bad):
     assert issubclass(BillingError, ValueError) and issubclass(BillingError, TBSError)
 
 
-@pytest.mark.parametrize(("service", "code"), [
-    ("calc", "77091"), ("interpret", "77092"), ("score", "77089"), ("export", "77090"),
-    ("CALC", "77091"),
-])
+@pytest.mark.parametrize(
+    ("service", "code"),
+    [
+        ("calc", "77091"),
+        ("interpret", "77092"),
+        ("score", "77089"),
+        ("export", "77090"),
+        ("CALC", "77091"),
+    ],
+)
 def test_service_code(service, code):
     assert service_code(service).code == code
 
@@ -123,8 +129,9 @@ def test_hospital_outpatient_score_is_split_not_77089():
 
 
 def test_mixed_set_hospital_totals():
-    rows = billing_summary({"score": 2, "calc": 1, "interpret": 1, "export": 1},
-                           "hospital_outpatient")
+    rows = billing_summary(
+        {"score": 2, "calc": 1, "interpret": 1, "export": 1}, "hospital_outpatient"
+    )
     by = _by_code(rows)
     assert [r["code"] for r in rows] == ["77090", "77091", "77092"]
     assert by[("77090", "OPPS")]["count"] == 1
@@ -136,8 +143,9 @@ def test_mixed_set_hospital_totals():
     grand = sum(Decimal(str(r["total"])) for r in rows)
     assert grand == Decimal("385.85")
     # non-QP changes only the PFS line
-    rows_nq = billing_summary({"score": 2, "calc": 1, "interpret": 1, "export": 1},
-                              "hospital_outpatient", rate="non_qp")
+    rows_nq = billing_summary(
+        {"score": 2, "calc": 1, "interpret": 1, "export": 1}, "hospital_outpatient", rate="non_qp"
+    )
     assert sum(Decimal(str(r["total"])) for r in rows_nq) == Decimal("385.70")
 
 
@@ -163,8 +171,15 @@ def test_rows_carry_dated_source_and_are_json_safe():
         assert r["effective_date"] == "2026-01-01"
         assert "Medimaps" in r["source"] and "2025-12-01" in r["source"]
         assert r["payer"] == "Medicare" and r["currency"] == "USD"
-        assert {"code", "descriptor", "component", "count", "schedule", "unit_rate",
-                "total"} <= set(r)
+        assert {
+            "code",
+            "descriptor",
+            "component",
+            "count",
+            "schedule",
+            "unit_rate",
+            "total",
+        } <= set(r)
     assert json.loads(json.dumps(rows)) == rows
 
 
@@ -173,22 +188,26 @@ def test_empty_and_zero_counts():
     assert billing_summary({"calc": 0}, "office") == []
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"services": ["calc"], "setting": "inpatient"}, "known settings"),
-    ({"services": ["calc"], "setting": "office", "rate": "mips"}, "known rates"),
-    ({"services": ["bmd"], "setting": "office"}, "known services"),
-    ({"services": {"calc": -1}, "setting": "office"}, "non-negative"),
-    ({"services": {"calc": 1.5}, "setting": "office"}, "non-negative"),
-    ({"services": {"calc": True}, "setting": "office"}, "non-negative"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"services": ["calc"], "setting": "inpatient"}, "known settings"),
+        ({"services": ["calc"], "setting": "office", "rate": "mips"}, "known rates"),
+        ({"services": ["bmd"], "setting": "office"}, "known services"),
+        ({"services": {"calc": -1}, "setting": "office"}, "non-negative"),
+        ({"services": {"calc": 1.5}, "setting": "office"}, "non-negative"),
+        ({"services": {"calc": True}, "setting": "office"}, "non-negative"),
+    ],
+)
 def test_summary_bad_input_raises(kwargs, match):
     with pytest.raises(BillingError, match=match):
         billing_summary(**kwargs)
 
 
 def test_format_table():
-    rows = billing_summary({"score": 2, "calc": 1, "interpret": 1, "export": 1},
-                           "hospital_outpatient")
+    rows = billing_summary(
+        {"score": 2, "calc": 1, "interpret": 1, "export": 1}, "hospital_outpatient"
+    )
     text = format_table(rows)
     lines = text.splitlines()
     header = lines[0]
@@ -196,7 +215,7 @@ def test_format_table():
     total_end = header.index("Total") + len("Total")
     data_lines = [ln for ln in lines if ln[:5] in {"77090", "77091", "77092", "TOTAL"}]
     assert len(data_lines) == 4
-    for ln in data_lines:          # right-aligned money column
+    for ln in data_lines:  # right-aligned money column
         assert ln[total_end - 1] != " "
         assert len(ln) == total_end or ln[total_end] == " "
     assert "$385.85" in text and "$266.73" in text

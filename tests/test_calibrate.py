@@ -10,21 +10,20 @@ import numpy as np
 import pytest
 
 from tbscore import calc
-from tbscore.calibrate import (
+from tbscore.calibrate import calibrate_pairs
+from tbscore.cli.calibrate import register as register_cli
+from tbscore.core.calibration import (
     Calibration,
     CalibrationError,
     apply_calibration,
     bland_altman,
-    bland_altman_figure,
-    calibrate_pairs,
     fit_calibration,
-    load_calibration,
-    register_cli,
-    save_calibration,
 )
+from tbscore.core.settings import Settings
+from tbscore.io.calibration import load_calibration, save_calibration
 from tbscore.io.write import write_secondary_capture
-from tbscore.phantom import synthetic_spine
-from tbscore.settings import Settings
+from tbscore.render.calibration import bland_altman_figure
+from tbscore.sim.phantom import synthetic_spine
 
 A, B = 0.3, 0.8
 LABELS = ("L1", "L2", "L3", "L4")

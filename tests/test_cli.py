@@ -118,8 +118,9 @@ def test_errors_are_clear_and_exit_2(tmp_path, capsys):
 def test_calc_writes_sr_and_applies_calibration(tmp_path, capsys):
     """End to end through the CLI: --calibration changes the result, --sr records it."""
     pytest.importorskip("highdicom")
-    from tbscore.calibrate import fit_calibration, save_calibration
-    from tbscore.sr import read_sr
+    from tbscore.core.calibration import fit_calibration
+    from tbscore.io.calibration import save_calibration
+    from tbscore.io.sr import read_sr
 
     x = np.linspace(0.8, 1.6, 12)
     calib = save_calibration(fit_calibration(x, 0.3 + 0.8 * x, method="ols"), tmp_path / "c.json")

@@ -1,4 +1,4 @@
-"""Automatic L1-L4 detection (tbscore.detect) and the phantom options it is tested on.
+"""Automatic L1-L4 detection (tbscore.core.detect) and the phantom options it is tested on.
 
 Accuracy is checked on one phantom per condition (tilt +-15 deg, lateral curvature,
 thick soft tissue with gradients, noise, non-square 1.05 x 0.6 mm pixels, MONOCHROME1
@@ -8,7 +8,7 @@ was developed on (101-102, 200-211, random stress sets), nor the 1000+ seeds of 
 table in docs/detection.md.
 
 * **IoU**: detected body outline (``roi_inset_mm=0``) against the true body
-  (:func:`tbscore.phantom.vertebra_mask`, inset 0): mean of L1-L4 >= 0.85 per image
+  (:func:`tbscore.sim.phantom.vertebra_mask`, inset 0): mean of L1-L4 >= 0.85 per image
   (and every vertebra >= 0.80), and right labels.
 * **TBS**: the default detected ROI (outline shrunk by ``DEFAULT_ROI_INSET_MM``)
   against the *true ROI* = the true body shrunk by the same distance (what a perfect
@@ -29,7 +29,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import tbscore
-from tbscore.detect import (
+from tbscore.core.detect import (
     DEFAULT_ROI_INSET_MM,
     MIN_CONFIDENCE,
     MIN_VERTEBRA_CONFIDENCE,
@@ -37,16 +37,16 @@ from tbscore.detect import (
     detect,
     locate_vertebrae,
 )
+from tbscore.core.roi import VertebraROI, VertebraROIs, apply_exclusions, read_rois, write_roi_json
 from tbscore.errors import DetectionError
 from tbscore.io.load import load_dicom
 from tbscore.io.write import write_secondary_capture
-from tbscore.phantom import (
+from tbscore.sim.phantom import (
     LUMBAR_LABELS,
     synthetic_spine,
     vertebra_label_image,
     vertebra_mask,
 )
-from tbscore.roi import VertebraROI, VertebraROIs, apply_exclusions, read_rois, write_roi_json
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_dicom"
 SHAPE = (260, 200)  # 260 x 200 mm at 1 mm: T11..L5 and the iliac crests
@@ -481,14 +481,14 @@ def test_cli_detects_saves_edits_and_reuses_rois(tmp_path, capsys):
 
 
 def test_detect_is_reachable_from_roi_and_returns_mm_geometry():
-    import tbscore.roi
-    from tbscore.detect import detect
+    import tbscore.core.roi
+    from tbscore.core.detect import detect
     from tbscore.io import load_dicom
 
-    assert tbscore.roi.detect is detect
+    assert tbscore.core.roi.detect is detect
     image = load_dicom(SAMPLE_DIR / "phantom_b_nonsquare.dcm")
     truth = json.loads((SAMPLE_DIR / "phantom_b_nonsquare.truth.json").read_text())
-    rois = tbscore.roi.detect(image.pixels, image.spacing_mm)
+    rois = tbscore.core.roi.detect(image.pixels, image.spacing_mm)
     assert rois.spacing_mm == image.spacing_mm == (1.05, 0.6)
     doc = rois.to_dict(units="mm")
     for roi, item in zip(rois, doc["vertebrae"], strict=True):

@@ -1,4 +1,4 @@
-"""Tests of tbscore.dxa_model: Beer–Lambert, blur, sampling, noise, dual energy."""
+"""Tests of tbscore.sim.dxa_model: Beer–Lambert, blur, sampling, noise, dual energy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tbscore.dxa_model import (
+from tbscore.sim.dxa_model import (
     DENSITY_G_CM3,
     MU_RHO,
     DXAParams,

@@ -18,6 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 pytest.importorskip("dicomanonymizer")
 
 from tbscore import calc  # noqa: E402
+from tbscore.cli.export import register as register_cli  # noqa: E402
 from tbscore.errors import DicomReadError  # noqa: E402
 from tbscore.export import (  # noqa: E402
     ALLOWED_KEYWORDS,
@@ -28,10 +29,9 @@ from tbscore.export import (  # noqa: E402
     default_mapping_path,
     deidentify_dataset,
     export_package,
-    register_cli,
 )
 from tbscore.io import load_dicom  # noqa: E402
-from tbscore.phantom import synthetic_spine  # noqa: E402
+from tbscore.sim.phantom import synthetic_spine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("L1", "L2", "L3", "L4")

@@ -1,11 +1,11 @@
-"""Tests of tbscore.microarch: random-field specimens, degradation, 3-D morphometry."""
+"""Tests of tbscore.sim.microarch: random-field specimens, degradation, 3-D morphometry."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tbscore.microarch import (
+from tbscore.sim.microarch import (
     gaussian_random_field,
     hole_time_map,
     largest_component,

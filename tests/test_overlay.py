@@ -1,4 +1,4 @@
-"""ROI overlay figures (tbscore.overlay)."""
+"""ROI overlay figures (tbscore.render.overlay)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 import tbscore
 from tbscore.api import as_image, resolve_rois
-from tbscore.overlay import STYLE, overlay_figure, overlay_png, save_overlay
+from tbscore.render.overlay import STYLE, overlay_figure, overlay_png, save_overlay
 
 SPACING = (1.0, 0.5)  # non-square pixels: rows 1.0 mm, columns 0.5 mm
 
@@ -82,7 +82,7 @@ def test_overlay_outline_closed_in_pixel_coordinates(scene):
 
 def test_invalid_vertebra_is_dotted(scene):
     image, rois, _ = scene
-    from tbscore.settings import Settings
+    from tbscore.core.settings import Settings
 
     result = tbscore.calc(image, rois, settings=Settings(min_roi_pixels=2500))
     ax = overlay_figure(image, rois, result).axes[0]
@@ -128,7 +128,7 @@ def test_no_global_pyplot_state():
     code = (
         "import sys, numpy as np\n"
         "from tbscore.api import as_image, resolve_rois\n"
-        "from tbscore.overlay import overlay_png\n"
+        "from tbscore.render.overlay import overlay_png\n"
         "img = as_image(np.random.default_rng(0).normal(size=(60, 40)), spacing=(1, 1))\n"
         "doc = {'vertebrae': [{'label': 'L1', 'box': [5, 5, 30, 30]}]}\n"
         "overlay_png(img, resolve_rois(doc, img))\n"

@@ -1,4 +1,4 @@
-"""Tests of tbscore.phantom (exact fBm, synthetic spine, sample set) and tbscore.io.write."""
+"""Tests of tbscore.sim.phantom (exact fBm, synthetic spine, sample set) and tbscore.io.write."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from tbscore.io.write import SECONDARY_CAPTURE_SOP_CLASS, write_secondary_capture
-from tbscore.phantom import (
+from tbscore.sim.phantom import (
     LUMBAR_LABELS,
     SAMPLE_SET,
     _embedding,
@@ -224,11 +224,23 @@ def test_spacing_tags(tmp_path, tag):
 def test_writer_header_and_float_scaling(tmp_path):
     rng = np.random.default_rng(0)
     pixels = rng.normal(300.0, 50.0, size=(31, 33))  # odd pixel count
-    patient = {"name": "PHANTOM^A", "id": "P1", "sex": "F", "age": "065Y",
-               "birth_date": "19610315", "height_m": 1.62, "weight_kg": 68}
+    patient = {
+        "name": "PHANTOM^A",
+        "id": "P1",
+        "sex": "F",
+        "age": "065Y",
+        "birth_date": "19610315",
+        "height_m": 1.62,
+        "weight_kg": 68,
+    }
     path = write_secondary_capture(
-        tmp_path / "f.dcm", pixels, (1.0, 1.0), bits=8, patient=patient,
-        study_date="20260101", series_description="test",
+        tmp_path / "f.dcm",
+        pixels,
+        (1.0, 1.0),
+        bits=8,
+        patient=patient,
+        study_date="20260101",
+        series_description="test",
     )
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
@@ -283,7 +295,7 @@ def test_sample_set(tmp_path):
     except ImportError:  # pragma: no cover - loader not available
         load_dicom = None
     try:
-        from tbscore.roi import rois_from_dict
+        from tbscore.core.roi import rois_from_dict
     except ImportError:  # pragma: no cover - ROI module not available
         rois_from_dict = None
     for spec, dcm in zip(SAMPLE_SET, dicoms, strict=True):

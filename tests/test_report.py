@@ -13,24 +13,19 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 import tbscore
-from tbscore import billing, risk
 from tbscore.api import as_image, resolve_rois
 from tbscore.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, main
-from tbscore.report import (
+from tbscore.cli.billing import parse_services, services_from_files
+from tbscore.clinical import billing, risk
+from tbscore.clinical.interpret import (
     NOT_INTERCHANGEABLE,
     REPORT_FORMAT,
-    Report,
     ReportError,
-    build_report,
     interpret_result,
-    parse_services,
-    render_html,
-    render_pdf,
     reported_tbs,
-    services_from_files,
-    variogram_figure,
-    write_report,
 )
+from tbscore.render.figures import variogram_figure
+from tbscore.render.report import Report, build_report, render_html, render_pdf, write_report
 
 HOSTILE_NAME = "<script>alert(1)</script>"
 HOSTILE_ID = '"><img src=x onerror=alert(1)>'
@@ -199,7 +194,8 @@ def test_frax_from_raw_value_is_flagged(scene):
     calibrated = build_report(cal, interpret_result(cal, age=67, sex="F", frax_mof=20))
     assert not any("indicative only" in w for w in calibrated.warnings)
     assert not any(
-        "indicative only" in w for w in build_report(result, interpret_result(result)).warnings
+        "indicative only" in w
+        for w in build_report(result, interpret_result(result)).warnings
         if "FRAX" in w
     )
 
@@ -531,8 +527,10 @@ def test_report_is_a_dataclass_with_context(scene):
 
 
 def test_cli_score_with_calibration(dicom_file, tmp_path):
-    calibrate = pytest.importorskip("tbscore.calibrate")
-    cal = calibrate.Calibration(
+    from tbscore.core.calibration import Calibration
+    from tbscore.io.calibration import save_calibration
+
+    cal = Calibration(
         name="site A",
         method="ols",
         a=0.1,
@@ -544,7 +542,7 @@ def test_cli_score_with_calibration(dicom_file, tmp_path):
         residual_sd=0.02,
         x_range=(1.0, 1.5),
     )
-    cal_path = calibrate.save_calibration(cal, tmp_path / "cal.json")
+    cal_path = save_calibration(cal, tmp_path / "cal.json")
     path = dicom_file(_pixels(), name="img.dcm")
     roi = tmp_path / "roi.json"
     roi.write_text(json.dumps(_roi_doc()))
@@ -577,7 +575,7 @@ def test_cli_score_with_calibration(dicom_file, tmp_path):
 def test_cli_score_writes_sr(dicom_file, tmp_path):
     """77089 with --sr: the SR holds the values of the report's technical result."""
     pytest.importorskip("highdicom")
-    from tbscore.sr import read_sr
+    from tbscore.io.sr import read_sr
 
     path = dicom_file(_pixels(), name="img.dcm")
     roi = tmp_path / "roi.json"

@@ -1,4 +1,4 @@
-"""Tests of tbscore.risk: threshold sets, TBS-adjusted FRAX, interpretation."""
+"""Tests of tbscore.clinical.risk: threshold sets, TBS-adjusted FRAX, interpretation."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tbscore.errors import TBSError
-from tbscore.risk import (
+from tbscore.clinical.risk import (
     CITATIONS,
     DEFAULT_THRESHOLD_SET,
     FRAX_HIP_COEFFICIENTS,
@@ -28,6 +27,7 @@ from tbscore.risk import (
     interpret,
     round_tbs,
 )
+from tbscore.errors import TBSError
 
 # ------------------------------------------------------------------ worked FRAX values
 
@@ -105,16 +105,19 @@ def test_frax_bad_bmi_raises(bmi):
         adjust_frax(age=60, tbs=1.3, frax_mof=10, bmi=bmi)
 
 
-@pytest.mark.parametrize(("bmi", "warned"), [(14.9, True), (15, False), (25, False),
-                                             (37, False), (37.1, True), (45, True)])
+@pytest.mark.parametrize(
+    ("bmi", "warned"),
+    [(14.9, True), (15, False), (25, False), (37, False), (37.1, True), (45, True)],
+)
 def test_frax_bmi_range_warning(bmi, warned):
     a = adjust_frax(age=60, tbs=1.3, frax_mof=10, bmi=bmi)
     assert any("BMI" in w for w in a.warnings) is warned
     assert a.adjusted_mof is not None
 
 
-@pytest.mark.parametrize(("tbs", "warned"), [(0.69, True), (0.7, False), (1.7, False),
-                                             (1.71, True), (2.5, True)])
+@pytest.mark.parametrize(
+    ("tbs", "warned"), [(0.69, True), (0.7, False), (1.7, False), (1.71, True), (2.5, True)]
+)
 def test_frax_tbs_clinical_range_warning(tbs, warned):
     a = adjust_frax(age=60, tbs=tbs, frax_mof=10)
     assert any("clinical range" in w for w in a.warnings) is warned
@@ -128,6 +131,7 @@ def test_risk_input_error_is_tbs_and_value_error():
 
 
 # ------------------------------------------------------------- monotonicity properties
+
 
 def test_frax_tbs_slope_signs():
     # MOF: dw/dTBS = -4.213 + 0.0393*age < 0 on all of 40-90
@@ -192,33 +196,45 @@ def test_hip_reversal_example():
 
 
 def test_coefficients_are_published_values():
-    assert (FRAX_MOF_COEFFICIENTS.intercept, FRAX_MOF_COEFFICIENTS.tbs_coef,
-            FRAX_MOF_COEFFICIENTS.age_coef, FRAX_MOF_COEFFICIENTS.tbs_age_coef,
-            FRAX_MOF_COEFFICIENTS.logit_coef) == (5.340, -4.213, -0.0521, 0.0393, 0.897)
-    assert (FRAX_HIP_COEFFICIENTS.intercept, FRAX_HIP_COEFFICIENTS.tbs_coef,
-            FRAX_HIP_COEFFICIENTS.age_coef, FRAX_HIP_COEFFICIENTS.tbs_age_coef,
-            FRAX_HIP_COEFFICIENTS.logit_coef) == (15.420, -12.627, -0.194, 0.157, 0.920)
+    assert (
+        FRAX_MOF_COEFFICIENTS.intercept,
+        FRAX_MOF_COEFFICIENTS.tbs_coef,
+        FRAX_MOF_COEFFICIENTS.age_coef,
+        FRAX_MOF_COEFFICIENTS.tbs_age_coef,
+        FRAX_MOF_COEFFICIENTS.logit_coef,
+    ) == (5.340, -4.213, -0.0521, 0.0393, 0.897)
+    assert (
+        FRAX_HIP_COEFFICIENTS.intercept,
+        FRAX_HIP_COEFFICIENTS.tbs_coef,
+        FRAX_HIP_COEFFICIENTS.age_coef,
+        FRAX_HIP_COEFFICIENTS.tbs_age_coef,
+        FRAX_HIP_COEFFICIENTS.logit_coef,
+    ) == (15.420, -12.627, -0.194, 0.157, 0.920)
 
 
 # ------------------------------------------------------------------ threshold sets
 
-@pytest.mark.parametrize(("tbs", "code"), [
-    (1.350, "normal"),                 # published edge, inclusive in normal
-    (Decimal("1.350"), "normal"),
-    (1.3495, "normal"),                # reported as 1.350
-    (1.3494999, "partially_degraded"),  # reported as 1.349
-    (1.349, "partially_degraded"),
-    (1.351, "normal"),
-    (1.5, "normal"),
-    (1.201, "partially_degraded"),
-    (1.2005, "partially_degraded"),    # half-up on the decimal value: 1.201
-    (1.2004999, "degraded"),           # reported as 1.200
-    (1.2001, "degraded"),              # reported as 1.200, edge inclusive in degraded
-    (1.200, "degraded"),               # published edge, inclusive in degraded
-    (Decimal("1.2"), "degraded"),
-    (1.199, "degraded"),
-    (0.9, "degraded"),
-])
+
+@pytest.mark.parametrize(
+    ("tbs", "code"),
+    [
+        (1.350, "normal"),  # published edge, inclusive in normal
+        (Decimal("1.350"), "normal"),
+        (1.3495, "normal"),  # reported as 1.350
+        (1.3494999, "partially_degraded"),  # reported as 1.349
+        (1.349, "partially_degraded"),
+        (1.351, "normal"),
+        (1.5, "normal"),
+        (1.201, "partially_degraded"),
+        (1.2005, "partially_degraded"),  # half-up on the decimal value: 1.201
+        (1.2004999, "degraded"),  # reported as 1.200
+        (1.2001, "degraded"),  # reported as 1.200, edge inclusive in degraded
+        (1.200, "degraded"),  # published edge, inclusive in degraded
+        (Decimal("1.2"), "degraded"),
+        (1.199, "degraded"),
+        (0.9, "degraded"),
+    ],
+)
 def test_harvey_2015_boundaries(tbs, code):
     cat = HARVEY_2015.categorize(tbs)
     assert cat.code == code
@@ -226,19 +242,22 @@ def test_harvey_2015_boundaries(tbs, code):
     assert cat.citation == HARVEY_2015.citation
 
 
-@pytest.mark.parametrize(("tbs", "code"), [
-    (1.311, "normal"),
-    (1.3105, "normal"),          # reported as 1.311
-    (1.3104999, "intermediate"),  # reported as 1.310
-    (1.310, "intermediate"),     # published edge, inclusive in intermediate
-    (1.27, "intermediate"),
-    (1.230, "intermediate"),     # published edge, inclusive in intermediate
-    (1.2295, "intermediate"),    # reported as 1.230
-    (1.2294999, "degraded"),     # reported as 1.229
-    (1.229, "degraded"),
-    (1.0, "degraded"),
-    (1.45, "normal"),
-])
+@pytest.mark.parametrize(
+    ("tbs", "code"),
+    [
+        (1.311, "normal"),
+        (1.3105, "normal"),  # reported as 1.311
+        (1.3104999, "intermediate"),  # reported as 1.310
+        (1.310, "intermediate"),  # published edge, inclusive in intermediate
+        (1.27, "intermediate"),
+        (1.230, "intermediate"),  # published edge, inclusive in intermediate
+        (1.2295, "intermediate"),  # reported as 1.230
+        (1.2294999, "degraded"),  # reported as 1.229
+        (1.229, "degraded"),
+        (1.0, "degraded"),
+        (1.45, "normal"),
+    ],
+)
 def test_shevroja_2023_boundaries(tbs, code):
     cat = SHEVROJA_2023.categorize(tbs)
     assert cat.code == code
@@ -246,7 +265,7 @@ def test_shevroja_2023_boundaries(tbs, code):
 
 
 def test_round_tbs_is_decimal_half_up():
-    assert round_tbs(1.2005) == Decimal("1.201")   # binary double is 1.20049999...
+    assert round_tbs(1.2005) == Decimal("1.201")  # binary double is 1.20049999...
     assert round_tbs(1.2015) == Decimal("1.202")
     assert round_tbs(1.2001) == Decimal("1.200")
     assert round_tbs(Decimal("1.3495")) == Decimal("1.350")
@@ -291,6 +310,7 @@ def test_registry_lookup():
 
 # ------------------------------------------------------------------ interpretation
 
+
 def test_interpret_defaults():
     i = interpret(1.25)
     assert DEFAULT_THRESHOLD_SET == "shevroja_2023"
@@ -307,8 +327,9 @@ def test_interpret_defaults():
 
 
 def test_interpret_with_frax_and_harvey():
-    i = interpret(1.20, threshold_set="harvey_2015", age=65, sex="F",
-                  frax_mof=20, frax_hip=3, bmi=25)
+    i = interpret(
+        1.20, threshold_set="harvey_2015", age=65, sex="F", frax_mof=20, frax_hip=3, bmi=25
+    )
     assert i.category.code == "degraded"
     assert i.sex == "female"
     assert round(i.frax.adjusted_mof, 2) == 21.75
@@ -322,7 +343,7 @@ def test_interpret_warnings():
     text = " ".join(i.warnings)
     assert "men" in text and "postmenopausal women" in text
     assert "BMI 40" in text
-    assert len(i.warnings) == len(set(i.warnings)) == 2   # BMI warning not duplicated
+    assert len(i.warnings) == len(set(i.warnings)) == 2  # BMI warning not duplicated
     assert CITATIONS["looker_2016"] in i.citations
     j = interpret(0.6)
     assert any("clinical range" in w for w in j.warnings)
@@ -331,9 +352,9 @@ def test_interpret_warnings():
 
 def test_interpret_errors():
     with pytest.raises(RiskInputError, match="age"):
-        interpret(1.3, frax_mof=10)             # FRAX needs an age
+        interpret(1.3, frax_mof=10)  # FRAX needs an age
     with pytest.raises(RiskInputError, match="age"):
-        interpret(1.3, age=35, frax_mof=10)     # outside 40-90
+        interpret(1.3, age=35, frax_mof=10)  # outside 40-90
     with pytest.raises(RiskInputError, match="sex"):
         interpret(1.3, sex="x")
     with pytest.raises(RiskInputError, match="known threshold sets"):

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from tbscore.errors import ROIError
-from tbscore.roi import (
+from tbscore.core.roi import (
     apply_exclusions,
     read_rois,
     rois_from_dict,
     rois_from_label_image,
     write_roi_json,
 )
+from tbscore.errors import ROIError
 
 SHAPE, SPACING = (120, 80), (1.05, 0.6)
 
@@ -163,7 +163,7 @@ def test_nan_pixels_in_an_roi_are_refused():
 
 @pytest.mark.parametrize("half,radius", [((12.0, 20.0), 4.0), ((5.0, 5.0), 5.0), ((8.0, 3.0), 0.0)])
 def test_rounded_rect_outline_lies_on_the_zero_of_its_distance(half, radius):
-    from tbscore.roi import rounded_rect_distance, rounded_rect_outline
+    from tbscore.core.roi import rounded_rect_distance, rounded_rect_outline
 
     uv = rounded_rect_outline(*half, radius, per_corner=5)
     assert uv.shape == ((4 * 6, 2) if radius > 0 else (4, 2))

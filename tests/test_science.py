@@ -1,7 +1,7 @@
 """Ground truth: on exactly simulated fractional Brownian surfaces the slope is 2H.
 
 Surfaces are 256 x 256 exact fBm (Stein 2002 circulant embedding,
-:func:`tbscore.phantom.fbm_surface_pair`); the index is fitted over the first lags
+:func:`tbscore.sim.phantom.fbm_surface_pair`); the index is fitted over the first lags
 (1, sqrt 2 and 2 pixels in the four directions: ``lag_min_mm=0.5, lag_max_mm=2.0`` at
 1 mm spacing).
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tbscore
-from tbscore.phantom import fbm_surface_pair
+from tbscore.sim.phantom import fbm_surface_pair
 
 N = 256
 N_REALISATIONS = 10

@@ -12,10 +12,10 @@ pytest.importorskip("highdicom")
 
 from tbscore import calc  # noqa: E402
 from tbscore._version import __version__  # noqa: E402
-from tbscore.calibrate import Calibration, apply_calibration  # noqa: E402
+from tbscore.core.calibration import Calibration, apply_calibration
+from tbscore.io.sr import CODING_SCHEME, SRError, read_sr, write_sr  # noqa: E402
 from tbscore.io.write import write_secondary_capture  # noqa: E402
-from tbscore.phantom import synthetic_spine  # noqa: E402
-from tbscore.sr import CODING_SCHEME, SRError, read_sr, write_sr  # noqa: E402
+from tbscore.sim.phantom import synthetic_spine  # noqa: E402
 
 LABELS = ("L1", "L2", "L3", "L4")
 SNOMED = {"L1": "66794005", "L2": "14293000", "L3": "36470004", "L4": "11994002"}

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tbscore
+from tbscore.core.result import TBSResult
+from tbscore.core.roi import VertebraROI, VertebraROIs
+from tbscore.core.settings import Settings
+from tbscore.core.tbs import combine_l1_l4, fit_loglog, select_lags, vertebra_tbs
 from tbscore.errors import ROIError, SettingsError
-from tbscore.result import TBSResult
-from tbscore.roi import VertebraROI, VertebraROIs
-from tbscore.settings import Settings
-from tbscore.tbs import combine_l1_l4, fit_loglog, select_lags, vertebra_tbs
 
 
 def _boxes(shape=(200, 120)):
@@ -138,7 +138,7 @@ def test_small_roi_and_flat_roi_are_invalid_with_reason():
 
 
 def test_combine_rule():
-    from tbscore.result import VertebraResult
+    from tbscore.core.result import VertebraResult
 
     vs = (
         VertebraResult("L1", "ok", 1.2),

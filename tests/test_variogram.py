@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tbscore.variogram import as_lags, variogram, variogram_sums, variogram_sums_reference
+from tbscore.core.variogram import as_lags, variogram, variogram_sums, variogram_sums_reference
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64]
 

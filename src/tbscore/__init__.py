@@ -10,11 +10,11 @@ from typing import Any
 
 from tbscore._version import __version__
 from tbscore.api import calc
+from tbscore.core.result import TBSResult, VertebraResult
+from tbscore.core.roi import VertebraROIs
+from tbscore.core.settings import Settings, load_settings
 from tbscore.errors import TBSError
 from tbscore.io.load import DXAImage, load_dicom
-from tbscore.result import TBSResult, VertebraResult
-from tbscore.roi import VertebraROIs
-from tbscore.settings import Settings, load_settings
 
 __all__ = [
     "__version__",

@@ -10,38 +10,23 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
-from tbscore.errors import InputError, ROIError, SettingsError
-from tbscore.io.load import DicomMetadata, DXAImage, load_dicom
-from tbscore.result import TBSResult
-from tbscore.roi import (
+from tbscore.core.result import TBSResult
+from tbscore.core.roi import (
     VertebraROIs,
     apply_exclusions,
     read_rois,
     rois_from_dict,
     rois_from_label_image,
 )
-from tbscore.settings import Settings, load_settings
-from tbscore.tbs import METHOD, combine_l1_l4, compute_vertebrae
+from tbscore.core.settings import Settings, resolve_settings
+from tbscore.core.tbs import METHOD, combine_l1_l4, compute_vertebrae
+from tbscore.errors import InputError, ROIError, SettingsError
+from tbscore.io.load import DicomMetadata, DXAImage, load_dicom
 
-__all__ = ["calc", "resolve_settings", "resolve_rois", "as_image"]
+__all__ = ["calc", "resolve_rois", "as_image"]
 
 Source = str | Path | Dataset | DXAImage | np.ndarray
 RoiInput = str | Path | Mapping[str, Any] | VertebraROIs | np.ndarray | None
-
-
-def resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Settings:
-    """Settings from an object, a dict, a settings file, or the defaults."""
-    if settings is None:
-        return Settings()
-    if isinstance(settings, Settings):
-        return settings
-    if isinstance(settings, Mapping):
-        return Settings.from_dict(dict(settings))
-    if isinstance(settings, str | Path):
-        return load_settings(settings)
-    raise SettingsError(
-        f"settings must be Settings, a dict or a file path, not {type(settings).__name__}"
-    )
 
 
 def as_image(
@@ -84,7 +69,7 @@ def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
     :class:`VertebraROIs`, or ``None`` (automatic detection)."""
     if roi is None:
         try:
-            from tbscore.detect import detect
+            from tbscore.core.detect import detect
         except ImportError as exc:  # pragma: no cover - detection ships with the package
             raise ROIError(
                 "no ROI given and automatic detection is unavailable", image.source
@@ -143,7 +128,7 @@ def calc(
         The lumbar-spine DXA image. A numpy array needs ``spacing``.
     roi : path, dict, VertebraROIs, label image or None
         Vertebral ROIs (``tbscore-roi/1`` JSON, ``.npy``/``.png`` label image...).
-        ``None`` runs automatic detection (:func:`tbscore.detect.detect`).
+        ``None`` runs automatic detection (:func:`tbscore.core.detect.detect`).
     settings : Settings, dict or settings-file path, optional
         Computation parameters (default :class:`Settings`).
     spacing : (float, float), optional
@@ -203,7 +188,8 @@ def calc(
         tbscore_version=__version__,
     )
     if calibration is not None:
-        from tbscore.calibrate import apply_calibration, load_calibration
+        from tbscore.core.calibration import apply_calibration
+        from tbscore.io.calibration import load_calibration
 
         if isinstance(calibration, str | Path):
             calibration = load_calibration(calibration)

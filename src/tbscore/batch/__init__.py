@@ -17,7 +17,6 @@ import sys
 import types
 from typing import Any
 
-from tbscore.batch.command import register_cli
 from tbscore.batch.discover import Input, discover, file_sha256, is_dicom, roi_stem
 from tbscore.batch.naming import UnsafePathError, safe_filename, safe_path
 from tbscore.batch.output import (
@@ -38,7 +37,6 @@ __all__ = [
     "batch",
     "BatchSummary",
     "BatchError",
-    "register_cli",
     "COLUMNS",
     "BATCH_COLUMNS",
     "STATUSES",

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.batch.naming import safe_path
+from tbscore.core.result import CSV_COLUMNS
 from tbscore.errors import TBSError
-from tbscore.result import CSV_COLUMNS
 
 __all__ = [
     "BatchError",
@@ -66,7 +66,7 @@ TRAILING_COLUMNS: tuple[str, ...] = (
 )
 
 #: All columns of a batch row, in order: :data:`BATCH_COLUMNS`, then
-#: :data:`tbscore.result.CSV_COLUMNS` (without its ``status`` and ``error``), then
+#: :data:`tbscore.core.result.CSV_COLUMNS` (without its ``status`` and ``error``), then
 #: :data:`TRAILING_COLUMNS`.
 COLUMNS: tuple[str, ...] = (
     BATCH_COLUMNS

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tbscore.api import resolve_settings
 from tbscore.batch.discover import Input, discover, file_sha256
 from tbscore.batch.executors import cpu_count, make_executor
 from tbscore.batch.output import (
@@ -31,8 +30,8 @@ from tbscore.batch.output import (
 )
 from tbscore.batch.progress import Progress, make_progress
 from tbscore.batch.worker import Job
-from tbscore.roi import parse_exclusions
-from tbscore.settings import Settings
+from tbscore.core.roi import parse_exclusions
+from tbscore.core.settings import Settings, resolve_settings
 
 __all__ = ["BatchSummary", "run_batch", "iter_batch", "batch", "journal_path", "COLUMNS"]
 
@@ -228,7 +227,8 @@ class _BatchRun:
             raise BatchError("ROI folder does not exist", str(roi_dir))
         excl = parse_exclusions(exclude)
         if calibration is not None:
-            from tbscore.calibrate import Calibration, load_calibration
+            from tbscore.core.calibration import Calibration
+            from tbscore.io.calibration import load_calibration
 
             if not isinstance(calibration, Calibration):
                 calibration = load_calibration(calibration)  # CalibrationError: bad file

@@ -28,8 +28,8 @@ from tbscore.batch.discover import (
 )
 from tbscore.batch.naming import safe_filename, safe_path
 from tbscore.batch.output import atomic_file
+from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
-from tbscore.settings import Settings
 
 __all__ = [
     "Job",
@@ -292,9 +292,9 @@ def write_sr_atomic(folder: str, result: Any, image: Any, path: str) -> Path:
 
     Raises
     ------
-    tbscore.sr.SRError, tbscore.batch.naming.UnsafePathError
+    tbscore.io.sr.SRError, tbscore.batch.naming.UnsafePathError
     """
-    from tbscore.sr import SRError, write_sr
+    from tbscore.io.sr import SRError, write_sr
 
     stem = sr_name(image.metadata.sop_instance_uid, image.pixel_sha256, image.file_sha256)
     target = safe_path(folder, stem, ".sr.dcm")

@@ -185,7 +185,8 @@ def _float_or_none(d: Decimal | None) -> float | None:
 def _load(schedule: str) -> dict[str, Any]:
     name = f"{schedule}.json"
     try:
-        text = resources.files("tbscore").joinpath("data", name).read_text(encoding="utf-8")
+        data = resources.files("tbscore.clinical").joinpath("data", name)
+        text = data.read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         raise BillingError(f"no fee schedule data file {name!r} in tbscore/data") from None
     return json.loads(text, parse_float=Decimal)
@@ -232,8 +233,15 @@ def schedule_info(schedule: str = DEFAULT_SCHEDULE) -> dict[str, Any]:
         ``current_as_of``, ``rates_are``, ``source`` (dict) and ``modifier_rule``.
     """
     data = _load(schedule)
-    keys = ("payer", "currency", "calendar_year", "effective_date", "current_as_of",
-            "rates_are", "modifier_rule")
+    keys = (
+        "payer",
+        "currency",
+        "calendar_year",
+        "effective_date",
+        "current_as_of",
+        "rates_are",
+        "modifier_rule",
+    )
     info = {k: data[k] for k in keys}
     info["source"] = dict(data["source"])
     info["schedule"] = schedule
@@ -312,18 +320,14 @@ def modifier_rule(*, schedule: str = DEFAULT_SCHEDULE) -> str:
 def _check_service(service: str) -> str:
     key = str(service).strip().lower()
     if key not in SERVICES:
-        raise BillingError(
-            f"unknown service {service!r}; known services: {', '.join(SERVICES)}"
-        )
+        raise BillingError(f"unknown service {service!r}; known services: {', '.join(SERVICES)}")
     return key
 
 
 def _check_setting(setting: str) -> str:
     key = str(setting).strip().lower().replace("-", "_").replace(" ", "_")
     if key not in _SETTING_ALIASES:
-        raise BillingError(
-            f"unknown setting {setting!r}; known settings: {', '.join(SETTINGS)}"
-        )
+        raise BillingError(f"unknown setting {setting!r}; known settings: {', '.join(SETTINGS)}")
     return _SETTING_ALIASES[key]
 
 
@@ -438,8 +442,10 @@ def billing_summary(
         if sched == "OPPS":
             assert c.opps_payment_rate is not None
             unit = c.opps_payment_rate
-            basis = (f"OPPS APC {c.opps_apc} (weight {c.opps_relative_weight}, "
-                     f"SI {c.opps_status_indicator})")
+            basis = (
+                f"OPPS APC {c.opps_apc} (weight {c.opps_relative_weight}, "
+                f"SI {c.opps_status_indicator})"
+            )
             billed_by = "facility"
         else:
             unit = c.pfs_rate(rate_v)
@@ -449,25 +455,27 @@ def billing_summary(
             else:
                 billed_by = "practice"
         total = (unit * n).quantize(_CENT)
-        rows.append({
-            "code": code,
-            "descriptor": c.descriptor,
-            "component": c.component,
-            "services": list(svc),
-            "count": n,
-            "setting": setting_v,
-            "payer": info["payer"],
-            "schedule": sched,
-            "rate_basis": basis,
-            "billed_by": billed_by,
-            "unit_rate": float(unit.quantize(_CENT)),
-            "total": float(total),
-            "currency": info["currency"],
-            "modifiers": "none (no -26/-TC on TBS codes)",
-            "effective_date": c.effective_date,
-            "source": c.source,
-            "note": "; ".join(notes) if notes else None,
-        })
+        rows.append(
+            {
+                "code": code,
+                "descriptor": c.descriptor,
+                "component": c.component,
+                "services": list(svc),
+                "count": n,
+                "setting": setting_v,
+                "payer": info["payer"],
+                "schedule": sched,
+                "rate_basis": basis,
+                "billed_by": billed_by,
+                "unit_rate": float(unit.quantize(_CENT)),
+                "total": float(total),
+                "currency": info["currency"],
+                "modifiers": "none (no -26/-TC on TBS codes)",
+                "effective_date": c.effective_date,
+                "source": c.source,
+                "note": "; ".join(notes) if notes else None,
+            }
+        )
     return rows
 
 
@@ -485,8 +493,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         Header, one line per row, a total line (USD), then the dated source(s), the
         modifier rule and any notes. No trailing newline.
     """
-    headers = ("Code", "Component", "Schedule", "Billed by", "Count", "Unit rate", "Total",
-               "Descriptor")
+    headers = (
+        "Code",
+        "Component",
+        "Schedule",
+        "Billed by",
+        "Count",
+        "Unit rate",
+        "Total",
+        "Descriptor",
+    )
     body = [
         (
             str(r["code"]),
@@ -501,8 +517,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         for r in rows
     ]
     grand = sum((Decimal(str(r["total"])) for r in rows), Decimal("0"))
-    total_row = ("TOTAL", "", "", "", str(sum(int(r["count"]) for r in rows)), "",
-                 f"${grand:,.2f}", "")
+    total_row = (
+        "TOTAL",
+        "",
+        "",
+        "",
+        str(sum(int(r["count"]) for r in rows)),
+        "",
+        f"${grand:,.2f}",
+        "",
+    )
     table = [headers, *body, total_row]
     widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
     right = {4, 5, 6}

@@ -22,267 +22,31 @@ category is then indicative only.
 
 from __future__ import annotations
 
-import argparse
 import base64
-import dataclasses
 import io
 import json
 import math
-import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from tbscore import billing, risk
 from tbscore._version import __version__
-from tbscore.errors import TBSError
-from tbscore.io.load import DXAImage
-from tbscore.result import TBSResult, VertebraResult
-from tbscore.risk import DEFAULT_THRESHOLD_SET, Interpretation, ThresholdSet
-from tbscore.roi import VertebraROIs
-
-__all__ = [
-    "REPORT_FORMAT",
-    "REPORT_SERVICES",
-    "NOT_INTERCHANGEABLE",
-    "ReportError",
-    "Report",
-    "interpret_result",
-    "reported_tbs",
-    "variogram_figure",
-    "build_report",
-    "render_html",
-    "render_pdf",
-    "write_report",
-    "parse_services",
-    "services_from_files",
-    "register_cli",
-]
-
-#: Format tag of the JSON written by :meth:`Report.to_json`.
-REPORT_FORMAT = "tbscore-report/1"
-
-#: Report services and what they are.
-REPORT_SERVICES: dict[str, str] = {
-    "score": "TBS calculation with interpretation and report on fracture risk",
-    "interpret": "TBS interpretation and report on fracture risk",
-}
-
-#: The statement every report carries, prominently.
-NOT_INTERCHANGEABLE = (
-    "tbscore values are an open re-implementation of the published TBS method. They are "
-    "NOT interchangeable with values of the commercial TBS iNsight software unless "
-    "calibrated against paired TBS iNsight measurements. The fracture-risk threshold sets "
-    "and the TBS-adjusted FRAX equations were derived from TBS iNsight values."
+from tbscore.clinical import billing
+from tbscore.clinical.interpret import (
+    _SEX_FROM_DICOM,
+    NOT_INTERCHANGEABLE,
+    REPORT_FORMAT,
+    REPORT_SERVICES,
+    ReportError,
+    interpret_result,
+    reported_tbs,
 )
-
-_SEX_FROM_DICOM = {"F": "female", "M": "male"}
-
-
-class ReportError(TBSError):
-    """A report cannot be built or written (no value, bad service, missing PDF support)."""
-
-    code = "report_error"
-
-
-# --------------------------------------------------------------------------------------
-# interpretation of a result
-# --------------------------------------------------------------------------------------
-
-
-def reported_tbs(result: TBSResult) -> tuple[float | None, str]:
-    """The L1–L4 value to interpret, and its basis.
-
-    Returns
-    -------
-    value : float or None
-        ``l1_l4_calibrated`` when the result is calibrated, else the raw ``l1_l4``.
-    basis : {"calibrated", "raw"}
-    """
-    if result.calibration is not None and result.l1_l4_calibrated is not None:
-        return float(result.l1_l4_calibrated), "calibrated"
-    return (None if result.l1_l4 is None else float(result.l1_l4)), "raw"
-
-
-def _clinical_inputs(
-    result: TBSResult, age: float | None, sex: str | None, bmi: float | None, use_metadata: bool
-) -> tuple[float | None, str | None, float | None, dict[str, str]]:
-    """Clinical inputs, defaulting to the DICOM metadata where not given, and where each
-    came from (``{"age": "entered" | "DICOM header", ...}``, only for known inputs)."""
-    meta = result.metadata or {}
-    given = {"age": age, "sex": sex, "bmi": bmi}
-    dicom = {
-        "age": meta.get("age_years"),
-        "sex": _SEX_FROM_DICOM.get(str(meta.get("sex") or "").upper()),
-        "bmi": meta.get("bmi"),
-    }
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for key, value in given.items():
-        if value is None and use_metadata and dicom[key] is not None:
-            value, sources[key] = dicom[key], "DICOM header"
-        elif value is not None:
-            sources[key] = "entered"
-        values[key] = value
-    return values["age"], values["sex"], values["bmi"], sources
-
-
-def interpret_result(
-    result: TBSResult,
-    *,
-    age: float | None = None,
-    sex: str | None = None,
-    bmi: float | None = None,
-    frax_mof: float | None = None,
-    frax_hip: float | None = None,
-    threshold_set: str | ThresholdSet = DEFAULT_THRESHOLD_SET,
-    use_metadata: bool = True,
-) -> Interpretation:
-    """Fracture-risk interpretation of a result's L1–L4 value.
-
-    Parameters
-    ----------
-    result : TBSResult
-        The technical result (CPT 77091).
-    age : float, optional
-        Age (years); default: the DICOM age (``result.metadata["age_years"]``).
-    sex : {"female", "male", "F", "M"}, optional
-        Default: the DICOM PatientSex (``O`` is not used).
-    bmi : float, optional
-        Body-mass index (kg/m²); default: from the DICOM height and weight.
-    frax_mof, frax_hip : float, optional
-        FRAX 10-year probabilities (percent) to adjust for TBS (needs an age, 40–90).
-    threshold_set : str or ThresholdSet
-        Cut-offs (:data:`tbscore.risk.THRESHOLD_SETS`), default the 2023 update.
-    use_metadata : bool
-        Fill missing clinical inputs from the DICOM metadata.
-
-    Returns
-    -------
-    tbscore.risk.Interpretation
-
-    Raises
-    ------
-    ReportError
-        The result has no L1–L4 value.
-    tbscore.risk.RiskInputError
-        Invalid clinical inputs (e.g. FRAX with an age outside 40–90).
-    """
-    value, _basis = reported_tbs(result)
-    if value is None:
-        raise ReportError(
-            f"no L1-L4 value to interpret ({result.l1_l4_reason or 'incomplete result'})",
-            str(result.input.get("source") or "") or None,
-        )
-    age, sex, bmi, sources = _clinical_inputs(result, age, sex, bmi, use_metadata)
-    interp = risk.interpret(
-        value,
-        threshold_set=threshold_set,
-        age=age,
-        sex=sex,
-        frax_mof=frax_mof,
-        frax_hip=frax_hip,
-        bmi=bmi,
-    )
-    return dataclasses.replace(interp, input_sources=sources)
-
-
-# --------------------------------------------------------------------------------------
-# figures
-# --------------------------------------------------------------------------------------
-
-
-def _variogram_panel(ax: Axes, vert: VertebraResult) -> None:
-    """One vertebra: ln V against ln lag (mm) with the fitted line."""
-    pts = [
-        (math.log(d), math.log(v))
-        for d, v in zip(vert.lag_distances_mm, vert.variogram, strict=False)
-        if d and v is not None and d > 0 and v > 0
-    ]
-    ax.tick_params(labelsize=7)
-    ax.set_xlabel("ln lag (mm)", fontsize=7)
-    ax.set_ylabel("ln V", fontsize=7)
-    ax.grid(True, linewidth=0.3, alpha=0.5)
-    if not pts:
-        why = vert.reason or vert.status
-        ax.text(
-            0.5,
-            0.5,
-            f"{vert.status}\n{why}",
-            ha="center",
-            va="center",
-            fontsize=8,
-            transform=ax.transAxes,
-            wrap=True,
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"{vert.label}: no value", fontsize=8)
-        return
-    x = [p[0] for p in pts]
-    y = [p[1] for p in pts]
-    ax.plot(x, y, "o", markersize=3.5, color="#1f4e79", label="variogram")
-    if vert.value is not None and vert.intercept is not None:
-        x0, x1 = min(x), max(x)
-        pad = 0.05 * (x1 - x0 or 1.0)
-        xs = [x0 - pad, x1 + pad]
-        ax.plot(
-            xs,
-            [vert.intercept + vert.value * t for t in xs],
-            "-",
-            color="#d62728",
-            linewidth=1.2,
-            label="fit",
-        )
-        r2 = "" if vert.r2 is None else f", R² {vert.r2:.3f}"
-        ax.set_title(f"{vert.label}: slope {vert.value:.3f}{r2}", fontsize=8)
-    else:
-        ax.set_title(f"{vert.label}: {vert.status} ({vert.reason or 'no fit'})", fontsize=7)
-
-
-def variogram_figure(result: TBSResult, *, width_in: float = 7.0) -> Figure:
-    """Log–log variogram plots of every vertebra with the fitted lines.
-
-    Each panel shows ``ln V(k)`` against ``ln |k|`` (lag length in mm) for the lags used
-    and the least-squares line ``ln V = intercept + slope * ln |k|``, whose slope is the
-    vertebra's value and whose intercept is ``ln V`` at 1 mm.
-
-    Parameters
-    ----------
-    result : TBSResult
-    width_in : float
-        Figure width in inches.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        2 x 2 panels for up to four vertebrae (an Agg canvas attached).
-    """
-    verts = list(result.vertebrae)
-    ncols = 2 if len(verts) > 1 else 1
-    nrows = max(1, math.ceil(len(verts) / ncols))
-    fig = Figure(figsize=(width_in, 2.3 * nrows + 0.3), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        if i < len(verts):
-            _variogram_panel(ax, verts[i])
-        else:
-            ax.set_axis_off()
-    return fig
-
-
-def _png(fig: Figure, dpi: int = 150) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
+from tbscore.clinical.risk import Interpretation
+from tbscore.core.result import TBSResult
+from tbscore.core.roi import VertebraROIs
+from tbscore.io.load import DXAImage
+from tbscore.render.figures import _png, variogram_figure
 
 # --------------------------------------------------------------------------------------
 # report context
@@ -349,9 +113,7 @@ def _patient(result: TBSResult, interp: Interpretation | None, include_phi: bool
         "Name": _person_name(meta.get("patient_name")) if include_phi else withheld,
         "Patient ID": (meta.get("patient_id") or "–") if include_phi else withheld,
         "Birth date": _dicom_date(meta.get("birth_date")) if include_phi else withheld,
-        "Age": "–"
-        if age is None
-        else f"{float(age):g} years" + _source_of(interp, "age", age),
+        "Age": "–" if age is None else f"{float(age):g} years" + _source_of(interp, "age", age),
         "Sex": (sex or "–") + _source_of(interp, "sex", sex),
         "BMI": "–" if bmi is None else f"{float(bmi):.1f} kg/m²" + _source_of(interp, "bmi", bmi),
     }
@@ -747,7 +509,7 @@ def _overlay(image: DXAImage | None, rois: VertebraROIs | None, result: TBSResul
             "the image is not the one the result was computed from (pixel SHA-256 differs)",
             image.source,
         )
-    from tbscore.overlay import overlay_png
+    from tbscore.render.overlay import overlay_png
 
     row_mm, col_mm = image.spacing_mm
     title = f"pixels {row_mm:.3g} × {col_mm:.3g} mm"
@@ -771,7 +533,7 @@ def build_report(
     result : TBSResult
         The technical result (CPT 77091).
     interpretation : Interpretation, optional
-        From :func:`interpret_result` (or :func:`tbscore.risk.interpret` of the same
+        From :func:`interpret_result` (or :func:`tbscore.clinical.risk.interpret` of the same
         value). Default: interpret with the clinical inputs of the DICOM header and the
         default threshold set, when the result has an L1–L4 value.
     image : DXAImage, optional
@@ -785,7 +547,7 @@ def build_report(
     include_phi : bool
         Show patient name, ID and birth date (False writes ``"(withheld)"``).
     schedule : str
-        Fee schedule for the coding block (:mod:`tbscore.billing`).
+        Fee schedule for the coding block (:mod:`tbscore.clinical.billing`).
 
     Returns
     -------
@@ -846,7 +608,7 @@ def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
     return Environment(
-        loader=PackageLoader("tbscore", "templates"),
+        loader=PackageLoader("tbscore.render", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -947,369 +709,3 @@ def write_report(report: Report, path: str | Path) -> Path:
     else:
         raise ReportError("report file must end in .html, .pdf or .json", str(path))
     return path
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------
-
-
-def _clinical_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("clinical inputs (default: from the DICOM header)")
-    g.add_argument("--age", type=float, help="age in years")
-    g.add_argument("--sex", help="F or M (female / male)")
-    g.add_argument("--bmi", type=float, help="body-mass index, kg/m^2")
-    g.add_argument(
-        "--frax-mof",
-        type=float,
-        metavar="PERCENT",
-        help="FRAX 10-year major osteoporotic fracture probability (%%)",
-    )
-    g.add_argument(
-        "--frax-hip",
-        type=float,
-        metavar="PERCENT",
-        help="FRAX 10-year hip fracture probability (%%)",
-    )
-    g.add_argument(
-        "--threshold-set",
-        default=DEFAULT_THRESHOLD_SET,
-        choices=sorted(risk.THRESHOLD_SETS),
-        help=f"category cut-offs (default {DEFAULT_THRESHOLD_SET})",
-    )
-    g.add_argument(
-        "--no-dicom-defaults",
-        action="store_true",
-        help="do not take age, sex and BMI from the DICOM header",
-    )
-
-
-def _calibration_arg(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--calibration",
-        metavar="CAL.json",
-        help=f"calibration to a reference TBS scale (tbscore calibrate) {what}; the "
-        "calibrated value is then the one interpreted",
-    )
-
-
-def _output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-o",
-        "--output",
-        action="append",
-        required=True,
-        metavar="REPORT",
-        help="report file: .html, .pdf or .json (repeatable)",
-    )
-    p.add_argument(
-        "--no-phi",
-        action="store_true",
-        help="leave patient name, ID and birth date out of the report",
-    )
-
-
-def _interpretation_from_args(result: TBSResult, args: argparse.Namespace):
-    if reported_tbs(result)[0] is None:
-        return None
-    return interpret_result(
-        result,
-        age=args.age,
-        sex=args.sex,
-        bmi=args.bmi,
-        frax_mof=args.frax_mof,
-        frax_hip=args.frax_hip,
-        threshold_set=args.threshold_set,
-        use_metadata=not args.no_dicom_defaults,
-    )
-
-
-def _print_summary(report: Report, paths: list[Path]) -> None:
-    l14 = report.l1_l4
-    lines = [f"tbscore {__version__}  CPT {report.cpt_code} ({REPORT_SERVICES[report.service]})"]
-    if l14["available"]:
-        lines.append(
-            f"L1-L4    {l14['value']} ({l14['labels']})"
-            + (f"; calibrated {l14['calibrated']}" if l14["calibrated"] else "")
-        )
-    else:
-        lines.append(f"L1-L4    n/a: {l14['reason']}")
-    if report.category is not None:
-        c = report.category
-        lines.append(f"category {c['label']} ({c['rule']}; {c['set_title']})")
-    for row in (report.frax or {}).get("rows", []):
-        lines.append(
-            f"FRAX     {row['outcome']}: {row['input']}% -> {row['adjusted']}% (TBS-adjusted)"
-        )
-    lines.extend(f"warning: {w}" for w in report.warnings)
-    lines.extend(f"written {p}" for p in paths)
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
-def _check_outputs(outputs: list[str]) -> None:
-    """Refuse report names with an unknown suffix, before anything is computed or written."""
-    for out in outputs:
-        if Path(out).suffix.lower() not in (".html", ".htm", ".pdf", ".json"):
-            raise ReportError("report file must end in .html, .pdf or .json", out)
-
-
-def _write_all(report: Report, outputs: list[str]) -> list[Path]:
-    _check_outputs(outputs)
-    return [write_report(report, out) for out in outputs]
-
-
-def _read_result(path: str) -> TBSResult:
-    try:
-        return TBSResult.from_json(Path(path))
-    except FileNotFoundError:
-        raise ReportError("result file does not exist", path) from None
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise ReportError(f"not a readable tbscore result ({exc})", path) from exc
-
-
-def cmd_interpret(args: argparse.Namespace) -> int:
-    """``tbscore interpret``: CPT 77092 report of a result computed elsewhere."""
-    from tbscore.cli import EXIT_INCOMPLETE, EXIT_OK
-
-    result = _read_result(args.result)
-    if args.calibration:
-        from tbscore.calibrate import apply_calibration
-
-        result = apply_calibration(result, args.calibration)
-    image = rois = None
-    if args.image:
-        from tbscore.api import as_image, resolve_rois
-
-        if not args.roi:
-            raise ReportError("--image needs --roi (the ROIs the result was computed with)")
-        spacing = tuple(result.pixel_spacing_mm)
-        image = as_image(args.image, spacing=spacing)
-        rois = resolve_rois(args.roi, image)
-    interp = _interpretation_from_args(result, args)
-    report = build_report(
-        result, interp, image=image, rois=rois, service="interpret", include_phi=not args.no_phi
-    )
-    _print_summary(report, _write_all(report, args.output))
-    return EXIT_OK if result.l1_l4 is not None else EXIT_INCOMPLETE
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    """``tbscore score``: CPT 77089, calculation with interpretation and report."""
-    from tbscore.api import as_image, calc, resolve_rois
-    from tbscore.cli import EXIT_INCOMPLETE, EXIT_OK, settings_from_args
-    from tbscore.roi import apply_exclusions
-
-    _check_outputs(args.output)  # nothing (result JSON, SR) is written for a bad report name
-    settings = settings_from_args(args)
-    image = as_image(
-        args.file,
-        spacing=tuple(args.spacing) if args.spacing else None,
-        override_spacing=args.override_spacing,
-    )
-    rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
-    result = calc(image, rois, settings=settings, calibration=args.calibration)
-    if args.result_json:
-        result.to_json(args.result_json, include_phi=not args.no_phi)
-    if args.sr:
-        from tbscore.sr import write_sr
-
-        write_sr(result, args.file, args.sr)
-    interp = _interpretation_from_args(result, args)
-    report = build_report(
-        result, interp, image=image, rois=rois, service="score", include_phi=not args.no_phi
-    )
-    paths = _write_all(report, args.output)
-    paths += [Path(p) for p in (args.result_json, args.sr) if p]
-    _print_summary(report, paths)
-    return EXIT_OK if result.l1_l4 is not None else EXIT_INCOMPLETE
-
-
-_CODE_TO_SERVICE = {code: name for name, code in billing.SERVICES.items()}
-
-
-def parse_services(text: str) -> dict[str, int]:
-    """Parse ``"calc=3,score=2"`` into ``{"calc": 3, "score": 2}``.
-
-    Raises
-    ------
-    tbscore.billing.BillingError
-        Malformed item, unknown service or a negative count.
-    """
-    counts: dict[str, int] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        name, sep, num = item.partition("=")
-        try:
-            n = int(num) if sep else 1
-        except ValueError:
-            raise billing.BillingError(f"bad service count {item!r} (use NAME=COUNT)") from None
-        if n < 0:
-            raise billing.BillingError(f"negative count in {item!r}")
-        key = name.strip().lower()
-        if key not in billing.SERVICES:
-            raise billing.BillingError(
-                f"unknown service {name!r}; known services: {', '.join(billing.SERVICES)}"
-            )
-        counts[key] = counts.get(key, 0) + n
-    return counts
-
-
-def _read_service_file(path: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError("file does not exist", path) from None
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"not a JSON file ({exc})", path) from exc
-    if not isinstance(data, Mapping) or data.get("format") not in (
-        "tbscore-result/1",
-        REPORT_FORMAT,
-    ):
-        raise ReportError("not a tbscore result or report JSON", path)
-    if str(data.get("cpt_code") or "") not in _CODE_TO_SERVICE:
-        raise ReportError(f"unknown CPT code {data.get('cpt_code')!r}", path)
-    return data
-
-
-def _result_key(data: Mapping | None) -> tuple | None:
-    """Identity of a technical result: image hash, SOP instance and settings digest."""
-    if not isinstance(data, Mapping):
-        return None
-    inp = data.get("input") or {}
-    return (inp.get("pixel_sha256"), inp.get("sop_instance_uid"), data.get("settings_digest"))
-
-
-def services_from_files(paths: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Count services in result (``tbscore-result/1``) and report (``tbscore-report/1``)
-    JSON files by their ``cpt_code``.
-
-    A result file that is the technical part of a ``score`` report also given (same
-    image and settings) is not counted again: 77089 includes 77091.
-
-    Returns
-    -------
-    counts : dict of str to int
-        Service name -> count.
-    notes : list of str
-        Files left out, and why.
-    """
-    docs = {path: _read_service_file(path) for path in dict.fromkeys(paths)}
-    in_scores = {
-        _result_key(d.get("result"))
-        for d in docs.values()
-        if d.get("format") == REPORT_FORMAT and d.get("cpt_code") == billing.SERVICES["score"]
-    }
-    counts: dict[str, int] = {}
-    notes: list[str] = []
-    for path, data in docs.items():
-        if data.get("format") != REPORT_FORMAT and _result_key(data) in in_scores:
-            notes.append(
-                f"{path}: technical part of a score report given too (77089 "
-                "includes 77091); not counted again"
-            )
-            continue
-        service = _CODE_TO_SERVICE[str(data["cpt_code"])]
-        counts[service] = counts.get(service, 0) + 1
-    return counts, notes
-
-
-def cmd_billing(args: argparse.Namespace) -> int:
-    """``tbscore billing``: billing summary of a set of services."""
-    from tbscore.cli import EXIT_OK
-
-    counts, notes = services_from_files(args.results)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    for name, n in parse_services(args.services or "").items():
-        counts[name] = counts.get(name, 0) + n
-    if not counts:
-        raise ReportError("no services: give result/report files or --services")
-    rows = billing.billing_summary(counts, args.setting, rate=args.rate, split=args.split)
-    if args.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-    else:
-        sys.stdout.write(billing.format_table(rows) + "\n")
-    return EXIT_OK
-
-
-def _add_interpret(sub: Any) -> None:
-    p = sub.add_parser(
-        "interpret",
-        help="CPT 77092: interpretation and report of a result computed elsewhere",
-        description="Fracture-risk interpretation and report (CPT 77092) of a tbscore "
-        "result JSON (from 'tbscore calc --json').",
-    )
-    p.add_argument("result", help="result JSON (tbscore-result/1)")
-    p.add_argument("--image", help="the DICOM the result was computed from (for the overlay)")
-    p.add_argument("--roi", help="the ROI file used (with --image)")
-    _calibration_arg(p, "to apply to the result")
-    _clinical_args(p)
-    _output_args(p)
-    p.set_defaults(func=cmd_interpret)
-
-
-def _add_score(sub: Any) -> None:
-    from tbscore.cli import add_settings_args
-
-    p = sub.add_parser(
-        "score",
-        help="CPT 77089: calculation with interpretation and report (complete service)",
-        description="Compute TBS (as 'calc') and write the interpretation report "
-        "(CPT 77089, global).",
-    )
-    p.add_argument("file", help="DICOM file")
-    p.add_argument(
-        "--roi",
-        help="ROI file (tbscore-roi/1 JSON, .npy/.png label image); default: automatic detection",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        metavar="LABEL[:REASON]",
-        help="exclude a vertebra, e.g. --exclude L2:fracture (repeatable)",
-    )
-    p.add_argument(
-        "--result-json",
-        metavar="RESULT.json",
-        help="also write the technical result (tbscore-result/1)",
-    )
-    p.add_argument(
-        "--sr", metavar="OUT.dcm", help="also write a DICOM SR (TID 1500) of the result"
-    )
-    _calibration_arg(p, "to apply")
-    _clinical_args(p)
-    _output_args(p)
-    add_settings_args(p)
-    p.set_defaults(func=cmd_score)
-
-
-def _add_billing(sub: Any) -> None:
-    p = sub.add_parser(
-        "billing",
-        help="billing summary (CPT codes, Medicare 2026 rates) for a set of services",
-        description="Billing summary of TBS services counted from result/report JSON "
-        "files (by their cpt_code) and/or --services.",
-    )
-    p.add_argument("results", nargs="*", help="result or report JSON files")
-    p.add_argument(
-        "--services",
-        metavar="NAME=N,...",
-        help="service counts, e.g. calc=3,score=2 (calc, interpret, score, export)",
-    )
-    p.add_argument("--setting", required=True, choices=billing.SETTINGS)
-    p.add_argument(
-        "--rate", default="qp", choices=billing.RATES, help="PFS conversion factor (default qp)"
-    )
-    p.add_argument(
-        "--split",
-        action="store_true",
-        help="office: bill a complete service as 77091 + 77092 instead of 77089",
-    )
-    p.add_argument("--json", action="store_true", help="JSON rows instead of a table")
-    p.set_defaults(func=cmd_billing)
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add the ``interpret``, ``score`` and ``billing`` sub-commands."""
-    _add_interpret(subparsers)
-    _add_score(subparsers)
-    _add_billing(subparsers)

@@ -52,14 +52,14 @@ from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 from skimage.draw import polygon2mask
 
-from tbscore.errors import DetectionError
-from tbscore.roi import (
+from tbscore.core.roi import (
     LABELS,
     VertebraROI,
     VertebraROIs,
     rounded_rect_distance,
     rounded_rect_outline,
 )
+from tbscore.errors import DetectionError
 
 __all__ = [
     "detect",
@@ -982,7 +982,7 @@ def detect(
 
     Examples
     --------
-    >>> from tbscore.phantom import synthetic_spine
+    >>> from tbscore.sim.phantom import synthetic_spine
     >>> img, truth = synthetic_spine(0.6, shape=(260, 200), rng=1)
     >>> rois = detect(img, (1.0, 1.0))
     >>> rois.labels

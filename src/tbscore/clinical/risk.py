@@ -282,8 +282,7 @@ class ThresholdSet:
 
     def describe(self) -> str:
         """Return the band definitions as one line of text."""
-        labels = {"normal": "normal", self.middle_code: self.middle_label,
-                  "degraded": "degraded"}
+        labels = {"normal": "normal", self.middle_code: self.middle_label, "degraded": "degraded"}
         return "; ".join(f"{labels[c]}: {r}" for c, r in self._rules().items())
 
     def categorize(self, tbs: float | Decimal) -> Category:
@@ -661,10 +660,8 @@ def adjust_frax(
     if mof_v is None and hip_v is None:
         raise RiskInputError("give at least one of frax_mof and frax_hip (percent)")
 
-    adj_mof = None if mof_v is None else FRAX_MOF_COEFFICIENTS.adjust(
-        age=age_v, tbs=tbs_v, p=mof_v)
-    adj_hip = None if hip_v is None else FRAX_HIP_COEFFICIENTS.adjust(
-        age=age_v, tbs=tbs_v, p=hip_v)
+    adj_mof = None if mof_v is None else FRAX_MOF_COEFFICIENTS.adjust(age=age_v, tbs=tbs_v, p=mof_v)
+    adj_hip = None if hip_v is None else FRAX_HIP_COEFFICIENTS.adjust(age=age_v, tbs=tbs_v, p=hip_v)
     warnings = _tbs_warnings(tbs_v) + _bmi_warnings(bmi_v)
     return FraxAdjustment(
         age=age_v,
@@ -734,8 +731,13 @@ GRADIENT_OF_RISK = GradientOfRisk(
 )
 
 _SEX_ALIASES = {
-    "f": "female", "female": "female", "woman": "female", "w": "female",
-    "m": "male", "male": "male", "man": "male",
+    "f": "female",
+    "female": "female",
+    "woman": "female",
+    "w": "female",
+    "m": "male",
+    "male": "male",
+    "man": "male",
 }
 
 
@@ -874,8 +876,7 @@ def interpret(
     if frax_mof is not None or frax_hip is not None:
         if age_v is None:
             raise RiskInputError("age (years) is required to adjust FRAX probabilities")
-        frax = adjust_frax(age=age_v, tbs=tbs_v, frax_mof=frax_mof, frax_hip=frax_hip,
-                           bmi=bmi_v)
+        frax = adjust_frax(age=age_v, tbs=tbs_v, frax_mof=frax_mof, frax_hip=frax_hip, bmi=bmi_v)
         warnings.extend(frax.warnings)
         citations.append(frax.citation)
     else:

@@ -1,6 +1,6 @@
 """DICOM Structured Report (TID 1500 Measurement Report) of a TBS result.
 
-:func:`write_sr` writes a :class:`tbscore.result.TBSResult` as an Enhanced SR
+:func:`write_sr` writes a :class:`tbscore.core.result.TBSResult` as an Enhanced SR
 document (SOP class 1.2.840.10008.5.1.4.1.1.88.22) holding a TID 1500 "Imaging
 Measurement Report" built with `highdicom <https://highdicom.readthedocs.io>`_.
 :func:`read_sr` reads the values back.
@@ -166,7 +166,7 @@ def write_sr(
 
     Parameters
     ----------
-    result : tbscore.result.TBSResult
+    result : tbscore.core.result.TBSResult
         The result to encode (raw values, and calibrated values when a calibration
         was applied).
     source : str, Path or pydicom Dataset

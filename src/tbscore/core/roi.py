@@ -2,7 +2,7 @@
 
 ROIs come from an ROI file (``tbscore-roi/1`` JSON, see docs/architecture.md), from a
 label image (values 1..4 = L1..L4), or from automatic detection
-(:mod:`tbscore.detect`). Whatever their origin they become a :class:`VertebraROIs`: one
+(:mod:`tbscore.core.detect`). Whatever their origin they become a :class:`VertebraROIs`: one
 boolean mask per vertebra plus the geometry that produced it, so it can be written
 back as JSON, edited by hand and reused.
 """
@@ -40,13 +40,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # ``tbscore.roi.detect`` is :func:`tbscore.detect.detect`, imported on first use
-    # (tbscore.detect imports this module).
+    # ``tbscore.core.roi.detect`` is :func:`tbscore.core.detect.detect`, imported on first use
+    # (tbscore.core.detect imports this module).
     if name == "detect":
-        from tbscore.detect import detect
+        from tbscore.core.detect import detect
 
         return detect
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
 ROI_FORMAT = "tbscore-roi/1"
@@ -195,8 +196,8 @@ def rounded_rect_distance(
 ) -> np.ndarray:
     """Signed distance to a rounded rectangle centred at the origin.
 
-    The vertebral-body outline shared by the phantoms (:mod:`tbscore.phantom`) and
-    detection (:mod:`tbscore.detect`).
+    The vertebral-body outline shared by the phantoms (:mod:`tbscore.sim.phantom`) and
+    detection (:mod:`tbscore.core.detect`).
 
     Parameters
     ----------
@@ -316,8 +317,7 @@ def rois_from_dict(
             raise ROIError(f"image_shape must be [rows, cols], got {declared_shape!r}", source)
         if tuple(declared_shape) != shape:
             raise ROIError(
-                f"ROI file is for an image of shape {tuple(declared_shape)}, the image is "
-                f"{shape}",
+                f"ROI file is for an image of shape {tuple(declared_shape)}, the image is {shape}",
                 source,
             )
     if data.get("pixel_spacing_mm") is not None:

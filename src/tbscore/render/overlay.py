@@ -19,9 +19,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tbscore.core.result import TBSResult, VertebraResult
+from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.io.load import DXAImage
-from tbscore.result import TBSResult, VertebraResult
-from tbscore.roi import VertebraROI, VertebraROIs
 
 __all__ = ["overlay_figure", "save_overlay", "overlay_png", "STYLE"]
 

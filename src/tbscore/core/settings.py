@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,18 @@ def load_settings(path: str | Path, *, section: str | None = "tbs") -> Settings:
         return Settings.from_dict(data)
     except SettingsError as exc:
         raise SettingsError(exc.reason, str(path)) from exc
+
+
+def resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Settings:
+    """Settings from an object, a dict, a settings file, or the defaults."""
+    if settings is None:
+        return Settings()
+    if isinstance(settings, Settings):
+        return settings
+    if isinstance(settings, Mapping):
+        return Settings.from_dict(dict(settings))
+    if isinstance(settings, str | Path):
+        return load_settings(settings)
+    raise SettingsError(
+        f"settings must be Settings, a dict or a file path, not {type(settings).__name__}"
+    )

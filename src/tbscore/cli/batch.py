@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["register_cli", "cmd_batch", "SCHEDULER_ENV"]
+__all__ = ["register", "cmd_batch", "SCHEDULER_ENV"]
 
 #: Environment variable read when ``--scheduler`` is not given.
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -24,9 +24,9 @@ See docs/batch.md.
 """
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tbscore batch`` to the ``tbscore`` command line."""
-    from tbscore.cli import add_settings_args
+    from tbscore.cli.common import add_settings_args
 
     p = subparsers.add_parser(
         "batch",
@@ -107,7 +107,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run ``tbscore batch``; return the exit code."""
     from tbscore.batch.runner import run_batch
-    from tbscore.cli import settings_from_args
+    from tbscore.cli.common import settings_from_args
 
     cfg = settings_from_args(args)  # SettingsError (exit 2) before any work
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None

@@ -1,6 +1,6 @@
 """The TBS value: slope of the log–log experimental variogram near the origin.
 
-For each vertebral ROI, the variogram ``V(k)`` (:mod:`tbscore.variogram`) is computed
+For each vertebral ROI, the variogram ``V(k)`` (:mod:`tbscore.core.variogram`) is computed
 at every lag vector whose physical length lies in the settings' lag range (mm), and the
 index is the ordinary-least-squares slope of ``log V`` against ``log |k|_mm``. The
 L1–L4 value is the mean of the valid, non-excluded vertebrae, reported only when at
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbscore.result import VertebraResult
-from tbscore.roi import VertebraROI, VertebraROIs
-from tbscore.settings import DIRECTIONS, Settings
-from tbscore.variogram import variogram_sums
+from tbscore.core.result import VertebraResult
+from tbscore.core.roi import VertebraROI, VertebraROIs
+from tbscore.core.settings import DIRECTIONS, Settings
+from tbscore.core.variogram import variogram_sums
 
 __all__ = ["select_lags", "fit_loglog", "LogLogFit", "vertebra_tbs", "combine_l1_l4", "METHOD"]
 
@@ -42,7 +42,7 @@ def select_lags(
     lag_min_mm, lag_max_mm : float
         Inclusive lag range in mm.
     directions : tuple of str
-        Names from :data:`tbscore.settings.DIRECTIONS`.
+        Names from :data:`tbscore.core.settings.DIRECTIONS`.
 
     Returns
     -------

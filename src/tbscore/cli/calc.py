@@ -1,9 +1,4 @@
-"""Command-line interface: ``tbscore calc | phantom | ...``.
-
-Exit codes: 0 success; 1 a result without an L1–L4 value (or, for batch commands, at
-least one failed input); 2 an error (bad input, ROI, settings), printed as
-``tbscore: error: <file>: <reason>``.
-"""
+"""``tbscore calc``: CPT 77091 technical calculation."""
 
 from __future__ import annotations
 
@@ -11,53 +6,10 @@ import argparse
 import csv
 import io
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from tbscore._version import __version__
-from tbscore.errors import TBSError
-
-EXIT_OK, EXIT_INCOMPLETE, EXIT_ERROR = 0, 1, 2
-
-#: Feature modules that add their own sub-commands with ``register_cli(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "tbscore.report",  # interpret (77092), score (77089), billing
-    "tbscore.batch",  # batch
-    "tbscore.export",  # export (77090)
-    "tbscore.calibrate",  # calibrate
-)
-
-
-def add_settings_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("computation settings (override --settings)")
-    g.add_argument("--settings", metavar="FILE", help="settings file (.toml, .yaml or .json)")
-    g.add_argument("--lag-min-mm", type=float, help="smallest lag (mm)")
-    g.add_argument("--lag-max-mm", type=float, help="largest lag (mm)")
-    g.add_argument(
-        "--spacing",
-        type=float,
-        nargs=2,
-        metavar=("ROW_MM", "COL_MM"),
-        help="pixel spacing (mm) for files that have none",
-    )
-    g.add_argument(
-        "--override-spacing",
-        action="store_true",
-        help="use --spacing even when the file has a spacing",
-    )
-
-
-def settings_from_args(args: argparse.Namespace):
-    """Settings from ``--settings`` with command-line overrides applied."""
-    from tbscore.api import resolve_settings
-
-    cfg = resolve_settings(args.settings)
-    overrides = {
-        k: getattr(args, k)
-        for k in ("lag_min_mm", "lag_max_mm")
-        if getattr(args, k, None) is not None
-    }
-    return cfg.replace(**overrides) if overrides else cfg
+from tbscore.cli.common import add_settings_args, settings_from_args
+from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
 
 
 def _summary(result) -> str:
@@ -93,7 +45,7 @@ def _summary(result) -> str:
 
 
 def _csv_text(rows: list[dict]) -> str:
-    from tbscore.result import CSV_COLUMNS
+    from tbscore.core.result import CSV_COLUMNS
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
@@ -105,7 +57,7 @@ def _csv_text(rows: list[dict]) -> str:
 
 def cmd_calc(args: argparse.Namespace) -> int:
     from tbscore.api import as_image, calc, resolve_rois
-    from tbscore.roi import apply_exclusions
+    from tbscore.core.roi import apply_exclusions
 
     settings = settings_from_args(args)  # validated before any file is read
     image = as_image(
@@ -117,7 +69,7 @@ def cmd_calc(args: argparse.Namespace) -> int:
     rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
     result = calc(image, rois, settings=settings, calibration=args.calibration)
     if args.sr:
-        from tbscore.sr import write_sr
+        from tbscore.io.sr import write_sr
 
         write_sr(result, args.file, args.sr)
         sys.stderr.write(f"written {args.sr}\n")
@@ -138,34 +90,18 @@ def cmd_calc(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if args.save_roi:
-        from tbscore.roi import write_roi_json
+        from tbscore.core.roi import write_roi_json
 
         write_roi_json(rois, args.save_roi, image.spacing_mm, units=args.roi_units)
     if args.overlay:
-        from tbscore.overlay import save_overlay
+        from tbscore.render.overlay import save_overlay
 
         save_overlay(image, rois, args.overlay, result=result)
     return EXIT_OK if result.l1_l4 is not None else EXIT_INCOMPLETE
 
 
-def cmd_phantom(args: argparse.Namespace) -> int:
-    from tbscore.phantom import write_sample_set
-
-    paths = write_sample_set(args.outdir, seed=args.seed)
-    for p in paths:
-        print(p)
-    return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tbscore",
-        description="Open Trabecular Bone Score engine. Values are not interchangeable with "
-        "TBS iNsight unless calibrated.",
-    )
-    parser.add_argument("--version", action="version", version=f"tbscore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub) -> None:
+    """Add ``calc``."""
     p = sub.add_parser("calc", help="CPT 77091: technical calculation (TBS per vertebra + L1-L4)")
     p.add_argument("file", help="DICOM file")
     p.add_argument(
@@ -200,40 +136,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_args(p)
     p.set_defaults(func=cmd_calc)
-
-    p = sub.add_parser(
-        "phantom", help="write the synthetic phantom sample set (DICOM + ROI + truth)"
-    )
-    p.add_argument("outdir", nargs="?", default="sample_dicom")
-    p.add_argument("--seed", type=int, default=20261123)
-    p.set_defaults(func=cmd_phantom)
-
-    import importlib
-
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a missing dependency inside the module: report it
-                raise
-            continue  # feature not installed in this build
-        if getattr(module, "__file__", None) is None:
-            continue  # a bare directory (namespace package), not a feature module
-        module.register_cli(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except TBSError as exc:
-        print(f"tbscore: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -8,11 +8,11 @@ Three layers:
   T12 / L1-L4 / L5 vertebral bodies, iliac crests) whose vertebral bodies carry an
   exact fBm texture of known Hurst exponent ``H``;
 * :func:`write_sample_set` - the bundled sample set (DICOM + ROI JSON + ground truth),
-  regenerable with ``python -m tbscore.phantom OUTDIR`` or ``tbscore phantom OUTDIR``.
+  regenerable with ``python -m tbscore.sim.phantom OUTDIR`` or ``tbscore phantom OUTDIR``.
 
 3-D trabecular phantoms for the validation study (issue #7) live in their own modules,
-re-exported here as ``tbscore.phantom.microarch`` (trabecular volumes with a controllable
-ageing path and micro-CT morphometry) and ``tbscore.phantom.dxa_model`` (projection,
+re-exported here as ``tbscore.sim.phantom.microarch`` (trabecular volumes with a controllable
+ageing path and micro-CT morphometry) and ``tbscore.sim.phantom.dxa_model`` (projection,
 Beer-Lambert, soft tissue, blur, pixel sampling, quantum noise, dual energy); see
 docs/validation.md.
 
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from tbscore import dxa_model, microarch  # re-exported: 3-D phantoms (issue #7)
 from tbscore._version import __version__
-from tbscore.roi import rounded_rect_distance, rounded_rect_outline
+from tbscore.core.roi import rounded_rect_distance, rounded_rect_outline
+from tbscore.sim import dxa_model, microarch  # re-exported: 3-D phantoms (issue #7)
 
 __all__ = [
     "dxa_model",
@@ -266,11 +266,23 @@ _BODIES: dict[str, tuple[float, float]] = {
 }
 # Disc height (mm) below each body.
 _DISC_BELOW: dict[str, float] = {
-    "T11": 5.5, "T12": 6.0, "L1": 7.0, "L2": 8.0, "L3": 8.5, "L4": 9.0, "L5": 10.0
+    "T11": 5.5,
+    "T12": 6.0,
+    "L1": 7.0,
+    "L2": 8.0,
+    "L3": 8.5,
+    "L4": 9.0,
+    "L5": 10.0,
 }
 # Relative bone density of each body (BMD rises caudally).
 _DENSITY: dict[str, float] = {
-    "T11": 0.88, "T12": 0.91, "L1": 0.94, "L2": 0.98, "L3": 1.02, "L4": 1.05, "L5": 1.0
+    "T11": 0.88,
+    "T12": 0.91,
+    "L1": 0.94,
+    "L2": 0.98,
+    "L3": 1.02,
+    "L4": 1.05,
+    "L5": 1.0,
 }
 _CORNER_MM = 4.0
 _CURVE_HALF_MM = 120.0  # half-length of the lateral curve (see _curve)
@@ -300,9 +312,7 @@ def _mm_grid(shape: tuple[int, int], spacing: tuple[float, float], box=None):
     return y, x
 
 
-def vertebra_mask(
-    truth: dict[str, Any], label: str, *, inset_mm: float = 0.0
-) -> np.ndarray:
+def vertebra_mask(truth: dict[str, Any], label: str, *, inset_mm: float = 0.0) -> np.ndarray:
     """Boolean mask of a vertebral body of a :func:`synthetic_spine` phantom.
 
     Parameters
@@ -340,7 +350,7 @@ def vertebra_label_image(truth: dict[str, Any], *, inset_mm: float = 0.0) -> np.
     -------
     (rows, cols) ndarray of uint8
         1..4 inside L1..L4 (pixel centres inside the outline), 0 elsewhere; the format
-        :func:`tbscore.roi.rois_from_label_image` reads.
+        :func:`tbscore.core.roi.rois_from_label_image` reads.
     """
     out = np.zeros(tuple(truth["shape"]), dtype=np.uint8)
     for i, lab in enumerate(LUMBAR_LABELS, start=1):
@@ -532,7 +542,7 @@ def synthetic_spine(
     length = sum(_BODIES[lab][0] for lab in block) + sum(_DISC_BELOW[lab] for lab in block[:-1])
     u_of: dict[str, float] = {}
     u = -length / 2.0
-    for lab in labels[labels.index("L1"):]:
+    for lab in labels[labels.index("L1") :]:
         u_of[lab] = u + _BODIES[lab][0] / 2.0
         u += _BODIES[lab][0] + _DISC_BELOW[lab]
     u = -length / 2.0
@@ -569,8 +579,12 @@ def synthetic_spine(
     iy, ix = np.clip(gy.astype(int), 0, 4), np.clip(gx.astype(int), 0, 4)
     fy, fx = gy - iy, gx - ix
     fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)
-    lowfreq = (coarse[iy, ix] * (1 - fy) * (1 - fx) + coarse[iy + 1, ix] * fy * (1 - fx)
-               + coarse[iy, ix + 1] * (1 - fy) * fx + coarse[iy + 1, ix + 1] * fy * fx)
+    lowfreq = (
+        coarse[iy, ix] * (1 - fy) * (1 - fx)
+        + coarse[iy + 1, ix] * fy * (1 - fx)
+        + coarse[iy, ix + 1] * (1 - fy) * fx
+        + coarse[iy + 1, ix + 1] * fy * fx
+    )
     image = image + float(soft_tissue_variation) * soft_tissue * lowfreq
 
     # Spine column (posterior elements), continuous along the whole image.
@@ -578,9 +592,12 @@ def synthetic_spine(
 
     # Iliac wings lateral to L5, crests at about the L4-L5 disc.
     for side in (-1.0, 1.0) if pelvis else ():
-        ilium = {"center_mm": to_image(u_of["L5"] + 38.0, side * (_BODIES["L5"][1] / 2 + 55.0)),
-                 "angle_deg": tilt_deg - side * 18.0,
-                 "half_size_mm": (52.0, 40.0), "corner_radius_mm": 38.0}
+        ilium = {
+            "center_mm": to_image(u_of["L5"] + 38.0, side * (_BODIES["L5"][1] / 2 + 55.0)),
+            "angle_deg": tilt_deg - side * 18.0,
+            "half_size_mm": (52.0, 40.0),
+            "corner_radius_mm": 38.0,
+        }
         crest_sd = _body_sd(ilium, y, x)
         image = image + 0.45 * bone * _smooth_step(crest_sd, 5.0)
         image = image + 0.2 * bone * (_smooth_step(crest_sd, 3.0) - _smooth_step(crest_sd + 4, 3.0))
@@ -593,14 +610,21 @@ def synthetic_spine(
         phi = math.atan(_curve_slope(u0, curvature_mm)) if curvature_mm else 0.0
         cos_p, sin_p = math.cos(phi), math.sin(phi)
         angle = float(tilt_deg) + math.degrees(phi)
-        body = {"center_mm": [round(c, 6) for c in to_image(u0, w0)],
-                "half_size_mm": [hu, hv], "corner_radius_mm": _CORNER_MM,
-                "angle_deg": angle}
+        body = {
+            "center_mm": [round(c, 6) for c in to_image(u0, w0)],
+            "half_size_mm": [hu, hv],
+            "corner_radius_mm": _CORNER_MM,
+            "angle_deg": angle,
+        }
         # Transverse processes (outside the body), in the frame of the body.
         for side in (-1.0, 1.0):
             pu, pv = -0.2 * hu, side * (hv + 12.0)
-            tp = {"center_mm": to_image(u0 + pu * cos_p - pv * sin_p, w0 + pu * sin_p + pv * cos_p),
-                  "angle_deg": angle, "half_size_mm": (4.5, 14.0), "corner_radius_mm": 4.0}
+            tp = {
+                "center_mm": to_image(u0 + pu * cos_p - pv * sin_p, w0 + pu * sin_p + pv * cos_p),
+                "angle_deg": angle,
+                "half_size_mm": (4.5, 14.0),
+                "corner_radius_mm": 4.0,
+            }
             image = image + 0.18 * bone * _smooth_step(_body_sd(tp, y, x), 2.0)
         # Pixel bounding box of the body (with a margin for the soft edge).
         cos_b, sin_b = math.cos(math.radians(angle)), math.sin(math.radians(angle))
@@ -665,31 +689,51 @@ SAMPLE_SET: tuple[dict[str, Any], ...] = (
     {
         "name": "phantom_a_square",
         "description": "square 1.0 x 1.0 mm pixels, 16-bit MONOCHROME2, H = 0.6",
-        "hurst": 0.6, "shape": (200, 160), "spacing_mm": (1.0, 1.0), "tilt_deg": 0.0,
-        "photometric": "MONOCHROME2", "bits": 16, "spacing_tag": "PixelSpacing",
+        "hurst": 0.6,
+        "shape": (200, 160),
+        "spacing_mm": (1.0, 1.0),
+        "tilt_deg": 0.0,
+        "photometric": "MONOCHROME2",
+        "bits": 16,
+        "spacing_tag": "PixelSpacing",
         "patient": "A",
     },
     {
         "name": "phantom_b_nonsquare",
         "description": "non-square 1.05 x 0.60 mm pixels (GE Lunar-like), 16-bit, H = 0.4",
-        "hurst": 0.4, "shape": (190, 250), "spacing_mm": (1.05, 0.60), "tilt_deg": 0.0,
-        "photometric": "MONOCHROME2", "bits": 16, "spacing_tag": "PixelSpacing",
+        "hurst": 0.4,
+        "shape": (190, 250),
+        "spacing_mm": (1.05, 0.60),
+        "tilt_deg": 0.0,
+        "photometric": "MONOCHROME2",
+        "bits": 16,
+        "spacing_tag": "PixelSpacing",
         "patient": "B",
     },
     {
         "name": "phantom_c_monochrome1",
         "description": "MONOCHROME1 (inverted storage), 8-bit, 0.5 x 0.5 mm pixels, H = 0.7",
-        "hurst": 0.7, "shape": (400, 300), "spacing_mm": (0.5, 0.5), "tilt_deg": 0.0,
-        "photometric": "MONOCHROME1", "bits": 8, "spacing_tag": "PixelSpacing",
+        "hurst": 0.7,
+        "shape": (400, 300),
+        "spacing_mm": (0.5, 0.5),
+        "tilt_deg": 0.0,
+        "photometric": "MONOCHROME1",
+        "bits": 8,
+        "spacing_tag": "PixelSpacing",
         "patient": "C",
     },
     {
         "name": "phantom_d_mixed_hurst",
         "description": "per-vertebra H (L1..L4 = 0.35, 0.45, 0.55, 0.65), 0.8 mm pixels, "
-                       "4 degree tilt, spacing in ImagerPixelSpacing, 16-bit",
-        "hurst": (0.35, 0.45, 0.55, 0.65), "shape": (250, 190), "spacing_mm": (0.8, 0.8),
-        "tilt_deg": 4.0, "photometric": "MONOCHROME2", "bits": 16,
-        "spacing_tag": "ImagerPixelSpacing", "patient": "D",
+        "4 degree tilt, spacing in ImagerPixelSpacing, 16-bit",
+        "hurst": (0.35, 0.45, 0.55, 0.65),
+        "shape": (250, 190),
+        "spacing_mm": (0.8, 0.8),
+        "tilt_deg": 4.0,
+        "photometric": "MONOCHROME2",
+        "bits": 16,
+        "spacing_tag": "ImagerPixelSpacing",
+        "patient": "D",
     },
 )
 
@@ -751,9 +795,9 @@ def write_sample_set(outdir: str | Path, seed: int = 20261123) -> list[Path]:
     lines = [
         "# tbscore phantom sample set",
         "",
-        f"Synthetic lumbar-spine DXA-like images written by `tbscore.phantom` "
+        f"Synthetic lumbar-spine DXA-like images written by `tbscore.sim.phantom` "
         f"{__version__} with seed {seed}.",
-        "Regenerate with `python -m tbscore.phantom OUTDIR` (or `tbscore phantom OUTDIR`).",
+        "Regenerate with `python -m tbscore.sim.phantom OUTDIR` (or `tbscore phantom OUTDIR`).",
         "Inside each vertebral body the texture is an exact fractional Brownian surface of",
         "Hurst exponent H, so the log-log variogram slope is 2H (see `NAME.truth.json`).",
         "All patient data are fake.",
@@ -764,17 +808,33 @@ def write_sample_set(outdir: str | Path, seed: int = 20261123) -> list[Path]:
     for spec, stream in zip(SAMPLE_SET, streams, strict=True):
         name = spec["name"]
         image, truth = synthetic_spine(
-            spec["hurst"], shape=spec["shape"], spacing_mm=spec["spacing_mm"],
-            tilt_deg=spec["tilt_deg"], rng=np.random.default_rng(stream),
+            spec["hurst"],
+            shape=spec["shape"],
+            spacing_mm=spec["spacing_mm"],
+            tilt_deg=spec["tilt_deg"],
+            rng=np.random.default_rng(stream),
         )
         spacing = truth["spacing_mm"]
-        patient = {"name": f"PHANTOM^{spec['patient']}", "id": f"TBS-PHANTOM-{spec['patient']}",
-                   "sex": "F", "age": "065Y", "birth_date": "19610315", "height_m": 1.62,
-                   "weight_kg": 68.0}
+        patient = {
+            "name": f"PHANTOM^{spec['patient']}",
+            "id": f"TBS-PHANTOM-{spec['patient']}",
+            "sex": "F",
+            "age": "065Y",
+            "birth_date": "19610315",
+            "height_m": 1.62,
+            "weight_kg": 68.0,
+        }
         dcm = write_secondary_capture(
-            outdir / f"{name}.dcm", image, spacing, photometric=spec["photometric"],
-            bits=spec["bits"], patient=patient, study_date=_SAMPLE_DATE, study_time="120000",
-            series_description=f"tbscore {name}", spacing_tag=spec["spacing_tag"],
+            outdir / f"{name}.dcm",
+            image,
+            spacing,
+            photometric=spec["photometric"],
+            bits=spec["bits"],
+            patient=patient,
+            study_date=_SAMPLE_DATE,
+            study_time="120000",
+            series_description=f"tbscore {name}",
+            spacing_tag=spec["spacing_tag"],
             extra={"ImageComments": f"tbscore synthetic phantom: {spec['description']}"},
             uid_entropy=f"tbscore-phantom/{seed}/{name}",
         )
@@ -784,28 +844,35 @@ def write_sample_set(outdir: str | Path, seed: int = 20261123) -> list[Path]:
             "image_shape": truth["shape"],
             "pixel_spacing_mm": spacing,
             "source": f"tbscore.phantom ground truth ({name})",
-            "vertebrae": [{"label": lab, "box": truth["vertebrae"][lab]["box"]}
-                          for lab in LUMBAR_LABELS],
+            "vertebrae": [
+                {"label": lab, "box": truth["vertebrae"][lab]["box"]} for lab in LUMBAR_LABELS
+            ],
         }
         decoded = _decoded(dcm)
-        realised = {lab: round(_realised_slope(decoded, truth["vertebrae"][lab]["box"], spacing), 4)
-                    for lab in LUMBAR_LABELS}
+        realised = {
+            lab: round(_realised_slope(decoded, truth["vertebrae"][lab]["box"], spacing), 4)
+            for lab in LUMBAR_LABELS
+        }
         truth_doc = {
             "format": "tbscore-phantom-truth/1",
             "name": name,
             "description": spec["description"],
-            "generator": "tbscore.phantom.synthetic_spine",
+            "generator": "tbscore.sim.phantom.synthetic_spine",
             "generator_version": __version__,
             "seed": seed,
             "stream": SAMPLE_SET.index(spec),
-            "dicom": {"file": dcm.name, "photometric": spec["photometric"],
-                      "bits": spec["bits"], "spacing_tag": spec["spacing_tag"]},
+            "dicom": {
+                "file": dcm.name,
+                "photometric": spec["photometric"],
+                "bits": spec["bits"],
+                "spacing_tag": spec["spacing_tag"],
+            },
             **truth,
             "realised_slope": realised,
             "realised_slope_method": "least squares of log mean squared increment vs log lag "
-                                     "(mm), row and column lags 1-4 px, inside box, "
-                                     "image as decoded from NAME.dcm (MONOCHROME2 "
-                                     "convention, rescale applied)",
+            "(mm), row and column lags 1-4 px, inside box, "
+            "image as decoded from NAME.dcm (MONOCHROME2 "
+            "convention, rescale applied)",
         }
         roi_path = outdir / f"{name}.roi.json"
         truth_path = outdir / f"{name}.truth.json"
@@ -813,8 +880,12 @@ def write_sample_set(outdir: str | Path, seed: int = 20261123) -> list[Path]:
         truth_path.write_text(json.dumps(truth_doc, indent=1) + "\n")
         written += [dcm, roi_path, truth_path]
         lines.append(f"| `{name}.dcm` | {spec['description']} |")
-    lines += ["", "Each `NAME.dcm` comes with `NAME.roi.json` (tbscore-roi/1 boxes) and",
-              "`NAME.truth.json` (ground truth).", ""]
+    lines += [
+        "",
+        "Each `NAME.dcm` comes with `NAME.roi.json` (tbscore-roi/1 boxes) and",
+        "`NAME.truth.json` (ground truth).",
+        "",
+    ]
     readme = outdir / "README.md"
     readme.write_text("\n".join(lines))
     written.append(readme)
@@ -825,6 +896,6 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m tbscore.phantom OUTDIR [SEED]")
+        sys.exit("usage: python -m tbscore.sim.phantom OUTDIR [SEED]")
     for _path in write_sample_set(sys.argv[1], *(int(a) for a in sys.argv[2:])):
         print(_path)

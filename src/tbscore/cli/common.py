@@ -1,0 +1,37 @@
+"""Arguments shared by several sub-commands: computation settings."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_settings_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("computation settings (override --settings)")
+    g.add_argument("--settings", metavar="FILE", help="settings file (.toml, .yaml or .json)")
+    g.add_argument("--lag-min-mm", type=float, help="smallest lag (mm)")
+    g.add_argument("--lag-max-mm", type=float, help="largest lag (mm)")
+    g.add_argument(
+        "--spacing",
+        type=float,
+        nargs=2,
+        metavar=("ROW_MM", "COL_MM"),
+        help="pixel spacing (mm) for files that have none",
+    )
+    g.add_argument(
+        "--override-spacing",
+        action="store_true",
+        help="use --spacing even when the file has a spacing",
+    )
+
+
+def settings_from_args(args: argparse.Namespace):
+    """Settings from ``--settings`` with command-line overrides applied."""
+    from tbscore.core.settings import resolve_settings
+
+    cfg = resolve_settings(args.settings)
+    overrides = {
+        k: getattr(args, k)
+        for k in ("lag_min_mm", "lag_max_mm")
+        if getattr(args, k, None) is not None
+    }
+    return cfg.replace(**overrides) if overrides else cfg

@@ -1,0 +1,1 @@
+"""Presentation: figures, ROI overlays, the HTML/PDF report, calibration plots."""
