@@ -63,3 +63,24 @@ def dicom_file(tmp_path):
         return path
 
     return _make
+
+
+#: Set by ``.ci/run``: a test that needs an external tool (dciodvfy, Orthanc, Chromium,
+#: pdffonts, ...) fails instead of skipping when the tool is missing.
+REQUIRE_TOOLS_ENV = "TBSCORE_REQUIRE_TOOLS"
+
+
+def require_tool(*names: str) -> str:
+    """Path of the first of ``names`` found on PATH; skip the test if none is found,
+    or fail it when ``TBSCORE_REQUIRE_TOOLS=1`` (CI installs every tool)."""
+    import os
+    import shutil
+
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    msg = f"external tool not found: {' or '.join(names)}"
+    if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
+        pytest.fail(msg + f" ({REQUIRE_TOOLS_ENV}=1: CI must install it)")
+    pytest.skip(msg)
