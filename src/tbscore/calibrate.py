@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,13 @@ def calibrate_pairs(
     roi_dir: str | Path | None = None,
     spacing: tuple[float, float] | None = None,
     override_spacing: bool = False,
+    where: Mapping[str, str] | None = None,
 ) -> tuple[Calibration, list[dict[str, Any]]]:
     """Fit a calibration from a pairs CSV, computing tbscore values where needed.
+
+    ``where`` keeps only the rows whose columns equal the given values
+    (``{"manufacturer": "Hologic", "model": "Horizon A"}``, case-insensitive), for
+    one calibration per scanner group (:func:`calibrate_groups`).
 
     Each row needs ``reference`` and either ``tbscore`` (a value, used as is) or
     ``path`` (a DICOM file, relative to the CSV's folder; its L1–L4 value is
@@ -52,6 +58,10 @@ def calibrate_pairs(
     base = pairs.parent
     cfg = resolve_settings(settings)
     rows = read_pairs(pairs)
+    if where:
+        rows = [r for r in rows if _in_group(r, where)]
+        if not rows:
+            raise CalibrationError(f"no pairs row matches {dict(where)}", str(pairs))
     xs: list[float] = []
     ys: list[float] = []
     records: list[dict[str, Any]] = []
@@ -135,3 +145,62 @@ def calibrate_pairs(
         notes=f"{len(rows)} rows, {failed} left out" if failed else "",
     )
     return cal, records
+
+
+#: Pairs-CSV columns that can define scanner groups (they become calibration-map rules).
+GROUP_COLUMNS: tuple[str, ...] = ("manufacturer", "model", "software")
+
+
+def _in_group(row: Mapping[str, str], where: Mapping[str, str]) -> bool:
+    return all(
+        (row.get(k) or "").strip().lower() == (v or "").strip().lower() for k, v in where.items()
+    )
+
+
+def scanner_groups(pairs: str | Path, group_by: Sequence[str]) -> list[dict[str, str]]:
+    """The distinct scanner groups of a pairs CSV, in first-seen order.
+
+    Raises
+    ------
+    CalibrationError
+        A group column that is not one of :data:`GROUP_COLUMNS` or not in the file,
+        or a row with an empty group value.
+    """
+    bad = [g for g in group_by if g not in GROUP_COLUMNS]
+    if bad or not group_by:
+        raise CalibrationError(
+            f"--group-by takes columns among {GROUP_COLUMNS}, got {list(group_by)}", str(pairs)
+        )
+    rows = read_pairs(pairs)
+    missing = [g for g in group_by if g not in rows[0]]
+    if missing:
+        raise CalibrationError(f"the pairs file has no column(s) {missing}", str(pairs))
+    groups: list[dict[str, str]] = []
+    for i, r in enumerate(rows, start=1):
+        key = {g: (r.get(g) or "").strip() for g in group_by}
+        if not all(key.values()):
+            raise CalibrationError(f"row {i}: empty scanner group value {key}", str(pairs))
+        if not any(_in_group(key, k) for k in groups):
+            groups.append(key)
+    return groups
+
+
+def calibrate_groups(
+    pairs: str | Path, group_by: Sequence[str], **kwargs: Any
+) -> list[tuple[dict[str, str], Calibration, list[dict[str, Any]]]]:
+    """One calibration per scanner group of a pairs CSV (:func:`calibrate_pairs` on each
+    group's rows; keyword arguments as there, ``name`` used as a prefix).
+
+    Returns
+    -------
+    list of (group, Calibration, records)
+    """
+    prefix = kwargs.pop("name", None)
+    out = []
+    for group in scanner_groups(pairs, group_by):
+        label = " ".join(group.values())
+        cal, records = calibrate_pairs(
+            pairs, where=group, name=f"{prefix} {label}" if prefix else label, **kwargs
+        )
+        out.append((group, cal, records))
+    return out

@@ -51,6 +51,9 @@ class Input:
         its top level or for explicit files); used by the ``--roi-dir`` lookup.
     size, mtime_ns : int or None
         From ``stat`` during discovery (the cheap resume pre-check).
+    roi : str or None
+        The ROI file named for this input (a manifest's ``roi`` column); ``None``: the
+        usual lookup (:func:`tbscore.batch.worker.find_roi`), else detection.
     """
 
     index: int
@@ -59,6 +62,7 @@ class Input:
     rel_parent: str = ""
     size: int | None = None
     mtime_ns: int | None = None
+    roi: str | None = None
 
 
 def roi_stem(path: str | Path) -> str:

@@ -63,6 +63,15 @@ TRAILING_COLUMNS: tuple[str, ...] = (
     "file_size",
     "file_mtime_ns",
     "sr_file",
+    "calibration_rule",
+    "manufacturer",
+    "model",
+    "software_versions",
+    "study_date",
+    "age_years",
+    "sex",
+    "bmi",
+    "patient_key",
 )
 
 #: All columns of a batch row, in order: :data:`BATCH_COLUMNS`, then
@@ -78,6 +87,8 @@ _LABELS = ("l1", "l2", "l3", "l4")
 FLOAT_COLUMNS: frozenset[str] = frozenset(
     {
         "elapsed_s",
+        "age_years",
+        "bmi",
         "l1_l4",
         "l1_l4_calibrated",
         "row_mm",

@@ -61,11 +61,12 @@ _DUPLICATE_KEEP = frozenset(
 PathLike = str | os.PathLike[str]
 
 
-def journal_path(output: PathLike) -> Path:
+def journal_path(output: PathLike, *, derived: bool = False) -> Path:
     """The CSV journal of an output: the file itself for ``.csv``, else
-    ``<output>.journal.csv`` (``results.parquet.journal.csv``)."""
+    ``<output>.journal.csv`` (``results.parquet.journal.csv``). ``derived``: the output
+    is written from the journal at the end (manifest batches, any suffix)."""
     output = Path(output)
-    if output.suffix.lower() == ".csv":
+    if output.suffix.lower() == ".csv" and not derived:
         return output
     return output.with_name(output.name + ".journal.csv")
 
@@ -211,6 +212,8 @@ class _BatchRun:
         chunksize: int | None,
         calibration: Any = None,
         sr_dir: PathLike | None = None,
+        manifest: PathLike | None = None,
+        calibration_map: Any = None,
     ) -> None:
         self.t0 = time.monotonic()
         cfg: Settings = resolve_settings(settings)
@@ -232,6 +235,21 @@ class _BatchRun:
 
             if not isinstance(calibration, Calibration):
                 calibration = load_calibration(calibration)  # CalibrationError: bad file
+        if calibration_map is not None:
+            from tbscore.core.calibration_map import CalibrationMap
+            from tbscore.io.calibration_map import load_calibration_map
+
+            if calibration is not None:
+                raise BatchError("give either a calibration or a calibration map, not both")
+            if not isinstance(calibration_map, CalibrationMap):
+                calibration_map = load_calibration_map(calibration_map)
+        self.manifest = None
+        if manifest is not None:
+            from tbscore.batch.manifest import read_manifest
+
+            if _as_paths(paths):
+                raise BatchError("give either input paths or a manifest, not both")
+            self.manifest = read_manifest(manifest)
         if sr_dir is not None:
             try:
                 import highdicom  # noqa: F401
@@ -248,6 +266,7 @@ class _BatchRun:
             want_result=per_case_dir is not None,
             calibration=calibration,
             sr_dir=None if sr_dir is None else os.path.abspath(sr_dir),
+            calibration_map=calibration_map,
         )
         if override_spacing and spacing is None:
             raise BatchError("override_spacing needs spacing")
@@ -258,10 +277,12 @@ class _BatchRun:
         self.output = None if output is None else Path(output)
         self.journal: CsvJournal | None = None
         skip: list[PathLike] = []
+        self.derived = False
         if self.output is not None:
             suffix = self.output.suffix.lower()
-            if suffix not in (".csv", ".parquet"):
-                raise BatchError("output must end in .csv or .parquet", str(self.output))
+            if suffix not in (".csv", ".parquet", ".jsonl"):
+                raise BatchError("output must end in .csv, .parquet or .jsonl", str(self.output))
+            self.derived = self.manifest is not None or suffix == ".jsonl"
             if suffix == ".parquet":
                 try:
                     import pandas  # noqa: F401
@@ -271,14 +292,17 @@ class _BatchRun:
                         "Parquet output needs pandas and pyarrow: pip install pandas pyarrow",
                         str(self.output),
                     ) from exc
-            jp = journal_path(self.output)
+            jp = journal_path(self.output, derived=self.derived)
             skip += [self.output, jp]
         if self.per_case_dir is not None:
             self.per_case_dir.mkdir(parents=True, exist_ok=True)
             skip.append(self.per_case_dir)
         if sr_dir is not None:
             skip.append(sr_dir)  # our SRs are DICOM: never score them as inputs
-        self.inputs = discover(_as_paths(paths), ignore=tuple(ignore), skip=skip)
+        if self.manifest is not None:
+            self.inputs = _manifest_inputs(self.manifest)
+        else:
+            self.inputs = discover(_as_paths(paths), ignore=tuple(ignore), skip=skip)
         self.state = _State()
         self.existing: list[dict[str, Any]] = []
         self.resumed: list[tuple[Input, dict[str, Any]]] = []
@@ -299,8 +323,8 @@ class _BatchRun:
     # -- output and resume -----------------------------------------------------------
     def _open_output(self, force_new: bool, fsync: bool) -> None:
         assert self.output is not None
-        jp = journal_path(self.output)
-        is_parquet = jp != self.output
+        jp = journal_path(self.output, derived=self.derived)
+        is_parquet = jp != self.output and not self.derived
         if force_new:
             stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
             ensure_unlocked(jp)
@@ -436,8 +460,14 @@ class _BatchRun:
             )
         if self.repaired:
             progress.message(f"tbscore batch: repaired {self.output}: cut {self.repaired}")
-        if not self.inputs:
+        if not self.inputs and self.manifest is None:
             progress.message("tbscore batch: no input files found")
+        if self.manifest is not None:
+            for w in self.manifest.warnings:
+                progress.message(f"tbscore batch: manifest: {w}")
+            for mrow in self.manifest.rows:
+                if mrow.error is not None:
+                    self.state.count(_manifest_error_row(self.job, mrow))
         self.interrupted = bool(todo)
         executor = None
         cancel = True
@@ -459,10 +489,50 @@ class _BatchRun:
             progress.close()
             if self.journal is not None:
                 self.journal.close()
-        if self.output is not None and journal_path(self.output) != self.output:
+        if self.output is not None and self.derived:
+            with CsvJournal(journal_path(self.output, derived=True), fsync=False) as journal:
+                self._write_derived(newest_rows(journal.rows, self.claimed))
+        elif self.output is not None and journal_path(self.output) != self.output:
             with CsvJournal(journal_path(self.output), fsync=False) as journal:
                 # a file re-scored after a change has two journal rows: keep the newest
                 write_parquet(newest_rows(journal.rows, self.claimed), self.output)
+
+    def output_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of the output file: in manifest order with its columns appended
+        (one row per manifest line, error lines included), else the rows as they are."""
+        if self.manifest is None:
+            return [dict(r) for r in rows]
+        from tbscore.batch.manifest import MANIFEST_LINE_COLUMN
+
+        by_input = {r["input"]: r for r in rows}
+        out = []
+        for mrow in self.manifest.rows:
+            if mrow.error is not None:
+                row = _manifest_error_row(self.job, mrow)
+            else:
+                found = by_input.get(mrow.image)
+                if found is None:  # not scored (interrupted run): leave it out
+                    continue
+                row = dict(found)
+            row.update(mrow.extra)
+            row[MANIFEST_LINE_COLUMN] = str(mrow.line)
+            out.append(row)
+        return out
+
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """Pass-through columns of the output (manifest batches)."""
+        if self.manifest is None:
+            return ()
+        from tbscore.batch.manifest import MANIFEST_LINE_COLUMN
+
+        return (MANIFEST_LINE_COLUMN, *self.manifest.columns)
+
+    def _write_derived(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        from tbscore.batch.table import write_table
+
+        assert self.output is not None
+        write_table(self.output_rows(rows), self.output, self.extra_columns)
 
     def _loop(self, executor: Any, todo: list[Input], progress: Progress) -> Iterator[dict]:
         pos = {inp.index: k for k, inp in enumerate(todo)}
@@ -507,12 +577,47 @@ class _BatchRun:
             error_counts=dict(st.codes),
             error_examples=dict(st.examples),
             output=self.output,
-            journal=None if self.output is None else journal_path(self.output),
+            journal=None
+            if self.output is None
+            else journal_path(self.output, derived=self.derived),
             elapsed_s=time.monotonic() - self.t0 if elapsed is None else elapsed,
             repaired=self.repaired,
             interrupted=getattr(self, "interrupted", False),
             calibration=_describe_calibration(self.job.calibration),
         )
+
+
+def _manifest_inputs(manifest: Any) -> list[Input]:
+    """One explicit input per distinct usable manifest image (first line wins)."""
+    seen: set[str] = set()
+    inputs: list[Input] = []
+    for mrow in manifest.usable:
+        real = os.path.realpath(mrow.image)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            st = os.stat(mrow.image)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        inputs.append(Input(len(inputs), mrow.image, True, "", size, mtime, roi=mrow.roi))
+    return inputs
+
+
+def _manifest_error_row(job: Job, mrow: Any) -> dict[str, Any]:
+    """The ``error`` row of a manifest line that cannot be scored."""
+    return normalize_row(
+        {
+            "input": mrow.image or "",
+            "source": mrow.image or "",
+            "status": "error",
+            "error_code": "manifest_error",
+            "error": mrow.error,
+            "settings_digest": job.settings.digest(),
+            "batch_options": job.options,
+        }
+    )
 
 
 def _describe_calibration(calibration: Any) -> str | None:
@@ -543,6 +648,8 @@ def run_batch(
     chunksize: int | None = None,
     calibration: Any = None,
     sr_dir: PathLike | None = None,
+    manifest: PathLike | None = None,
+    calibration_map: Any = None,
 ) -> BatchSummary:
     """Score every DICOM input and write one row per input to ``output``.
 
@@ -590,6 +697,18 @@ def run_batch(
         Write a DICOM SR (TID 1500) of every result into this folder, named
         ``<SOPInstanceUID>--<pixel hash>.sr.dcm`` (the ``sr_file`` column); a failed
         SR makes the row an ``error`` (``sr_error``), values kept. Needs highdicom.
+    manifest : path, optional
+        A cohort manifest CSV (:func:`tbscore.batch.manifest.read_manifest`) instead
+        of ``paths`` (give ``paths=()``): column ``image`` (required), ``roi``
+        (optional), the other columns copied into every output row (plus
+        ``manifest_line``). The output (``.csv``, ``.parquet`` or ``.jsonl``) is then
+        written at the end from the journal ``<output>.journal.csv``; lines that cannot
+        be scored are ``error`` rows naming the line (``manifest_error``).
+    calibration_map : CalibrationMap or path, optional
+        Per-scanner calibrations (:mod:`tbscore.io.calibration_map`): the first rule
+        matching a scan's Manufacturer, ManufacturerModelName, SoftwareVersions and
+        pixel spacing selects its calibration (``calibration_rule`` column); in a
+        strict map a scan without a match is an ``error`` (``no_calibration_match``).
 
     Returns
     -------
@@ -622,6 +741,8 @@ def run_batch(
         chunksize=chunksize,
         calibration=calibration,
         sr_dir=sr_dir,
+        manifest=manifest,
+        calibration_map=calibration_map,
     )
     for _ in run.rows():
         pass
@@ -679,6 +800,12 @@ def batch(paths: PathLike | Iterable[PathLike], output: PathLike | None = None, 
     by_input = {inp.path: row for inp, row in run.resumed}
     by_input.update(new)
     rows = [by_input[inp.path] for inp in run.inputs if inp.path in by_input]
-    df = rows_to_frame(rows)
+    if run.manifest is not None:
+        from tbscore.batch.table import _frame, _typed
+
+        extra = list(run.extra_columns)
+        df = _frame(_typed(run.output_rows(rows), extra), list(COLUMNS) + extra)
+    else:
+        df = rows_to_frame(rows)
     df.attrs["summary"] = run.summary()
     return df

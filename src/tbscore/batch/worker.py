@@ -9,6 +9,8 @@ contains it exits at once, as if killed).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -66,6 +68,9 @@ class Job:
     sr_dir : str or None
         Write a DICOM SR (TID 1500) of every result into this folder
         (:func:`sr_name`).
+    calibration_map : tbscore.core.calibration_map.CalibrationMap or None
+        Per-scanner calibrations (first matching rule); exclusive with
+        ``calibration``.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -76,6 +81,7 @@ class Job:
     want_result: bool = False
     calibration: Any = None
     sr_dir: str | None = None
+    calibration_map: Any = None
 
     @property
     def options(self) -> str:
@@ -96,6 +102,8 @@ class Job:
             opts["calibration"] = {"name": cal.name, "a": cal.a, "b": cal.b}
         if self.sr_dir is not None:  # only when given, like the calibration
             opts["sr"] = True
+        if self.calibration_map is not None:  # only when given, like the calibration
+            opts["calibration_map"] = self.calibration_map.digest()
         return json.dumps(opts, sort_keys=True, separators=(",", ":"))
 
 
@@ -127,6 +135,42 @@ def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> P
             if candidate.is_file():
                 return candidate
     return None
+
+
+def scanner_info(image: Any) -> Any:
+    """The scanner attributes of an image, for :class:`CalibrationMap` selection."""
+    from tbscore.core.calibration_map import ScannerInfo
+
+    meta = image.metadata
+    return ScannerInfo(
+        manufacturer=meta.manufacturer,
+        model=meta.model,
+        software=meta.software_versions,
+        spacing_mm=tuple(float(v) for v in image.spacing_mm),
+    )
+
+
+def patient_key(patient_id: str | None) -> str:
+    """A pseudonymous subject key: 16 hex digits of SHA-256 of the PatientID (``""``
+    without one). Pseudonymous, not anonymous: whoever has the PatientID can compute
+    it. Used to follow a patient across visits when a manifest has no ``subject``."""
+    if not patient_id:
+        return ""
+    return hashlib.sha256(patient_id.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def scanner_columns(meta: Any) -> dict[str, Any]:
+    """Scanner and patient-characteristic columns of a row (no name, no ID)."""
+    return {
+        "manufacturer": meta.manufacturer or "",
+        "model": meta.model or "",
+        "software_versions": meta.software_versions or "",
+        "study_date": meta.study_date or "",
+        "age_years": meta.age_years,
+        "sex": meta.sex or "",
+        "bmi": meta.bmi,
+        "patient_key": patient_key(meta.patient_id),
+    }
 
 
 def _base_row(job: Job, inp: Input) -> dict[str, Any]:
@@ -205,7 +249,7 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
     path = inp.path
     try:
         st = os.stat(path)
-        inp = Input(inp.index, path, inp.explicit, inp.rel_parent, st.st_size, st.st_mtime_ns)
+        inp = dataclasses.replace(inp, size=st.st_size, mtime_ns=st.st_mtime_ns)
         head = read_head(path)
     except OSError as exc:
         return failure_row(
@@ -235,14 +279,34 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
         "pixel_sha256": image.pixel_sha256,
         "sop_instance_uid": image.metadata.sop_instance_uid,
     }
+    ident.update(scanner_columns(image.metadata))
+    calibration = job.calibration
+    if job.calibration_map is not None:
+        rule = job.calibration_map.select(scanner_info(image))
+        if rule is None and job.calibration_map.strict:
+            return failure_row(
+                job,
+                inp,
+                "error",
+                "no_calibration_match",
+                f"no rule of the calibration map {job.calibration_map.source!r} matches this "
+                f"scanner ({scanner_info(image)}) and the map is strict",
+                **ident,
+            )
+        calibration = None if rule is None else rule.calibration
+        ident["calibration_rule"] = "" if rule is None else rule.name
     try:
-        roi = find_roi(inp, image.metadata.sop_instance_uid, job.roi_dir)
+        roi = (
+            Path(inp.roi)
+            if inp.roi
+            else find_roi(inp, image.metadata.sop_instance_uid, job.roi_dir)
+        )
         result = calc(
             image,
             roi=roi,
             settings=job.settings,
             exclude=dict(job.exclude) or None,
-            calibration=job.calibration,
+            calibration=calibration,
         )
     except TBSError as exc:
         return _error_row(job, inp, "error", exc, **ident)

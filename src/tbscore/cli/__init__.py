@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.batch",  # batch
     "tbscore.cli.export",  # export (77090)
     "tbscore.cli.calibrate",  # calibrate
+    "tbscore.cli.summarize",  # summarize (cohort report)
 )
 
 

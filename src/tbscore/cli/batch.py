@@ -36,12 +36,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="DICOM files or folders (or use --manifest)"
+    )
+    p.add_argument(
+        "--manifest",
+        metavar="CSV",
+        help="cohort manifest instead of PATHs: column 'image' (required), 'roi' (optional), "
+        "paths relative to the manifest; other columns are copied into every output row",
+    )
     p.add_argument(
         "-o",
         "--output",
         required=True,
-        help="results file: .csv, or .parquet (with a .journal.csv next to it)",
+        help="results file: .csv, .parquet or .jsonl (.parquet/.jsonl and manifest runs "
+        "keep a resumable <output>.journal.csv next to it)",
     )
     p.add_argument(
         "-j", "--jobs", type=int, default=1, help="local worker processes (default 1; 0: all CPUs)"
@@ -61,6 +70,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CAL.json",
         help="apply a calibration (tbscore calibrate) to every result; calibrated values "
         "beside the raw ones",
+    )
+    p.add_argument(
+        "--calibration-map",
+        metavar="MAP.toml",
+        help="per-scanner calibrations: the first rule matching Manufacturer, model, "
+        "software version and pixel spacing selects the calibration (see docs/cohort.md)",
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="check manifest, inputs (DICOM headers only), ROI files, settings, calibration "
+        "(map) and output path, report what would happen, compute and write nothing",
     )
     p.add_argument(
         "--sr-dir",
@@ -106,10 +127,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run ``tbscore batch``; return the exit code."""
+    from tbscore.batch.output import BatchError
     from tbscore.batch.runner import run_batch
     from tbscore.cli.common import settings_from_args
 
     cfg = settings_from_args(args)  # SettingsError (exit 2) before any work
+    if not args.paths and not args.manifest:
+        raise BatchError("give DICOM files or folders, or --manifest CSV")
+    if args.validate:
+        from tbscore.batch.validate import validate_batch
+
+        plan = validate_batch(
+            args.paths,
+            args.output,
+            manifest=args.manifest,
+            roi_dir=args.roi_dir,
+            settings=cfg,
+            calibration=args.calibration,
+            calibration_map=args.calibration_map,
+            spacing=tuple(args.spacing) if args.spacing else None,
+            override_spacing=args.override_spacing,
+            ignore=args.ignore,
+        )
+        print(plan.format())
+        return plan.exit_code
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler and args.jobs != 1:
         print("tbscore batch: --jobs is ignored with a Dask scheduler", file=sys.stderr)
@@ -131,6 +172,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         fsync=not args.no_fsync,
         calibration=args.calibration,
         sr_dir=args.sr_dir,
+        manifest=args.manifest,
+        calibration_map=args.calibration_map,
     )
     print(summary.format())
     return summary.exit_code

@@ -18,6 +18,8 @@ def cmd_calibrate(args: Any) -> int:
     """``tbscore calibrate``: fit, write the JSON (and plot / per-row table)."""
     from tbscore.cli.common import settings_from_args
 
+    if args.group_by:
+        return _cmd_groups(args)
     cal, records = calibrate_pairs(
         args.pairs,
         method=args.method,
@@ -53,6 +55,55 @@ def cmd_calibrate(args: Any) -> int:
     return 0
 
 
+def _cmd_groups(args: Any) -> int:
+    """``tbscore calibrate --group-by``: one calibration per scanner group + a map."""
+    import re
+
+    from tbscore.calibrate import calibrate_groups
+    from tbscore.cli.common import settings_from_args
+    from tbscore.io.calibration_map import save_calibration_map
+
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        from tbscore.core.calibration import CalibrationError
+
+        raise CalibrationError(
+            "with --group-by, -o is a folder that must be new or empty", str(out)
+        )
+    group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
+    fits = calibrate_groups(
+        args.pairs,
+        group_by,
+        method=args.method,
+        error_ratio=args.error_ratio,
+        level=args.level,
+        ci=args.ci,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        name=args.name,
+        settings=settings_from_args(args),
+        roi_dir=args.roi_dir,
+        spacing=tuple(args.spacing) if args.spacing else None,
+        override_spacing=args.override_spacing,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    rules = []
+    for group, cal, records in fits:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(group.values())).strip("_") or "group"
+        save_calibration(cal, out / f"{stem}.json")
+        print(cal.summary(), end="")
+        for r in records:
+            if r["status"] != "ok":
+                print(f"left out row {r['row']} ({stem}): {r['error']}")
+        rules.append({"name": stem, **group, "calibration": f"{stem}.json"})
+    save_calibration_map(rules, out / "calibration-map.toml", strict=True)
+    print(
+        f"written {len(fits)} calibration(s) and {out / 'calibration-map.toml'} "
+        "(strict; use with tbscore batch --calibration-map)"
+    )
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add the ``calibrate`` sub-command."""
     from tbscore.cli.common import add_settings_args as add_settings
@@ -64,6 +115,13 @@ def register(subparsers: Any) -> None:
         "'path' (DICOM, relative to the CSV; optional 'roi') or 'tbscore'.",
     )
     p.add_argument("pairs", metavar="pairs.csv")
+    p.add_argument(
+        "--group-by",
+        metavar="COLS",
+        help="fit one calibration per scanner group, e.g. manufacturer,model (pairs-file "
+        "columns among manufacturer, model, software); -o is then a folder that gets one "
+        "JSON per group and calibration-map.toml",
+    )
     p.add_argument("-o", "--output", required=True, metavar="calib.json")
     p.add_argument("--method", choices=METHODS, default="deming")
     p.add_argument(

@@ -11,6 +11,17 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lag-min-mm", type=float, help="smallest lag (mm)")
     g.add_argument("--lag-max-mm", type=float, help="largest lag (mm)")
     g.add_argument(
+        "-s",
+        "--set",
+        dest="set_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any computation setting, e.g. -s min_r2=0.5 -s "
+        "'directions=[\"vertical\",\"horizontal\"]' (TOML values; repeatable; "
+        "validated like a settings file)",
+    )
+    g.add_argument(
         "--spacing",
         type=float,
         nargs=2,
@@ -26,12 +37,17 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """Settings from ``--settings`` with command-line overrides applied."""
-    from tbscore.core.settings import resolve_settings
+    from tbscore.core.settings import Settings, parse_setting_assignments, resolve_settings
 
     cfg = resolve_settings(args.settings)
-    overrides = {
-        k: getattr(args, k)
-        for k in ("lag_min_mm", "lag_max_mm")
-        if getattr(args, k, None) is not None
-    }
-    return cfg.replace(**overrides) if overrides else cfg
+    overrides = parse_setting_assignments(getattr(args, "set_settings", None) or ())
+    overrides.update(
+        {
+            k: getattr(args, k)
+            for k in ("lag_min_mm", "lag_max_mm")
+            if getattr(args, k, None) is not None
+        }
+    )
+    if not overrides:
+        return cfg
+    return Settings.from_dict({**cfg.to_dict(), **overrides})

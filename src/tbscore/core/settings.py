@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -207,3 +207,34 @@ def resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None)
     raise SettingsError(
         f"settings must be Settings, a dict or a file path, not {type(settings).__name__}"
     )
+
+
+def parse_setting_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` assignments (the CLI's ``-s``) into a settings dict.
+
+    ``VALUE`` is read as a TOML value (``0.5``, ``true``, ``["vertical"]``,
+    ``"text"``); a bare word that is not TOML is taken as text. Keys and types are
+    validated later by :meth:`Settings.from_dict`.
+
+    Raises
+    ------
+    SettingsError
+        An item without ``=`` or with an empty key, or a key given twice.
+    """
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise SettingsError(f"-s expects KEY=VALUE, got {item!r}")
+        if key in out:
+            raise SettingsError(f"setting {key!r} given twice with -s")
+        raw = raw.strip()
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key] = value
+    return out

@@ -87,6 +87,7 @@ class DicomMetadata:
     bmi: float | None = None
     manufacturer: str | None = None
     model: str | None = None
+    software_versions: str | None = None
     modality: str | None = None
     study_date: str | None = None
     study_instance_uid: str | None = None
@@ -140,6 +141,19 @@ class DXAImage:
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+
+def _software_versions(ds: Dataset) -> str | None:
+    """SoftwareVersions (LO, multi-valued) as one text, values joined by ``\\``."""
+    value = ds.get("SoftwareVersions")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    try:
+        return "\\".join(str(v).strip() for v in value) or None
+    except TypeError:
+        return str(value).strip() or None
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -208,6 +222,7 @@ def _metadata(ds: Dataset) -> DicomMetadata:
         bmi=None if bmi is None else round(bmi, 2),
         manufacturer=_text(ds, "Manufacturer"),
         model=_text(ds, "ManufacturerModelName"),
+        software_versions=_software_versions(ds),
         modality=_text(ds, "Modality"),
         study_date=study_date,
         study_instance_uid=_text(ds, "StudyInstanceUID"),
@@ -358,15 +373,28 @@ def load_dicom(
         raise DicomReadError(f"unexpected error ({type(exc).__name__}: {exc})", name) from exc
 
 
-def _load(
+def check_header(
     ds: Dataset,
     name: str,
-    file_sha: str | None,
-    spacing: tuple[float, float] | None,
-    override_spacing: bool,
-    allow_modalities: frozenset[str] | None,
-) -> DXAImage:
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    spacing: tuple[float, float] | None = None,
+    override_spacing: bool = False,
+    allow_modalities: frozenset[str] | None = None,
+    *,
+    pixels_read: bool = True,
+) -> tuple[tuple[float, float], str]:
+    """The loader's checks that need only the header; returns the pixel spacing (mm)
+    and its source.
+
+    ``pixels_read=False`` for a header read with ``stop_before_pixels`` (then the
+    presence of pixel data is judged from Rows/Columns). Raises the same typed errors
+    as :func:`load_dicom` (``NotAnImageError``, ``UnsupportedImageError``,
+    ``ColourImageError``, ``MissingPixelSpacingError``, ``InputError``).
+    """
+    if pixels_read:
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    else:
+        has_pixels = "Rows" in ds and "Columns" in ds
+    if not has_pixels:
         what = _text(ds, "Modality") or "unknown modality"
         sop = ds.get("SOPClassUID")
         sop_name = getattr(sop, "name", None) or (str(sop) if sop else "unknown SOP class")
@@ -394,7 +422,63 @@ def _load(
         raise UnsupportedImageError(
             f"multi-frame image ({frames} frames); expected one 2-D image", name
         )
-    spacing_mm, spacing_source = _spacing(ds, spacing, name, override_spacing)
+    return _spacing(ds, spacing, name, override_spacing)
+
+
+def inspect_dicom(
+    path: str | Path,
+    *,
+    spacing: tuple[float, float] | None = None,
+    override_spacing: bool = False,
+    allow_modalities: frozenset[str] | None = None,
+) -> tuple[DicomMetadata, tuple[float, float], str]:
+    """Check a DICOM file from its header only (pixel data not read or decoded).
+
+    Returns
+    -------
+    (DicomMetadata, spacing_mm, spacing_source)
+
+    Raises
+    ------
+    TBSError
+        What :func:`load_dicom` would raise before decoding the pixels.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise DicomReadError("file does not exist" if not path.exists() else "not a regular file",
+                             source)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        except Exception as exc2:
+            raise DicomReadError("not a DICOM file", source) from exc2
+        if not any(k in ds for k in ("SOPClassUID", "Modality", "StudyInstanceUID", "Rows")):
+            raise DicomReadError(
+                "not a DICOM file (no DICOM preamble or data elements)", source
+            ) from None
+    except Exception as exc:
+        raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
+    spacing_mm, spacing_source = check_header(
+        ds, source, spacing, override_spacing, allow_modalities, pixels_read=False
+    )
+    return _metadata(ds), spacing_mm, spacing_source
+
+
+def _load(
+    ds: Dataset,
+    name: str,
+    file_sha: str | None,
+    spacing: tuple[float, float] | None,
+    override_spacing: bool,
+    allow_modalities: frozenset[str] | None,
+) -> DXAImage:
+    spacing_mm, spacing_source = check_header(
+        ds, name, spacing, override_spacing, allow_modalities
+    )
+    photometric = (_text(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     stored = _decode(ds, name)
     if stored.ndim != 2:
         raise UnsupportedImageError(f"pixel array has {stored.ndim} dimensions, expected 2", name)
