@@ -41,6 +41,7 @@ from tbscore.export.deid import (  # noqa: F401
     _deidentify,
     _public_reason,
     exclusion_reason,
+    public_modality,
 )
 
 # --------------------------------------------------------------------------- package
@@ -434,7 +435,7 @@ def export_package(
                     item=item_id,
                     status="excluded",
                     reason=reason or "",
-                    modality=str(ds.get("Modality", "") or ""),
+                    modality=public_modality(ds),
                 )
             )
             private_items.append({**private, "status": "excluded", "reason": reason})
@@ -466,7 +467,7 @@ def export_package(
                     item=item_id,
                     status="excluded",
                     reason=reason,
-                    modality=str(ds.get("Modality", "") or ""),
+                    modality=public_modality(ds),
                 )
             )
             private_items.append({**private, "status": "excluded", "reason": reason})
@@ -521,7 +522,7 @@ def export_package(
                 sop_instance_uid=str(new.SOPInstanceUID),
                 file_sha256=_sha256_file(out_path),
                 pixel_sha256=image.pixel_sha256,
-                modality=str(new.get("Modality", "") or ""),
+                modality=public_modality(new),
                 sop_class_uid=str(new.SOPClassUID),
                 rows=image.shape[0],
                 columns=image.shape[1],
