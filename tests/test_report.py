@@ -170,14 +170,14 @@ def test_interpret_result_defaults_from_metadata(scene):
     assert interp.age == 70 and interp.threshold_set.name == "harvey_2015"
     assert interpret_result(res, use_metadata=False).age is None
     patient = build_report(res, interpret_result(res, age=70)).patient
-    assert patient["Age"] == "70 years (entered)"
-    assert patient["Sex"] == "female (DICOM header)"
+    assert patient["age"] == "70 years (entered)"
+    assert patient["sex"] == "female (DICOM header)"
     # a value typed in that equals the header is still "entered"
     interp = interpret_result(res, age=67, sex="F")
     assert interp.input_sources == {"age": "entered", "sex": "entered", "bmi": "DICOM header"}
     patient = build_report(res, interp).patient
-    assert patient["Age"] == "67 years (entered)" and patient["Sex"] == "female (entered)"
-    assert patient["BMI"] == "23.4 kg/m² (DICOM header)"
+    assert patient["age"] == "67 years (entered)" and patient["sex"] == "female (entered)"
+    assert patient["bmi"] == "23.4 kg/m² (DICOM header)"
     assert build_report(res, interp).to_dict()["interpretation"]["input_sources"]["bmi"] == (
         "DICOM header"
     )
