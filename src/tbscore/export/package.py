@@ -573,7 +573,9 @@ def export_package(
             "dates": "removed (LongitudinalTemporalInformationModified = REMOVED)",
             "uids": "remapped: 2.25.<HMAC-SHA256(key, uid)>; key kept in the mapping file",
             "private_tags": "removed",
-            "sequences": "removed",
+            "sequences": "removed; AcquisitionContextSequence and AnatomicRegionSequence "
+            "(Type 2) written empty, or the latter with a CID 4031 code rebuilt from the "
+            "standard",
             "allowed_attributes": list(ALLOWED_KEYWORDS),
             "coded_values": "kept only from their vocabularies, else removed "
             "(item invalid_removed): BodyPartExamined (PS3.16 Annex L DXA sites), "
@@ -584,8 +586,10 @@ def export_package(
             "image_type_terms": sorted(IMAGE_TYPE_TERMS),
             "phi_safety_net": "every remaining text value containing a PHI token of the "
             "source (person-name parts, IDs, accession number, institution, staff, station, "
-            "dates as YYYYMMDD; at least 3 characters, case-insensitive) is blanked or "
-            "removed (item phi_scrubbed: keywords only); PHI not present in the source's "
+            "dates as YYYYMMDD; at least 3 characters, case-insensitive), and every other "
+            "value (numbers, ages, UIDs) equal to one (IDs also as digit runs of 5 or more), "
+            "is blanked or removed (item phi_scrubbed: keywords only); the attributes fixed "
+            "by the pixel data are not searched; PHI not present in the source's "
             "identifying attributes is not caught",
             "burned_in_text": "excluded: non-image objects, colour images, "
             "BurnedInAnnotation=YES, RecognizableVisualFeatures=YES; "
