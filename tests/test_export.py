@@ -680,6 +680,10 @@ def _planted_source(src: Path) -> None:
         RescaleIntercept="0",
     )
     _write(good, src / "good.dcm")
+    # a private SOP class UID holding the ID: replaced by Secondary Capture
+    private = make_dataset(px, **person, SOPClassUID=f"1.2.{NUMERIC_ID}.1")
+    private.file_meta.MediaStorageSOPClassUID = private.SOPClassUID
+    _write(private, src / "private_class.dcm")
     # images excluded for their modality, colour, burned-in text: free text everywhere
     _write(make_dataset(px, modality=FAMILY, **person), src / "odd_modality.dcm")
     colour = make_dataset(np.zeros((16, 16, 3), np.uint8), photometric="RGB", **person)
@@ -700,11 +704,13 @@ def test_planted_phi_reaches_no_output_and_no_stdout(tmp_path, capsys):
     assert args.func(args) == 0
     stdout = capsys.readouterr().out
     manifest = json.loads((pkg / "manifest.json").read_text())
-    assert manifest["counts"]["included"] == 1 and manifest["counts"]["excluded"] == 4
+    assert manifest["counts"]["included"] == 2 and manifest["counts"]["excluded"] == 4
+    private = next(i for i in manifest["items"] if "SOPClassUID" in i["invalid_removed"])
+    assert private["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.7" and private["file"]
     tokens = (FAMILY, NUMERIC_ID, str(int(NUMERIC_ID)))
     outputs = {p.name: p.read_bytes() for p in pkg.iterdir()}
     outputs["stdout"] = stdout.encode()
-    assert set(outputs) >= {"IMG00001.dcm", "manifest.json", "manifest.csv", "stdout"}
+    assert set(outputs) >= {"IMG00001.dcm", "IMG00002.dcm", "manifest.json", "stdout"}
     for name, data in outputs.items():
         for t in tokens:
             assert t.lower().encode() not in data.lower(), (name, t)

@@ -247,6 +247,7 @@ IMAGE_TYPE_TERMS: frozenset[str] = frozenset(
     }
 )
 
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 _IMAGE_TYPE_1 = frozenset({"ORIGINAL", "DERIVED"})
 _IMAGE_TYPE_2 = frozenset({"PRIMARY", "SECONDARY"})
 _ORIENTATION = re.compile(r"[APRLHF]{1,3}")
@@ -294,6 +295,7 @@ _VALIDATED_KEYWORDS: frozenset[str] = frozenset(
         "SpecificCharacterSet",
         "RescaleType",
         "PixelIntensityRelationshipSign",
+        "SOPClassUID",
     }
 )
 
@@ -717,6 +719,11 @@ def _validate_coded(out: Dataset) -> list[str]:
         if not all(not v or _ORIENTATION.fullmatch(v) for v in values):
             out.PatientOrientation = ""  # Type 2: present, empty
             changed.append("PatientOrientation")
+    sop_class = str(out.get("SOPClassUID", "") or "").strip()
+    info = pydicom.uid.UID_dictionary.get(sop_class)
+    if not info or info[1] != "SOP Class":  # a private UID may carry any digits
+        out.SOPClassUID = _SECONDARY_CAPTURE
+        changed.append("SOPClassUID")
     if "RescaleType" in out:
         values = [v.strip().upper() for v in _values(out["RescaleType"])]
         if len(values) != 1 or values[0] not in RESCALE_TYPE_TERMS:
@@ -972,7 +979,7 @@ def _deidentify(
         if original:
             setattr(out, keyword, uids.uid(str(original)))
     if not out.get("SOPClassUID"):
-        out.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+        out.SOPClassUID = _SECONDARY_CAPTURE
     if not out.get("SOPInstanceUID"):  # derived from the pixels: stable across runs
         pixels = ds.get("PixelData") or b""
         out.SOPInstanceUID = uids.uid("no-sop-instance-uid:" + hashlib.sha256(pixels).hexdigest())
