@@ -357,7 +357,8 @@ def test_export_removes_phi_and_keeps_tbs(phi_source, tmp_path):
     assert ds.PatientName == "" and ds.StudyDate == "" and ds.PatientID.startswith("TBS-")
     assert ds.Modality == "BMD"
     # PHI in allow-listed attributes: coded values checked, free text scrubbed
-    assert "BodyPartExamined" not in ds and "PatientOrientation" not in ds
+    assert "BodyPartExamined" not in ds
+    assert ds.PatientOrientation == ""  # Type 2: present, emptied
     assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY"]
     assert ds.Manufacturer == "" and "ManufacturerModelName" not in ds
     assert set(entry["invalid_removed"].split(";")) == {
@@ -592,7 +593,7 @@ def test_coded_values_checked_and_phi_tokens_scrubbed():
     assert {"hill clinic", "19491231"} <= tokens and "f" not in tokens
     out = deidentify_dataset(ds, UIDMapper(b"k" * 32))
     assert out.BodyPartExamined == "HIP"
-    assert "PatientOrientation" not in out and "ConversionType" not in out
+    assert out.PatientOrientation == "" and "ConversionType" not in out
     assert list(out.ImageType) == ["DERIVED", "SECONDARY", "", "MIP"]
     assert out.Manufacturer == "" and "ManufacturerModelName" not in out
     # a value from a vocabulary is kept even when it contains a token ("DER")
@@ -642,3 +643,201 @@ def test_output_dot_gets_a_mapping_beside_it(phi_source, tmp_path, monkeypatch, 
     monkeypatch.chdir("/")
     assert main(["export", str(phi_source["src"]), "-o", "."]) == 2
     assert "tbscore: error" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+FAMILY = "KOWALSKA"
+NUMERIC_ID = "4455667"
+
+
+def _planted_source(src: Path) -> None:
+    """Objects whose PHI sits where the first export versions echoed or kept it."""
+    from conftest import make_dataset
+
+    src.mkdir(parents=True)
+    px, _ = _spine_pixels()
+    person = {"PatientName": f"{FAMILY}^ANNA", "PatientID": NUMERIC_ID}
+    # a non-image object whose Modality and SOP class hold the family name / the ID
+    sr = pydicom.dcmread(_non_image(src / "sr.dcm"))
+    sr.Modality = FAMILY
+    sr.SOPClassUID = f"1.2.{NUMERIC_ID}"
+    sr.PatientName, sr.PatientID = person["PatientName"], person["PatientID"]
+    _write(sr, src / "sr.dcm")
+    # the numeric PatientID copied into number attributes (IS, DS, US) of a good image
+    good = make_dataset(
+        px,
+        **person,
+        SeriesNumber=NUMERIC_ID,
+        InstanceNumber="0" + NUMERIC_ID,
+        WindowCenter=NUMERIC_ID + ".0",
+        WindowWidth="4000",
+        SmallestImagePixelValue=int(NUMERIC_ID) % 65536,  # not the ID: kept
+        Manufacturer=f"ACME for {FAMILY.title()}",
+        RescaleType=FAMILY,
+        RescaleSlope="1",
+        RescaleIntercept="0",
+    )
+    _write(good, src / "good.dcm")
+    # a private SOP class UID holding the ID: replaced by Secondary Capture
+    private = make_dataset(px, **person, SOPClassUID=f"1.2.{NUMERIC_ID}.1")
+    private.file_meta.MediaStorageSOPClassUID = private.SOPClassUID
+    _write(private, src / "private_class.dcm")
+    # images excluded for their modality, colour, burned-in text: free text everywhere
+    _write(make_dataset(px, modality=FAMILY, **person), src / "odd_modality.dcm")
+    colour = make_dataset(np.zeros((16, 16, 3), np.uint8), photometric="RGB", **person)
+    colour.PhotometricInterpretation = FAMILY
+    _write(colour, src / "colour.dcm")
+    burned = make_dataset(px, modality=FAMILY, BurnedInAnnotation="YES", **person)
+    _write(burned, src / "burned.dcm")
+
+
+def test_planted_phi_reaches_no_output_and_no_stdout(tmp_path, capsys):
+    """Issue 12 item 6: fixed texts for excluded objects, every VR scrubbed."""
+    src = tmp_path / "src"
+    _planted_source(src)
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    pkg = tmp_path / "pkg"
+    args = parser.parse_args(["export", str(src), "-o", str(pkg)])
+    assert args.func(args) == 0
+    stdout = capsys.readouterr().out
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["counts"]["included"] == 2 and manifest["counts"]["excluded"] == 4
+    private = next(i for i in manifest["items"] if "SOPClassUID" in i["invalid_removed"])
+    assert private["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.7" and private["file"]
+    tokens = (FAMILY, NUMERIC_ID, str(int(NUMERIC_ID)))
+    outputs = {p.name: p.read_bytes() for p in pkg.iterdir()}
+    outputs["stdout"] = stdout.encode()
+    assert set(outputs) >= {"IMG00001.dcm", "IMG00002.dcm", "manifest.json", "stdout"}
+    for name, data in outputs.items():
+        for t in tokens:
+            assert t.lower().encode() not in data.lower(), (name, t)
+    reasons = sorted(i["reason"] for i in manifest["items"] if i["status"] == "excluded")
+    assert "non-image object (other, unknown SOP class)" in reasons
+    assert any(r.startswith("colour image (other, 3 samples") for r in reasons)
+    assert {i["modality"] for i in manifest["items"]} == {"BMD", "other"}
+    ds = pydicom.dcmread(pkg / "IMG00001.dcm")
+    # Type 2 numbers blanked, the window removed, the Modality LUT kept complete
+    assert "SeriesNumber" in ds and "InstanceNumber" in ds
+    assert (ds.SeriesNumber, ds.InstanceNumber) == (None, None)  # present, empty
+    assert "WindowCenter" not in ds and ds.WindowWidth == 4000
+    assert ds.SmallestImagePixelValue == int(NUMERIC_ID) % 65536
+    assert ds.RescaleType == "US" and ds.Manufacturer == ""
+    entry = next(i for i in manifest["items"] if i["file"] == "IMG00001.dcm")
+    assert set(entry["phi_scrubbed"].split(";")) == {
+        "SeriesNumber",
+        "InstanceNumber",
+        "WindowCenter",
+        "Manufacturer",
+    }
+    assert "RescaleType" in entry["invalid_removed"]
+
+
+def test_collect_phi_tokens_adds_id_digit_runs_and_compact_form():
+    from conftest import make_dataset
+
+    ds = make_dataset(np.zeros((8, 8), np.uint16), PatientID="MRN-778899", StudyID="ST-12")
+    tokens = collect_phi_tokens(ds)
+    assert {"mrn-778899", "mrn778899", "778899"} <= tokens
+    assert "12" not in tokens  # digit runs shorter than 5 are no tokens
+
+
+def _dciodvfy_errors(path: Path) -> set[str]:
+    import subprocess
+
+    run = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = (run.stdout + run.stderr).splitlines()
+    return {line.strip() for line in lines if line.startswith("Error")}
+
+
+def _conformance_variants(src: Path) -> None:
+    """Synthetic Secondary Capture and Digital X-Ray sources beside the sample set."""
+    from tbscore.io.write import write_secondary_capture
+
+    px = np.random.default_rng(0).random((64, 48))
+    patient = {"name": "DOE^JANE", "id": "12345", "sex": "F", "age": "066Y"}
+    write_secondary_capture(src / "v_sc.dcm", px, (1.0, 1.0), patient=patient)
+    write_secondary_capture(
+        src / "v_mono1.dcm",
+        px,
+        (0.8, 1.0),
+        photometric="MONOCHROME1",
+        bits=8,
+        spacing_tag="ImagerPixelSpacing",
+        patient=patient,
+    )
+    write_secondary_capture(
+        src / "v_calibrated.dcm",
+        (px * 1000).astype(np.uint16),
+        (1.0, 1.0),
+        patient=patient,
+        extra={
+            "WindowCenter": "500",
+            "WindowWidth": "1000",
+            "PixelSpacingCalibrationType": "GEOMETRY",
+            "PixelSpacingCalibrationDescription": "phantom grid",
+            "SeriesNumber": "12345",  # the PatientID: blanked, stays Type 2
+            "OperatorsName": "X^Y",
+        },
+    )
+    dx = write_secondary_capture(
+        src / "v_dx.dcm",
+        px,
+        (1.0, 1.0),
+        modality="DX",
+        spacing_tag="ImagerPixelSpacing",
+        patient=patient,
+        extra={
+            "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray For Presentation
+            "ImageType": ["ORIGINAL", "PRIMARY"],
+            "PresentationIntentType": "FOR PRESENTATION",
+            "PixelIntensityRelationship": "LIN",
+            "PixelIntensityRelationshipSign": 1,
+            "DetectorType": "SCINTILLATOR",
+            "AcquisitionContextSequence": [],
+            "ImageLaterality": "U",
+            "BurnedInAnnotation": "NO",
+            "LossyImageCompression": "00",
+            "PresentationLUTShape": "IDENTITY",
+            "PatientOrientation": ["A", "F"],
+        },
+    )
+    ds = pydicom.dcmread(dx)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    region = Dataset()  # legacy SNOMED-RT code of CID 4031 "Lumbar spine", free meaning
+    region.CodeValue, region.CodingSchemeDesignator = "T-11503", "SRT"
+    region.CodeMeaning = "lumbar spine of Jane Doe"
+    ds.AnatomicRegionSequence = [region]
+    ds.save_as(dx, enforce_file_format=True)
+
+
+def test_export_adds_no_dciodvfy_error(tmp_path, phi_source):
+    """Issue 12 item 8: errors(export) is a subset of errors(source), for the sample
+    set, synthetic SC / DX variants and the PHI-rich image."""
+    from conftest import require_tool
+
+    require_tool("dciodvfy")
+    src = tmp_path / "conf"
+    src.mkdir()
+    for p in SAMPLES:
+        shutil.copy(p, src / p.name)
+    _conformance_variants(src)
+    shutil.copy(phi_source["a"], src / "phi_rich.dcm")
+    report = export_package(src, tmp_path / "pkg", include_rois=False)
+    items = json.loads(report.mapping_path.read_text())["runs"][0]["items"]
+    pairs = [(Path(i["source_path"]), report.package / i["file"]) for i in items if i.get("file")]
+    assert len(pairs) == len(SAMPLES) + 5
+    added = {}
+    for source, exported in pairs:
+        new = _dciodvfy_errors(exported) - _dciodvfy_errors(source)
+        if new:
+            added[source.name] = sorted(new)
+    assert not added, added
+    dx = pydicom.dcmread(next(e for s, e in pairs if s.name == "v_dx.dcm"))
+    code = dx.AnatomicRegionSequence[0]
+    assert (code.CodeValue, code.CodeMeaning) == ("T-11503", "Lumbar spine")
+    assert dx.PresentationIntentType == "FOR PRESENTATION" and dx.RescaleType == "US"

@@ -170,14 +170,14 @@ def test_interpret_result_defaults_from_metadata(scene):
     assert interp.age == 70 and interp.threshold_set.name == "harvey_2015"
     assert interpret_result(res, use_metadata=False).age is None
     patient = build_report(res, interpret_result(res, age=70)).patient
-    assert patient["Age"] == "70 years (entered)"
-    assert patient["Sex"] == "female (DICOM header)"
+    assert patient["age"] == "70 years (entered)"
+    assert patient["sex"] == "female (DICOM header)"
     # a value typed in that equals the header is still "entered"
     interp = interpret_result(res, age=67, sex="F")
     assert interp.input_sources == {"age": "entered", "sex": "entered", "bmi": "DICOM header"}
     patient = build_report(res, interp).patient
-    assert patient["Age"] == "67 years (entered)" and patient["Sex"] == "female (entered)"
-    assert patient["BMI"] == "23.4 kg/m² (DICOM header)"
+    assert patient["age"] == "67 years (entered)" and patient["sex"] == "female (entered)"
+    assert patient["bmi"] == "23.4 kg/m² (DICOM header)"
     assert build_report(res, interp).to_dict()["interpretation"]["input_sources"]["bmi"] == (
         "DICOM header"
     )
@@ -599,3 +599,106 @@ def test_cli_score_bad_report_name_writes_nothing(dicom_file, tmp_path, capsys):
     assert main([*argv, "--sr", str(sr), "--result-json", str(res)]) == 2
     assert "report.txt" in capsys.readouterr().err
     assert not sr.exists() and not res.exists()
+
+
+# -- issue 12: PDF fonts, page header, report.json keys ----------------------------------
+
+#: PDF base-14 font names (PDF 32000-1 9.6.2.2): never acceptable unembedded.
+BASE14 = ("Times", "Helvetica", "Courier", "Symbol", "ZapfDingbats")
+UNICODE_NAMES = {
+    "Żółć^Łukasz": "Żółć, Łukasz",  # Latin Extended-A
+    "Παπαδόπουλος^Νίκος": "Παπαδόπουλος, Νίκος",  # Greek
+}
+
+
+def _pdffonts(path) -> list[dict]:
+    import subprocess
+
+    from conftest import require_tool
+
+    tool = require_tool("pdffonts")
+    out = subprocess.run([tool, str(path)], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()[2:]  # header and rule
+    fonts = []
+    for line in lines:
+        # name type... encoding emb sub uni objectID gen: the flags are fixed columns
+        # from the right
+        parts = line.split()
+        fonts.append({"name": parts[0], "emb": parts[-5], "line": line})
+    return fonts
+
+
+def _pdftotext_pages(path) -> list[str]:
+    import subprocess
+
+    from conftest import require_tool
+
+    tool = require_tool("pdftotext")
+    text = subprocess.run(
+        [tool, "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True
+    ).stdout.decode("utf-8")
+    return [page for page in text.split("\f") if page.strip()]
+
+
+@pytest.mark.parametrize("dicom_name", sorted(UNICODE_NAMES))
+def test_pdf_embeds_unicode_font_and_names_every_page(scene, tmp_path, dicom_name):
+    pytest.importorskip("xhtml2pdf")
+    image, rois, result = scene
+    meta = dict(result.metadata, patient_name=dicom_name, patient_id="ŁZ-4711")
+    result = replace(result, metadata=meta)
+    report = build_report(
+        result, interpret_result(result, age=65, frax_mof=20), image=image, rois=rois
+    )
+    path = write_report(report, tmp_path / "r.pdf")
+    fonts = _pdffonts(path)
+    assert any("DejaVuSans" in f["name"] and f["emb"] == "yes" for f in fonts), fonts
+    not_embedded = [f["line"] for f in fonts if f["emb"] != "yes"]
+    assert not not_embedded, not_embedded
+    assert not [f for f in fonts if f["name"].split("+")[-1].startswith(BASE14)], fonts
+    pages = _pdftotext_pages(path)
+    assert len(pages) >= 2  # the header must repeat, not just open the document
+    shown = UNICODE_NAMES[dicom_name]
+    for number, page in enumerate(pages, start=1):
+        assert shown in page and "ŁZ-4711" in page, (number, page[:200])
+        assert f"page {number} of {len(pages)}" in page
+    assert "■" not in "".join(pages)
+
+
+def test_pdf_leaves_logging_and_reportlab_fonts_as_they_were(scene, monkeypatch):
+    pytest.importorskip("xhtml2pdf")
+    import logging
+
+    from reportlab.pdfbase import pdfmetrics
+    from xhtml2pdf import pisa
+
+    _, _, result = scene
+    levels = []
+    real = pisa.CreatePDF
+
+    def spy(*args, **kwargs):
+        levels.append(logging.getLogger("xhtml2pdf").getEffectiveLevel())
+        assert type(pdfmetrics.getFont("Helvetica")).__name__ == "TTFont"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pisa, "CreatePDF", spy)
+    before = logging.getLogger("xhtml2pdf").getEffectiveLevel()
+    assert render_pdf(build_report(result)).startswith(b"%PDF")
+    assert levels == [before]  # xhtml2pdf's warnings are not silenced
+    # the base-14 stand-ins are only in place while a report renders
+    assert type(pdfmetrics.getFont("Helvetica")).__name__ != "TTFont"
+
+
+def test_report_json_keys_are_snake_case_labels_only_in_html(scene, tmp_path):
+    _, _, result = scene
+    report = build_report(result, interpret_result(result, age=60))
+    data = json.loads(write_report(report, tmp_path / "r.json").read_text())
+    assert set(data["patient"]) == {"name", "patient_id", "birth_date", "age", "sex", "bmi"}
+    assert set(data["study"]) == {"study_date", "device", "modality", "image"}
+    for block in ("patient", "study", "method", "provenance"):
+        for key in data[block]:
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", key), (block, key)
+    assert data["patient"]["age"] == "60 years (entered)"
+    html = render_html(report)
+    for label in ("Patient ID", "Birth date", "Settings digest", "Pixel SHA-256", "Minimum R²"):
+        assert f'<td class="k">{html_escape(label)}</td>' in html, label
+    assert "patient_id" not in html and "settings_digest" not in html

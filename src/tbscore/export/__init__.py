@@ -8,30 +8,37 @@ the separate mapping file.
 from tbscore.export.deid import (
     ALLOWED_KEYWORDS,
     BODY_PART_TERMS,
+    EMPTIED_SEQUENCES,
     EMPTIED_TYPE2_KEYWORDS,
     EXPORT_FORMAT,
     IMAGE_TYPE_TERMS,
     MANIFEST_COLUMNS,
     MAPPING_FORMAT,
+    MODALITY_TERMS,
     PHI_SOURCE_KEYWORDS,
+    RESCALE_TYPE_TERMS,
     RETAINED_PATIENT_CHARACTERISTICS,
     ExportError,
     UIDMapper,
     collect_phi_tokens,
     deidentify_dataset,
     exclusion_reason,
+    public_modality,
 )
 from tbscore.export.package import ExportItem, ExportReport, default_mapping_path, export_package
 
 __all__ = [
     "ALLOWED_KEYWORDS",
     "BODY_PART_TERMS",
+    "EMPTIED_SEQUENCES",
     "EMPTIED_TYPE2_KEYWORDS",
     "EXPORT_FORMAT",
     "IMAGE_TYPE_TERMS",
     "MANIFEST_COLUMNS",
     "MAPPING_FORMAT",
+    "MODALITY_TERMS",
     "PHI_SOURCE_KEYWORDS",
+    "RESCALE_TYPE_TERMS",
     "RETAINED_PATIENT_CHARACTERISTICS",
     "ExportError",
     "ExportItem",
@@ -42,4 +49,5 @@ __all__ = [
     "deidentify_dataset",
     "exclusion_reason",
     "export_package",
+    "public_modality",
 ]

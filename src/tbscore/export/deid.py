@@ -64,6 +64,9 @@ __all__ = [
     "ALLOWED_KEYWORDS",
     "RETAINED_PATIENT_CHARACTERISTICS",
     "EMPTIED_TYPE2_KEYWORDS",
+    "EMPTIED_SEQUENCES",
+    "MODALITY_TERMS",
+    "RESCALE_TYPE_TERMS",
     "BODY_PART_TERMS",
     "IMAGE_TYPE_TERMS",
     "PHI_SOURCE_KEYWORDS",
@@ -73,6 +76,7 @@ __all__ = [
     "deidentify_dataset",
     "collect_phi_tokens",
     "exclusion_reason",
+    "public_modality",
 ]
 
 EXPORT_FORMAT = "tbscore-export/1"
@@ -141,11 +145,17 @@ _IMAGE_KEYWORDS: tuple[str, ...] = (
     "ImagerPixelSpacing",
     "NominalScannedPixelSpacing",
     "PixelSpacingCalibrationType",
+    "PixelSpacingCalibrationDescription",
+    "PresentationIntentType",
+    "PixelIntensityRelationship",
+    "PixelIntensityRelationshipSign",
+    "DetectorType",
     "SmallestImagePixelValue",
     "LargestImagePixelValue",
     "PixelPaddingValue",
     "RescaleSlope",
     "RescaleIntercept",
+    "RescaleType",
     "WindowCenter",
     "WindowWidth",
     "VOILUTFunction",
@@ -156,14 +166,41 @@ _IMAGE_KEYWORDS: tuple[str, ...] = (
     "PixelData",
 )
 
+#: Type 2 sequences of the image IODs (DX: Acquisition Context, General Anatomy
+#: Required macro): written with no items when the source has them, so that the
+#: export stays conformant; their items (codes, free text) are never copied.
+EMPTIED_SEQUENCES: tuple[str, ...] = ("AcquisitionContextSequence", "AnatomicRegionSequence")
+
 #: Every attribute that may appear in an exported file (besides the de-identification
 #: attributes that the export adds itself).
 ALLOWED_KEYWORDS: tuple[str, ...] = (
     _IMAGE_KEYWORDS
     + RETAINED_PATIENT_CHARACTERISTICS
     + EMPTIED_TYPE2_KEYWORDS
+    + EMPTIED_SEQUENCES
     + ("PatientID",)
     + _REMAPPED_UIDS
+)
+
+#: Modality defined terms (PS3.3 C.7.3.1.1.1, and the retired SC still written by
+#: some DXA scanners): the only Modality texts that reach a manifest; anything else
+#: is reported as ``"other"`` (a Modality may hold free text such as a name).
+MODALITY_TERMS: frozenset[str] = frozenset(
+    {
+        "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CR", "CT", "CTPROTOCOL", "DG", "DOC",
+        "DX", "ECG", "EPS", "ES", "FID", "GM", "HC", "HD", "IO", "IOL", "IVOCT", "IVUS",
+        "KER", "KO", "LEN", "LS", "M3D", "MG", "MR", "NM", "OAM", "OCT", "OP", "OPM",
+        "OPT", "OPTBSV", "OPTENF", "OPV", "OSS", "OT", "PLAN", "PR", "PT", "PX", "REG",
+        "RESP", "RF", "RG", "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN", "RTRAD",
+        "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV", "SC", "SEG", "SM", "SMR", "SR",
+        "SRF", "STAIN", "TEXTUREMAP", "TG", "US", "VA", "XA", "XC",
+    }
+)  # fmt: skip
+
+#: RescaleType defined terms (PS3.3 C.11.1.1.2); another value is replaced by
+#: ``"US"`` (unspecified), which is always true, so the Modality LUT stays complete.
+RESCALE_TYPE_TERMS: frozenset[str] = frozenset(
+    {"OD", "HU", "US", "MGML", "Z_EFF", "ED", "EDW", "HU_MOD", "PCT"}
 )
 
 #: BodyPartExamined values kept (others are removed): the defined terms of PS3.16
@@ -210,6 +247,7 @@ IMAGE_TYPE_TERMS: frozenset[str] = frozenset(
     }
 )
 
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 _IMAGE_TYPE_1 = frozenset({"ORIGINAL", "DERIVED"})
 _IMAGE_TYPE_2 = frozenset({"PRIMARY", "SECONDARY"})
 _ORIENTATION = re.compile(r"[APRLHF]{1,3}")
@@ -229,6 +267,9 @@ _CODED_TERMS: dict[str, frozenset[str]] = {
     "VOILUTFunction": frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}),
     "PresentationLUTShape": frozenset({"IDENTITY", "INVERSE"}),
     "LossyImageCompression": frozenset({"00", "01"}),
+    "PresentationIntentType": frozenset({"FOR PRESENTATION", "FOR PROCESSING"}),
+    "PixelIntensityRelationship": frozenset({"LIN", "LOG", "DISP"}),
+    "DetectorType": frozenset({"DIRECT", "SCINTILLATOR", "STORAGE", "FILM"}),
     "LossyImageCompressionMethod": frozenset(
         {
             "ISO_10918_1",
@@ -247,7 +288,15 @@ _CODED_TERMS: dict[str, frozenset[str]] = {
 #: Attributes whose values are checked against a vocabulary (so they cannot carry
 #: free text) and are therefore not searched for PHI tokens.
 _VALIDATED_KEYWORDS: frozenset[str] = frozenset(
-    set(_CODED_TERMS) | {"ImageType", "PatientOrientation", "SpecificCharacterSet"}
+    set(_CODED_TERMS)
+    | {
+        "ImageType",
+        "PatientOrientation",
+        "SpecificCharacterSet",
+        "RescaleType",
+        "PixelIntensityRelationshipSign",
+        "SOPClassUID",
+    }
 )
 
 #: Source attributes whose values are PHI tokens (:func:`collect_phi_tokens`), at any
@@ -279,14 +328,43 @@ PHI_SOURCE_KEYWORDS: frozenset[str] = frozenset(
     }
 )
 
-#: Attributes blanked (kept, empty) rather than removed by the PHI safety net:
-#: Type 2 in the image IODs.
-_BLANK_WHEN_SCRUBBED: frozenset[str] = frozenset({"Manufacturer", "Modality"})
+#: Attributes blanked (kept, empty) rather than removed by the value checks and the
+#: PHI safety net: Type 1 or 2 in the image IODs, so that the export stays conformant.
+_BLANK_WHEN_SCRUBBED: frozenset[str] = frozenset(
+    {"Manufacturer", "Modality", "SeriesNumber", "InstanceNumber", "PatientOrientation"}
+)
 
-#: Value representations searched by the PHI safety net (text; numbers, ages and UIDs
-#: are not text).
+#: Value representations searched by substring (text). Every other VR (numbers IS, DS,
+#: US, SS, UL, SL, FL, FD, ages AS, UIDs UI...) is compared as a whole value: a
+#: number equal to a token (``12345`` for the PatientID ``0012345``) is removed too.
 _TEXT_VRS = frozenset(
     {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "DA", "DT", "TM"}
+)
+
+#: Attributes fixed by the pixel data themselves (encoding, geometry, stored-to-real
+#: value map), not searched by the safety net: they cannot be changed without
+#: changing the image, and the export checks that the decoded pixels and the spacing
+#: are unchanged. A coincidence (512 rows, PatientID ``512``) leaks nothing.
+_PIXEL_KEYWORDS: frozenset[str] = frozenset(
+    {
+        "SamplesPerPixel",
+        "PlanarConfiguration",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PixelPaddingValue",
+        "PixelSpacing",
+        "ImagerPixelSpacing",
+        "NominalScannedPixelSpacing",
+        "PixelAspectRatio",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "PixelData",
+    }
 )
 
 #: Attributes the export writes itself (fixed texts, the keyed pseudonym), not searched.
@@ -298,9 +376,13 @@ _OWN_KEYWORDS: frozenset[str] = frozenset(
         "DeidentificationMethod",
         "DeidentificationMethodCodeSequence",
     }
+    | set(_REMAPPED_UIDS)
 )
 
 _MIN_TOKEN = 3
+#: Digit runs of identifiers at least this long are tokens too (``778899`` of
+#: ``MRN-778899``), so an ID copied into a number attribute is caught.
+_MIN_DIGIT_RUN = 5
 
 #: Columns of ``manifest.csv``.
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -424,28 +506,71 @@ def exclusion_reason(ds: Dataset) -> str | None:
     Returns
     -------
     str or None
-        ``"non-image object (...)"``, ``"burned-in annotation (BurnedInAnnotation=YES)"``,
+        ``"non-image object (MODALITY, SOP class name)"``,
+        ``"burned-in annotation (BurnedInAnnotation=YES)"``,
         ``"recognizable visual features (RecognizableVisualFeatures=YES)"`` or
         ``"colour image (...)"``; ``None`` when the object may be exported (it still
-        has to pass the TBS loader).
+        has to pass the TBS loader). The texts are fixed phrases: the modality is a
+        defined term or ``other`` (:func:`public_modality`), the SOP class a name from
+        the DICOM standard or ``unknown SOP class``, the photometric interpretation
+        one of its defined terms or ``other``; no attribute value of ``ds`` is echoed.
     """
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        modality = str(ds.get("Modality", "") or "unknown modality")
-        sop = ds.get("SOPClassUID")
-        sop_name = getattr(sop, "name", None) or (str(sop) if sop else "unknown SOP class")
-        return f"non-image object ({modality}, {sop_name})"
-    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        modality = public_modality(ds) or "no modality"
+        return f"non-image object ({modality}, {_public_sop_class(ds)})"
+    if _text(ds, "BurnedInAnnotation").upper() == "YES":
         return "burned-in annotation (BurnedInAnnotation=YES)"
-    if str(ds.get("RecognizableVisualFeatures", "")).strip().upper() == "YES":
+    if _text(ds, "RecognizableVisualFeatures").upper() == "YES":
         return "recognizable visual features (RecognizableVisualFeatures=YES)"
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = _text(ds, "PhotometricInterpretation").upper()
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        samples = 0
     if samples != 1 or photometric in _COLOUR:
+        shown = photometric if photometric in _COLOUR | _MONOCHROME else "other"
         return (
-            f"colour image ({photometric or '?'}, {samples} samples per pixel): "
+            f"colour image ({shown}, {samples} samples per pixel): "
             "likely a screenshot with burned-in text"
         )
     return None
+
+
+_MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    """``ds.keyword`` as stripped text; ``""`` when absent or undecodable."""
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except Exception:
+        return ""
+
+
+def public_modality(ds: Dataset) -> str:
+    """The Modality of ``ds`` as a manifest may show it.
+
+    Parameters
+    ----------
+    ds : pydicom Dataset
+
+    Returns
+    -------
+    str
+        The value when it is one of :data:`MODALITY_TERMS`, ``""`` when absent,
+        ``"other"`` for any other text (which may be free text, e.g. a name).
+    """
+    value = _text(ds, "Modality").upper()
+    if not value:
+        return ""
+    return value if value in MODALITY_TERMS else "other"
+
+
+def _public_sop_class(ds: Dataset) -> str:
+    """Standard name of the SOP class of ``ds`` or ``"unknown SOP class"``."""
+    uid = _text(ds, "SOPClassUID")
+    info = pydicom.uid.UID_dictionary.get(uid)
+    return str(info[0]) if info else "unknown SOP class"
 
 
 def _parse_age(age: str) -> float | None:
@@ -527,7 +652,9 @@ def collect_phi_tokens(ds: Dataset) -> frozenset[str]:
       ``=``, ``^`` and blanks);
     * the values of :data:`PHI_SOURCE_KEYWORDS` (patient IDs and issuers, accession
       number, study ID, institution name, address and department, station names,
-      device serial number, patient address and telephone...), whole;
+      device serial number, patient address and telephone...), whole, without
+      separators (``MRN778899`` for ``MRN-778899``), and each run of at least 5
+      digits (``778899``);
     * every date (VR DA, and the ``YYYYMMDD`` part of a DT): birth date, study,
       series, acquisition and content dates, in ``YYYYMMDD`` form.
 
@@ -565,6 +692,10 @@ def collect_phi_tokens(ds: Dataset) -> frozenset[str]:
         elif element.keyword in PHI_SOURCE_KEYWORDS:
             for value in values:
                 _add_token(tokens, value)
+                _add_token(tokens, re.sub(r"[\W_]+", "", value))  # MRN-778899 -> MRN778899
+                for run in re.findall(r"\d+", value):
+                    if len(run) >= _MIN_DIGIT_RUN:
+                        tokens.add(run)
     return frozenset(tokens)
 
 
@@ -586,8 +717,22 @@ def _validate_coded(out: Dataset) -> list[str]:
     if "PatientOrientation" in out:
         values = [v.strip().upper() for v in _values(out["PatientOrientation"])]
         if not all(not v or _ORIENTATION.fullmatch(v) for v in values):
-            del out.PatientOrientation
+            out.PatientOrientation = ""  # Type 2: present, empty
             changed.append("PatientOrientation")
+    sop_class = str(out.get("SOPClassUID", "") or "").strip()
+    info = pydicom.uid.UID_dictionary.get(sop_class)
+    if not info or info[1] != "SOP Class":  # a private UID may carry any digits
+        out.SOPClassUID = _SECONDARY_CAPTURE
+        changed.append("SOPClassUID")
+    if "RescaleType" in out:
+        values = [v.strip().upper() for v in _values(out["RescaleType"])]
+        if len(values) != 1 or values[0] not in RESCALE_TYPE_TERMS:
+            out.RescaleType = "US"  # unspecified: Type 1C with RescaleSlope
+            changed.append("RescaleType")
+    if "PixelIntensityRelationshipSign" in out:
+        if _values(out["PixelIntensityRelationshipSign"]) not in (["1"], ["-1"]):
+            del out.PixelIntensityRelationshipSign
+            changed.append("PixelIntensityRelationshipSign")
     if "SpecificCharacterSet" in out:
         values = _values(out["SpecificCharacterSet"])
         if not all(_CHARSET.fullmatch(v.strip()) for v in values):
@@ -619,22 +764,41 @@ def _contains_token(text: str, tokens: frozenset[str]) -> bool:
     return any(t in low for t in tokens)
 
 
+def _equals_token(value: str, tokens: frozenset[str]) -> bool:
+    """A non-text value equal to a token, as text or as a number (``12345.0``,
+    ``012345`` and ``12345`` are one number)."""
+    low = value.strip().casefold()
+    if low in tokens:
+        return True
+    try:
+        number = float(low)
+    except ValueError:
+        return False
+    return any(t.isdigit() and float(t) == number for t in tokens)
+
+
 def _scrub_phi(ds: Dataset, tokens: frozenset[str], *, top: bool = True) -> list[str]:
-    """Blank or remove text elements that contain a PHI token; the keywords hit."""
+    """Blank or remove elements whose values hold a PHI token; the keywords hit.
+
+    Every VR is searched: text VRs (:data:`_TEXT_VRS`) by substring, others (numbers,
+    ages, UIDs...) by whole value. Not searched: the export's own attributes, values
+    checked against a vocabulary and the pixel attributes (:data:`_PIXEL_KEYWORDS`).
+    """
     hit: list[str] = []
     for element in list(ds):
         keyword = element.keyword or str(element.tag)
-        if top and (keyword in _OWN_KEYWORDS or keyword in _VALIDATED_KEYWORDS):
+        if top and (
+            keyword in _OWN_KEYWORDS or keyword in _VALIDATED_KEYWORDS or keyword in _PIXEL_KEYWORDS
+        ):
             continue
         if element.VR == "SQ":
             for item in element.value or []:
                 hit += _scrub_phi(item, tokens, top=False)
             continue
-        if element.VR not in _TEXT_VRS:
-            continue
+        match = _contains_token if element.VR in _TEXT_VRS else _equals_token
         try:
-            found = any(_contains_token(v, tokens) for v in _values(element))
-        except Exception:  # undecodable text cannot be checked: not kept
+            found = any(match(v, tokens) for v in _values(element))
+        except Exception:  # an undecodable value cannot be checked: not kept
             found = True
         if not found:
             continue
@@ -644,6 +808,41 @@ def _scrub_phi(ds: Dataset, tokens: frozenset[str], *, top: bool = True) -> list
         else:
             del ds[element.tag]
     return hit
+
+
+def _cid4031() -> dict[tuple[str, str], str]:
+    """CID 4031 (Common Anatomic Regions) as ``{(scheme, value): meaning}``; legacy
+    SNOMED-RT (``SRT``) codes of pydicom's mapping lead to the same SCT entries."""
+    from pydicom.sr._snomed_dict import mapping
+    from pydicom.sr.codedict import codes
+
+    table: dict[tuple[str, str], str] = {}
+    for name in codes.cid4031.dir():
+        code = getattr(codes.cid4031, name)
+        table[(code.scheme_designator, code.value)] = code.meaning
+    for srt, sct in mapping.get("SRT", {}).items():
+        if ("SCT", sct) in table:
+            table[("SRT", srt)] = table[("SCT", sct)]
+    return table
+
+
+def _anatomic_region(ds: Dataset) -> Dataset | None:
+    """The anatomic region code of ``ds`` when it is a CID 4031 code, rebuilt from the
+    standard (code value, scheme and the standard's meaning: no text of ``ds``);
+    ``None`` otherwise (then the sequence is written empty)."""
+    try:
+        item = ds.AnatomicRegionSequence[0]
+        key = (str(item.CodingSchemeDesignator).strip(), str(item.CodeValue).strip())
+    except Exception:
+        return None
+    meaning = _cid4031().get(key)
+    if meaning is None:
+        return None
+    out = Dataset()
+    out.CodeValue = key[1]
+    out.CodingSchemeDesignator = key[0]
+    out.CodeMeaning = meaning
+    return out
 
 
 # --------------------------------------------------------------------------- de-id
@@ -780,7 +979,7 @@ def _deidentify(
         if original:
             setattr(out, keyword, uids.uid(str(original)))
     if not out.get("SOPClassUID"):
-        out.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+        out.SOPClassUID = _SECONDARY_CAPTURE
     if not out.get("SOPInstanceUID"):  # derived from the pixels: stable across runs
         pixels = ds.get("PixelData") or b""
         out.SOPInstanceUID = uids.uid("no-sop-instance-uid:" + hashlib.sha256(pixels).hexdigest())
@@ -803,6 +1002,20 @@ def _deidentify(
     # fixed texts and the keyed pseudonym).
     invalid = _validate_coded(out)
     scrubbed = _scrub_phi(out, collect_phi_tokens(ds))
+    # PixelSpacingCalibrationDescription is Type 1C with PixelSpacingCalibrationType
+    # (and only allowed with it): one is not kept without the other
+    pair = ("PixelSpacingCalibrationType", "PixelSpacingCalibrationDescription")
+    if sum(bool(out.get(k)) for k in pair) == 1:
+        for keyword in pair:
+            if keyword in out:
+                del out[keyword]
+                invalid.append(keyword)
+    for keyword in EMPTIED_SEQUENCES:
+        if keyword in ds:
+            setattr(out, keyword, [])
+    region = _anatomic_region(ds)
+    if region is not None:
+        out.AnatomicRegionSequence = [region]
 
     out.PatientIdentityRemoved = "YES"
     out.LongitudinalTemporalInformationModified = "REMOVED"

@@ -41,6 +41,7 @@ from tbscore.export.deid import (  # noqa: F401
     _deidentify,
     _public_reason,
     exclusion_reason,
+    public_modality,
 )
 
 # --------------------------------------------------------------------------- package
@@ -434,7 +435,7 @@ def export_package(
                     item=item_id,
                     status="excluded",
                     reason=reason or "",
-                    modality=str(ds.get("Modality", "") or ""),
+                    modality=public_modality(ds),
                 )
             )
             private_items.append({**private, "status": "excluded", "reason": reason})
@@ -466,7 +467,7 @@ def export_package(
                     item=item_id,
                     status="excluded",
                     reason=reason,
-                    modality=str(ds.get("Modality", "") or ""),
+                    modality=public_modality(ds),
                 )
             )
             private_items.append({**private, "status": "excluded", "reason": reason})
@@ -521,7 +522,7 @@ def export_package(
                 sop_instance_uid=str(new.SOPInstanceUID),
                 file_sha256=_sha256_file(out_path),
                 pixel_sha256=image.pixel_sha256,
-                modality=str(new.get("Modality", "") or ""),
+                modality=public_modality(new),
                 sop_class_uid=str(new.SOPClassUID),
                 rows=image.shape[0],
                 columns=image.shape[1],
@@ -572,7 +573,9 @@ def export_package(
             "dates": "removed (LongitudinalTemporalInformationModified = REMOVED)",
             "uids": "remapped: 2.25.<HMAC-SHA256(key, uid)>; key kept in the mapping file",
             "private_tags": "removed",
-            "sequences": "removed",
+            "sequences": "removed; AcquisitionContextSequence and AnatomicRegionSequence "
+            "(Type 2) written empty, or the latter with a CID 4031 code rebuilt from the "
+            "standard",
             "allowed_attributes": list(ALLOWED_KEYWORDS),
             "coded_values": "kept only from their vocabularies, else removed "
             "(item invalid_removed): BodyPartExamined (PS3.16 Annex L DXA sites), "
@@ -583,8 +586,10 @@ def export_package(
             "image_type_terms": sorted(IMAGE_TYPE_TERMS),
             "phi_safety_net": "every remaining text value containing a PHI token of the "
             "source (person-name parts, IDs, accession number, institution, staff, station, "
-            "dates as YYYYMMDD; at least 3 characters, case-insensitive) is blanked or "
-            "removed (item phi_scrubbed: keywords only); PHI not present in the source's "
+            "dates as YYYYMMDD; at least 3 characters, case-insensitive), and every other "
+            "value (numbers, ages, UIDs) equal to one (IDs also as digit runs of 5 or more), "
+            "is blanked or removed (item phi_scrubbed: keywords only); the attributes fixed "
+            "by the pixel data are not searched; PHI not present in the source's "
             "identifying attributes is not caught",
             "burned_in_text": "excluded: non-image objects, colour images, "
             "BurnedInAnnotation=YES, RecognizableVisualFeatures=YES; "

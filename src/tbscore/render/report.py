@@ -23,9 +23,11 @@ category is then indicative only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,12 +112,12 @@ def _patient(result: TBSResult, interp: Interpretation | None, include_phi: bool
     sex = interp.sex if interp is not None else dicom_sex
     bmi = interp.bmi if interp is not None else meta.get("bmi")
     return {
-        "Name": _person_name(meta.get("patient_name")) if include_phi else withheld,
-        "Patient ID": (meta.get("patient_id") or "–") if include_phi else withheld,
-        "Birth date": _dicom_date(meta.get("birth_date")) if include_phi else withheld,
-        "Age": "–" if age is None else f"{float(age):g} years" + _source_of(interp, "age", age),
-        "Sex": (sex or "–") + _source_of(interp, "sex", sex),
-        "BMI": "–" if bmi is None else f"{float(bmi):.1f} kg/m²" + _source_of(interp, "bmi", bmi),
+        "name": _person_name(meta.get("patient_name")) if include_phi else withheld,
+        "patient_id": (meta.get("patient_id") or "–") if include_phi else withheld,
+        "birth_date": _dicom_date(meta.get("birth_date")) if include_phi else withheld,
+        "age": "–" if age is None else f"{float(age):g} years" + _source_of(interp, "age", age),
+        "sex": (sex or "–") + _source_of(interp, "sex", sex),
+        "bmi": "–" if bmi is None else f"{float(bmi):.1f} kg/m²" + _source_of(interp, "bmi", bmi),
     }
 
 
@@ -124,10 +126,10 @@ def _study(result: TBSResult) -> dict:
     device = " ".join(str(x) for x in (meta.get("manufacturer"), meta.get("model")) if x)
     source = str(result.input.get("source") or "")
     return {
-        "Study date": _dicom_date(meta.get("study_date")),
-        "Device": device or "–",
-        "Modality": meta.get("modality") or "–",
-        "Image": Path(source).name if source else "–",
+        "study_date": _dicom_date(meta.get("study_date")),
+        "device": device or "–",
+        "modality": meta.get("modality") or "–",
+        "image": Path(source).name if source else "–",
     }
 
 
@@ -224,17 +226,17 @@ def _method(result: TBSResult) -> dict:
     row_mm, col_mm = result.pixel_spacing_mm
     conf = "" if result.roi_confidence is None else f" (confidence {result.roi_confidence:.2f})"
     return {
-        "Method": result.method,
-        "Lag range": f"{_g(result.lag_range_mm[0])}–{_g(result.lag_range_mm[1])} mm",
-        "Directions": ", ".join(s.directions),
-        "Pixel spacing": f"{row_mm:.4g} × {col_mm:.4g} mm (row × column; {result.spacing_source})",
-        "Minimum pairs, lags, pixels": (
+        "method": result.method,
+        "lag_range": f"{_g(result.lag_range_mm[0])}–{_g(result.lag_range_mm[1])} mm",
+        "directions": ", ".join(s.directions),
+        "pixel_spacing": f"{row_mm:.4g} × {col_mm:.4g} mm (row × column; {result.spacing_source})",
+        "minimum_pairs_lags_pixels": (
             f"{s.min_pairs_per_lag} pairs per lag, {s.min_lags} lags, {s.min_roi_pixels} ROI pixels"
         ),
-        "Minimum R²": _g(s.min_r2),
-        "L1–L4 rule": f"mean of valid vertebrae, at least {s.min_valid_vertebrae} needed",
-        "ROIs": f"{result.roi_source}{conf}",
-        "Settings digest": s.digest(),
+        "minimum_r2": _g(s.min_r2),
+        "l1_l4_rule": f"mean of valid vertebrae, at least {s.min_valid_vertebrae} needed",
+        "rois": f"{result.roi_source}{conf}",
+        "settings_digest": s.digest(),
     }
 
 
@@ -269,14 +271,14 @@ def _calibration(result: TBSResult) -> str:
 def _provenance(result: TBSResult, generated: str) -> dict:
     meta = result.metadata or {}
     return {
-        "Report generated": generated,
-        "tbscore version (report)": __version__,
-        "tbscore version (result)": result.tbscore_version or "–",
-        "Input": str(result.input.get("source") or "–"),
-        "Study UID": meta.get("study_instance_uid") or "–",
-        "SOP Instance UID": result.input.get("sop_instance_uid") or "–",
-        "File SHA-256": result.input.get("file_sha256") or "–",
-        "Pixel SHA-256": result.input.get("pixel_sha256") or "–",
+        "report_generated": generated,
+        "tbscore_version_report": __version__,
+        "tbscore_version_result": result.tbscore_version or "–",
+        "input": str(result.input.get("source") or "–"),
+        "study_instance_uid": meta.get("study_instance_uid") or "–",
+        "sop_instance_uid": result.input.get("sop_instance_uid") or "–",
+        "file_sha256": result.input.get("file_sha256") or "–",
+        "pixel_sha256": result.input.get("pixel_sha256") or "–",
     }
 
 
@@ -601,7 +603,30 @@ def build_report(
 # rendering
 # --------------------------------------------------------------------------------------
 
-_FONTS = {"tbscore-font:regular": "DejaVuSans.ttf", "tbscore-font:bold": "DejaVuSans-Bold.ttf"}
+#: The DejaVu faces that matplotlib ships (``matplotlib.get_data_path()/fonts/ttf``),
+#: embedded (subset) in every PDF report: they cover Latin, Latin Extended, Greek and
+#: Cyrillic names, which the base-14 PDF fonts do not.
+_FONTS = {
+    "tbscore-font:regular": "DejaVuSans.ttf",
+    "tbscore-font:bold": "DejaVuSans-Bold.ttf",
+    "tbscore-font:italic": "DejaVuSans-Oblique.ttf",
+    "tbscore-font:bolditalic": "DejaVuSans-BoldOblique.ttf",
+    "tbscore-font:mono": "DejaVuSansMono.ttf",
+}
+
+#: Base-14 names that xhtml2pdf and ReportLab use on their own, whatever the CSS says
+#: (the canvas's initial font, empty fragments and anchors in Helvetica, list markers
+#: in Symbol / ZapfDingbats, monospace in Courier). While a report is rendered they are
+#: drawn with the embedded DejaVu faces, so that the PDF has no unembedded font.
+_BASE14_STANDINS = {
+    "Helvetica": "DejaVuSans.ttf",
+    "Helvetica-Bold": "DejaVuSans-Bold.ttf",
+    "Helvetica-Oblique": "DejaVuSans-Oblique.ttf",
+    "Helvetica-BoldOblique": "DejaVuSans-BoldOblique.ttf",
+    "Courier": "DejaVuSansMono.ttf",
+    "Symbol": "DejaVuSans.ttf",
+    "ZapfDingbats": "DejaVuSans.ttf",
+}
 
 
 def _environment():
@@ -636,9 +661,56 @@ def render_html(report: Report, *, for_pdf: bool = False) -> str:
 
 
 def _font_path(name: str) -> str:
+    """Path of a DejaVu font file shipped by matplotlib.
+
+    Raises
+    ------
+    ReportError
+        The file is missing (a matplotlib build without its fonts).
+    """
     import matplotlib
 
-    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name)
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+    if not path.is_file():
+        raise ReportError(f"PDF reports need the font {name} that matplotlib ships", str(path))
+    return str(path)
+
+
+def _embedded_face(file: str) -> Any:
+    """The ReportLab TrueType font of a DejaVu file, registered once per face.
+
+    ReportLab keys embedded fonts by face name: a second ``TTFont`` of the same file
+    (xhtml2pdf makes one for each ``@font-face``) is an alias of the first one, so
+    every name below draws with one font object and one subset per document.
+    """
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    font = TTFont("tbscore-" + Path(file).stem, _font_path(file))
+    pdfmetrics.registerFont(font)  # an alias of an earlier font of the same face
+    return pdfmetrics.getFont(font.fontName)
+
+
+@contextlib.contextmanager
+def _base14_as_embedded() -> Iterator[None]:
+    """ReportLab's base-14 fonts of :data:`_BASE14_STANDINS` drawn with the embedded
+    DejaVu faces for the duration of the block (ReportLab's registry entries for the
+    base-14 names are restored afterwards). Not thread-safe, like xhtml2pdf's own
+    font registry."""
+    from reportlab.pdfbase import pdfmetrics
+
+    registry = pdfmetrics._fonts
+    saved = {name: registry.get(name) for name in _BASE14_STANDINS}
+    try:
+        for name, file in _BASE14_STANDINS.items():
+            registry[name] = _embedded_face(file)
+        yield
+    finally:
+        for name, font in saved.items():
+            if font is None:
+                registry.pop(name, None)
+            else:
+                registry[name] = font
 
 
 def _link_callback(uri: str, rel: str | None = None) -> str:
@@ -670,21 +742,14 @@ def render_pdf(report: Report) -> bytes:
             "PDF output needs the optional dependency xhtml2pdf: "
             f"pip install 'tbscore[pdf]' (or write .html); import failed: {exc}"
         ) from exc
-    import logging
-
     buf = io.BytesIO()
-    logger = logging.getLogger("xhtml2pdf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # glyph and CSS notices are not the user's business
-    try:
+    with _base14_as_embedded():
         status = pisa.CreatePDF(
             render_html(report, for_pdf=True),
             dest=buf,
             encoding="utf-8",
             link_callback=_link_callback,
         )
-    finally:
-        logger.setLevel(level)
     if status.err:
         raise ReportError(f"PDF rendering failed ({status.err} error(s))")
     return buf.getvalue()
