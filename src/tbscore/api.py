@@ -21,7 +21,13 @@ from tbscore.core.roi import (
 from tbscore.core.settings import Settings, resolve_settings
 from tbscore.core.tbs import METHOD, combine_l1_l4, compute_vertebrae
 from tbscore.errors import InputError, ROIError, SettingsError
-from tbscore.io.load import DicomMetadata, DXAImage, load_dicom
+from tbscore.io.load import (
+    DXA_SPACING_RANGE_MM,
+    DicomMetadata,
+    DXAImage,
+    load_dicom,
+    spacing_in_dxa_range,
+)
 
 __all__ = ["calc", "resolve_rois", "as_image"]
 
@@ -159,6 +165,12 @@ def calc(
     warnings = list(rois.warnings)
     if image.spacing_source == "user":
         warnings.append("pixel spacing supplied by the user, not read from the file")
+        if not spacing_in_dxa_range(image.spacing_mm):
+            lo, hi = DXA_SPACING_RANGE_MM
+            warnings.append(
+                f"pixel spacing {image.spacing_mm[0]:g} x {image.spacing_mm[1]:g} mm is "
+                f"outside the physically possible DXA range {lo:g}-{hi:g} mm"
+            )
     meta = image.metadata
     if meta.bmi is not None and not 15 <= meta.bmi <= 37:
         warnings.append(
