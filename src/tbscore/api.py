@@ -28,6 +28,7 @@ from tbscore.io.load import (
     load_dicom,
     spacing_in_dxa_range,
 )
+from tbscore.io.paths import result_with_path_format
 
 __all__ = ["calc", "resolve_rois", "as_image"]
 
@@ -125,6 +126,7 @@ def calc(
     override_spacing: bool = False,
     exclude: Mapping[str, str] | Iterable[str] | None = None,
     calibration: Any = None,
+    path_format: str | None = None,
 ) -> TBSResult:
     """Compute TBS per vertebra and for L1–L4 (the 77091 technical result).
 
@@ -146,6 +148,9 @@ def calc(
     calibration : Calibration or path, optional
         A linear map to a reference TBS scale (:mod:`tbscore.calibrate`); the raw
         values stay and calibrated values are added beside them.
+    path_format : {"absolute", "relative", "basename"}, optional
+        How the input and ROI paths are recorded (:func:`tbscore.io.paths.format_path`);
+        default: as given.
 
     Returns
     -------
@@ -206,4 +211,4 @@ def calc(
         if isinstance(calibration, str | Path):
             calibration = load_calibration(calibration)
         result = apply_calibration(result, calibration)
-    return result
+    return result_with_path_format(result, path_format)

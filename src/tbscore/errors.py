@@ -20,6 +20,7 @@ __all__ = [
     "DetectionError",
     "SettingsError",
     "ComputationError",
+    "OutputError",
 ]
 
 
@@ -112,3 +113,10 @@ class ComputationError(TBSError):
     """The computation could not produce a value (e.g. too few pixel pairs)."""
 
     code = "computation_error"
+
+
+class OutputError(TBSError):
+    """An output path cannot be written (a folder, a missing or read-only place, a bad
+    suffix); raised before anything is computed."""
+
+    code = "output_error"

@@ -211,6 +211,7 @@ class _BatchRun:
         chunksize: int | None,
         calibration: Any = None,
         sr_dir: PathLike | None = None,
+        path_format: str | None = None,
     ) -> None:
         self.t0 = time.monotonic()
         cfg: Settings = resolve_settings(settings)
@@ -248,6 +249,7 @@ class _BatchRun:
             want_result=per_case_dir is not None,
             calibration=calibration,
             sr_dir=None if sr_dir is None else os.path.abspath(sr_dir),
+            path_format=path_format,
         )
         if override_spacing and spacing is None:
             raise BatchError("override_spacing needs spacing")
@@ -543,6 +545,7 @@ def run_batch(
     chunksize: int | None = None,
     calibration: Any = None,
     sr_dir: PathLike | None = None,
+    path_format: str | None = None,
 ) -> BatchSummary:
     """Score every DICOM input and write one row per input to ``output``.
 
@@ -590,6 +593,9 @@ def run_batch(
         Write a DICOM SR (TID 1500) of every result into this folder, named
         ``<SOPInstanceUID>--<pixel hash>.sr.dcm`` (the ``sr_file`` column); a failed
         SR makes the row an ``error`` (``sr_error``), values kept. Needs highdicom.
+    path_format : {"absolute", "relative", "basename"}, optional
+        How the ``source`` and ``roi_source`` columns show paths
+        (:func:`tbscore.io.paths.format_path`); default as given.
 
     Returns
     -------
@@ -622,6 +628,7 @@ def run_batch(
         chunksize=chunksize,
         calibration=calibration,
         sr_dir=sr_dir,
+        path_format=path_format,
     )
     for _ in run.rows():
         pass

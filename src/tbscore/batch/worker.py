@@ -30,6 +30,8 @@ from tbscore.batch.naming import safe_filename, safe_path
 from tbscore.batch.output import atomic_file
 from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
+from tbscore.io.paths import format_path
+from tbscore.log import audit
 
 __all__ = [
     "Job",
@@ -66,6 +68,9 @@ class Job:
     sr_dir : str or None
         Write a DICOM SR (TID 1500) of every result into this folder
         (:func:`sr_name`).
+    path_format : str or None
+        How the ``source`` column and result paths show the input
+        (:func:`tbscore.io.paths.format_path`); ``input`` keeps the path as given.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -76,6 +81,7 @@ class Job:
     want_result: bool = False
     calibration: Any = None
     sr_dir: str | None = None
+    path_format: str | None = None
 
     @property
     def options(self) -> str:
@@ -132,7 +138,7 @@ def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> P
 def _base_row(job: Job, inp: Input) -> dict[str, Any]:
     return {
         "input": inp.path,
-        "source": inp.path,
+        "source": format_path(inp.path, job.path_format),
         "settings_digest": job.settings.digest(),
         "tbscore_version": __version__,
         "batch_options": job.options,
@@ -191,6 +197,13 @@ def score_input(job: Job, inp: Input) -> dict[str, Any]:
         row = failure_row(job, inp, "error", "internal_error", reason)
     row.pop("_result", None)
     row["elapsed_s"] = round(time.perf_counter() - t0, 6)
+    audit(  # one audit line per input, no path (PHI)
+        input_sha256=row.get("file_sha256"),
+        outcome=row["status"] + (f":{row['error_code']}" if row.get("error_code") else ""),
+        value=row.get("l1_l4"),
+        settings_digest=row.get("settings_digest"),
+        command="batch",
+    )
     return {"index": inp.index, "row": row, "result": result_doc}
 
 
@@ -243,6 +256,7 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
             settings=job.settings,
             exclude=dict(job.exclude) or None,
             calibration=job.calibration,
+            path_format=job.path_format,
         )
     except TBSError as exc:
         return _error_row(job, inp, "error", exc, **ident)

@@ -26,7 +26,7 @@ See docs/batch.md.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tbscore batch`` to the ``tbscore`` command line."""
-    from tbscore.cli.common import add_settings_args
+    from tbscore.cli.common import add_path_format_arg, add_settings_args
 
     p = subparsers.add_parser(
         "batch",
@@ -101,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-fsync", action="store_true", help="do not fsync the output after every row"
     )
     add_settings_args(p)
+    add_path_format_arg(p)
     p.set_defaults(func=cmd_batch)
 
 
@@ -108,8 +109,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     """Run ``tbscore batch``; return the exit code."""
     from tbscore.batch.runner import run_batch
     from tbscore.cli.common import settings_from_args
+    from tbscore.io.paths import prepare_output, prepare_output_dir
 
     cfg = settings_from_args(args)  # SettingsError (exit 2) before any work
+    prepare_output(args.output, suffixes=(".csv", ".parquet"), what="batch output")
+    for folder in (args.per_case_dir, args.sr_dir):
+        if folder:
+            prepare_output_dir(folder)
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler and args.jobs != 1:
         print("tbscore batch: --jobs is ignored with a Dask scheduler", file=sys.stderr)
@@ -131,6 +137,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         fsync=not args.no_fsync,
         calibration=args.calibration,
         sr_dir=args.sr_dir,
+        path_format=args.format_path,
     )
     print(summary.format())
     return summary.exit_code
