@@ -21,6 +21,7 @@ __all__ = [
     "SettingsError",
     "ComputationError",
     "OutputError",
+    "ResultFormatError",
 ]
 
 
@@ -120,3 +121,10 @@ class OutputError(TBSError):
     suffix); raised before anything is computed."""
 
     code = "output_error"
+
+
+class ResultFormatError(InputError, ValueError):
+    """A result JSON (``tbscore-result/1``) has a missing field or a field of the wrong
+    type or range. Also a :class:`ValueError`, which ``from_dict`` raised before."""
+
+    code = "bad_result_file"

@@ -28,12 +28,17 @@ __all__ = [
     "combine_l1_l4",
     "METHOD",
     "MAX_LAGS",
+    "PLAUSIBLE_MIN_R2",
+    "implausible_fit",
 ]
 
 #: Name and version of the method, recorded with every result.
 METHOD = "tbscore variogram-slope v1 (OLS of ln V on ln lag, lags in mm)"
 
 _TOL = 1e-9
+
+#: A log-log fit explaining less than this share of the variance is no texture slope.
+PLAUSIBLE_MIN_R2 = 0.1
 
 #: Most lags :func:`select_lags` returns (a lag costs one pass over the ROI pixels).
 MAX_LAGS = 10_000
@@ -168,6 +173,27 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
     return LogLogFit(slope, intercept, r2, se, int(v.size))
 
 
+def implausible_fit(fit: LogLogFit) -> str | None:
+    """Why a fit cannot be a TBS value, or ``None``: the one plausibility rule.
+
+    A DXA texture variogram grows with the lag, so a slope <= 0 is not a texture index
+    (e.g. Rows and Columns swapped, so that the image is sheared noise), and a fit with
+    R^2 below :data:`PLAUSIBLE_MIN_R2` explains almost nothing. Such vertebrae are
+    ``invalid`` (no value) in ``calc``, ``batch`` and ``score`` alike.
+    """
+    problems = []
+    if not fit.slope > 0:
+        problems.append(f"slope {fit.slope:.3f} <= 0")
+    if not fit.r2 >= PLAUSIBLE_MIN_R2:
+        problems.append(f"R^2 {fit.r2:.3f} < {PLAUSIBLE_MIN_R2}")
+    if not problems:
+        return None
+    return (
+        f"implausible log-log fit ({', '.join(problems)}): not a bone texture; check the "
+        "image (Rows/Columns, pixel spacing) and the ROI"
+    )
+
+
 def vertebra_tbs(
     image: np.ndarray,
     roi: VertebraROI,
@@ -229,10 +255,11 @@ def vertebra_tbs(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
     fit = fit_loglog(dists[usable], v[usable])
-    if fit.r2 < settings.min_r2:
+    implausible = implausible_fit(fit)
+    if implausible is not None or fit.r2 < settings.min_r2:
         return VertebraResult(
             status="invalid",
-            reason=f"log-log fit R^2 {fit.r2:.3f} < min_r2 {settings.min_r2}",
+            reason=implausible or f"log-log fit R^2 {fit.r2:.3f} < min_r2 {settings.min_r2}",
             r2=fit.r2,
             slope_se=fit.slope_se,
             intercept=fit.intercept,
