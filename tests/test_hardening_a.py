@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tbscore.cli import main
 from tbscore.core.settings import Settings, load_settings
-from tbscore.core.tbs import MAX_LAGS, select_lags
+from tbscore.core.tbs import select_lags
 from tbscore.errors import ComputationError, InputError, SettingsError, UnsupportedImageError
 from tbscore.io.load import load_dicom
 
@@ -98,6 +98,8 @@ def test_select_lags_never_loops_on_a_tiny_spacing():
 )
 def test_select_lags_extent_only_drops_lags_without_pairs(sr, sc, lo, width, rows, cols):
     """Bounded by the extent = unbounded minus the lags at least as long as the extent."""
+    from tbscore.core.tbs import MAX_LAGS
+
     full, dfull = select_lags((sr, sc), lo, lo + width)
     keep = (np.abs(full[:, 0]) < rows) & (np.abs(full[:, 1]) < cols)
     got, dgot = select_lags((sr, sc), lo, lo + width, extent_px=(rows, cols))

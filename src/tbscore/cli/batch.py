@@ -115,7 +115,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     prepare_output(args.output, suffixes=(".csv", ".parquet"), what="batch output")
     for folder in (args.per_case_dir, args.sr_dir):
         if folder:
-            prepare_output_dir(folder)
+            prepare_output_dir(folder, create=False)
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler and args.jobs != 1:
         print("tbscore batch: --jobs is ignored with a Dask scheduler", file=sys.stderr)

@@ -29,9 +29,9 @@ DIRECTIONS: dict[str, tuple[int, int]] = {
 }
 
 
-#: Largest ``lag_max_mm`` accepted (mm): longer than any vertebral ROI, so a larger value
-#: is a typo (1e9 would build billions of lags).
-MAX_LAG_MM = 100.0
+#: Largest ``lag_max_mm`` accepted (mm): longer than any DXA image, so a larger value is
+#: a typo (1e9 would build billions of lags).
+MAX_LAG_MM = 1000.0
 
 #: Integer settings and their accepted range (inclusive).
 _INT_RANGES: tuple[tuple[str, int, int], ...] = (
@@ -102,7 +102,7 @@ class Settings:
             raise SettingsError("lag_min_mm must be >= 0 and lag_max_mm > 0")
         if self.lag_max_mm > MAX_LAG_MM:
             raise SettingsError(
-                f"lag_max_mm must be <= {MAX_LAG_MM:g} mm (larger than any vertebra), "
+                f"lag_max_mm must be <= {MAX_LAG_MM:g} mm (longer than any DXA image), "
                 f"got {self.lag_max_mm:g}"
             )
         if self.lag_min_mm > self.lag_max_mm:

@@ -154,8 +154,14 @@ def prepare_output(
     return p
 
 
-def prepare_output_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+def prepare_output_dir(
+    path: str | os.PathLike, *, what: str = "output folder", create: bool = True
+) -> Path:
     """Check an output folder before any computation and create it (with parents).
+
+    With ``create=False`` (for commands that create the folder themselves, later, and
+    may still refuse to start) nothing is created: an existing folder must be writable,
+    else the nearest existing parent must be.
 
     Raises
     ------
@@ -166,6 +172,16 @@ def prepare_output_dir(path: str | os.PathLike, *, what: str = "output folder") 
     if not shown.strip():
         raise OutputError(f"empty {what} name")
     p = Path(path)
-    _make_dirs(p, shown)
-    _probe(p, shown)
+    if create:
+        _make_dirs(p, shown)
+        _probe(p, shown)
+        return p
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{what} is a file, expected a folder", shown)
+    probe = p.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{probe} is not a folder", shown)
+    _probe(probe, shown)
     return p
