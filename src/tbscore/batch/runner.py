@@ -29,7 +29,7 @@ from tbscore.batch.output import (
     write_parquet,
 )
 from tbscore.batch.progress import Progress, make_progress
-from tbscore.batch.worker import Job
+from tbscore.batch.worker import Job, audit_row
 from tbscore.core.roi import parse_exclusions
 from tbscore.core.settings import Settings, resolve_settings
 
@@ -423,6 +423,7 @@ class _BatchRun:
             self.journal.append(row)
         self.state.count(row)
         self.state.written += 1
+        audit_row(row)  # one audit line per input, in this (the logging) process
         progress.update(row["status"])
         return row
 

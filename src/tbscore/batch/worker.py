@@ -42,6 +42,7 @@ __all__ = [
     "sr_name",
     "write_sr_atomic",
     "warm_up",
+    "audit_row",
 ]
 
 DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
@@ -197,14 +198,23 @@ def score_input(job: Job, inp: Input) -> dict[str, Any]:
         row = failure_row(job, inp, "error", "internal_error", reason)
     row.pop("_result", None)
     row["elapsed_s"] = round(time.perf_counter() - t0, 6)
-    audit(  # one audit line per input, no path (PHI)
-        input_sha256=row.get("file_sha256"),
+    return {"index": inp.index, "row": row, "result": result_doc}
+
+
+def audit_row(row: dict[str, Any]) -> None:
+    """The audit line of one batch row (:func:`tbscore.log.audit`; no path, no PHI).
+
+    Called by the batch parent as each row is written, so that rows scored in worker
+    processes or on Dask are audited where the log handlers are.
+    """
+    value = row.get("l1_l4")
+    audit(
+        input_sha256=row.get("file_sha256") or None,
         outcome=row["status"] + (f":{row['error_code']}" if row.get("error_code") else ""),
-        value=row.get("l1_l4"),
-        settings_digest=row.get("settings_digest"),
+        value=value if isinstance(value, int | float) and not isinstance(value, bool) else None,
+        settings_digest=row.get("settings_digest") or None,
         command="batch",
     )
-    return {"index": inp.index, "row": row, "result": result_doc}
 
 
 def score_chunk(job: Job, inputs: tuple[Input, ...]) -> list[dict[str, Any]]:
