@@ -124,6 +124,10 @@ def test_user_spacing_outside_the_range_is_used_with_a_warning(scan):
         result = tbscore.calc(path, roi=roi, spacing=(1e-9, 1e-9), override_spacing=True)
     assert any("physically possible DXA range" in w for w in result.warnings)
     assert result.l1_l4 is None  # no lag of 0.5-3 mm fits in the ROIs
+    from tbscore.errors import ROIError
+
+    with within(10), pytest.raises(ROIError, match="automatic detection needs"):
+        tbscore.calc(path, spacing=(50.0, 50.0), override_spacing=True)  # no --roi
 
 
 def test_cli_calc_with_a_tiny_file_spacing_is_an_error_not_a_hang(dicom_file, tmp_path, capsys):

@@ -75,6 +75,14 @@ def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
     """ROIs from a file path, a ``tbscore-roi/1`` dict, a label image, an existing
     :class:`VertebraROIs`, or ``None`` (automatic detection)."""
     if roi is None:
+        if not spacing_in_dxa_range(image.spacing_mm):
+            lo, hi = DXA_SPACING_RANGE_MM
+            raise ROIError(
+                f"automatic detection needs a pixel spacing within {lo:g}-{hi:g} mm, got "
+                f"{image.spacing_mm[0]:g} x {image.spacing_mm[1]:g} mm; supply an ROI file "
+                "(--roi)",
+                image.source,
+            )
         try:
             from tbscore.core.detect import detect
         except ImportError as exc:  # pragma: no cover - detection ships with the package
