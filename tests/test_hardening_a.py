@@ -485,7 +485,16 @@ def test_progress_in_a_zero_width_terminal_falls_back_to_lines():
             p.update("ok")
         p.close()
         stream.flush()
-        text = os.read(master, 65536).decode()
+        import select
+
+        text = ""
+        while select.select([master], [], [], 1.0)[0]:  # all that was written
+            chunk = os.read(master, 65536).decode()
+            if not chunk:
+                break
+            text += chunk
+            if "3/3" in text:
+                break
     finally:
         stream.close()
         os.close(master)

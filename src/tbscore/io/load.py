@@ -53,6 +53,7 @@ def spacing_in_dxa_range(spacing_mm: tuple[float, float]) -> bool:
     lo, hi = DXA_SPACING_RANGE_MM
     return all(lo <= float(v) <= hi for v in spacing_mm)
 
+
 #: Spacing attributes tried in order (DICOM keyword, tag).
 SPACING_TAGS: tuple[str, ...] = (
     "PixelSpacing",  # (0028,0030)
