@@ -510,11 +510,11 @@ def test_kill_and_resume_subprocess(tmp_path):
     with open(out, "ab") as fh:  # as if killed in the middle of writing a row
         fh.write(b"".join(out.read_bytes().splitlines(keepends=True)[-1:])[:37])
 
-    resumed = run_batch(src, out, progress=False)
+    resumed = run_batch(src, out, progress=False, path_format="relative")  # as the CLI
     assert resumed.n_resumed == len(partial) and resumed.n_scored == n_inputs - len(partial)
     assert resumed.repaired
     clean_out = tmp_path / "clean.csv"
-    clean = run_batch(src, clean_out, progress=False)
+    clean = run_batch(src, clean_out, progress=False, path_format="relative")
     rows, ref = _csv_rows(out), _csv_rows(clean_out)
     assert len(rows) == len(ref) == n_inputs
     assert len({r["input"] for r in rows}) == n_inputs

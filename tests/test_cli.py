@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,8 @@ def test_calc_json_csv_and_summary(scan, capsys, tmp_path):
         )
         == 0
     )
-    assert json.loads(out_json.read_text())["input"]["source"] == str(path)
+    # default --format-path relative (to the current folder)
+    assert json.loads(out_json.read_text())["input"]["source"] == os.path.relpath(path)
     assert json.loads((tmp_path / "used.json").read_text())["format"] == "tbscore-roi/1"
 
 

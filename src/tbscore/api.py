@@ -21,7 +21,14 @@ from tbscore.core.roi import (
 from tbscore.core.settings import Settings, resolve_settings
 from tbscore.core.tbs import METHOD, combine_l1_l4, compute_vertebrae
 from tbscore.errors import InputError, ROIError, SettingsError
-from tbscore.io.load import DicomMetadata, DXAImage, load_dicom
+from tbscore.io.load import (
+    DXA_SPACING_RANGE_MM,
+    DicomMetadata,
+    DXAImage,
+    load_dicom,
+    spacing_in_dxa_range,
+)
+from tbscore.io.paths import result_with_path_format
 
 __all__ = ["calc", "resolve_rois", "as_image"]
 
@@ -68,6 +75,14 @@ def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
     """ROIs from a file path, a ``tbscore-roi/1`` dict, a label image, an existing
     :class:`VertebraROIs`, or ``None`` (automatic detection)."""
     if roi is None:
+        if not spacing_in_dxa_range(image.spacing_mm):
+            lo, hi = DXA_SPACING_RANGE_MM
+            raise ROIError(
+                f"automatic detection needs a pixel spacing within {lo:g}-{hi:g} mm, got "
+                f"{image.spacing_mm[0]:g} x {image.spacing_mm[1]:g} mm; supply an ROI file "
+                "(--roi)",
+                image.source,
+            )
         try:
             from tbscore.core.detect import detect
         except ImportError as exc:  # pragma: no cover - detection ships with the package
@@ -119,6 +134,7 @@ def calc(
     override_spacing: bool = False,
     exclude: Mapping[str, str] | Iterable[str] | None = None,
     calibration: Any = None,
+    path_format: str | None = None,
 ) -> TBSResult:
     """Compute TBS per vertebra and for L1–L4 (the 77091 technical result).
 
@@ -140,6 +156,9 @@ def calc(
     calibration : Calibration or path, optional
         A linear map to a reference TBS scale (:mod:`tbscore.calibrate`); the raw
         values stay and calibrated values are added beside them.
+    path_format : {"absolute", "relative", "basename"}, optional
+        How the input and ROI paths are recorded (:func:`tbscore.io.paths.format_path`);
+        default: as given.
 
     Returns
     -------
@@ -159,6 +178,12 @@ def calc(
     warnings = list(rois.warnings)
     if image.spacing_source == "user":
         warnings.append("pixel spacing supplied by the user, not read from the file")
+        if not spacing_in_dxa_range(image.spacing_mm):
+            lo, hi = DXA_SPACING_RANGE_MM
+            warnings.append(
+                f"pixel spacing {image.spacing_mm[0]:g} x {image.spacing_mm[1]:g} mm is "
+                f"outside the physically possible DXA range {lo:g}-{hi:g} mm"
+            )
     meta = image.metadata
     if meta.bmi is not None and not 15 <= meta.bmi <= 37:
         warnings.append(
@@ -194,4 +219,4 @@ def calc(
         if isinstance(calibration, str | Path):
             calibration = load_calibration(calibration)
         result = apply_calibration(result, calibration)
-    return result
+    return result_with_path_format(result, path_format)

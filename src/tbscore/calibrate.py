@@ -123,9 +123,11 @@ def calibrate_pairs(
             rec["error"] = f"{exc.code}: {exc.reason}"
         records.append(rec)
     if len(xs) < 3:
+        errors = "; ".join(f"row {r['row']}: {r['error']}" for r in records if r["error"])
+        if len(errors) > 500:
+            errors = errors[:497].rstrip("; ") + "..."
         raise CalibrationError(
-            f"only {len(xs)} usable pairs (need at least 3); "
-            + "; ".join(f"row {r['row']}: {r['error']}" for r in records if r["error"])[:500],
+            f"only {len(xs)} usable pairs (need at least 3)" + (f"; {errors}" if errors else ""),
             str(pairs),
         )
     source = "computed" if supplied == 0 else "supplied" if computed == 0 else "mixed"

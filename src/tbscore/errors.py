@@ -20,6 +20,8 @@ __all__ = [
     "DetectionError",
     "SettingsError",
     "ComputationError",
+    "OutputError",
+    "ResultFormatError",
 ]
 
 
@@ -112,3 +114,17 @@ class ComputationError(TBSError):
     """The computation could not produce a value (e.g. too few pixel pairs)."""
 
     code = "computation_error"
+
+
+class OutputError(TBSError):
+    """An output path cannot be written (a folder, a missing or read-only place, a bad
+    suffix); raised before anything is computed."""
+
+    code = "output_error"
+
+
+class ResultFormatError(InputError, ValueError):
+    """A result JSON (``tbscore-result/1``) has a missing field or a field of the wrong
+    type or range. Also a :class:`ValueError`, which ``from_dict`` raised before."""
+
+    code = "bad_result_file"

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
 from typing import IO, Any
 
 __all__ = ["Progress", "make_progress"]
+
+
+#: Narrower terminals get log lines instead of a bar (a 0-column pty shows no bar at all).
+MIN_BAR_COLUMNS = 20
+
+
+def _columns(stream: IO[str]) -> int | None:
+    """Width of the terminal behind ``stream`` (``$COLUMNS`` if it has none)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        env = os.environ.get("COLUMNS", "")
+        return int(env) if env.isdigit() else None
 
 
 def _eta(seconds: float) -> str:
@@ -25,7 +39,8 @@ class Progress:
     total : int
         Inputs to score in this run.
     mode : {"bar", "log", "none"}
-        ``bar``: a tqdm bar with rate and ETA; ``log``: one line every ``every`` rows or
+        ``bar``: a tqdm bar with rate and ETA (log lines on a terminal narrower than
+        :data:`MIN_BAR_COLUMNS`); ``log``: one line every ``every`` rows or
         ``interval`` seconds (whichever first) plus a last one; ``none``: silent.
     stream : file
         Where to write (default ``sys.stderr``).
@@ -53,7 +68,10 @@ class Progress:
         self._last_t = self._t0
         self._last_n = 0
         self._bar: Any = None
-        if mode == "bar" and total:
+        cols = _columns(self.stream) if mode == "bar" else None
+        if cols is not None and cols < MIN_BAR_COLUMNS:
+            self.mode = "log"  # a zero-width terminal would show nothing at all
+        if self.mode == "bar" and total:
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # no tqdm: log lines instead

@@ -29,7 +29,7 @@ from tbscore.batch.output import (
     write_parquet,
 )
 from tbscore.batch.progress import Progress, make_progress
-from tbscore.batch.worker import Job
+from tbscore.batch.worker import Job, audit_row
 from tbscore.core.roi import parse_exclusions
 from tbscore.core.settings import Settings, resolve_settings
 
@@ -214,6 +214,7 @@ class _BatchRun:
         sr_dir: PathLike | None = None,
         manifest: PathLike | None = None,
         calibration_map: Any = None,
+        path_format: str | None = None,
     ) -> None:
         self.t0 = time.monotonic()
         cfg: Settings = resolve_settings(settings)
@@ -267,6 +268,7 @@ class _BatchRun:
             calibration=calibration,
             sr_dir=None if sr_dir is None else os.path.abspath(sr_dir),
             calibration_map=calibration_map,
+            path_format=path_format,
         )
         if override_spacing and spacing is None:
             raise BatchError("override_spacing needs spacing")
@@ -445,6 +447,7 @@ class _BatchRun:
             self.journal.append(row)
         self.state.count(row)
         self.state.written += 1
+        audit_row(row)  # one audit line per input, in this (the logging) process
         progress.update(row["status"])
         return row
 
@@ -607,10 +610,12 @@ def _manifest_inputs(manifest: Any) -> list[Input]:
 
 def _manifest_error_row(job: Job, mrow: Any) -> dict[str, Any]:
     """The ``error`` row of a manifest line that cannot be scored."""
+    from tbscore.io.paths import format_path
+
     return normalize_row(
         {
             "input": mrow.image or "",
-            "source": mrow.image or "",
+            "source": format_path(mrow.image, job.path_format) or "",
             "status": "error",
             "error_code": "manifest_error",
             "error": mrow.error,
@@ -650,6 +655,7 @@ def run_batch(
     sr_dir: PathLike | None = None,
     manifest: PathLike | None = None,
     calibration_map: Any = None,
+    path_format: str | None = None,
 ) -> BatchSummary:
     """Score every DICOM input and write one row per input to ``output``.
 
@@ -709,6 +715,9 @@ def run_batch(
         matching a scan's Manufacturer, ManufacturerModelName, SoftwareVersions and
         pixel spacing selects its calibration (``calibration_rule`` column); in a
         strict map a scan without a match is an ``error`` (``no_calibration_match``).
+    path_format : {"absolute", "relative", "basename"}, optional
+        How the ``source`` and ``roi_source`` columns show paths
+        (:func:`tbscore.io.paths.format_path`); default as given.
 
     Returns
     -------
@@ -743,6 +752,7 @@ def run_batch(
         sr_dir=sr_dir,
         manifest=manifest,
         calibration_map=calibration_map,
+        path_format=path_format,
     )
     for _ in run.rows():
         pass

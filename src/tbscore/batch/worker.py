@@ -32,6 +32,8 @@ from tbscore.batch.naming import safe_filename, safe_path
 from tbscore.batch.output import atomic_file
 from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
+from tbscore.io.paths import format_path
+from tbscore.log import audit
 
 __all__ = [
     "Job",
@@ -42,6 +44,7 @@ __all__ = [
     "sr_name",
     "write_sr_atomic",
     "warm_up",
+    "audit_row",
 ]
 
 DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
@@ -71,6 +74,9 @@ class Job:
     calibration_map : tbscore.core.calibration_map.CalibrationMap or None
         Per-scanner calibrations (first matching rule); exclusive with
         ``calibration``.
+    path_format : str or None
+        How the ``source`` column and result paths show the input
+        (:func:`tbscore.io.paths.format_path`); ``input`` keeps the path as given.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -82,6 +88,7 @@ class Job:
     calibration: Any = None
     sr_dir: str | None = None
     calibration_map: Any = None
+    path_format: str | None = None
 
     @property
     def options(self) -> str:
@@ -176,7 +183,7 @@ def scanner_columns(meta: Any) -> dict[str, Any]:
 def _base_row(job: Job, inp: Input) -> dict[str, Any]:
     return {
         "input": inp.path,
-        "source": inp.path,
+        "source": format_path(inp.path, job.path_format),
         "settings_digest": job.settings.digest(),
         "tbscore_version": __version__,
         "batch_options": job.options,
@@ -236,6 +243,22 @@ def score_input(job: Job, inp: Input) -> dict[str, Any]:
     row.pop("_result", None)
     row["elapsed_s"] = round(time.perf_counter() - t0, 6)
     return {"index": inp.index, "row": row, "result": result_doc}
+
+
+def audit_row(row: dict[str, Any]) -> None:
+    """The audit line of one batch row (:func:`tbscore.log.audit`; no path, no PHI).
+
+    Called by the batch parent as each row is written, so that rows scored in worker
+    processes or on Dask are audited where the log handlers are.
+    """
+    value = row.get("l1_l4")
+    audit(
+        input_sha256=row.get("file_sha256") or None,
+        outcome=row["status"] + (f":{row['error_code']}" if row.get("error_code") else ""),
+        value=value if isinstance(value, int | float) and not isinstance(value, bool) else None,
+        settings_digest=row.get("settings_digest") or None,
+        command="batch",
+    )
 
 
 def score_chunk(job: Job, inputs: tuple[Input, ...]) -> list[dict[str, Any]]:
@@ -307,6 +330,7 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
             settings=job.settings,
             exclude=dict(job.exclude) or None,
             calibration=calibration,
+            path_format=job.path_format,
         )
     except TBSError as exc:
         return _error_row(job, inp, "error", exc, **ident)

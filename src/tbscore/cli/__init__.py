@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from tbscore._version import __version__
+from tbscore.cli.common import add_log_args
 from tbscore.cli.exit import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK
 from tbscore.errors import TBSError
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TBS iNsight unless calibrated.",
     )
     parser.add_argument("--version", action="version", version=f"tbscore {__version__}")
+    add_log_args(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
@@ -53,10 +56,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tbscore`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    handlers: list = []
     try:
+        if args.log_file:
+            from tbscore.io.paths import prepare_output
+
+            prepare_output(args.log_file, what="log file")
+        from tbscore.log import configure_cli_logging
+
+        handlers = configure_cli_logging(args.verbose, args.quiet, args.log_file)
         return int(args.func(args))
     except TBSError as exc:
         print(f"tbscore: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        from tbscore.log import logger
+
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        if handlers:
+            logger.setLevel(logging.NOTSET)

@@ -26,7 +26,7 @@ See docs/batch.md.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tbscore batch`` to the ``tbscore`` command line."""
-    from tbscore.cli.common import add_settings_args
+    from tbscore.cli.common import add_path_format_arg, add_settings_args
 
     p = subparsers.add_parser(
         "batch",
@@ -122,6 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-fsync", action="store_true", help="do not fsync the output after every row"
     )
     add_settings_args(p)
+    add_path_format_arg(p)
     p.set_defaults(func=cmd_batch)
 
 
@@ -130,6 +131,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from tbscore.batch.output import BatchError
     from tbscore.batch.runner import run_batch
     from tbscore.cli.common import settings_from_args
+    from tbscore.io.paths import prepare_output, prepare_output_dir
 
     cfg = settings_from_args(args)  # SettingsError (exit 2) before any work
     if not args.paths and not args.manifest:
@@ -151,6 +153,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         )
         print(plan.format())
         return plan.exit_code
+    prepare_output(args.output, suffixes=(".csv", ".parquet", ".jsonl"), what="batch output")
+    for folder in (args.per_case_dir, args.sr_dir):
+        if folder:
+            prepare_output_dir(folder, create=False)
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler and args.jobs != 1:
         print("tbscore batch: --jobs is ignored with a Dask scheduler", file=sys.stderr)
@@ -174,6 +180,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         sr_dir=args.sr_dir,
         manifest=args.manifest,
         calibration_map=args.calibration_map,
+        path_format=args.format_path,
     )
     print(summary.format())
     return summary.exit_code

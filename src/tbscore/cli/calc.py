@@ -8,7 +8,12 @@ import io
 import sys
 from pathlib import Path
 
-from tbscore.cli.common import add_settings_args, settings_from_args
+from tbscore.cli.common import (
+    add_path_format_arg,
+    add_settings_args,
+    path_format_from_args,
+    settings_from_args,
+)
 from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
 
 
@@ -55,19 +60,75 @@ def _csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def figure_suffixes() -> tuple[str, ...]:
+    """File suffixes matplotlib can write (``--overlay``, ``--plot``)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{k}" for k in FigureCanvasBase.get_supported_filetypes())
+
+
+def audited(command: str, path: str, settings, run):
+    """Run ``run()``, which returns ``(image, rois, result)``, and log one audit line
+    for ``path`` (:func:`tbscore.log.audit`), also when it raises a
+    :class:`tbscore.errors.TBSError`."""
+    from tbscore.errors import TBSError
+    from tbscore.log import audit, file_sha256_or_none
+
+    try:
+        out = run()
+    except TBSError as exc:
+        audit(
+            input_sha256=file_sha256_or_none(path),
+            outcome=f"error:{exc.code}",
+            settings_digest=settings.digest(),
+            command=command,
+        )
+        raise
+    result = out[-1]
+    audit(
+        input_sha256=result.input.get("file_sha256") or file_sha256_or_none(path),
+        outcome=result.status,
+        value=result.l1_l4,
+        settings_digest=result.settings.digest(),
+        command=command,
+    )
+    return out
+
+
 def cmd_calc(args: argparse.Namespace) -> int:
     from tbscore.api import as_image, calc, resolve_rois
     from tbscore.core.roi import apply_exclusions
+    from tbscore.io.paths import prepare_output
 
     settings = settings_from_args(args)  # validated before any file is read
-    image = as_image(
-        args.file,
-        spacing=tuple(args.spacing) if args.spacing else None,
-        override_spacing=args.override_spacing,
-    )
-    # ROIs are resolved (or detected) once and shared by the result, --save-roi and --overlay.
-    rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
-    result = calc(image, rois, settings=settings, calibration=args.calibration)
+    # every output path is checked (and its folder created) before anything is computed
+    for out, suffixes, what in (
+        (args.output, None, "output"),
+        (args.save_roi, (".json",), "ROI file"),
+        (args.overlay, figure_suffixes(), "overlay"),
+        (args.sr, None, "SR file"),
+    ):
+        if out:
+            prepare_output(out, suffixes=suffixes, what=what)
+
+    def run():
+        image = as_image(
+            args.file,
+            spacing=tuple(args.spacing) if args.spacing else None,
+            override_spacing=args.override_spacing,
+        )
+        # ROIs resolved (or detected) once, shared by the result, --save-roi and --overlay.
+        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+        result = calc(
+            image,
+            rois,
+            settings=settings,
+            calibration=args.calibration,
+            path_format=path_format_from_args(args),
+        )
+        return image, rois, result
+
+    image, rois, result = audited("calc", args.file, settings, run)
     if args.sr:
         from tbscore.io.sr import write_sr
 
@@ -102,7 +163,14 @@ def cmd_calc(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add ``calc``."""
-    p = sub.add_parser("calc", help="CPT 77091: technical calculation (TBS per vertebra + L1-L4)")
+    p = sub.add_parser(
+        "calc",
+        help="CPT 77091: technical calculation (TBS per vertebra + L1-L4)",
+        description="Compute the raw tbscore index (CPT 77091, technical calculation) of "
+        "each vertebra L1-L4 and their mean from one lumbar-spine DXA DICOM image, with "
+        "ROIs from --roi or automatic detection. Raw values are not interchangeable with "
+        "TBS iNsight values unless calibrated.",
+    )
     p.add_argument("file", help="DICOM file")
     p.add_argument(
         "--roi",
@@ -135,4 +203,5 @@ def register(sub) -> None:
         help="apply a calibration (tbscore calibrate); calibrated values beside raw ones",
     )
     add_settings_args(p)
+    add_path_format_arg(p)
     p.set_defaults(func=cmd_calc)

@@ -16,10 +16,18 @@ from tbscore.render.calibration import bland_altman_figure
 
 def cmd_calibrate(args: Any) -> int:
     """``tbscore calibrate``: fit, write the JSON (and plot / per-row table)."""
+    from tbscore.cli.calc import figure_suffixes
     from tbscore.cli.common import settings_from_args
+    from tbscore.io.paths import prepare_output
 
+    settings = settings_from_args(args)
     if args.group_by:
         return _cmd_groups(args)
+    prepare_output(args.output, suffixes=(".json",), what="calibration file")
+    if args.plot:
+        prepare_output(args.plot, suffixes=figure_suffixes(), what="plot")
+    if args.pairs_out:
+        prepare_output(args.pairs_out, suffixes=(".csv",), what="pairs table")
     cal, records = calibrate_pairs(
         args.pairs,
         method=args.method,
@@ -29,7 +37,7 @@ def cmd_calibrate(args: Any) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         name=args.name or Path(args.output).stem,
-        settings=settings_from_args(args),
+        settings=settings,
         roi_dir=args.roi_dir,
         spacing=tuple(args.spacing) if args.spacing else None,
         override_spacing=args.override_spacing,
@@ -106,15 +114,18 @@ def _cmd_groups(args: Any) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``calibrate`` sub-command."""
+    import argparse
+
     from tbscore.cli.common import add_settings_args as add_settings
 
     p = subparsers.add_parser(
         "calibrate",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="fit a linear map reference = a + b*tbscore from paired data",
         description="Fit reference = a + b * tbscore from a CSV with columns 'reference' and "
         "'path' (DICOM, relative to the CSV; optional 'roi') or 'tbscore'.",
     )
-    p.add_argument("pairs", metavar="pairs.csv")
+    p.add_argument("pairs", metavar="pairs.csv", help="paired values (see above)")
     p.add_argument(
         "--group-by",
         metavar="COLS",
@@ -122,8 +133,19 @@ def register(subparsers: Any) -> None:
         "columns among manufacturer, model, software); -o is then a folder that gets one "
         "JSON per group and calibration-map.toml",
     )
-    p.add_argument("-o", "--output", required=True, metavar="calib.json")
-    p.add_argument("--method", choices=METHODS, default="deming")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="calib.json",
+        help="calibration file to write (a folder with --group-by)",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="deming",
+        help="regression: deming (errors in both) or ols (reference on tbscore)",
+    )
     p.add_argument(
         "--lambda",
         dest="error_ratio",
@@ -138,7 +160,7 @@ def register(subparsers: Any) -> None:
         help="Deming confidence intervals (OLS: t intervals)",
     )
     p.add_argument("--level", type=float, default=0.95, help="confidence level")
-    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (--ci bootstrap)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--name", help="calibration name (default: output file stem)")
     p.add_argument("--plot", metavar="PNG", help="write the fit and Bland-Altman plot")

@@ -51,3 +51,31 @@ def settings_from_args(args: argparse.Namespace):
     if not overrides:
         return cfg
     return Settings.from_dict({**cfg.to_dict(), **overrides})
+
+
+def add_path_format_arg(p: argparse.ArgumentParser) -> None:
+    """``--format-path``: how input/ROI paths appear in every output."""
+    p.add_argument(
+        "--format-path",
+        choices=("absolute", "relative", "basename"),
+        default="relative",
+        help="how input and ROI paths appear in results, reports, CSV rows and figure "
+        "titles (default relative to the current folder; --no-phi implies basename)",
+    )
+
+
+def path_format_from_args(args: argparse.Namespace) -> str:
+    """The path format: ``basename`` with ``--no-phi``, else ``--format-path``."""
+    if getattr(args, "no_phi", False):
+        return "basename"
+    return getattr(args, "format_path", None) or "relative"
+
+
+def add_log_args(p: argparse.ArgumentParser) -> None:
+    """``-v``/``-q``/``--log-file`` (on the top-level parser)."""
+    g = p.add_argument_group("logging")
+    g.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    g.add_argument("--log-file", metavar="FILE", help="also write the log (with audit lines) here")

@@ -13,6 +13,11 @@ from tbscore.export.package import export_package
 
 def cmd_export(args: Any) -> int:
     """``tbscore export``: run :func:`export_package` and print a summary."""
+    from tbscore.io.paths import prepare_output, prepare_output_dir
+
+    prepare_output_dir(args.output, what="package folder", create=False)  # checked before any work
+    if args.mapping:
+        prepare_output(args.mapping, what="mapping file")
     report = export_package(
         args.inputs,
         args.output,

@@ -27,7 +27,7 @@ from tbscore.render.report import Report, build_report, write_report
 def _clinical_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("clinical inputs (default: from the DICOM header)")
     g.add_argument("--age", type=float, help="age in years")
-    g.add_argument("--sex", help="F or M (female / male)")
+    g.add_argument("--sex", help="F or M (female / male); other values are refused")
     g.add_argument("--bmi", type=float, help="body-mass index, kg/m^2")
     g.add_argument(
         "--frax-mof",
@@ -75,8 +75,12 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-phi",
         action="store_true",
-        help="leave patient name, ID and birth date out of the report",
+        help="leave patient name, ID and birth date out of the report (and show input "
+        "paths as file names only: implies --format-path basename)",
     )
+    from tbscore.cli.common import add_path_format_arg
+
+    add_path_format_arg(p)
 
 
 def _interpretation_from_args(result: TBSResult, args: argparse.Namespace):
@@ -116,32 +120,56 @@ def _print_summary(report: Report, paths: list[Path]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _check_outputs(outputs: list[str]) -> None:
-    """Refuse report names with an unknown suffix, before anything is computed or written."""
+def _check_outputs(outputs: list[str], *others: tuple[str | None, tuple[str, ...] | None]) -> None:
+    """Check every output path (report names by suffix, then ``(path, suffixes)``
+    pairs) and create missing folders, before anything is computed or written."""
+    from tbscore.io.paths import prepare_output
+
     for out in outputs:
         if Path(out).suffix.lower() not in (".html", ".htm", ".pdf", ".json"):
             raise ReportError("report file must end in .html, .pdf or .json", out)
+        prepare_output(out, what="report")
+    for out, suffixes in others:
+        if out:
+            prepare_output(out, suffixes=suffixes)
 
 
 def _write_all(report: Report, outputs: list[str]) -> list[Path]:
-    _check_outputs(outputs)
     return [write_report(report, out) for out in outputs]
 
 
 def _read_result(path: str) -> TBSResult:
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except FileNotFoundError:
+        raise ReportError("result file does not exist", path) from None
+    except OSError as exc:
+        raise ReportError(f"cannot read the result file ({exc.strerror})", path) from exc
+    if head[128:132] == b"DICM":
+        raise ReportError(
+            "this is a DICOM image, not a tbscore result JSON; use `tbscore score` to "
+            "compute and report it",
+            path,
+        )
+    try:
         return TBSResult.from_json(Path(path))
     except FileNotFoundError:
         raise ReportError("result file does not exist", path) from None
+    except UnicodeDecodeError:
+        raise ReportError("not a tbscore result JSON (not UTF-8 text)", path) from None
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ReportError(f"not a readable tbscore result ({exc})", path) from exc
 
 
 def cmd_interpret(args: argparse.Namespace) -> int:
     """``tbscore interpret``: CPT 77092 report of a result computed elsewhere."""
+    from tbscore.cli.common import path_format_from_args
     from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
+    from tbscore.io.paths import result_with_path_format
 
-    result = _read_result(args.result)
+    _check_outputs(args.output)
+    result = result_with_path_format(_read_result(args.result), path_format_from_args(args))
     if args.calibration:
         from tbscore.core.calibration import apply_calibration
         from tbscore.io.calibration import load_calibration
@@ -167,19 +195,32 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     """``tbscore score``: CPT 77089, calculation with interpretation and report."""
     from tbscore.api import as_image, calc, resolve_rois
-    from tbscore.cli.common import settings_from_args
+    from tbscore.cli.calc import audited
+    from tbscore.cli.common import path_format_from_args, settings_from_args
     from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
     from tbscore.core.roi import apply_exclusions
 
-    _check_outputs(args.output)  # nothing (result JSON, SR) is written for a bad report name
     settings = settings_from_args(args)
-    image = as_image(
-        args.file,
-        spacing=tuple(args.spacing) if args.spacing else None,
-        override_spacing=args.override_spacing,
-    )
-    rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
-    result = calc(image, rois, settings=settings, calibration=args.calibration)
+    # nothing (result JSON, SR) is written for a bad report name or an unwritable path
+    _check_outputs(args.output, (args.result_json, (".json",)), (args.sr, None))
+
+    def run():
+        image = as_image(
+            args.file,
+            spacing=tuple(args.spacing) if args.spacing else None,
+            override_spacing=args.override_spacing,
+        )
+        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+        result = calc(
+            image,
+            rois,
+            settings=settings,
+            calibration=args.calibration,
+            path_format=path_format_from_args(args),
+        )
+        return image, rois, result
+
+    image, rois, result = audited("score", args.file, settings, run)
     if args.result_json:
         result.to_json(args.result_json, include_phi=not args.no_phi)
     if args.sr:

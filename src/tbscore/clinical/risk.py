@@ -747,7 +747,11 @@ def _normalise_sex(sex: str | None) -> str | None:
     key = str(sex).strip().lower()
     if key in _SEX_ALIASES:
         return _SEX_ALIASES[key]
-    raise RiskInputError(f"sex must be 'female' or 'male' (or F/M) or None, got {sex!r}")
+    raise RiskInputError(
+        f"sex must be female or male (F or M), got {sex!r}; leave it out when it is "
+        "unknown or other (the threshold sets and FRAX adjustment are defined for women "
+        "and men only)"
+    )
 
 
 @dataclass(frozen=True)
@@ -812,6 +816,43 @@ class Interpretation:
             "citations": list(self.citations),
             "input_sources": dict(self.input_sources),
         }
+
+    def _repr_html_(self) -> str:
+        """Notebook display: value, category, inputs, FRAX, warnings (HTML-escaped)."""
+        import html
+
+        e = html.escape
+        c = self.category
+        inputs = ", ".join(
+            f"{name} {e(str(v))}"
+            for name, v in (("age", self.age), ("sex", self.sex), ("BMI", self.bmi))
+            if v is not None
+        )
+        rows = [
+            f"<tr><th>TBS</th><td>{e(self.tbs_reported)}</td></tr>",
+            f"<tr><th>category</th><td><b>{e(c.label)}</b> ({e(c.rule)})</td></tr>",
+            f"<tr><th>threshold set</th><td>{e(c.threshold_set)}</td></tr>",
+            f"<tr><th>inputs</th><td>{inputs or '–'}</td></tr>",
+        ]
+        if self.frax is not None:
+            for name, given, adj in (
+                ("major osteoporotic", self.frax.frax_mof, self.frax.adjusted_mof),
+                ("hip", self.frax.frax_hip, self.frax.adjusted_hip),
+            ):
+                if given is not None and adj is not None:
+                    rows.append(
+                        f"<tr><th>FRAX {name}</th><td>{given:g}% → {adj:.2f}% "
+                        "(TBS-adjusted)</td></tr>"
+                    )
+        warn = "".join(f"<li>{e(w)}</li>" for w in self.warnings)
+        return (
+            "<div><b>TBS fracture-risk interpretation</b><table>"
+            + "".join(rows)
+            + "</table>"
+            + (f"<ul>{warn}</ul>" if warn else "")
+            + "<small>Threshold sets were derived from TBS iNsight values; raw tbscore "
+            "values are not interchangeable with them unless calibrated.</small></div>"
+        )
 
 
 #: Ages (years) accepted by :func:`interpret`; outside it the age is an input error.

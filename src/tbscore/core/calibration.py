@@ -230,6 +230,46 @@ def bland_altman(measured: Any, reference: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------- object
 
 
+def _check_fields(kw: Mapping[str, Any]) -> None:
+    """Types of every calibration field (a schema check before the object is built)."""
+
+    def number(v: Any, *, null: bool) -> bool:
+        if v is None:
+            return null
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def bad(key: str, what: str) -> CalibrationError:
+        return CalibrationError(f"{key} must be {what}, got {repr(kw[key])[:40]}")
+
+    for key in ("name", "method", "ci_method", "created", "tbscore_version", "values_source"):
+        if key in kw and not isinstance(kw[key], str):
+            raise bad(key, "a string")
+    for key in ("notes", "settings_digest"):
+        if kw.get(key) is not None and not isinstance(kw[key], str):
+            raise bad(key, "a string or null")
+    for key in ("a", "b", "r", "residual_sd", "ci_level"):
+        if key in kw and not number(kw[key], null=key in ("r", "residual_sd")):
+            raise bad(key, "a finite number")
+    if "error_ratio" in kw and not number(kw["error_ratio"], null=True):
+        raise bad("error_ratio", "a finite number or null")
+    if isinstance(kw.get("n"), bool) or not isinstance(kw.get("n"), int) or kw["n"] < 0:
+        raise bad("n", "an integer >= 0")
+    for key in ("a_ci", "b_ci", "x_range"):
+        if key in kw and (
+            not isinstance(kw[key], list | tuple)
+            or len(kw[key]) != 2
+            or not all(number(v, null=True) for v in kw[key])
+        ):
+            raise bad(key, "a list of two numbers (or nulls)")
+    for key in ("bland_altman", "bland_altman_raw"):
+        if key in kw and not isinstance(kw[key], dict):
+            raise bad(key, "an object")
+        if key in kw and not all(number(v, null=True) for v in kw[key].values()):
+            raise bad(key, "an object of numbers")
+    if kw.get("settings") is not None and not isinstance(kw["settings"], dict):
+        raise bad("settings", "an object or null")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A fitted linear map ``reference = a + b * tbscore``.
@@ -336,6 +376,7 @@ class Calibration:
         missing = {"name", "method", "a", "b", "a_ci", "b_ci", "n", "r", "residual_sd"} - set(kw)
         if missing:
             raise CalibrationError(f"calibration lacks {sorted(missing)}")
+        _check_fields(kw)
         for key in ("a_ci", "b_ci", "x_range"):
             if key in kw:
                 kw[key] = tuple(math.nan if v is None else float(v) for v in kw[key])

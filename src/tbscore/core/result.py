@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.core.settings import Settings
+from tbscore.errors import ResultFormatError, SettingsError
 
 __all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS"]
 
@@ -82,6 +83,91 @@ def _clean(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
         return _clean(obj.item())
     return obj
+
+
+#: Largest magnitude accepted for an index value read from a result file (the index is a
+#: slope of order 1; 1e308 would overflow the rounding of reports).
+_MAX_ABS_VALUE = 1e3
+
+
+def _bad(where: str, what: str, value: Any) -> ResultFormatError:
+    text = repr(value)
+    return ResultFormatError(f"{where} must be {what}, got {text[:40]}")
+
+
+def _number(v: Any, where: str, *, optional: bool = True, bound: float | None = None) -> None:
+    if v is None and optional:
+        return
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or (bound is not None and abs(v) > bound):
+        what = "a finite number" + (f" within +-{bound:g}" if bound is not None else "")
+        raise _bad(where, what + (" or null" if optional else ""), v)
+
+
+def _strings(v: Any, where: str) -> None:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _bad(where, "a list of strings", v)
+
+
+def _check_result_document(data: dict[str, Any]) -> None:
+    """Types and ranges of every field :meth:`TBSResult.from_dict` uses."""
+    for key in ("vertebrae", "settings", "pixel_spacing_mm", "lag_range_mm", "input"):
+        if key not in data:
+            raise ResultFormatError(f"result lacks {key!r}")
+    verts = data["vertebrae"]
+    if not isinstance(verts, list) or not all(isinstance(v, dict) for v in verts):
+        raise _bad("vertebrae", "a list of objects", verts)
+    for i, v in enumerate(verts):
+        where = f"vertebrae[{i}]"
+        if not isinstance(v.get("label"), str) or not isinstance(v.get("status"), str):
+            raise ResultFormatError(f"{where} needs a string 'label' and 'status'")
+        for key in ("value", "calibrated_value"):
+            _number(v.get(key), f"{where}.{key}", bound=_MAX_ABS_VALUE)
+        for key in ("r2", "slope_se", "intercept", "roi_confidence"):
+            _number(v.get(key), f"{where}.{key}")
+        for key in ("n_pixels", "n_pairs", "n_lags"):
+            n = v.get(key, 0)
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise _bad(f"{where}.{key}", "an integer >= 0", n)
+        for key in ("lags", "lag_distances_mm", "variogram", "pair_counts"):
+            if not isinstance(v.get(key, []), list):
+                raise _bad(f"{where}.{key}", "a list", v.get(key))
+        if v.get("reason") is not None and not isinstance(v["reason"], str):
+            raise _bad(f"{where}.reason", "a string or null", v["reason"])
+    for key in ("l1_l4", "l1_l4_calibrated"):
+        _number(data.get(key), key, bound=_MAX_ABS_VALUE)
+    for key in ("l1_l4_labels", "warnings"):
+        if data.get(key) is not None:
+            _strings(data[key], key)
+    for key in ("pixel_spacing_mm", "lag_range_mm"):
+        pair = data[key]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise _bad(key, "a list of two numbers", pair)
+        for x in pair:
+            _number(x, key, optional=False)
+    for key in ("input", "metadata"):
+        if not isinstance(data.get(key, {}), dict):
+            raise _bad(key, "an object", data.get(key))
+    for key in ("source", "file_sha256", "pixel_sha256", "sop_instance_uid"):
+        value = data["input"].get(key)
+        if value is not None and not isinstance(value, str):
+            raise _bad(f"input.{key}", "a string or null", value)
+    meta = data.get("metadata") or {}
+    for key in ("age_years", "height_m", "weight_kg", "bmi"):
+        _number(meta.get(key), f"metadata.{key}")
+    for key, value in meta.items():
+        if key not in ("age_years", "height_m", "weight_kg", "bmi", "bits_stored"):
+            if value is not None and not isinstance(value, str):
+                raise _bad(f"metadata.{key}", "a string or null", value)
+    for key in ("spacing_source", "method", "roi_source", "tbscore_version", "cpt_code"):
+        if key in data and not isinstance(data[key], str):
+            raise _bad(key, "a string", data[key])
+    for key in ("l1_l4_reason",):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise _bad(key, "a string or null", data[key])
+    _number(data.get("roi_confidence"), "roi_confidence")
+    if data.get("calibration") is not None and not isinstance(data["calibration"], dict):
+        raise _bad("calibration", "an object or null", data["calibration"])
 
 
 @dataclass(frozen=True)
@@ -183,11 +269,13 @@ class TBSResult:
 
         Raises
         ------
-        ValueError
-            Not a tbscore result document.
+        tbscore.errors.ResultFormatError
+            Not a tbscore result document, or a field of the wrong type or range (also a
+            ``ValueError``).
         """
         if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
-            raise ValueError(f"not a {RESULT_FORMAT} document")
+            raise ResultFormatError(f"not a {RESULT_FORMAT} document")
+        _check_result_document(data)
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
         vnames = {f.name for f in fields(VertebraResult)}
@@ -195,7 +283,10 @@ class TBSResult:
             VertebraResult(**{k: v for k, v in item.items() if k in vnames})
             for item in data["vertebrae"]
         )
-        kw["settings"] = Settings.from_dict(data["settings"])
+        try:
+            kw["settings"] = Settings.from_dict(data["settings"])
+        except SettingsError as exc:
+            raise ResultFormatError(f"settings: {exc.reason}") from exc
         for key in ("l1_l4_labels", "warnings"):
             kw[key] = tuple(kw.get(key) or ())
         for key in ("pixel_spacing_mm", "lag_range_mm"):

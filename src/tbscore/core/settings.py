@@ -18,7 +18,7 @@ from typing import Any
 
 from tbscore.errors import SettingsError
 
-__all__ = ["Settings", "DIRECTIONS", "load_settings"]
+__all__ = ["Settings", "DIRECTIONS", "MAX_LAG_MM", "load_settings", "resolve_settings"]
 
 #: Lag directions as unit steps ``(d_row, d_col)``.
 DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -27,6 +27,25 @@ DIRECTIONS: dict[str, tuple[int, int]] = {
     "diagonal": (1, 1),
     "antidiagonal": (1, -1),
 }
+
+
+#: Largest ``lag_max_mm`` accepted (mm): longer than any DXA image, so a larger value is
+#: a typo (1e9 would build billions of lags).
+MAX_LAG_MM = 1000.0
+
+#: Integer settings and their accepted range (inclusive).
+_INT_RANGES: tuple[tuple[str, int, int], ...] = (
+    ("min_pairs_per_lag", 1, 10**9),
+    ("min_lags", 2, 10_000),
+    ("min_roi_pixels", 1, 10**9),
+    ("min_valid_vertebrae", 2, 4),  # L1-L4 is never one vertebra (ISCD rule)
+)
+
+
+def _show(value: Any) -> str:
+    """A short repr of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -78,15 +97,27 @@ class Settings:
         for name in ("lag_min_mm", "lag_max_mm", "min_r2"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise SettingsError(f"{name} must be a finite number, got {v!r}")
+                raise SettingsError(f"{name} must be a finite number, got {_show(v)}")
         if self.lag_min_mm < 0 or self.lag_max_mm <= 0:
             raise SettingsError("lag_min_mm must be >= 0 and lag_max_mm > 0")
+        if self.lag_max_mm > MAX_LAG_MM:
+            raise SettingsError(
+                f"lag_max_mm must be <= {MAX_LAG_MM:g} mm (longer than any DXA image), "
+                f"got {self.lag_max_mm:g}"
+            )
         if self.lag_min_mm > self.lag_max_mm:
             raise SettingsError(
                 f"lag_min_mm ({self.lag_min_mm}) is larger than lag_max_mm ({self.lag_max_mm})"
             )
         if not 0 <= self.min_r2 <= 1:
             raise SettingsError(f"min_r2 must be within [0, 1], got {self.min_r2}")
+        if not isinstance(self.directions, tuple) or not all(
+            isinstance(d, str) for d in self.directions
+        ):
+            raise SettingsError(
+                f"directions must be a list of direction names ({', '.join(DIRECTIONS)}), "
+                f"got {_show(self.directions)}"
+            )
         if not self.directions:
             raise SettingsError("directions must name at least one direction")
         unknown = [d for d in self.directions if d not in DIRECTIONS]
@@ -94,19 +125,12 @@ class Settings:
             raise SettingsError(f"unknown direction(s) {unknown}; known: {', '.join(DIRECTIONS)}")
         if len(set(self.directions)) != len(self.directions):
             raise SettingsError("directions must not repeat")
-        for name, lo in (
-            ("min_pairs_per_lag", 1),
-            ("min_lags", 2),
-            ("min_roi_pixels", 1),
-            ("min_valid_vertebrae", 2),  # L1-L4 is never one vertebra (ISCD rule)
-        ):
+        for name, lo, hi in _INT_RANGES:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise SettingsError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.min_valid_vertebrae > 4:
-            raise SettingsError("min_valid_vertebrae must be <= 4")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise SettingsError(f"{name} must be an integer in {lo}-{hi}, got {_show(v)}")
         if not isinstance(self.parallel, bool):
-            raise SettingsError(f"parallel must be true or false, got {self.parallel!r}")
+            raise SettingsError(f"parallel must be true or false, got {_show(self.parallel)}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every parameter."""
@@ -128,7 +152,10 @@ class Settings:
         data = dict(data)
         for key in ("lag_min_mm", "lag_max_mm", "min_r2"):
             if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
-                data[key] = float(data[key])
+                try:
+                    data[key] = float(data[key])
+                except OverflowError:
+                    raise SettingsError(f"{key} is too large: {_show(data[key])}") from None
         return cls(**data)
 
     def replace(self, **changes: Any) -> Settings:
@@ -164,6 +191,8 @@ def load_settings(path: str | Path, *, section: str | None = "tbs") -> Settings:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SettingsError(f"cannot read settings file ({exc.strerror})", str(path)) from exc
+    except UnicodeDecodeError:
+        raise SettingsError("not a text file (settings are UTF-8 text)", str(path)) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

@@ -18,13 +18,30 @@ from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
 from tbscore.core.variogram import variogram_sums
+from tbscore.errors import ComputationError
 
-__all__ = ["select_lags", "fit_loglog", "LogLogFit", "vertebra_tbs", "combine_l1_l4", "METHOD"]
+__all__ = [
+    "select_lags",
+    "fit_loglog",
+    "LogLogFit",
+    "vertebra_tbs",
+    "combine_l1_l4",
+    "METHOD",
+    "MAX_LAGS",
+    "PLAUSIBLE_MIN_R2",
+    "implausible_fit",
+]
 
 #: Name and version of the method, recorded with every result.
 METHOD = "tbscore variogram-slope v1 (OLS of ln V on ln lag, lags in mm)"
 
 _TOL = 1e-9
+
+#: A log-log fit explaining less than this share of the variance is no texture slope.
+PLAUSIBLE_MIN_R2 = 0.1
+
+#: Most lags :func:`select_lags` returns (a lag costs one pass over the ROI pixels).
+MAX_LAGS = 10_000
 
 
 def select_lags(
@@ -32,6 +49,9 @@ def select_lags(
     lag_min_mm: float,
     lag_max_mm: float,
     directions: tuple[str, ...] = tuple(DIRECTIONS),
+    *,
+    extent_px: tuple[int, int] | None = None,
+    max_lags: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lag vectors whose physical length lies in ``[lag_min_mm, lag_max_mm]``.
 
@@ -43,6 +63,11 @@ def select_lags(
         Inclusive lag range in mm.
     directions : tuple of str
         Names from :data:`tbscore.core.settings.DIRECTIONS`.
+    extent_px : (int, int), optional
+        ``(rows, cols)`` of the region the lags are used on (the ROIs' bounding box):
+        lags at least this long have no pixel pair inside it and are not returned.
+    max_lags : int, optional
+        Refuse a lag set larger than this (default :data:`MAX_LAGS`).
 
     Returns
     -------
@@ -50,18 +75,43 @@ def select_lags(
         ``(d_row, d_col)`` in pixels, whole multiples of each direction step.
     distances_mm : ndarray of float64, shape (n,)
         Their lengths in mm, sorted ascending.
+
+    Raises
+    ------
+    tbscore.errors.ComputationError
+        More than ``max_lags`` lags (a spacing far below the lag range, e.g. 1e-9 mm);
+        counted before any lag is built, so this never loops or allocates.
     """
     sr, sc = float(spacing_mm[0]), float(spacing_mm[1])
-    lags, dists = [], []
+    cap = MAX_LAGS if max_lags is None else int(max_lags)
+    if not (math.isfinite(sr) and math.isfinite(sc) and sr > 0 and sc > 0):
+        raise ComputationError(f"pixel spacing must be positive and finite, got {spacing_mm!r}")
+    hi_mm, lo_mm = lag_max_mm * (1 + _TOL), lag_min_mm * (1 - _TOL)
+    ranges = []
     for name in directions:
         ur, uc = DIRECTIONS[name]
         step = math.hypot(ur * sr, uc * sc)
-        m = 1
-        while m * step <= lag_max_mm * (1 + _TOL):
-            if m * step >= lag_min_mm * (1 - _TOL):
+        # multiples m with lo_mm <= m * step <= hi_mm (one spare on each side: the exact
+        # comparisons below decide), and shorter than the extent along each axis
+        m0 = max(1, math.floor(lo_mm / step))
+        m1 = math.floor(hi_mm / step) + 1 if math.isfinite(hi_mm / step) else math.inf
+        if extent_px is not None:
+            for u, n in ((ur, extent_px[0]), (uc, extent_px[1])):
+                if u:
+                    m1 = min(m1, math.ceil(int(n) / abs(u)) - 1)
+        ranges.append((ur, uc, step, m0, m1))
+    total = sum(max(0, m1 - m0 + 1) for *_, m0, m1 in ranges)
+    if total > cap:
+        raise ComputationError(
+            f"lag range {lag_min_mm:g}-{lag_max_mm:g} mm at pixel spacing {sr:g} x {sc:g} mm "
+            f"gives {total:.3g} lags (more than {cap}); check the spacing and the lag range"
+        )
+    lags, dists = [], []
+    for ur, uc, step, m0, m1 in ranges:
+        for m in range(m0, int(m1) + 1):
+            if lo_mm <= m * step <= hi_mm:
                 lags.append((m * ur, m * uc))
                 dists.append(m * step)
-            m += 1
     order = np.argsort(dists, kind="stable")
     return (
         np.asarray(lags, dtype=np.int64).reshape(-1, 2)[order],
@@ -121,6 +171,27 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
     se = math.sqrt(ss_res / (v.size - 2) / sxx) if v.size > 2 else math.nan
     return LogLogFit(slope, intercept, r2, se, int(v.size))
+
+
+def implausible_fit(fit: LogLogFit) -> str | None:
+    """Why a fit cannot be a TBS value, or ``None``: the one plausibility rule.
+
+    A DXA texture variogram grows with the lag, so a slope <= 0 is not a texture index
+    (e.g. Rows and Columns swapped, so that the image is sheared noise), and a fit with
+    R^2 below :data:`PLAUSIBLE_MIN_R2` explains almost nothing. Such vertebrae are
+    ``invalid`` (no value) in ``calc``, ``batch`` and ``score`` alike.
+    """
+    problems = []
+    if not fit.slope > 0:
+        problems.append(f"slope {fit.slope:.3f} <= 0")
+    if not fit.r2 >= PLAUSIBLE_MIN_R2:
+        problems.append(f"R^2 {fit.r2:.3f} < {PLAUSIBLE_MIN_R2}")
+    if not problems:
+        return None
+    return (
+        f"implausible log-log fit ({', '.join(problems)}): not a bone texture; check the "
+        "image (Rows/Columns, pixel spacing) and the ROI"
+    )
 
 
 def vertebra_tbs(
@@ -184,10 +255,11 @@ def vertebra_tbs(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
     fit = fit_loglog(dists[usable], v[usable])
-    if fit.r2 < settings.min_r2:
+    implausible = implausible_fit(fit)
+    if implausible is not None or fit.r2 < settings.min_r2:
         return VertebraResult(
             status="invalid",
-            reason=f"log-log fit R^2 {fit.r2:.3f} < min_r2 {settings.min_r2}",
+            reason=implausible or f"log-log fit R^2 {fit.r2:.3f} < min_r2 {settings.min_r2}",
             r2=fit.r2,
             slope_se=fit.slope_se,
             intercept=fit.intercept,
@@ -235,6 +307,14 @@ def combine_l1_l4(
 def compute_vertebrae(
     image: np.ndarray, rois: VertebraROIs, spacing_mm: tuple[float, float], settings: Settings
 ) -> tuple[VertebraResult, ...]:
-    """Per-vertebra results for all ROIs (lags selected once)."""
-    lags = select_lags(spacing_mm, settings.lag_min_mm, settings.lag_max_mm, settings.directions)
+    """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs)."""
+    boxes = [r.bbox() for r in rois if not r.excluded] or [(0, 0, *image.shape[:2])]
+    extent = (max(b[2] - b[0] for b in boxes), max(b[3] - b[1] for b in boxes))
+    lags = select_lags(
+        spacing_mm,
+        settings.lag_min_mm,
+        settings.lag_max_mm,
+        settings.directions,
+        extent_px=extent,
+    )
     return tuple(vertebra_tbs(image, roi, spacing_mm, settings, lags) for roi in rois)

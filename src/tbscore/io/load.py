@@ -33,7 +33,26 @@ from tbscore.errors import (
     UnsupportedImageError,
 )
 
-__all__ = ["DXAImage", "DicomMetadata", "load_dicom", "SPACING_TAGS", "ACCEPTED_MODALITIES"]
+__all__ = [
+    "DXAImage",
+    "DicomMetadata",
+    "load_dicom",
+    "SPACING_TAGS",
+    "ACCEPTED_MODALITIES",
+    "DXA_SPACING_RANGE_MM",
+    "spacing_in_dxa_range",
+]
+
+#: Physically possible DXA pixel spacings (mm, inclusive). A file spacing outside is
+#: refused; a user-supplied one (``--spacing``) is used with a warning on the result.
+DXA_SPACING_RANGE_MM: tuple[float, float] = (0.05, 5.0)
+
+
+def spacing_in_dxa_range(spacing_mm: tuple[float, float]) -> bool:
+    """Whether both spacings lie in :data:`DXA_SPACING_RANGE_MM`."""
+    lo, hi = DXA_SPACING_RANGE_MM
+    return all(lo <= float(v) <= hi for v in spacing_mm)
+
 
 #: Spacing attributes tried in order (DICOM keyword, tag).
 SPACING_TAGS: tuple[str, ...] = (
@@ -250,7 +269,16 @@ def _spacing(
             values = [float(v) for v in value]
         except (TypeError, ValueError) as exc:
             raise InputError(f"{keyword} is not numeric: {value!r}", source) from exc
-        return _check_spacing(values, source, keyword), keyword
+        checked = _check_spacing(values, source, keyword)
+        if not spacing_in_dxa_range(checked):
+            lo, hi = DXA_SPACING_RANGE_MM
+            raise InputError(
+                f"{keyword} {checked[0]:g} x {checked[1]:g} mm is outside the physically "
+                f"possible DXA range {lo:g}-{hi:g} mm; if it is really right, give it with "
+                "--spacing ROW_MM COL_MM --override-spacing (used with a warning)",
+                source,
+            )
+        return checked, keyword
     if user is not None:
         return user, "user"
     ratio = ds.get("PixelAspectRatio")
@@ -495,7 +523,12 @@ def _load(
             pixels = (2.0**bits - 1.0) - pixels
         else:
             pixels = -pixels
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    raw_slope = ds.get("RescaleSlope")
+    slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
+    if slope == 0 or not math.isfinite(slope):
+        raise UnsupportedImageError(
+            f"RescaleSlope is {raw_slope}: the gray levels would be meaningless", name
+        )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     if slope != 1.0 or intercept != 0.0:
         pixels = pixels * slope + intercept

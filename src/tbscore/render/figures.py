@@ -16,6 +16,15 @@ from tbscore.core.result import TBSResult, VertebraResult
 # --------------------------------------------------------------------------------------
 
 
+class DisplayFigure(Figure):
+    """A matplotlib :class:`~matplotlib.figure.Figure` that displays itself inline in
+    Jupyter (``_repr_png_``) without pyplot: the figures of this package are built
+    without pyplot state, so a notebook would otherwise show only ``<Figure ...>``."""
+
+    def _repr_png_(self) -> bytes:
+        return _png(self, dpi=100)
+
+
 def _variogram_panel(ax: Axes, vert: VertebraResult) -> None:
     """One vertebra: ln V against ln lag (mm) with the fitted line."""
     pts = [
@@ -85,7 +94,7 @@ def variogram_figure(result: TBSResult, *, width_in: float = 7.0) -> Figure:
     verts = list(result.vertebrae)
     ncols = 2 if len(verts) > 1 else 1
     nrows = max(1, math.ceil(len(verts) / ncols))
-    fig = Figure(figsize=(width_in, 2.3 * nrows + 0.3), dpi=100, layout="constrained")
+    fig = DisplayFigure(figsize=(width_in, 2.3 * nrows + 0.3), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.ravel()):

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from tbscore.core.result import TBSResult, VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.io.load import DXAImage
+from tbscore.render.figures import DisplayFigure
 
 __all__ = ["overlay_figure", "save_overlay", "overlay_png", "STYLE"]
 
@@ -187,7 +188,7 @@ def overlay_figure(
     r0, c0, r1, c1 = window = _window(rois, image.shape, image.spacing_mm, margin_mm)
     extent_ratio = ((r1 - r0) * row_mm) / ((c1 - c0) * col_mm)
     height_in = float(np.clip(width_in * extent_ratio, 2.0, 3.0 * width_in))
-    fig = Figure(figsize=(width_in, height_in), dpi=100)
+    fig = DisplayFigure(figsize=(width_in, height_in), dpi=100)  # inline in Jupyter
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     vmin, vmax = _display_range(image.pixels)
@@ -207,7 +208,8 @@ def overlay_figure(
     ax.set_xticks([])
     ax.set_yticks([])
     if title is None:
-        title = f"ROIs ({rois.source}); pixels {row_mm:.3g} × {col_mm:.3g} mm"
+        roi_source = result.roi_source if result is not None else rois.source
+        title = f"ROIs ({roi_source}); pixels {row_mm:.3g} × {col_mm:.3g} mm"
     ax.set_title(title, fontsize=7)
     return fig
 
