@@ -20,6 +20,9 @@ __all__ = [
     "DetectionError",
     "SettingsError",
     "ComputationError",
+    "SignOffError",
+    "AlreadySignedError",
+    "PrecisionError",
 ]
 
 
@@ -112,3 +115,22 @@ class ComputationError(TBSError):
     """The computation could not produce a value (e.g. too few pixel pairs)."""
 
     code = "computation_error"
+
+
+class SignOffError(TBSError):
+    """A report cannot be signed: missing physician or impression, bad time zone, a
+    sign-off record that does not match the result, or an existing signed file."""
+
+    code = "signoff_error"
+
+
+class AlreadySignedError(SignOffError):
+    """The report is already signed: later changes are an addendum (``--addendum``)."""
+
+    code = "already_signed"
+
+
+class PrecisionError(TBSError):
+    """Precision (ISCD RMS-SD / LSC) cannot be computed from the given repeat scans."""
+
+    code = "precision_error"

@@ -23,6 +23,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from tbscore.core.result import PHI_METADATA_KEYS
 from tbscore.errors import (
     ColourImageError,
     CompressedPixelDataError,
@@ -56,6 +57,10 @@ _COLOUR = {
     "PALETTE COLOR",
     "YBR_PARTIAL_420",
 }
+
+
+#: Identifying metadata left out when PHI is not to be written (``include_phi=False``).
+PHI_KEYS: tuple[str, ...] = PHI_METADATA_KEYS
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,23 @@ class DicomMetadata:
     transfer_syntax_uid: str | None = None
     photometric: str | None = None
     bits_stored: int | None = None
+    # study context for the signed report (CPT 77092); identifying ones are PHI_KEYS
+    study_time: str | None = None
+    accession_number: str | None = None
+    referring_physician: str | None = None
+    study_description: str | None = None
+    requested_procedure: str | None = None
+    reason_for_request: str | None = None
+    institution_name: str | None = None
+    station_name: str | None = None
+    device_serial_number: str | None = None
+    operators_name: str | None = None
 
     def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
         """Return the metadata as a JSON-safe dict (identifiers dropped if asked)."""
         d = dict(self.__dict__)
         if not include_phi:
-            for key in ("patient_name", "patient_id", "birth_date"):
+            for key in PHI_KEYS:
                 d.pop(key, None)
         return d
 
@@ -217,7 +233,36 @@ def _metadata(ds: Dataset) -> DicomMetadata:
         transfer_syntax_uid=None if ts is None else str(ts),
         photometric=_text(ds, "PhotometricInterpretation"),
         bits_stored=None if bits is None else int(bits),
+        **_study_context(ds),
     )
+
+
+def _request_text(ds: Dataset, keyword: str) -> str | None:
+    """``keyword`` from the image, else from its first Request Attributes item."""
+    value = _text(ds, keyword)
+    if value is None:
+        for item in ds.get("RequestAttributesSequence") or []:
+            value = _text(item, keyword)
+            if value:
+                break
+    return value
+
+
+def _study_context(ds: Dataset) -> dict[str, str | None]:
+    """Study, order and equipment attributes shown in a signed report."""
+    return {
+        "study_time": _text(ds, "StudyTime"),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "referring_physician": _text(ds, "ReferringPhysicianName"),
+        "study_description": _text(ds, "StudyDescription"),
+        "requested_procedure": _request_text(ds, "RequestedProcedureDescription"),
+        "reason_for_request": _request_text(ds, "ReasonForTheRequestedProcedure")
+        or _text(ds, "ReasonForStudy"),
+        "institution_name": _text(ds, "InstitutionName"),
+        "station_name": _text(ds, "StationName"),
+        "device_serial_number": _text(ds, "DeviceSerialNumber"),
+        "operators_name": _text(ds, "OperatorsName"),
+    }
 
 
 def _spacing(
