@@ -237,8 +237,7 @@ def compare(current: float, prior: float, lsc: float | None) -> Change:
     if lsc is None:
         significant = None
         statement = (
-            f"change {delta:+.3f} ({percent:+.1f} %); no site LSC known, significance "
-            "not assessed"
+            f"change {delta:+.3f} ({percent:+.1f} %); no site LSC known, significance not assessed"
         )
     else:
         significant = abs(delta) > lsc

@@ -112,6 +112,7 @@ class DicomMetadata:
     station_name: str | None = None
     device_serial_number: str | None = None
     operators_name: str | None = None
+    patient_orientation: str | None = None
 
     def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
         """Return the metadata as a JSON-safe dict (identifiers dropped if asked)."""
@@ -248,6 +249,15 @@ def _request_text(ds: Dataset, keyword: str) -> str | None:
     return value
 
 
+def _orientation(ds: Dataset) -> str | None:
+    """PatientOrientation (0020,0020) as ``"ROW\\COLUMN"`` (e.g. ``"L\\F"``), or None."""
+    value = ds.get("PatientOrientation")
+    if value is None or value == "":
+        return None
+    parts = [str(v).strip() for v in (value if not isinstance(value, str) else [value])]
+    return "\\".join(p for p in parts if p) or None
+
+
 def _study_context(ds: Dataset) -> dict[str, str | None]:
     """Study, order and equipment attributes shown in a signed report."""
     return {
@@ -262,6 +272,7 @@ def _study_context(ds: Dataset) -> dict[str, str | None]:
         "station_name": _text(ds, "StationName"),
         "device_serial_number": _text(ds, "DeviceSerialNumber"),
         "operators_name": _text(ds, "OperatorsName"),
+        "patient_orientation": _orientation(ds),
     }
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
 from typing import Any
 
 from tbscore.errors import SignOffError
