@@ -548,7 +548,7 @@ def test_cli_score_with_calibration(dicom_file, tmp_path):
         b=1.0,
         a_ci=(0.0, 0.2),
         b_ci=(0.9, 1.1),
-        n=20,
+        n=40,
         r=0.95,
         residual_sd=0.02,
         x_range=(1.0, 1.5),
