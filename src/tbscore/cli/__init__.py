@@ -31,6 +31,8 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.batch",  # batch
     "tbscore.cli.export",  # export (77090)
     "tbscore.cli.calibrate",  # calibrate
+    "tbscore.cli.sign",  # sign (77092 sign-off)
+    "tbscore.cli.precision",  # precision (ISCD LSC)
 )
 
 
