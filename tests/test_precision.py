@@ -90,9 +90,9 @@ def test_bad_inputs():
 
 def test_cli_precision(tmp_path, capsys):
     base = json.loads(
-        __import__("tbscore").calc(
-            "sample_dicom/phantom_a_square.dcm", roi="sample_dicom/phantom_a_square.roi.json"
-        ).to_json()
+        __import__("tbscore")
+        .calc("sample_dicom/phantom_a_square.dcm", roi="sample_dicom/phantom_a_square.roi.json")
+        .to_json()
     )
     rng = np.random.default_rng(0)
     files = []

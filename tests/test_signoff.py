@@ -7,10 +7,10 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import SAMPLE_DIR, require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import SAMPLE_DIR, require_tool
 from tbscore.cli import EXIT_ERROR, EXIT_OK, main
 from tbscore.clinical.signoff import (
     SignOff,

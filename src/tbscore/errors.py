@@ -23,6 +23,8 @@ __all__ = [
     "SignOffError",
     "AlreadySignedError",
     "PrecisionError",
+    "ReferenceTableError",
+    "PdfDicomError",
 ]
 
 
@@ -134,3 +136,15 @@ class PrecisionError(TBSError):
     """Precision (ISCD RMS-SD / LSC) cannot be computed from the given repeat scans."""
 
     code = "precision_error"
+
+
+class ReferenceTableError(TBSError):
+    """A T/Z-score reference table is malformed, or has no band for the age."""
+
+    code = "reference_error"
+
+
+class PdfDicomError(TBSError):
+    """A DICOM Encapsulated PDF cannot be built or read (not a PDF, no study)."""
+
+    code = "pdf_dicom_error"

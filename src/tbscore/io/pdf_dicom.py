@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tbscore._version import __version__
-from tbscore.errors import TBSError
+from tbscore.errors import PdfDicomError
 
 __all__ = ["ENCAPSULATED_PDF_SOP_CLASS", "PdfDicomError", "encapsulated_pdf", "read_pdf_dicom"]
 
@@ -33,12 +33,6 @@ _PATIENT_STUDY = (
     "StudyID",
     "AccessionNumber",
 )
-
-
-class PdfDicomError(TBSError):
-    """The Encapsulated PDF cannot be built (not a PDF, source without a study)."""
-
-    code = "pdf_dicom_error"
 
 
 def encapsulated_pdf(
