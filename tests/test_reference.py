@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tbscore.clinical.reference import REFERENCE_FORMAT, ReferenceTableError, ReferenceTable
+from tbscore.clinical.reference import REFERENCE_FORMAT, ReferenceTable, ReferenceTableError
 from tbscore.errors import InputError
 from tbscore.io.reference import load_reference_table
 
