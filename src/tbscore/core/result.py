@@ -173,11 +173,7 @@ class TBSResult:
             d[f.name] = value
         d["settings_digest"] = self.settings.digest()
         if not include_phi:
-            d["metadata"] = {
-                k: v
-                for k, v in d["metadata"].items()
-                if k not in PHI_METADATA_KEYS
-            }
+            d["metadata"] = {k: v for k, v in d["metadata"].items() if k not in PHI_METADATA_KEYS}
         return _clean(d)
 
     def to_json(
