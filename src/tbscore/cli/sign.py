@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.clinical.risk import DEFAULT_THRESHOLD_SET
-from tbscore.errors import SignOffError
+from tbscore.errors import AlreadySignedError, SignOffError
 
 #: Environment variable with the site's IANA time zone (default of ``--tz``).
 TZ_ENV = "TBSCORE_TZ"
@@ -119,31 +119,27 @@ def _priors(args: argparse.Namespace, result: Any) -> list[dict]:
     return out
 
 
-def _signoff_record(args: argparse.Namespace, digest: str, existing: Any) -> Any:
-    from tbscore.clinical.signoff import add_addendum, signing_time
+def _addendum(args: argparse.Namespace, digest: str, existing: Any, when: Any) -> Any:
+    """The record with ``--addendum`` appended (clinical arguments are refused)."""
+    from tbscore.clinical.signoff import add_addendum
 
-    when = signing_time(args.tz)
-    if args.addendum is not None:
-        given = [d for d in _CLINICAL_DESTS if getattr(args, d, None) not in (None, [])]
-        if given:
-            raise SignOffError(
-                "an addendum keeps the signed impression and inputs; state changes in the "
-                f"addendum text (remove --{given[0].replace('_', '-')})"
-            )
-        if existing is None:
-            raise SignOffError("the report is not signed yet: sign it before an addendum")
-        return add_addendum(
-            existing,
-            digest,
-            physician=args.physician,
-            text=args.addendum,
-            when=when,
-            time_zone=args.tz,
-            organisation=args.organisation,
+    given = [d for d in _CLINICAL_DESTS if getattr(args, d, None) not in (None, [])]
+    if given:
+        raise SignOffError(
+            "an addendum keeps the signed impression and inputs; state changes in the "
+            f"addendum text (remove --{given[0].replace('_', '-')})"
         )
-    if not args.impression:
-        raise SignOffError("--impression is required to sign a report")
-    return None, when  # the first signature needs the inputs: built by the caller
+    if existing is None:
+        raise SignOffError("the report is not signed yet: sign it before an addendum")
+    return add_addendum(
+        existing,
+        digest,
+        physician=args.physician,
+        text=args.addendum,
+        when=when,
+        time_zone=args.tz,
+        organisation=args.organisation,
+    )
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -151,7 +147,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from tbscore.cli.exit import EXIT_OK
     from tbscore.cli.report import _read_result
     from tbscore.clinical.interpret import interpret_result, reported_tbs
-    from tbscore.clinical.signoff import SignOff, result_digest, sign, verify
+    from tbscore.clinical.signoff import SignOff, result_digest, sign, signing_time, verify
     from tbscore.core.calibration import apply_calibration
     from tbscore.io.signoff import check_new, read_record, record_path, write_once, write_record
     from tbscore.render.report import build_report, render_html, render_pdf
@@ -179,18 +175,19 @@ def cmd_sign(args: argparse.Namespace) -> int:
                 "the sign-off record is for another result (SHA-256 differs)", str(rpath)
             )
 
-    record = _signoff_record(args, digest, existing)
-    if isinstance(record, tuple):  # first signature
+    when = signing_time(args.tz)
+    if args.addendum is not None:
+        record = _addendum(args, digest, existing, when)
+    else:
+        if not args.impression:
+            raise SignOffError("--impression is required to sign a report")
         if existing is not None and existing.signed:
-            from tbscore.errors import AlreadySignedError
-
             first = existing.signatures[0]
             raise AlreadySignedError(
                 f"already signed by {first.physician} at {first.signed_at}; a signed report "
                 "is immutable: use --addendum TEXT",
                 str(args.result),
             )
-        _, when = record
         inputs = _inputs_from_args(args)
         inputs["priors"] = _priors(args, result)
         record = sign(
