@@ -100,7 +100,8 @@ def test_html_has_required_blocks(scene):
         'id="frax"',
         'id="variograms"',
         'id="method"',
-        'id="coding"',
+        'id="sign-off"',
+        'id="exam"',
     ):
         assert block in html
     assert NOT_INTERCHANGEABLE in html
@@ -116,12 +117,13 @@ def test_html_has_required_blocks(scene):
     assert "none: raw tbscore index" in html
     assert f"tbscore {tbscore.__version__}" in html
     assert result.input["pixel_sha256"] in html
-    # coding block: service code, technical code, no-modifier rule, dated 2026 rates
-    assert "CPT 77089" in html and "CPT 77091" in html
-    assert billing.modifier_rule() in html
-    assert "$39.95" in html and "$10.07" in html and "$88.91" in html
-    assert "effective 2026-01-01" in html
-    assert html_escape(billing.schedule_info()["source"]["title"]) in html
+    # billing is its own output (tbscore billing): no rates or coding rules in the report
+    assert "CPT 77089" in html and 'id="coding"' not in html
+    assert billing.modifier_rule() not in html
+    assert "$39.95" not in html and "$88.91" not in html
+    assert html_escape(billing.schedule_info()["source"]["title"]) not in html
+    assert "PRELIMINARY" in html and "not signed" in html
+    assert 'id="equations"' in html
     assert "Not computed: no FRAX probabilities were given." in html
     assert "<pdf:" not in html  # print-only markup stays out of the HTML
 
@@ -133,7 +135,7 @@ def test_report_without_image_says_so(scene):
     assert html.count("data:image/png;base64,") == 1
     assert "Image not available" in html
     assert report.cpt_code == "77092" and "CPT 77092" in html
-    assert "billed separately" in html
+    assert "billed separately" in report.coding["based_on"]  # coding kept in the JSON
 
 
 def test_frax_numbers_match_adjust_frax(scene):
@@ -203,14 +205,23 @@ def test_frax_from_raw_value_is_flagged(scene):
 def test_calibrated_value_is_interpreted(scene):
     _, _, result = scene
     values = {v.label: v.value + 0.1 for v in result.vertebrae}
-    cal = result.with_calibration({"name": "site-A 2026", "slope": 1.0}, values, result.l1_l4 + 0.1)
+    strong = {"name": "site-A 2026", "b": 1.0, "n": 60, "b_ci": [0.95, 1.05]}
+    cal = result.with_calibration(strong, values, result.l1_l4 + 0.1)
     value, basis = reported_tbs(cal)
     assert basis == "calibrated" and value == pytest.approx(result.l1_l4 + 0.1)
     report = build_report(cal)
     assert report.category["tbs_compared"] == f"{result.l1_l4 + 0.1:.3f}"
     html = render_html(report)
     assert "site-A 2026" in html and "Calibrated" in html
-    assert "indicative only" not in html
+    assert "slope 95 % CI 0.950–1.050" in html and "n = 60" in html
+    assert "indicative only" not in html and report.category_caveat is None
+    # a calibration from 4 pairs with a wide slope CI does not make the caveats disappear
+    weak = {"name": "site-B", "b": 0.57, "n": 4, "b_ci": [0.29, 0.85]}
+    report = build_report(result.with_calibration(weak, values, result.l1_l4 + 0.1))
+    html = render_html(report)
+    assert "indicative only" in html and "cat-muted" in html
+    assert any("fitted on 4 pairs" in w for w in report.warnings)
+    assert any("0.290–0.850" in w and "is wide" in w for w in report.warnings)
 
 
 def test_incomplete_result(scene):
@@ -537,7 +548,7 @@ def test_cli_score_with_calibration(dicom_file, tmp_path):
         b=1.0,
         a_ci=(0.0, 0.2),
         b_ci=(0.9, 1.1),
-        n=20,
+        n=40,
         r=0.95,
         residual_sd=0.02,
         x_range=(1.0, 1.5),
@@ -568,7 +579,7 @@ def test_cli_score_with_calibration(dicom_file, tmp_path):
     assert record["l1_l4"]["basis"] == "calibrated"
     assert record["interpretation"]["category"]["tbs_compared"] == f"{calibrated:.3f}"
     text = html.read_text(encoding="utf-8")
-    assert "site A; calibrated = 0.1000 + 1.0000 × tbscore" in text
+    assert "site A; calibrated = 0.100 + 1.000 × tbscore" in text
     assert "indicative only" not in text
 
 

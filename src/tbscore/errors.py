@@ -22,6 +22,11 @@ __all__ = [
     "ComputationError",
     "OutputError",
     "ResultFormatError",
+    "SignOffError",
+    "AlreadySignedError",
+    "PrecisionError",
+    "ReferenceTableError",
+    "PdfDicomError",
 ]
 
 
@@ -128,3 +133,34 @@ class ResultFormatError(InputError, ValueError):
     type or range. Also a :class:`ValueError`, which ``from_dict`` raised before."""
 
     code = "bad_result_file"
+
+
+class SignOffError(TBSError):
+    """A report cannot be signed: missing physician or impression, bad time zone, a
+    sign-off record that does not match the result, or an existing signed file."""
+
+    code = "signoff_error"
+
+
+class AlreadySignedError(SignOffError):
+    """The report is already signed: later changes are an addendum (``--addendum``)."""
+
+    code = "already_signed"
+
+
+class PrecisionError(TBSError):
+    """Precision (ISCD RMS-SD / LSC) cannot be computed from the given repeat scans."""
+
+    code = "precision_error"
+
+
+class ReferenceTableError(TBSError):
+    """A T/Z-score reference table is malformed, or has no band for the age."""
+
+    code = "reference_error"
+
+
+class PdfDicomError(TBSError):
+    """A DICOM Encapsulated PDF cannot be built or read (not a PDF, no study)."""
+
+    code = "pdf_dicom_error"

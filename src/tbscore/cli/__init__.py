@@ -34,6 +34,8 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.export",  # export (77090)
     "tbscore.cli.calibrate",  # calibrate
     "tbscore.cli.summarize",  # summarize (cohort report)
+    "tbscore.cli.sign",  # sign (77092 sign-off)
+    "tbscore.cli.precision",  # precision (ISCD LSC)
 )
 
 

@@ -24,6 +24,18 @@ __all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS"]
 RESULT_FORMAT = "tbscore-result/1"
 
 
+#: Identifying metadata keys dropped by ``to_dict(include_phi=False)`` (also used by
+#: ``tbscore.io.load.DicomMetadata.to_dict``).
+PHI_METADATA_KEYS: tuple[str, ...] = (
+    "patient_name",
+    "patient_id",
+    "birth_date",
+    "accession_number",
+    "referring_physician",
+    "operators_name",
+)
+
+
 @dataclass(frozen=True)
 class VertebraResult:
     """TBS of one vertebra.
@@ -247,11 +259,7 @@ class TBSResult:
             d[f.name] = value
         d["settings_digest"] = self.settings.digest()
         if not include_phi:
-            d["metadata"] = {
-                k: v
-                for k, v in d["metadata"].items()
-                if k not in ("patient_name", "patient_id", "birth_date")
-            }
+            d["metadata"] = {k: v for k, v in d["metadata"].items() if k not in PHI_METADATA_KEYS}
         return _clean(d)
 
     def to_json(

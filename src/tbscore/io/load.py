@@ -23,6 +23,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from tbscore.core.result import PHI_METADATA_KEYS
 from tbscore.errors import (
     ColourImageError,
     CompressedPixelDataError,
@@ -77,6 +78,10 @@ _COLOUR = {
 }
 
 
+#: Identifying metadata left out when PHI is not to be written (``include_phi=False``).
+PHI_KEYS: tuple[str, ...] = PHI_METADATA_KEYS
+
+
 @dataclass(frozen=True)
 class DicomMetadata:
     """Metadata kept from the DICOM header.
@@ -116,12 +121,24 @@ class DicomMetadata:
     transfer_syntax_uid: str | None = None
     photometric: str | None = None
     bits_stored: int | None = None
+    # study context for the signed report (CPT 77092); identifying ones are PHI_KEYS
+    study_time: str | None = None
+    accession_number: str | None = None
+    referring_physician: str | None = None
+    study_description: str | None = None
+    requested_procedure: str | None = None
+    reason_for_request: str | None = None
+    institution_name: str | None = None
+    station_name: str | None = None
+    device_serial_number: str | None = None
+    operators_name: str | None = None
+    patient_orientation: str | None = None
 
     def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
         """Return the metadata as a JSON-safe dict (identifiers dropped if asked)."""
         d = dict(self.__dict__)
         if not include_phi:
-            for key in ("patient_name", "patient_id", "birth_date"):
+            for key in PHI_KEYS:
                 d.pop(key, None)
         return d
 
@@ -251,7 +268,46 @@ def _metadata(ds: Dataset) -> DicomMetadata:
         transfer_syntax_uid=None if ts is None else str(ts),
         photometric=_text(ds, "PhotometricInterpretation"),
         bits_stored=None if bits is None else int(bits),
+        **_study_context(ds),
     )
+
+
+def _request_text(ds: Dataset, keyword: str) -> str | None:
+    """``keyword`` from the image, else from its first Request Attributes item."""
+    value = _text(ds, keyword)
+    if value is None:
+        for item in ds.get("RequestAttributesSequence") or []:
+            value = _text(item, keyword)
+            if value:
+                break
+    return value
+
+
+def _orientation(ds: Dataset) -> str | None:
+    """PatientOrientation (0020,0020) as ``"ROW\\COLUMN"`` (e.g. ``"L\\F"``), or None."""
+    value = ds.get("PatientOrientation")
+    if value is None or value == "":
+        return None
+    parts = [str(v).strip() for v in (value if not isinstance(value, str) else [value])]
+    return "\\".join(p for p in parts if p) or None
+
+
+def _study_context(ds: Dataset) -> dict[str, str | None]:
+    """Study, order and equipment attributes shown in a signed report."""
+    return {
+        "study_time": _text(ds, "StudyTime"),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "referring_physician": _text(ds, "ReferringPhysicianName"),
+        "study_description": _text(ds, "StudyDescription"),
+        "requested_procedure": _request_text(ds, "RequestedProcedureDescription"),
+        "reason_for_request": _request_text(ds, "ReasonForTheRequestedProcedure")
+        or _text(ds, "ReasonForStudy"),
+        "institution_name": _text(ds, "InstitutionName"),
+        "station_name": _text(ds, "StationName"),
+        "device_serial_number": _text(ds, "DeviceSerialNumber"),
+        "operators_name": _text(ds, "OperatorsName"),
+        "patient_orientation": _orientation(ds),
+    }
 
 
 def _spacing(

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,9 @@ __all__ = [
     "PRIVATE_CODES",
     "write_sr",
     "read_sr",
+    "SRVerification",
+    "SIGNOFF_CODES",
+    "read_sr_verification",
 ]
 
 #: Private coding scheme designator of the tbscore concepts.
@@ -161,6 +166,7 @@ def write_sr(
     institution_name: str | None = None,
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    verification: SRVerification | None = None,
 ) -> Path:
     """Write a TBS result as a DICOM Enhanced SR (TID 1500 Measurement Report).
 
@@ -182,6 +188,10 @@ def write_sr(
         Institution creating the SR.
     sop_instance_uid, series_instance_uid : str, optional
         UIDs of the SR document (new UIDs by default).
+    verification : SRVerification, optional
+        A physician-signed report: the SR is FINAL and VERIFIED with the Verifying
+        Observer Sequence, and carries the category and adjusted FRAX
+        (:func:`_interpretation_group`).
 
     Returns
     -------
@@ -300,6 +310,11 @@ def write_sr(
             derivation=codes.SCT.Mean,
         )
     )
+    if verification is not None:
+        try:
+            groups.append(_interpretation_group(hd, verification, method, algorithm, source_image))
+        except (ValueError, TypeError) as exc:
+            raise SRError(f"cannot encode the interpretation ({exc})", name) from exc
 
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -326,11 +341,12 @@ def write_sr(
             manufacturer=manufacturer,
             institution_name=institution_name,
             is_complete=True,
-            is_final=False,
-            is_verified=False,
+            **_verification_kwargs(verification),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise SRError(f"cannot build the SR document ({exc})", name) from exc
+    if verification is not None:
+        _set_verification_time(sr, verification)
     scheme = Dataset()
     scheme.CodingSchemeDesignator = CODING_SCHEME
     scheme.CodingSchemeName = "tbscore private codes"
@@ -457,4 +473,181 @@ def read_sr(path: str | Path) -> dict[str, Any]:
         "parameters": params,
     }
     out["referenced_images"] = refs
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# signed reports (CPT 77092 sign-off): verification and interpretation content
+# --------------------------------------------------------------------------------------
+
+#: Private codes of the interpretation group of a signed report.
+SIGNOFF_CODES: dict[str, str] = {
+    "TBS-CATEGORY": "TBS fracture-risk category",
+    "TBS-CAT-BASIS": "Value the TBS category was assigned from",
+    "FRAX-MOF-TBS": "TBS-adjusted FRAX 10-year major osteoporotic fracture risk",
+    "FRAX-HIP-TBS": "TBS-adjusted FRAX 10-year hip fracture risk",
+}
+
+
+@dataclass(frozen=True)
+class SRVerification:
+    """What a physician-signed report adds to the SR.
+
+    Attributes
+    ----------
+    observer_name : str
+        Verifying physician as a DICOM PN (``FAMILY^GIVEN``).
+    organisation : str
+        Verifying organisation.
+    time : datetime
+        Timezone-aware signing time (VerificationDateTime, with its UTC offset).
+    category_code, category_label : str, optional
+        Fracture-risk category (e.g. ``"partially_degraded"``, ``"Partially degraded"``).
+    category_basis : str, optional
+        ``"raw"`` or ``"calibrated"``.
+    frax_mof_adjusted, frax_hip_adjusted : float, optional
+        TBS-adjusted FRAX probabilities (%), when computed.
+    final : bool
+        PreliminaryFlag FINAL.
+    """
+
+    observer_name: str
+    organisation: str
+    time: datetime
+    category_code: str | None = None
+    category_label: str | None = None
+    category_basis: str | None = None
+    frax_mof_adjusted: float | None = None
+    frax_hip_adjusted: float | None = None
+    final: bool = True
+
+
+def _signoff_code(value: str, meaning: str | None = None):
+    from pydicom.sr.coding import Code
+
+    return Code(value, CODING_SCHEME, meaning or SIGNOFF_CODES[value])
+
+
+def _category_code_value(code: str) -> str:
+    """Category code as a DICOM code value (SH, at most 16 characters)."""
+    return code.upper().replace("PARTIALLY_", "PART-").replace("_", "-")[:16]
+
+
+def _interpretation_group(hd, v: SRVerification, method, algorithm, source_image):
+    """TID 1501 group ``Interpretation``: category (qualitative) and adjusted FRAX (%)."""
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    evaluations = []
+    if v.category_code:
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                _signoff_code("TBS-CATEGORY"),
+                _signoff_code(
+                    _category_code_value(v.category_code), v.category_label or v.category_code
+                ),
+            )
+        )
+    if v.category_basis:
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                _signoff_code("TBS-CAT-BASIS"),
+                _signoff_code(v.category_basis.upper()[:16], f"{v.category_basis} value"),
+            )
+        )
+    measurements = [
+        hd.sr.Measurement(
+            name=_signoff_code(key),
+            value=float(val),
+            unit=codes.UCUM.Percent,
+            algorithm_id=algorithm,
+        )
+        for key, val in (
+            ("FRAX-MOF-TBS", v.frax_mof_adjusted),
+            ("FRAX-HIP-TBS", v.frax_hip_adjusted),
+        )
+        if _finite(val) is not None
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier="Interpretation"
+        ),
+        method=method,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.LumbarSpine)],
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations or None,
+        source_images=[source_image],
+    )
+
+
+def _verification_kwargs(v: SRVerification | None) -> dict[str, Any]:
+    if v is None:
+        return {"is_final": False, "is_verified": False}
+    return {
+        "is_final": bool(v.final),
+        "is_verified": True,
+        "verifying_observer_name": v.observer_name,
+        "verifying_organization": v.organisation,
+    }
+
+
+def _set_verification_time(sr: Dataset, v: SRVerification) -> None:
+    """VerificationDateTime = the signing time with its UTC offset (highdicom uses now)."""
+    if v.time.tzinfo is None:
+        raise SRError("verification time must be timezone-aware")
+    sr.VerifyingObserverSequence[0].VerificationDateTime = v.time.strftime("%Y%m%d%H%M%S%z")
+
+
+def read_sr_verification(path: str | Path) -> dict[str, Any]:
+    """Verification and interpretation content of an SR written with ``verification``.
+
+    Returns
+    -------
+    dict
+        ``completion``, ``verification``, ``preliminary`` flags; ``observer``
+        (``name``, ``organisation``, ``datetime``) or None; ``category`` (code value)
+        and ``frax_mof_adjusted`` / ``frax_hip_adjusted`` (%) or None.
+
+    Raises
+    ------
+    SRError
+        Unreadable file, or not a TID 1500 measurement report.
+    """
+    hd = _hd()
+    try:
+        sr = hd.sr.srread(path)
+        report = hd.sr.MeasurementReport.from_sequence([sr], copy=True)
+    except Exception as exc:
+        raise SRError(
+            f"not a readable TID 1500 measurement report ({type(exc).__name__}: {exc})", str(path)
+        ) from exc
+    obs = None
+    if sr.get("VerifyingObserverSequence"):
+        item = sr.VerifyingObserverSequence[0]
+        obs = {
+            "name": str(item.VerifyingObserverName),
+            "organisation": str(item.VerifyingOrganization),
+            "datetime": str(item.VerificationDateTime),
+        }
+    out: dict[str, Any] = {
+        "completion": str(sr.get("CompletionFlag", "")),
+        "verification": str(sr.get("VerificationFlag", "")),
+        "preliminary": str(sr.get("PreliminaryFlag", "")),
+        "observer": obs,
+        "category": None,
+        "frax_mof_adjusted": None,
+        "frax_hip_adjusted": None,
+    }
+    for g in report.get_image_measurement_groups():
+        if (g.tracking_identifier or "") != "Interpretation":
+            continue
+        for q in g.get_qualitative_evaluations(name=_signoff_code("TBS-CATEGORY")):
+            out["category"] = str(q.value.value)
+        for key, field_name in (
+            ("FRAX-MOF-TBS", "frax_mof_adjusted"),
+            ("FRAX-HIP-TBS", "frax_hip_adjusted"),
+        ):
+            for m in g.get_measurements(name=_signoff_code(key)):
+                out[field_name] = float(m.value)
     return out

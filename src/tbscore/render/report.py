@@ -44,7 +44,9 @@ from tbscore.clinical.interpret import (
     interpret_result,
     reported_tbs,
 )
+from tbscore.clinical.precision import compare
 from tbscore.clinical.risk import Interpretation
+from tbscore.clinical.signoff import SignOff, calibration_warnings, category_caveat
 from tbscore.core.result import TBSResult
 from tbscore.core.roi import VertebraROIs
 from tbscore.io.load import DXAImage
@@ -143,7 +145,7 @@ def _vertebra_rows(result: TBSResult) -> tuple[dict, ...]:
                 "calibrated": _f(v.calibrated_value),
                 "status": v.status,
                 "r2": _f(v.r2),
-                "slope_se": _f(v.slope_se, 4),
+                "slope_se": _f(v.slope_se),
                 "lags": str(v.n_lags),
                 "pixels": str(v.n_pixels),
                 "reason": v.reason or "",
@@ -210,7 +212,7 @@ def _frax(interp: Interpretation | None) -> dict | None:
     return {
         "rows": rows,
         "age": _g(fx.age, " years"),
-        "tbs": _f(fx.tbs, 4),
+        "tbs": _f(fx.tbs),
         "citation": fx.citation,
         "warnings": list(fx.warnings),
         "equations": (
@@ -254,12 +256,13 @@ def _calibration(result: TBSResult) -> str:
     parts = [str(cal.get("name") or "unnamed calibration")]
     a, b = _num(cal.get("a")), _num(cal.get("b"))
     if a is not None and b is not None:
-        parts.append(f"calibrated = {a:.4f} + {b:.4f} × tbscore")
+        parts.append(f"calibrated = {a:.3f} + {b:.3f} × tbscore")
     if cal.get("method"):
         parts.append(f"method {cal['method']}")
     n, r = _num(cal.get("n")), _num(cal.get("r"))
     if n is not None:
         parts.append(f"n = {n:g}" + ("" if r is None else f", r = {r:.3f}"))
+    parts.extend(_slope_ci(cal))
     rng = cal.get("x_range")
     if isinstance(rng, list | tuple) and len(rng) == 2 and None not in map(_num, rng):
         parts.append(f"fitted on tbscore {rng[0]:.3f}–{rng[1]:.3f}")
@@ -373,9 +376,146 @@ def _warnings(result: TBSResult, interp: Interpretation | None, basis: str) -> t
                 "index; the adjustment equations were derived for TBS iNsight values, so "
                 "the adjusted probabilities are indicative only."
             )
+    out.extend(calibration_warnings(result.calibration))
     if str((result.metadata or {}).get("sex") or "").upper() == "O":
         out.append("PatientSex 'O' in the DICOM header: sex not used for the interpretation.")
     return tuple(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------------------
+# reading-station blocks (CPT 77092 sign-off): study context, bone density, comparison
+# with prior scans, sign-off, category caveat
+# --------------------------------------------------------------------------------------
+
+
+def _slope_ci(cal: dict) -> list[str]:
+    ci = cal.get("b_ci")
+    if isinstance(ci, list | tuple) and len(ci) == 2 and None not in map(_num, ci):
+        return [f"slope 95 % CI {ci[0]:.3f}–{ci[1]:.3f}"]
+    return []
+
+
+def _exam(result: TBSResult, include_phi: bool) -> dict:
+    """Study context: order, exam, institution, equipment, operator."""
+    meta = result.metadata or {}
+    withheld = "(withheld)"
+
+    def phi(value: Any, person: bool = False) -> str:
+        if not include_phi:
+            return withheld
+        return _person_name(value) if person else (str(value) if value else "–")
+
+    device = " ".join(str(x) for x in (meta.get("manufacturer"), meta.get("model")) if x)
+    serial = meta.get("device_serial_number")
+    time = str(meta.get("study_time") or "")
+    when = _dicom_date(meta.get("study_date"))
+    if len(time) >= 4 and time[:4].isdigit():
+        when += f" {time[:2]}:{time[2:4]}"
+    return {
+        "Exam": meta.get("study_description") or meta.get("requested_procedure") or "–",
+        "Study date/time": when,
+        "Accession number": phi(meta.get("accession_number")),
+        "Referring physician": phi(meta.get("referring_physician"), person=True),
+        "Indication / order": " — ".join(
+            str(x) for x in (meta.get("requested_procedure"), meta.get("reason_for_request")) if x
+        )
+        or "–",
+        "Institution": meta.get("institution_name") or "–",
+        "Scanner": (device or "–") + (f", serial {serial}" if serial else ""),
+        "Station": meta.get("station_name") or "–",
+        "Operator": phi(meta.get("operators_name"), person=True),
+    }
+
+
+def _bone_density(values: dict | None) -> dict | None:
+    """BMD (g/cm²) and T-score of L1–L4 shown beside the TBS, when known."""
+    if not values:
+        return None
+    bmd, t = _num(values.get("bmd_g_cm2")), _num(values.get("t_score"))
+    if bmd is None and t is None:
+        return None
+    return {
+        "bmd": _f(bmd, 3, " g/cm²"),
+        "t_score": _f(t, 1),
+        "source": str(values.get("source") or "entered"),
+    }
+
+
+def prior_summary(prior: TBSResult) -> dict[str, Any]:
+    """What a report keeps of a prior scan: date, raw L1–L4 value, SOP Instance UID."""
+    meta = prior.metadata or {}
+    return {
+        "study_date": meta.get("study_date"),
+        "l1_l4": prior.l1_l4,
+        "labels": list(prior.l1_l4_labels),
+        "sop_instance_uid": prior.input.get("sop_instance_uid"),
+        "patient_id": meta.get("patient_id"),
+    }
+
+
+def _comparison(
+    result: TBSResult, priors: list[dict], lsc: float | None, lsc_source: str | None
+) -> dict | None:
+    """Prior-scan table and the change call of the raw L1–L4 index against the LSC."""
+    if not priors:
+        return None
+    rows = []
+    current = result.l1_l4
+    for p in sorted(priors, key=lambda d: str(d.get("study_date") or "")):
+        value = _num(p.get("l1_l4"))
+        change = None
+        if current is not None and value is not None and value > 0:
+            change = compare(float(current), value, lsc)
+        rows.append(
+            {
+                "date": _dicom_date(p.get("study_date")),
+                "value": _f(value),
+                "labels": ", ".join(p.get("labels") or []) or "–",
+                "delta": "–" if change is None else f"{change.delta:+.3f}",
+                "percent": "–" if change is None else f"{change.percent:+.1f} %",
+                "call": "–" if change is None else change.statement,
+                "significant": None if change is None else change.significant,
+            }
+        )
+    lsc_text = (
+        f"{lsc:.3f} ({lsc_source or 'site precision'})"
+        if lsc is not None
+        else "not known: significance not assessed (run tbscore precision)"
+    )
+    return {"current": _f(current), "rows": rows, "lsc": lsc_text}
+
+
+def _sign_off(signoff: SignOff | None) -> dict:
+    """Status, impression, recommendation and signature lines."""
+    if signoff is None or not signoff.signed:
+        return {
+            "status": "preliminary",
+            "impression": signoff.impression if signoff else "",
+            "recommendation": signoff.recommendation if signoff else "",
+            "final": None,
+            "addenda": [],
+        }
+    first, *rest = signoff.signatures
+
+    def line(sig) -> dict:
+        return {
+            "physician": sig.physician,
+            "organisation": sig.organisation or "",
+            "time": sig.display_time(),
+            "text": sig.text,
+            "digest": sig.digest,
+        }
+
+    return {
+        "status": signoff.status,
+        "impression": signoff.impression,
+        "recommendation": signoff.recommendation,
+        "final": line(first),
+        "addenda": [line(s) for s in rest],
+    }
+
+
+RAW_CATEGORY_MODES = ("muted", "hidden", "shown")
 
 
 @dataclass(frozen=True)
@@ -420,6 +560,20 @@ class Report:
     result : TBSResult
     interpretation : Interpretation or None
     include_phi : bool
+    exam : dict of str to str
+        Study context: exam, accession, referring physician, indication, institution,
+        scanner model and serial, operator (DICOM header).
+    sign_off : dict
+        ``status`` (preliminary / final / amended), ``impression``, ``recommendation``,
+        ``final`` signature line and ``addenda``.
+    bone_density : dict or None
+        L1–L4 BMD and T-score shown beside the TBS, with their source.
+    comparison : dict or None
+        Prior scans, change of the raw L1–L4 index and the call against the LSC.
+    category_caveat : str or None
+        Why the category and adjusted FRAX are indicative only (shown muted).
+    raw_category : {"muted", "hidden", "shown"}
+        How a category with a caveat is shown (site setting).
     """
 
     service: str
@@ -445,6 +599,13 @@ class Report:
     result: TBSResult | None = field(default=None, repr=False)
     interpretation: Interpretation | None = field(default=None, repr=False)
     include_phi: bool = True
+    # reading-station blocks (sign-off); see _exam, _sign_off, _comparison
+    exam: dict = field(default_factory=dict)
+    sign_off: dict = field(default_factory=lambda: _sign_off(None))
+    bone_density: dict | None = None
+    comparison: dict | None = None
+    category_caveat: str | None = None
+    raw_category: str = "muted"
 
     @property
     def cpt_code(self) -> str:
@@ -511,11 +672,53 @@ def _overlay(image: DXAImage | None, rois: VertebraROIs | None, result: TBSResul
             "the image is not the one the result was computed from (pixel SHA-256 differs)",
             image.source,
         )
-    from tbscore.render.overlay import overlay_png
+    from tbscore.render.overlay import overlay_figure
 
     row_mm, col_mm = image.spacing_mm
     title = f"pixels {row_mm:.3g} × {col_mm:.3g} mm"
-    return overlay_png(image, rois, result, margin_mm=30.0, width_in=3.0, title=title), None
+    fig = overlay_figure(image, rois, result, margin_mm=30.0, width_in=3.0, title=title)
+    left, right = orientation_marks(image.metadata.patient_orientation)
+    ax = fig.axes[0]
+    for x, text, ha in ((0.02, left, "left"), (0.98, right, "right")):
+        ax.text(
+            x,
+            0.5,
+            text,
+            transform=ax.transAxes,
+            ha=ha,
+            va="center",
+            fontsize=11,
+            fontweight="bold",
+            color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "linewidth": 0},
+        )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
+    return buf.getvalue(), None
+
+
+_OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
+
+
+def orientation_marks(patient_orientation: str | None) -> tuple[str, str]:
+    """Patient-direction letters at the image's left and right edges.
+
+    Parameters
+    ----------
+    patient_orientation : str or None
+        DICOM PatientOrientation ``"ROW\\COLUMN"``: the first value is the patient
+        direction of increasing column index (towards the image's right edge).
+
+    Returns
+    -------
+    (str, str)
+        Letters for the left and right edges; without the attribute, the PA spine
+        convention (patient's right on the image's left): ``("R", "L")``.
+    """
+    first = (patient_orientation or "").split("\\")[0].strip().upper()
+    if first and all(c in _OPPOSITE for c in first):
+        return "".join(_OPPOSITE[c] for c in first), first
+    return "R", "L"
 
 
 def build_report(
@@ -527,6 +730,13 @@ def build_report(
     service: str = "score",
     include_phi: bool = True,
     schedule: str = billing.DEFAULT_SCHEDULE,
+    signoff: SignOff | None = None,
+    time_zone: str | None = None,
+    bone_density: dict | None = None,
+    priors: list[dict] | None = None,
+    lsc: float | None = None,
+    lsc_source: str | None = None,
+    raw_category: str = "muted",
 ) -> Report:
     """Assemble a :class:`Report` from a result and its interpretation.
 
@@ -549,7 +759,24 @@ def build_report(
     include_phi : bool
         Show patient name, ID and birth date (False writes ``"(withheld)"``).
     schedule : str
-        Fee schedule for the coding block (:mod:`tbscore.clinical.billing`).
+        Fee schedule for the coding record (:mod:`tbscore.clinical.billing`; kept in the
+        JSON, not printed: billing is its own output, ``tbscore billing``).
+    signoff : SignOff, optional
+        The physician sign-off (:mod:`tbscore.clinical.signoff`); default: preliminary.
+    time_zone : str, optional
+        IANA time zone of the site for the generation time (default UTC); signatures
+        carry their own zone.
+    bone_density : dict, optional
+        ``{"bmd_g_cm2", "t_score", "source"}`` of L1–L4, shown beside the TBS.
+    priors : list of dict, optional
+        Prior scans of the patient (:func:`prior_summary`), compared with this one.
+    lsc : float, optional
+        The site's least significant change of the raw L1–L4 index
+        (:mod:`tbscore.clinical.precision`), and ``lsc_source`` naming where it came from.
+    raw_category : {"muted", "hidden", "shown"}
+        A category (and adjusted FRAX) from a raw or weakly calibrated index is shown
+        muted with the reason (default), left out, or shown (a site that allows raw values;
+        the caveat is still printed).
 
     Returns
     -------
@@ -558,8 +785,8 @@ def build_report(
     Raises
     ------
     ReportError
-        Unknown service, an interpretation of another value, or an image that is not
-        the result's.
+        Unknown service, an interpretation of another value, an image that is not the
+        result's, or an unknown ``raw_category``.
     """
     if service not in REPORT_SERVICES:
         raise ReportError(f"service must be one of {', '.join(REPORT_SERVICES)}, got {service!r}")
@@ -568,8 +795,16 @@ def build_report(
         interpretation = interpret_result(result)
     if interpretation is not None:
         _check_interpretation(interpretation, result)
+    if raw_category not in RAW_CATEGORY_MODES:
+        raise ReportError(f"raw_category must be one of {', '.join(RAW_CATEGORY_MODES)}")
     overlay, note = _overlay(image, rois, result)
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if time_zone:
+        from tbscore.clinical.signoff import signing_time
+
+        now = signing_time(time_zone)
+        generated = f"{now:%Y-%m-%d %H:%M} {now.tzname()} ({time_zone})"
+    else:
+        generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     coding = _coding(service, result, schedule)
     citations = list(interpretation.citations) if interpretation is not None else []
     return Report(
@@ -596,6 +831,14 @@ def build_report(
         result=result,
         interpretation=interpretation,
         include_phi=include_phi,
+        exam=_exam(result, include_phi),
+        sign_off=_sign_off(signoff),
+        bone_density=_bone_density(bone_density),
+        comparison=_comparison(result, list(priors or []), lsc, lsc_source),
+        category_caveat=None
+        if interpretation is None
+        else category_caveat(basis, result.calibration),
+        raw_category=raw_category,
     )
 
 
