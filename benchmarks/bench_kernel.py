@@ -248,7 +248,8 @@ def section_curves(lags, repeat: int) -> None:
             )
     img, mask = _case(np.uint16, "ellipse")
     print(
-        f"\n{'lag_max_mm':<11} {'lag vectors':>11} {'pairs':>9} {'numba ns/pair':>14} {'numpy ns/pair':>14}"
+        f"\n{'lag_max_mm':<11} {'lag vectors':>11} {'pairs':>9} "
+        f"{'numba ns/pair':>14} {'numpy ns/pair':>14}"
     )
     for lag_max in (2.0, 3.0, 5.0, 10.0, 20.0):
         lv, _ = select_lags((1.0, 1.0), 0.5, lag_max, Settings().directions)
