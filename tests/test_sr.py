@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("highdicom")
 
+from conftest import SAMPLE_DIR  # noqa: E402
 from tbscore import calc  # noqa: E402
 from tbscore._version import __version__  # noqa: E402
 from tbscore.core.calibration import Calibration, apply_calibration
@@ -125,3 +126,121 @@ def test_sr_refuses_another_image(scan):
         write_sr(result, other, tmp / "wrong.dcm")
     with pytest.raises(SRError):
         read_sr(path)  # an image, not an SR
+
+
+# --- issue 12 finding 9: atomic SR writes, deterministic UIDs --------------------------
+
+FIXED = __import__("datetime").datetime(2026, 1, 2, 3, 4, 5)
+
+
+def test_sr_same_inputs_give_byte_identical_file(scan):
+    """Same image, settings, calibration and version: same UIDs and (with a fixed
+    content time) the same bytes; without it only the creation date/time differ."""
+    path, roi, tmp = scan
+    res = calc(path, roi)
+    a = write_sr(res, path, tmp / "det_a.sr.dcm", content_datetime=FIXED)
+    b = write_sr(calc(path, roi), path, tmp / "det_b.sr.dcm", content_datetime=FIXED)
+    assert a.read_bytes() == b.read_bytes()
+    c = write_sr(res, path, tmp / "det_c.sr.dcm")
+    da, dc = pydicom.dcmread(a), pydicom.dcmread(c)
+    assert da.SOPInstanceUID == dc.SOPInstanceUID
+    assert da.SeriesInstanceUID == dc.SeriesInstanceUID
+    src = pydicom.dcmread(path, stop_before_pixels=True)
+    assert da.StudyInstanceUID == src.StudyInstanceUID  # the SR stays in the image's study
+    for kw in ("ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime"):
+        delattr(da, kw)
+        delattr(dc, kw)
+    for item in [*da.ContributingEquipmentSequence, *dc.ContributingEquipmentSequence]:
+        item.pop("ContributionDateTime", None)
+    assert da == dc
+
+
+def test_sr_changed_result_gets_new_uid(scan):
+    path, roi, tmp = scan
+    base = pydicom.dcmread(write_sr(calc(path, roi), path, tmp / "u0.sr.dcm"))
+    # another exclusion: same series (same settings), new instance
+    excl = pydicom.dcmread(
+        write_sr(calc(path, roi, exclude={"L3": "fracture"}), path, tmp / "u1.sr.dcm")
+    )
+    assert excl.SeriesInstanceUID == base.SeriesInstanceUID
+    assert excl.SOPInstanceUID != base.SOPInstanceUID
+    # other settings: new series and new instance
+    other = calc(path, roi, settings={"lag_max_mm": 4.0})
+    o = pydicom.dcmread(write_sr(other, path, tmp / "u2.sr.dcm"))
+    assert o.SeriesInstanceUID != base.SeriesInstanceUID
+    assert o.SOPInstanceUID != base.SOPInstanceUID
+    # a calibration: new series and instance
+    cal = apply_calibration(calc(path, roi), _calibration())
+    c = pydicom.dcmread(write_sr(cal, path, tmp / "u3.sr.dcm"))
+    assert c.SeriesInstanceUID != base.SeriesInstanceUID
+    # another tbscore version: new series and instance
+    newer = dataclasses.replace(calc(path, roi), tbscore_version="999.0")
+    n = pydicom.dcmread(write_sr(newer, path, tmp / "u4.sr.dcm"))
+    assert n.SeriesInstanceUID != base.SeriesInstanceUID
+    assert n.SOPInstanceUID != base.SOPInstanceUID
+
+
+def test_sr_write_is_atomic(scan, monkeypatch):
+    """A failure while saving (full disk) leaves neither a partial target nor a
+    temporary file, keeps an existing SR intact, and is a typed SRError."""
+    path, roi, tmp = scan
+    res = calc(path, roi)
+    folder = tmp / "atomic"
+    target = write_sr(res, path, folder / "x.sr.dcm")
+    good = target.read_bytes()
+
+    def full_disk(self, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"\0" * 200)  # a partial file, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", full_disk)
+    with pytest.raises(SRError, match="No space left"):
+        write_sr(res, path, target)
+    with pytest.raises(SRError):
+        write_sr(res, path, folder / "new.sr.dcm")
+    assert target.read_bytes() == good
+    assert sorted(p.name for p in folder.iterdir()) == ["x.sr.dcm"]
+
+
+def test_sr_valid_under_dciodvfy_and_dsrdump(scan):
+    import subprocess
+
+    from conftest import require_tool
+
+    path, roi, tmp = scan
+    sr = write_sr(apply_calibration(calc(path, roi), _calibration()), path, tmp / "v.sr.dcm")
+    dciodvfy = require_tool("dciodvfy")
+    proc = subprocess.run([dciodvfy, str(sr)], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == []
+    dsrdump = require_tool("dsrdump")
+    proc = subprocess.run([dsrdump, str(sr)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Imaging Measurement Report" in proc.stdout and "99TBSCORE" in proc.stdout
+    assert read_sr(sr)["l1_l4"] is not None
+
+
+def test_signed_sr_is_a_new_instance_of_the_same_series(tmp_path):
+    """Deterministic UIDs (hardening #9) and sign-off (#17) together: signing adds a
+    document (new SOP Instance UID) in the SR series of the result; the same signature
+    gives the same UID."""
+    import datetime as dt
+
+    from tbscore.io.sr import SRVerification, sr_uids
+
+    path = SAMPLE_DIR / "phantom_a_square.dcm"
+    result = calc(path, roi=SAMPLE_DIR / "phantom_a_square.roi.json")
+    when = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+    sign = SRVerification(observer_name="Roe^Jane", organisation="Test clinic", time=when)
+    plain = write_sr(result, path, tmp_path / "plain.dcm", content_datetime=when)
+    signed = write_sr(result, path, tmp_path / "s1.dcm", content_datetime=when, verification=sign)
+    again = write_sr(result, path, tmp_path / "s2.dcm", content_datetime=when, verification=sign)
+    other = SRVerification(observer_name="Doe^John", organisation="Test clinic", time=when)
+    third = write_sr(result, path, tmp_path / "s3.dcm", content_datetime=when, verification=other)
+    uid = {p.name: pydicom.dcmread(p) for p in (plain, signed, again, third)}
+    expected = sr_uids(result, str(pydicom.dcmread(path).SOPInstanceUID))
+    assert uid["plain.dcm"].SOPInstanceUID == expected["sop_instance_uid"]
+    assert uid["s1.dcm"].SOPInstanceUID == uid["s2.dcm"].SOPInstanceUID
+    assert len({d.SOPInstanceUID for d in uid.values()}) == 3
+    assert len({d.SeriesInstanceUID for d in uid.values()}) == 1

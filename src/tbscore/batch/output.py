@@ -16,14 +16,14 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tbscore.batch.naming import safe_path
 from tbscore.core.result import CSV_COLUMNS
 from tbscore.errors import TBSError
+from tbscore.io.atomic import atomic_file  # re-exported: batch writes use it
 
 __all__ = [
     "BatchError",
@@ -179,29 +179,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-@contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """Write ``target`` atomically: yield a hidden temporary path beside it.
-
-    The caller writes the whole file to the yielded path. When the block ends without
-    an exception the file is fsynced and renamed onto ``target`` (``os.replace``), so
-    a killed process never leaves a truncated file under the final name; the temporary
-    file is removed in every case.
-    """
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _lock(fd: int, name: str) -> None:

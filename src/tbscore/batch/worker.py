@@ -29,7 +29,6 @@ from tbscore.batch.discover import (
     roi_stem,
 )
 from tbscore.batch.naming import safe_filename, safe_path
-from tbscore.batch.output import atomic_file
 from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
 from tbscore.io.paths import format_path
@@ -382,16 +381,11 @@ def write_sr_atomic(folder: str, result: Any, image: Any, path: str) -> Path:
     ------
     tbscore.io.sr.SRError, tbscore.batch.naming.UnsafePathError
     """
-    from tbscore.io.sr import SRError, write_sr
+    from tbscore.io.sr import write_sr
 
     stem = sr_name(image.metadata.sop_instance_uid, image.pixel_sha256, image.file_sha256)
     target = safe_path(folder, stem, ".sr.dcm")
-    try:
-        with atomic_file(target) as tmp:
-            write_sr(result, path, tmp)
-    except OSError as exc:
-        raise SRError(f"cannot write the SR ({exc.strerror or exc})", str(target)) from exc
-    return target
+    return write_sr(result, path, target)  # atomic (tbscore.io.atomic.atomic_file)
 
 
 def warm_up() -> None:

@@ -39,6 +39,12 @@ def as_lags(lags: object) -> np.ndarray:
 
 
 def _prepare(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes, crop to the bounding box of the mask, then convert and check.
+
+    Returns the cropped image as C-contiguous float64, zero outside the mask, and the
+    cropped bool mask. Only the bounding box is converted and checked (an ROI is a
+    small part of a scan), and no pair is lost by the crop.
+    """
     image = np.asarray(image)
     mask = np.asarray(mask)
     if image.ndim != 2:
@@ -47,18 +53,21 @@ def _prepare(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
         raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape}")
     if mask.dtype != np.bool_:
         mask = mask != 0
-    img = np.asarray(image, dtype=np.float64)
-    if not np.all(np.isfinite(img[mask])):
+    image, mask = crop_to_mask(image, mask)
+    img = np.ascontiguousarray(image, dtype=np.float64)
+    m = np.ascontiguousarray(mask)
+    if not np.isfinite(img[m]).all():
         raise ValueError("image has non-finite values inside the mask")
-    return np.where(mask, img, 0.0), np.ascontiguousarray(mask)
+    return np.where(m, img, 0.0), m
 
 
 def crop_to_mask(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Crop image and mask to the bounding box of the mask (no pair is lost)."""
     rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return image[:0, :0], mask[:0, :0]
+    band = mask[rows[0] : rows[-1] + 1]
+    cols = np.flatnonzero(band.any(axis=0))
     sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     return image[sl], mask[sl]
 
@@ -151,9 +160,8 @@ def variogram_sums(
     counts : ndarray of int64, shape (n,)
         Number of pairs.
     """
-    img, m = _prepare(image, mask)
     lag_arr = as_lags(lags)
-    img, m = crop_to_mask(img, m)
+    img, m = _prepare(image, mask)
     if lag_arr.shape[0] == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     kernel = _kernel_parallel if parallel else _kernel_serial

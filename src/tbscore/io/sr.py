@@ -43,6 +43,7 @@ from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
 from tbscore.errors import TBSError
+from tbscore.io.atomic import atomic_file
 
 __all__ = [
     "SRError",
@@ -53,6 +54,7 @@ __all__ = [
     "SRVerification",
     "SIGNOFF_CODES",
     "read_sr_verification",
+    "sr_uids",
 ]
 
 #: Private coding scheme designator of the tbscore concepts.
@@ -148,6 +150,53 @@ def _with_type2(ds: Dataset) -> Dataset:
     return out
 
 
+def _calibration_key(result: Any) -> str:
+    calib = result.calibration or None
+    if not calib:
+        return "calibration=none"
+    return f"calibration={calib.get('name', '')}|{calib.get('a')!r}|{calib.get('b')!r}"
+
+
+def sr_uids(result: Any, source_sop_instance_uid: str) -> dict[str, str]:
+    """Deterministic Series and SOP Instance UIDs of the SR of ``result``.
+
+    Derived (``pydicom.uid.generate_uid(entropy_srcs=...)``, a SHA-512 of the sources
+    under the pydicom root) from the source image's SOP Instance UID, the settings
+    digest, the calibration (name, a, b) and the tbscore version, so rescoring the same
+    image with the same settings replaces the SR in the same series instead of adding
+    a new series. The SOP Instance UID also covers the reported content (labels,
+    statuses, raw and calibrated values in full precision), so a changed result (other
+    ROIs, exclusions) gets a new instance.
+
+    Returns
+    -------
+    dict
+        ``{"series_instance_uid", "sop_instance_uid"}``.
+    """
+    from pydicom.uid import generate_uid
+
+    version = str(result.tbscore_version or __version__)
+    base = [
+        "tbscore-sr/1",
+        str(source_sop_instance_uid),
+        f"settings={result.settings.digest()}",
+        _calibration_key(result),
+        f"version={version}",
+    ]
+    content = [
+        f"{v.label}|{v.status}|{v.value!r}|{getattr(v, 'calibrated_value', None)!r}"
+        for v in result.vertebrae
+    ]
+    content.append(
+        f"L1-L4|{' '.join(result.l1_l4_labels)}|{result.l1_l4!r}|"
+        f"{getattr(result, 'l1_l4_calibrated', None)!r}"
+    )
+    return {
+        "series_instance_uid": str(generate_uid(entropy_srcs=[*base, "series"])),
+        "sop_instance_uid": str(generate_uid(entropy_srcs=[*base, *content, "instance"])),
+    }
+
+
 def _finite(x: float | None) -> float | None:
     if x is None:
         return None
@@ -167,6 +216,7 @@ def write_sr(
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
     verification: SRVerification | None = None,
+    content_datetime: Any = None,
 ) -> Path:
     """Write a TBS result as a DICOM Enhanced SR (TID 1500 Measurement Report).
 
@@ -187,11 +237,19 @@ def write_sr(
     institution_name : str, optional
         Institution creating the SR.
     sop_instance_uid, series_instance_uid : str, optional
-        UIDs of the SR document (new UIDs by default).
     verification : SRVerification, optional
         A physician-signed report: the SR is FINAL and VERIFIED with the Verifying
         Observer Sequence, and carries the category and adjusted FRAX
         (:func:`_interpretation_group`).
+        UIDs of the SR document; by default derived deterministically by
+        :func:`sr_uids` (same inputs, same UIDs; a changed result, a new instance UID).
+    content_datetime : datetime.datetime, optional
+        Content, instance creation and contribution date/time of the document
+        (default: now). With a
+        fixed value, the same inputs give a byte-identical file.
+
+    The file is written atomically (a temporary file in the same folder, fsynced and
+    renamed): a failure never leaves a partial SR under ``path``.
 
     Returns
     -------
@@ -226,6 +284,19 @@ def write_sr(
         if not ds.get(keyword):
             raise SRError(f"source has no {keyword}; an SR must reference a DICOM image", name)
 
+    uids = sr_uids(result, src_uid)
+    if verification is not None:
+        # a signed report is another document than the unsigned SR of the same result
+        # (and each signature another one): its instance UID covers the sign-off too
+        from pydicom.uid import generate_uid
+
+        uids["sop_instance_uid"] = str(
+            generate_uid(entropy_srcs=[uids["sop_instance_uid"], "verified", repr(verification)])
+        )
+    if sop_instance_uid:
+        uids["sop_instance_uid"] = str(sop_instance_uid)
+    if series_instance_uid:
+        uids["series_instance_uid"] = str(series_instance_uid)
     sites = _finding_site_codes()
     unit = codes.UCUM.NoUnits
     digest = result.settings.digest()
@@ -277,8 +348,9 @@ def write_sr(
                         algorithm_id=algorithm,
                     )
                 )
+        tracking_uid = generate_uid(entropy_srcs=[uids["sop_instance_uid"], tracking])
         return hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=tracking),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=tracking),
             method=method,
             algorithm_id=algorithm,
             finding_sites=[hd.sr.FindingSite(anatomic_location=sites[site_key])],
@@ -334,9 +406,9 @@ def write_sr(
         sr = hd.sr.EnhancedSR(
             evidence=[_with_type2(ds)],
             content=report[0],
-            series_instance_uid=series_instance_uid or generate_uid(),
+            series_instance_uid=uids["series_instance_uid"],
             series_number=series_number,
-            sop_instance_uid=sop_instance_uid or generate_uid(),
+            sop_instance_uid=uids["sop_instance_uid"],
             instance_number=instance_number,
             manufacturer=manufacturer,
             institution_name=institution_name,
@@ -354,9 +426,22 @@ def write_sr(
     sr.CodingSchemeIdentificationSequence = [scheme]
     sr.SeriesDescription = "tbscore TBS measurement report"
     sr.SoftwareVersions = str(result.tbscore_version or __version__)
+    if content_datetime is not None:
+        from pydicom.valuerep import DA, DT, TM
+
+        for prefix in ("Content", "InstanceCreation"):
+            setattr(sr, f"{prefix}Date", DA(content_datetime.date()))
+            setattr(sr, f"{prefix}Time", TM(content_datetime.time()))
+        for item in sr.get("ContributingEquipmentSequence", []):  # added by highdicom
+            if "ContributionDateTime" in item:
+                item.ContributionDateTime = DT(content_datetime)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sr.save_as(out, enforce_file_format=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out) as tmp:
+            sr.save_as(tmp, enforce_file_format=True)
+    except OSError as exc:
+        raise SRError(f"cannot write the SR ({exc.strerror or exc})", str(out)) from exc
     return out
 
 

@@ -1,0 +1,124 @@
+"""Per-scan cost of ``tbscore.calc``, of writing a DICOM SR, and of warming a worker.
+
+Run: ``python benchmarks/bench_scan.py [--repeat 100]``.
+
+All figures are CPU time of this process (``time.process_time``), in-process, warm
+(one call before timing), on the bundled ``sample_dicom`` images (the four
+:data:`tbscore.sim.phantom.SAMPLE_SET` geometries, 200 x 160 to 400 x 300 pixels):
+
+* ``calc + ROI file``: ``tbscore.calc(path, roi=path.roi.json)`` per scan (load,
+  ROI file, kernel, fit, result) and ``to_json()`` of the result;
+* ``calc automatic ROIs``: ``tbscore.calc(path)`` (detection included);
+* ``write_sr``: :func:`tbscore.io.sr.write_sr` of that result into a temporary folder
+  (needs the ``sr`` extra);
+* ``worker warm-up``: CPU seconds of a fresh ``python -c`` process that imports
+  :mod:`tbscore.batch.worker` and runs :func:`~tbscore.batch.worker.warm_up` (numba
+  cache already populated), minus that of a bare ``python -c pass`` measured in the same
+  run (the interpreter itself).
+
+The peer for each row is the same work done by the reference path in this run where
+one exists (the numpy variogram reference for the kernel share; see
+``bench_kernel.py``); the ratios in ``benchmarks/README.md`` come from this script and
+the others, run side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tbscore
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
+
+
+def _cpu_per_call(fn, repeat: int) -> float:
+    """Median CPU seconds per call of ``fn`` (blocks of calls, after one warm-up)."""
+    fn()
+    block = max(1, repeat // 10)
+    samples = []
+    for _ in range(10):
+        t0 = time.process_time()
+        for _ in range(block):
+            fn()
+        samples.append((time.process_time() - t0) / block)
+    return statistics.median(samples)
+
+
+def _child_cpu(code: str, runs: int = 5) -> float:
+    """Median CPU seconds (user + system) of ``python -c code`` in a fresh process."""
+    samples = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", code], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(samples)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=100, help="timed calls per figure")
+    ap.add_argument("--no-warm", action="store_true", help="skip the worker warm-up row")
+    args = ap.parse_args(argv)
+    print(
+        f"# tbscore {tbscore.__version__} per-scan benchmark — "
+        f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "
+        f"numpy {np.__version__}; load average {os.getloadavg()[0]:.2f}"
+    )
+    paths = sorted(SAMPLES.glob("*.dcm"))
+    print(f"\n{'measure (CPU ms per scan)':<32}" + "".join(f"{p.stem[:18]:>20}" for p in paths))
+    rows: dict[str, list[float]] = {"calc + ROI file": [], "to_json": [], "calc automatic ROIs": []}
+    results = []
+    for p in paths:
+        roi = p.with_name(p.stem + ".roi.json")
+        rows["calc + ROI file"].append(
+            _cpu_per_call(lambda p=p, r=roi: tbscore.calc(p, r), args.repeat)
+        )
+        res = tbscore.calc(p, roi)
+        results.append(res)
+        rows["to_json"].append(_cpu_per_call(res.to_json, args.repeat))
+        rows["calc automatic ROIs"].append(
+            _cpu_per_call(lambda p=p: tbscore.calc(p), max(10, args.repeat // 5))
+        )
+    try:
+        from tbscore.io.sr import write_sr
+    except ImportError:  # pragma: no cover
+        write_sr = None
+    if write_sr is not None:
+        rows["write_sr"] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for p, res in zip(paths, results, strict=True):
+                out = Path(tmp) / (p.stem + ".sr.dcm")
+                rows["write_sr"].append(
+                    _cpu_per_call(
+                        lambda res=res, p=p, out=out: write_sr(res, p, out),
+                        max(10, args.repeat // 5),
+                    )
+                )
+    for name, values in rows.items():
+        print(f"{name:<32}" + "".join(f"{1e3 * v:20.2f}" for v in values))
+    print()
+    for name, values in rows.items():
+        print(f"{name}: mean {1e3 * float(np.mean(values)):.2f} ms/scan over {len(values)} images")
+    if not args.no_warm:
+        bare = _child_cpu("pass")
+        warm = _child_cpu("from tbscore.batch.worker import warm_up; warm_up()")
+        print(
+            f"worker warm-up: {warm:.3f} CPU-s in a fresh process, {warm - bare:.3f} CPU-s "
+            f"beyond a bare interpreter ({bare:.3f} CPU-s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
