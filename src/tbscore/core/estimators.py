@@ -187,8 +187,10 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     scale = float(v.min())
     vs = v / scale
     a = _grid_argmin(lambda aa: _nugget_solve(aa, d, vs)[2])
-    c_arr, n_arr, _ = _nugget_solve(np.array([a]), d, vs)
+    c_arr, n_arr, ss = _nugget_solve(np.array([a]), d, vs)
     c, n = float(c_arr[0]), float(n_arr[0])
+    if not (np.isfinite(ss[0]) and c > 0):
+        raise ValueError("the variogram does not rise with the lag: no power law fits it")
     ld = np.log(d)
     tex = c * np.exp(a * ld)
     m = tex + n

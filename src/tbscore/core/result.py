@@ -54,8 +54,8 @@ class VertebraResult:
         95 % interval ``value -/+ 1.96 se`` (raw index scale).
     snr : float or None
         Texture-to-noise ratio of the fitted noise model (texture variogram at the
-        shortest lag over the white-noise variogram); ``inf`` (``null`` in JSON) when no
-        noise is detected; below 3 the OLS index is lowered by noise by > 15 %.
+        shortest lag over the white-noise variogram); ``None`` when no noise is detected
+        (or no noise model fits); below 3 the OLS index is lowered by noise by > 15 %.
     """
 
     label: str

@@ -214,9 +214,9 @@ def vertebra_tbs(
         r2=fit.r2,
         slope_se=fit.slope_se,
         intercept=fit.intercept,
-        se=unc.se,
+        se=unc.se if math.isfinite(unc.se) else None,
         ci95=unc.ci95,
-        snr=unc.snr,
+        snr=unc.snr if math.isfinite(unc.snr) else None,  # None: no noise detected
         **base,
         **diag,
     )

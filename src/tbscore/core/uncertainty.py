@@ -61,8 +61,8 @@ class Uncertainty:
     ----------
     se : float
         Standard error (dimensionless, same units as the index).
-    ci95 : (float, float)
-        ``slope -/+ 1.96 se``.
+    ci95 : (float, float) or None
+        ``slope -/+ 1.96 se``; None when ``se`` is undefined (nan).
     snr : float
         Texture-to-noise ratio ``c d_min^a / n`` of the fitted noise model: texture
         variogram at the shortest lag over the white-noise variogram ``2 sigma^2``
@@ -257,19 +257,19 @@ def slope_uncertainty(
     -------
     Uncertainty
     """
-    model = fit if fit.estimator == "nugget" else fit_nugget_model(distances_mm, values)
-    c = math.exp(model.intercept)
-    a = model.slope
-    n = max(model.nugget, 0.0)
+    try:
+        model = fit if fit.estimator == "nugget" else fit_nugget_model(distances_mm, values)
+        c, a, n = math.exp(model.intercept), model.slope, max(model.nugget, 0.0)
+    except ValueError:
+        # No noise model fits (fewer than three lags, or V does not rise with the lag):
+        # the estimator's own power law, without noise, when it is one.
+        if not (0.0 < fit.slope <= 2.0 and math.isfinite(fit.intercept)):
+            return Uncertainty(math.nan, None, math.nan, {})
+        c, a, n = math.exp(fit.intercept), fit.slope, 0.0
     snr = c * float(np.min(distances_mm)) ** a / n if n > 0 else math.inf
     cov = variogram_covariance(mask, lags, spacing_mm, c, a, n)
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)
-    se = math.sqrt(var) if var > 0 else math.nan
-    half = Z95 * se
-    return Uncertainty(
-        se=se,
-        ci95=(fit.slope - half, fit.slope + half),
-        snr=snr,
-        model={"c": c, "a": a, "n": n},
-    )
+    se = math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
+    ci = (fit.slope - Z95 * se, fit.slope + Z95 * se) if math.isfinite(se) else None
+    return Uncertainty(se=se, ci95=ci, snr=snr, model={"c": c, "a": a, "n": n})
