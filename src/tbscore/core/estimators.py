@@ -19,8 +19,7 @@ delta method.
     With three distances ``k, 2k, 4k`` it is exactly
     ``log2((V(4k) - V(2k)) / (V(2k) - V(k)))``.
 
-The bias/spread trade-off of the three is measured in docs/method.md
-(``python benchmarks/bench_estimators.py``).
+The bias/spread trade-off of the three is measured in docs/method.md.
 """
 
 from __future__ import annotations

@@ -383,6 +383,8 @@ UNCERTAINTY_COLUMNS: tuple[str, ...] = (
     "l1_l4_ci95_lo",
     "l1_l4_ci95_hi",
 ) + tuple(
-    f"{lab}{suf}" for lab in ("l1", "l2", "l3", "l4") for suf in ("_se", "_ci95_lo", "_ci95_hi", "_snr")
+    f"{lab}{suf}"
+    for lab in ("l1", "l2", "l3", "l4")
+    for suf in ("_se", "_ci95_lo", "_ci95_hi", "_snr")
 )
 CSV_COLUMNS = CSV_COLUMNS + UNCERTAINTY_COLUMNS

@@ -200,19 +200,17 @@ def vertebra_tbs(
             status="invalid",
             reason=f"log-log fit R^2 {fit.r2:.3f} < min_r2 {settings.min_r2}",
             r2=fit.r2,
-            slope_se=fit.slope_se,
+            slope_se=fit.slope_se if math.isfinite(fit.slope_se) else None,
             intercept=fit.intercept,
             **base,
             **diag,
         )
-    unc = slope_uncertainty(
-        fit, roi.mask, lag_vecs[usable], dists[usable], v[usable], spacing_mm
-    )
+    unc = slope_uncertainty(fit, roi.mask, lag_vecs[usable], dists[usable], v[usable], spacing_mm)
     return VertebraResult(
         status="ok",
         value=fit.slope,
         r2=fit.r2,
-        slope_se=fit.slope_se,
+        slope_se=fit.slope_se if math.isfinite(fit.slope_se) else None,
         intercept=fit.intercept,
         se=unc.se if math.isfinite(unc.se) else None,
         ci95=unc.ci95,

@@ -25,9 +25,9 @@ The slope's variance follows by the delta method, ``se^2 = g' Cov(V) g`` with ``
 estimator's gradient (:class:`tbscore.core.estimators.SlopeFit`), and the interval is
 ``slope +/- 1.959964 se``.
 
-Validated for coverage on exact fBm (``tests/test_uncertainty.py``,
-``python benchmarks/bench_coverage.py``; docs/method.md). Assumptions: Gaussian
-texture (non-Gaussian textures add a fourth-cumulant term), the power law holding over
+Validated for coverage on exact fBm (``tests/test_uncertainty.py``; docs/method.md).
+Assumptions: Gaussian texture (non-Gaussian textures add a fourth-cumulant term), the
+power law holding over
 the whole ROI (a texture whose variogram saturates at long distances has less
 long-range correlation, so the interval is then conservative), and, for ``"ols"``, no
 noise: with noise the interval is about the OLS slope's expectation, which noise
@@ -142,9 +142,7 @@ def _sum_general(G, pad_r, pad_c, ki, kj, A, nr, nc):  # pragma: no cover - comp
 def _overlap(lo_i: int, hi_i: int, lo_j: int, hi_j: int, n: int) -> np.ndarray:
     """``#{x in [lo_i, hi_i), y in [lo_j, hi_j): x - y = h}`` for ``h = -(n-1) .. n-1``."""
     h = np.arange(-(n - 1), n)
-    return np.maximum(
-        0, np.minimum(hi_i, hi_j + h) - np.maximum(lo_i, lo_j + h)
-    ).astype(np.float64)
+    return np.maximum(0, np.minimum(hi_i, hi_j + h) - np.maximum(lo_i, lo_j + h)).astype(np.float64)
 
 
 def variogram_covariance(
