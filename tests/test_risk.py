@@ -300,7 +300,7 @@ def test_threshold_set_metadata_and_rules():
 
 
 def test_registry_lookup():
-    assert set(THRESHOLD_SETS) == {"harvey_2015", "shevroja_2023"}
+    assert set(THRESHOLD_SETS) == {"harvey_2015", "shevroja_2023", "shevroja_2023_vendor_edge"}
     assert get_threshold_set("harvey_2015") is HARVEY_2015
     assert get_threshold_set("SHEVROJA-2023") is SHEVROJA_2023
     assert get_threshold_set(HARVEY_2015) is HARVEY_2015

@@ -19,7 +19,13 @@ from tbscore.core.roi import (
     rois_from_label_image,
 )
 from tbscore.core.settings import Settings, resolve_settings
-from tbscore.core.tbs import METHOD, combine_l1_l4, compute_vertebrae
+from tbscore.core.tbs import (
+    combine_l1_l4,
+    combine_l1_l4_ci95,
+    compute_vertebrae,
+    method_string,
+    uncertainty_warnings,
+)
 from tbscore.errors import InputError, ROIError, SettingsError
 from tbscore.io.load import (
     DXA_SPACING_RANGE_MM,
@@ -175,7 +181,8 @@ def calc(
     _check_finite(image, rois)
     vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
     l14, labels, reason = combine_l1_l4(vertebrae, cfg.min_valid_vertebrae)
-    warnings = list(rois.warnings)
+    l14_se, l14_ci = combine_l1_l4_ci95(vertebrae, labels) if l14 is not None else (None, None)
+    warnings = list(rois.warnings) + uncertainty_warnings(vertebrae, cfg.estimator)
     if image.spacing_source == "user":
         warnings.append("pixel spacing supplied by the user, not read from the file")
         if not spacing_in_dxa_range(image.spacing_mm):
@@ -199,7 +206,7 @@ def calc(
         pixel_spacing_mm=image.spacing_mm,
         spacing_source=image.spacing_source,
         lag_range_mm=(cfg.lag_min_mm, cfg.lag_max_mm),
-        method=METHOD,
+        method=method_string(cfg.estimator),
         input={
             "source": image.source,
             "file_sha256": image.file_sha256,
@@ -211,6 +218,8 @@ def calc(
         roi_confidence=rois.confidence,
         warnings=tuple(warnings),
         tbscore_version=__version__,
+        l1_l4_se=l14_se,
+        l1_l4_ci95=l14_ci,
     )
     if calibration is not None:
         from tbscore.core.calibration import apply_calibration

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.batch.naming import safe_path
-from tbscore.core.result import CSV_COLUMNS
+from tbscore.core.result import CSV_COLUMNS, UNCERTAINTY_COLUMNS
 from tbscore.errors import TBSError
 from tbscore.io.atomic import atomic_file  # re-exported: batch writes use it
 
@@ -100,6 +100,7 @@ FLOAT_COLUMNS: frozenset[str] = frozenset(
     | set(_LABELS)
     | {f"{lab}_r2" for lab in _LABELS}
     | {f"{lab}_calibrated" for lab in _LABELS}
+    | (set(UNCERTAINTY_COLUMNS) - {"estimator"})
 )
 INT_COLUMNS: frozenset[str] = frozenset(
     {"l1_l4_n", "file_size", "file_mtime_ns"} | {f"{lab}_pixels" for lab in _LABELS}

@@ -27,6 +27,22 @@ Consequence: ``1.2001`` is *reported* as 1.200 and is therefore **degraded** und
 Harvey 2015 (edge 1.200 inclusive in "degraded"), and ``1.3495`` is reported as 1.350
 and is **normal**. Use :func:`round_tbs` to get the value that was compared.
 
+Edge convention at exactly 1.230 (Shevroja 2023)
+------------------------------------------------
+Two readings of the 2023 cut-offs exist. The project's reference notes
+(``/work/shared/REFERENCE.md``, from Shevroja et al., Osteoporos Int 2023;34:1501) give
+``> 1.310`` normal, ``1.230-1.310`` intermediate, ``< 1.230`` degraded, so a value of
+exactly 1.230 is **intermediate**; the vendor's report guide (Medimaps) counts
+``TBS <= 1.23`` as **degraded**. The primary article could not be consulted where this
+code was written (no copy of its text in the reference material), so the conflict is
+not settled here; both conventions are selectable and named:
+
+* ``shevroja_2023`` (default): 1.230 is intermediate (``lower_inclusive=False``);
+* ``shevroja_2023_vendor_edge``: 1.230 is degraded (``lower_inclusive=True``), as in
+  the vendor's report guide.
+
+Both agree everywhere except on values that round to exactly 1.230.
+
 The FRAX equations, by contrast, take the TBS value as given (unrounded); the
 difference (at most 0.0005 TBS units) is far below the measurement precision
 (CV about 1.5 %).
@@ -48,6 +64,7 @@ __all__ = [
     "ThresholdSet",
     "HARVEY_2015",
     "SHEVROJA_2023",
+    "SHEVROJA_2023_VENDOR_EDGE",
     "THRESHOLD_SETS",
     "DEFAULT_THRESHOLD_SET",
     "get_threshold_set",
@@ -367,10 +384,28 @@ SHEVROJA_2023 = ThresholdSet(
     middle_label="intermediate",
 )
 
+#: The same 2023 cut-offs with the vendor report guide's edge: ``TBS <= 1.230`` is
+#: degraded (the module docstring explains why both conventions are offered).
+SHEVROJA_2023_VENDOR_EDGE = ThresholdSet(
+    name="shevroja_2023_vendor_edge",
+    title="Shevroja 2023 cut-offs, vendor report-guide edge (1.230 degraded)",
+    version="2023",
+    year=2023,
+    population="postmenopausal women",
+    citation=CITATIONS["shevroja_2023"],
+    upper=Decimal("1.310"),
+    upper_inclusive=False,
+    lower=Decimal("1.230"),
+    lower_inclusive=True,
+    middle_code="intermediate",
+    middle_label="intermediate",
+)
+
 #: Registry of threshold sets by name.
 THRESHOLD_SETS: dict[str, ThresholdSet] = {
     HARVEY_2015.name: HARVEY_2015,
     SHEVROJA_2023.name: SHEVROJA_2023,
+    SHEVROJA_2023_VENDOR_EDGE.name: SHEVROJA_2023_VENDOR_EDGE,
 }
 
 #: Default threshold set for :func:`interpret`: the 2023 update, because it is the most

@@ -19,7 +19,7 @@ from typing import Any
 from tbscore.core.settings import Settings
 from tbscore.errors import ResultFormatError, SettingsError
 
-__all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS"]
+__all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS", "UNCERTAINTY_COLUMNS"]
 
 RESULT_FORMAT = "tbscore-result/1"
 
@@ -60,6 +60,15 @@ class VertebraResult:
     roi_confidence : float or None
     calibrated_value : float or None
         The value after calibration, when a calibration was applied.
+    se : float or None
+        Standard error of ``value`` (analytic variance of the variogram, delta method;
+        :mod:`tbscore.core.uncertainty`).
+    ci95 : (float, float) or None
+        95 % interval ``value -/+ 1.96 se`` (raw index scale).
+    snr : float or None
+        Texture-to-noise ratio of the fitted noise model (texture variogram at the
+        shortest lag over the white-noise variogram); ``None`` when no noise is detected
+        (or no noise model fits); below 3 the OLS index is lowered by noise by > 15 %.
     """
 
     label: str
@@ -78,6 +87,9 @@ class VertebraResult:
     pair_counts: list = field(default_factory=list)
     roi_confidence: float | None = None
     calibrated_value: float | None = None
+    se: float | None = None
+    ci95: tuple[float, float] | None = None
+    snr: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -214,6 +226,10 @@ class TBSResult:
     calibration : dict or None
         The calibration applied to ``calibrated_*`` values, if any.
     l1_l4_calibrated : float or None
+    l1_l4_se : float or None
+        Standard error of ``l1_l4`` (vertebrae treated as independent).
+    l1_l4_ci95 : (float, float) or None
+        95 % interval of ``l1_l4`` (raw index scale).
     """
 
     vertebrae: tuple[VertebraResult, ...]
@@ -234,6 +250,8 @@ class TBSResult:
     cpt_code: str = "77091"
     calibration: dict | None = None
     l1_l4_calibrated: float | None = None
+    l1_l4_se: float | None = None
+    l1_l4_ci95: tuple[float, float] | None = None
 
     @property
     def status(self) -> str:
@@ -288,9 +306,17 @@ class TBSResult:
         kw = {k: v for k, v in data.items() if k in names}
         vnames = {f.name for f in fields(VertebraResult)}
         kw["vertebrae"] = tuple(
-            VertebraResult(**{k: v for k, v in item.items() if k in vnames})
+            VertebraResult(
+                **{
+                    k: (tuple(v) if k == "ci95" and v is not None else v)
+                    for k, v in item.items()
+                    if k in vnames
+                }
+            )
             for item in data["vertebrae"]
         )
+        if kw.get("l1_l4_ci95") is not None:
+            kw["l1_l4_ci95"] = tuple(kw["l1_l4_ci95"])
         try:
             kw["settings"] = Settings.from_dict(data["settings"])
         except SettingsError as exc:
@@ -357,7 +383,30 @@ class TBSResult:
                 "sop_instance_uid": self.input.get("sop_instance_uid"),
             }
         )
+        row.update(self._uncertainty_row())
         return _clean(row)
+
+    def _uncertainty_row(self) -> dict[str, Any]:
+        """Estimator, standard errors, 95 % intervals and SNR (see UNCERTAINTY_COLUMNS)."""
+        lo, hi = self.l1_l4_ci95 or (None, None)
+        row: dict[str, Any] = {
+            "estimator": self.settings.estimator,
+            "l1_l4_se": self.l1_l4_se,
+            "l1_l4_ci95_lo": lo,
+            "l1_l4_ci95_hi": hi,
+        }
+        for label in ("L1", "L2", "L3", "L4"):
+            try:
+                v = self.vertebra(label)
+            except KeyError:
+                v = VertebraResult(label=label, status="missing")
+            key = label.lower()
+            vlo, vhi = v.ci95 or (None, None)
+            row[f"{key}_se"] = v.se
+            row[f"{key}_ci95_lo"] = vlo
+            row[f"{key}_ci95_hi"] = vhi
+            row[f"{key}_snr"] = v.snr
+        return row
 
     def _repr_html_(self) -> str:
         e = html.escape
@@ -365,12 +414,17 @@ class TBSResult:
         for v in self.vertebrae:
             val = "" if v.value is None else f"{v.value:.3f}"
             r2 = "" if v.r2 is None else f"{v.r2:.3f}"
+            ci = "" if v.ci95 is None else f"{v.ci95[0]:.3f}–{v.ci95[1]:.3f}"
+            snr = "" if v.value is None else ("no noise" if v.snr is None else f"{v.snr:.2g}")
             rows.append(
-                f"<tr><td>{e(v.label)}</td><td>{val}</td><td>{e(v.status)}</td>"
+                f"<tr><td>{e(v.label)}</td><td>{val}</td><td>{ci}</td><td>{snr}</td>"
+                f"<td>{e(v.status)}</td>"
                 f"<td>{r2}</td><td>{v.n_lags}</td><td>{v.n_pixels}</td>"
                 f"<td>{e(v.reason or '')}</td></tr>"
             )
         l14 = "n/a" if self.l1_l4 is None else f"{self.l1_l4:.3f}"
+        if self.l1_l4_ci95 is not None:
+            l14 += f" (95 % CI {self.l1_l4_ci95[0]:.3f}–{self.l1_l4_ci95[1]:.3f})"
         return (
             f"<div><b>tbscore {e(self.tbscore_version)}</b> — CPT {e(self.cpt_code)} technical "
             f"result for <code>{e(str(self.input.get('source')))}</code><br>"
@@ -378,8 +432,9 @@ class TBSResult:
             f"{' — ' + e(self.l1_l4_reason) if self.l1_l4_reason else ''}<br>"
             f"spacing {self.pixel_spacing_mm[0]:.3f}×{self.pixel_spacing_mm[1]:.3f} mm "
             f"({e(self.spacing_source)}), lags {self.lag_range_mm[0]}–{self.lag_range_mm[1]} mm, "
-            f"settings {e(self.settings.digest())}"
-            "<table><tr><th>vertebra</th><th>TBS (raw)</th><th>status</th><th>R²</th>"
+            f"settings {e(self.settings.digest())}, estimator {e(self.settings.estimator)}"
+            "<table><tr><th>vertebra</th><th>TBS (raw)</th><th>95 % CI</th><th>SNR</th>"
+            "<th>status</th><th>R²</th>"
             "<th>lags</th><th>pixels</th><th>reason</th></tr>" + "".join(rows) + "</table>"
             "<small>Not interchangeable with TBS iNsight values unless calibrated.</small></div>"
         )
@@ -418,3 +473,17 @@ CSV_COLUMNS: tuple[str, ...] = tuple(
         "sop_instance_uid",
     ]
 )
+
+#: Columns added by the uncertainty of every value (issue 15), appended to
+#: :data:`CSV_COLUMNS`; all but ``estimator`` are floats.
+UNCERTAINTY_COLUMNS: tuple[str, ...] = (
+    "estimator",
+    "l1_l4_se",
+    "l1_l4_ci95_lo",
+    "l1_l4_ci95_hi",
+) + tuple(
+    f"{lab}{suf}"
+    for lab in ("l1", "l2", "l3", "l4")
+    for suf in ("_se", "_ci95_lo", "_ci95_hi", "_snr")
+)
+CSV_COLUMNS = CSV_COLUMNS + UNCERTAINTY_COLUMNS

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tbscore.core.estimators import ESTIMATORS
 from tbscore.errors import SettingsError
 
 __all__ = ["Settings", "DIRECTIONS", "MAX_LAG_MM", "load_settings", "resolve_settings"]
@@ -75,6 +76,10 @@ class Settings:
     parallel : bool
         Run the numba kernel multi-threaded over lags. Batch runs with several
         processes should leave this off.
+    estimator : str
+        Slope estimator (:mod:`tbscore.core.estimators`): ``"ols"`` (default, the
+        published definition), ``"nugget"`` (``V = c d^a + n``) or ``"increment"``
+        (noise-cancelling increments). See docs/method.md for their bias and spread.
     """
 
     lag_min_mm: float = 0.5
@@ -86,6 +91,7 @@ class Settings:
     min_r2: float = 0.0
     min_valid_vertebrae: int = 2
     parallel: bool = False
+    estimator: str = "ols"
 
     def __post_init__(self) -> None:
         if isinstance(self.directions, str | list):
@@ -131,6 +137,10 @@ class Settings:
                 raise SettingsError(f"{name} must be an integer in {lo}-{hi}, got {_show(v)}")
         if not isinstance(self.parallel, bool):
             raise SettingsError(f"parallel must be true or false, got {_show(self.parallel)}")
+        if self.estimator not in ESTIMATORS:
+            raise SettingsError(
+                f"unknown estimator {self.estimator!r}; known: {', '.join(ESTIMATORS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every parameter."""
@@ -166,6 +176,10 @@ class Settings:
         """SHA-256 (first 16 hex digits) of the parameters that change numbers."""
         d = self.to_dict()
         d.pop("parallel")  # threading does not change results
+        if d["estimator"] == "ols":
+            # The default estimator keeps the digest it had before estimators were
+            # selectable, so results computed then still match.
+            d.pop("estimator")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -2,9 +2,13 @@
 
 For each vertebral ROI, the variogram ``V(k)`` (:mod:`tbscore.core.variogram`) is computed
 at every lag vector whose physical length lies in the settings' lag range (mm), and the
-index is the ordinary-least-squares slope of ``log V`` against ``log |k|_mm``. The
-L1–L4 value is the mean of the valid, non-excluded vertebrae, reported only when at
-least ``settings.min_valid_vertebrae`` are valid.
+index is the slope of ``log V`` against ``log |k|_mm``: by ordinary least squares
+(``settings.estimator = "ols"``, the default) or by a noise-aware estimator
+(:mod:`tbscore.core.estimators`, dispatched in :func:`fit_vertebra`). Every value
+carries a standard error, a 95 % interval and a texture-to-noise ratio
+(:mod:`tbscore.core.uncertainty`). The L1–L4 value is the mean of the valid,
+non-excluded vertebrae, reported only when at least ``settings.min_valid_vertebrae``
+are valid.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tbscore.core.estimators import SlopeFit, fit_slope, method_string
 from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
+from tbscore.core.uncertainty import SNR_WARN, Z95, slope_uncertainty
 from tbscore.core.variogram import variogram_sums
 from tbscore.errors import ComputationError
 
@@ -24,16 +30,21 @@ __all__ = [
     "select_lags",
     "fit_loglog",
     "LogLogFit",
+    "fit_vertebra",
     "vertebra_tbs",
     "combine_l1_l4",
+    "combine_l1_l4_ci95",
+    "uncertainty_warnings",
+    "method_string",
     "METHOD",
     "MAX_LAGS",
     "PLAUSIBLE_MIN_R2",
     "implausible_fit",
 ]
 
-#: Name and version of the method, recorded with every result.
-METHOD = "tbscore variogram-slope v1 (OLS of ln V on ln lag, lags in mm)"
+#: Name and version of the default (OLS) method, recorded with every result; other
+#: estimators record :func:`tbscore.core.estimators.method_string`.
+METHOD = method_string("ols")
 
 _TOL = 1e-9
 
@@ -152,28 +163,16 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
     ValueError
         Fewer than two points, non-positive values, or all distances equal.
     """
-    x = np.log(np.asarray(distances_mm, dtype=float))
-    v = np.asarray(values, dtype=float)
-    if v.size < 2 or x.size != v.size:
-        raise ValueError("need at least two (distance, value) points")
-    if np.any(~np.isfinite(v)) or np.any(v <= 0):
-        raise ValueError("variogram values must be positive and finite")
-    y = np.log(v)
-    xm, ym = x.mean(), y.mean()
-    sxx = float(np.sum((x - xm) ** 2))
-    if sxx <= 0:
-        raise ValueError("all lag distances are equal: the slope is undefined")
-    slope = float(np.sum((x - xm) * (y - ym)) / sxx)
-    intercept = float(ym - slope * xm)
-    resid = y - (intercept + slope * x)
-    ss_res = float(np.sum(resid**2))
-    ss_tot = float(np.sum((y - ym) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    se = math.sqrt(ss_res / (v.size - 2) / sxx) if v.size > 2 else math.nan
-    return LogLogFit(slope, intercept, r2, se, int(v.size))
+    fit = fit_slope("ols", distances_mm, values)
+    return LogLogFit(fit.slope, fit.intercept, fit.r2, fit.slope_se, fit.n)
 
 
-def implausible_fit(fit: LogLogFit) -> str | None:
+def fit_vertebra(settings: Settings, distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
+    """The one place the slope estimator is chosen: ``settings.estimator``."""
+    return fit_slope(settings.estimator, distances_mm, values)
+
+
+def implausible_fit(fit: LogLogFit | SlopeFit) -> str | None:
     """Why a fit cannot be a TBS value, or ``None``: the one plausibility rule.
 
     A DXA texture variogram grows with the lag, so a slope <= 0 is not a texture index
@@ -254,24 +253,33 @@ def vertebra_tbs(
         return VertebraResult(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
-    fit = fit_loglog(dists[usable], v[usable])
+    try:
+        fit = fit_vertebra(settings, dists[usable], v[usable])
+    except ValueError as exc:
+        return VertebraResult(
+            status="invalid", reason=f"{settings.estimator} estimator: {exc}", **base, **diag
+        )
     implausible = implausible_fit(fit)
     if implausible is not None or fit.r2 < settings.min_r2:
         return VertebraResult(
             status="invalid",
             reason=implausible or f"log-log fit R^2 {fit.r2:.3f} < min_r2 {settings.min_r2}",
             r2=fit.r2,
-            slope_se=fit.slope_se,
+            slope_se=fit.slope_se if math.isfinite(fit.slope_se) else None,
             intercept=fit.intercept,
             **base,
             **diag,
         )
+    unc = slope_uncertainty(fit, roi.mask, lag_vecs[usable], dists[usable], v[usable], spacing_mm)
     return VertebraResult(
         status="ok",
         value=fit.slope,
         r2=fit.r2,
-        slope_se=fit.slope_se,
+        slope_se=fit.slope_se if math.isfinite(fit.slope_se) else None,
         intercept=fit.intercept,
+        se=unc.se if math.isfinite(unc.se) else None,
+        ci95=unc.ci95,
+        snr=unc.snr if math.isfinite(unc.snr) else None,  # None: no noise detected
         **base,
         **diag,
     )
@@ -302,6 +310,42 @@ def combine_l1_l4(
             ),
         )
     return float(np.mean([v.value for v in valid])), labels, None
+
+
+def combine_l1_l4_ci95(
+    vertebrae: tuple[VertebraResult, ...], labels: tuple[str, ...]
+) -> tuple[float | None, tuple[float, float] | None]:
+    """Standard error and 95 % interval of the L1–L4 mean.
+
+    The vertebrae are disjoint regions; their errors are treated as independent, so
+    ``se = sqrt(sum se_i^2) / m`` over the ``m`` contributing vertebrae.
+
+    Returns
+    -------
+    se : float or None
+    ci95 : (float, float) or None
+        ``None`` when there is no L1–L4 value or a contributing ``se`` is missing.
+    """
+    used = [v for v in vertebrae if v.label in labels and v.value is not None]
+    if not used or any(v.se is None or not math.isfinite(v.se) for v in used):
+        return None, None
+    mean = float(np.mean([v.value for v in used]))
+    se = math.sqrt(sum(v.se**2 for v in used)) / len(used)
+    return se, (mean - Z95 * se, mean + Z95 * se)
+
+
+def uncertainty_warnings(vertebrae: tuple[VertebraResult, ...], estimator: str) -> list[str]:
+    """Warnings for vertebrae whose texture-to-noise ratio is below :data:`SNR_WARN`."""
+    low = [v for v in vertebrae if v.snr is not None and v.snr < SNR_WARN]
+    if not low:
+        return []
+    which = ", ".join(f"{v.label} {v.snr:.2g}" for v in low)
+    effect = (
+        "the OLS index is lowered by noise by more than ~15 %; consider estimator='nugget'"
+        if estimator == "ols"
+        else "the noise-aware estimate is valid but its interval is wide"
+    )
+    return [f"texture-to-noise ratio below {SNR_WARN:g} ({which}): {effect}"]
 
 
 def compute_vertebrae(

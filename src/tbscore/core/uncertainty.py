@@ -1,0 +1,273 @@
+"""Standard error and 95 % interval of the slope: analytic variance of the variogram.
+
+Model
+-----
+The gray levels inside an ROI are treated as a Gaussian intrinsic random field whose
+variogram (in the TBS convention, ``V = 2 gamma``) is the fitted noise-aware model
+
+    ``V(h) = c |h|_mm^a + n``  for ``h != 0``,  ``V(0) = 0``
+
+(:func:`tbscore.core.estimators.fit_nugget_model`: a power-law texture plus white noise
+of variance ``n / 2``). For such a field the covariance of the squared increments is
+``Cov(D_i(x)^2, D_j(y)^2) = 2 C_ij(x - y)^2`` with
+
+    ``C_ij(h) = gamma(h + k_i) + gamma(h - k_j) - gamma(h + k_i - k_j) - gamma(h)``,
+
+so the covariance of the experimental variogram at lags ``k_i, k_j`` is exactly
+
+    ``Cov(V_i, V_j) = 2 / (N_i N_j) * sum_h A_ij(h) C_ij(h)^2``,
+
+where ``A_ij(h)`` counts the pairs (start pixel of a lag-``k_i`` pair, start pixel of a
+lag-``k_j`` pair) that are ``h`` apart inside the mask: the cross-correlation of the two
+pair-start masks (by FFT; in closed form for a full rectangle). The sum runs over every
+displacement in the ROI, so the long-range correlation of fBm increments is included.
+The slope's variance follows by the delta method, ``se^2 = g' Cov(V) g`` with ``g`` the
+estimator's gradient (:class:`tbscore.core.estimators.SlopeFit`), and the interval is
+``slope +/- 1.959964 se``.
+
+Validated for coverage on exact fBm (``tests/test_uncertainty.py``; docs/method.md).
+Assumptions: Gaussian texture (non-Gaussian textures add a fourth-cumulant term), the
+power law holding over
+the whole ROI (a texture whose variogram saturates at long distances has less
+long-range correlation, so the interval is then conservative), and, for ``"ols"``, no
+noise: with noise the interval is about the OLS slope's expectation, which noise
+lowers; ``snr`` says when that matters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from numba import njit
+
+from tbscore.core.estimators import SlopeFit, fit_nugget_model
+
+__all__ = ["Uncertainty", "slope_uncertainty", "variogram_covariance", "Z95", "SNR_WARN"]
+
+#: Two-sided 95 % normal quantile.
+Z95 = 1.959963984540054
+#: Below this texture-to-noise ratio the OLS slope is biased by more than ~15 %.
+SNR_WARN = 3.0
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Uncertainty of one slope.
+
+    Attributes
+    ----------
+    se : float
+        Standard error (dimensionless, same units as the index).
+    ci95 : (float, float) or None
+        ``slope -/+ 1.96 se``; None when ``se`` is undefined (nan).
+    snr : float
+        Texture-to-noise ratio ``c d_min^a / n`` of the fitted noise model: texture
+        variogram at the shortest lag over the white-noise variogram ``2 sigma^2``
+        (``inf`` when no noise is detected).
+    model : dict
+        The covariance model ``{"c", "a", "n"}`` (``c`` and ``n`` in gray level squared,
+        ``c`` at 1 mm).
+    """
+
+    se: float
+    ci95: tuple[float, float]
+    snr: float
+    model: dict
+
+
+def _pair_starts(mask: np.ndarray, lag: tuple[int, int]) -> np.ndarray:
+    """Pixels ``x`` with ``x`` and ``x + lag`` both in ``mask``."""
+    nr, nc = mask.shape
+    dr, dc = int(lag[0]), int(lag[1])
+    out = np.zeros_like(mask)
+    if abs(dr) >= nr or abs(dc) >= nc:
+        return out
+    a = (slice(max(0, -dr), nr - max(0, dr)), slice(max(0, -dc), nc - max(0, dc)))
+    b = (slice(max(0, dr), nr - max(0, -dr)), slice(max(0, dc), nc - max(0, -dc)))
+    out[a] = mask[a] & mask[b]
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sum_sep(G, pad_r, pad_c, ki, kj, orow, ocol, nr, nc):  # pragma: no cover - compiled
+    # sum_h orow[hr] * ocol[hc] * C(h)^2: pair-start sets that are full rectangles,
+    # whose overlap counts factor into a row part and a column part.
+    total = 0.0
+    for ir in range(2 * nr - 1):
+        wr = orow[ir]
+        if wr == 0.0:
+            continue
+        r0 = ir - (nr - 1) + pad_r
+        ga = G[r0 + ki[0]]
+        gb = G[r0 - kj[0]]
+        gc = G[r0 + ki[0] - kj[0]]
+        gd = G[r0]
+        oa = pad_c - (nc - 1) + ki[1]
+        ob = pad_c - (nc - 1) - kj[1]
+        oc = pad_c - (nc - 1) + ki[1] - kj[1]
+        od = pad_c - (nc - 1)
+        row = 0.0
+        for ic in range(2 * nc - 1):
+            cc = ga[ic + oa] + gb[ic + ob] - gc[ic + oc] - gd[ic + od]
+            row += ocol[ic] * cc * cc
+        total += wr * row
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sum_general(G, pad_r, pad_c, ki, kj, A, nr, nc):  # pragma: no cover - compiled
+    total = 0.0
+    for ir in range(2 * nr - 1):
+        r0 = ir - (nr - 1) + pad_r
+        ga = G[r0 + ki[0]]
+        gb = G[r0 - kj[0]]
+        gc = G[r0 + ki[0] - kj[0]]
+        gd = G[r0]
+        oa = pad_c - (nc - 1) + ki[1]
+        ob = pad_c - (nc - 1) - kj[1]
+        oc = pad_c - (nc - 1) + ki[1] - kj[1]
+        od = pad_c - (nc - 1)
+        w = A[ir]
+        row = 0.0
+        for ic in range(2 * nc - 1):
+            cc = ga[ic + oa] + gb[ic + ob] - gc[ic + oc] - gd[ic + od]
+            row += w[ic] * cc * cc
+        total += row
+    return total
+
+
+def _overlap(lo_i: int, hi_i: int, lo_j: int, hi_j: int, n: int) -> np.ndarray:
+    """``#{x in [lo_i, hi_i), y in [lo_j, hi_j): x - y = h}`` for ``h = -(n-1) .. n-1``."""
+    h = np.arange(-(n - 1), n)
+    return np.maximum(0, np.minimum(hi_i, hi_j + h) - np.maximum(lo_i, lo_j + h)).astype(np.float64)
+
+
+def variogram_covariance(
+    mask: np.ndarray,
+    lags: np.ndarray,
+    spacing_mm: tuple[float, float],
+    c: float,
+    a: float,
+    n: float,
+) -> np.ndarray:
+    """Covariance of the experimental variogram under the model ``V = c d^a + n``.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (rows, cols)
+        The ROI.
+    lags : ndarray of int, shape (k, 2)
+        Lag vectors ``(d_row, d_col)`` (pixels).
+    spacing_mm : (float, float)
+        ``(row_mm, col_mm)``.
+    c : float
+        Texture variogram at 1 mm (gray level squared).
+    a : float
+        Exponent, in (0, 2].
+    n : float
+        Nugget (gray level squared), ``>= 0``.
+
+    Returns
+    -------
+    ndarray, shape (k, k)
+        ``Cov(V_i, V_j)`` (gray level to the fourth).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
+    nr, nc = mask.shape
+    k = lags.shape[0]
+    pr = 2 * int(np.abs(lags[:, 0]).max()) if k else 0
+    pc = 2 * int(np.abs(lags[:, 1]).max()) if k else 0
+    hr = (np.arange(-(nr - 1) - pr, nr + pr) * spacing_mm[0])[:, None]
+    hc = (np.arange(-(nc - 1) - pc, nc + pc) * spacing_mm[1])[None, :]
+    dist = np.hypot(hr, hc)
+    G = 0.5 * (c * dist**a + n)
+    G[nr - 1 + pr, nc - 1 + pc] = 0.0
+    pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
+    starts = [_pair_starts(mask, tuple(lag)) for lag in lags]
+    counts = np.array([s.sum() for s in starts], dtype=float)
+    cov = np.zeros((k, k))
+    rect = bool(mask.all())
+    if rect:
+        iv = [
+            (
+                np.array([max(0, -lr), nr - max(0, lr)], dtype=np.int64),
+                np.array([max(0, -lc), nc - max(0, lc)], dtype=np.int64),
+            )
+            for lr, lc in lags
+        ]
+    else:
+        shape = (sfft.next_fast_len(2 * nr - 1), sfft.next_fast_len(2 * nc - 1))
+        spectra = [sfft.rfft2(s.astype(float), shape) for s in starts]
+    pairs = [(i, j) for i in range(k) for j in range(i, k) if counts[i] > 0 and counts[j] > 0]
+    if rect:
+        for i, j in pairs:
+            (ri, ci), (rj, cj) = iv[i], iv[j]
+            orow = _overlap(ri[0], ri[1], rj[0], rj[1], nr)
+            ocol = _overlap(ci[0], ci[1], cj[0], cj[1], nc)
+            s = _sum_sep(G, pad_r, pad_c, lags[i], lags[j], orow, ocol, nr, nc)
+            cov[i, j] = cov[j, i] = 2.0 * s / (counts[i] * counts[j])
+        return cov
+    spectra = np.stack(spectra)
+    chunk = max(1, int(2e7 // (shape[0] * shape[1])))  # bound the batch to ~160 MB
+    for start in range(0, len(pairs), chunk):
+        batch = pairs[start : start + chunk]
+        ii = np.array([p[0] for p in batch])
+        jj = np.array([p[1] for p in batch])
+        A = sfft.irfft2(spectra[ii] * np.conj(spectra[jj]), shape, axes=(-2, -1))
+        # index m of the cross-correlation is the displacement m - (n - 1), circularly
+        A = np.roll(A, (nr - 1, nc - 1), axis=(1, 2))[:, : 2 * nr - 1, : 2 * nc - 1]
+        A = np.rint(A)
+        for t, (i, j) in enumerate(batch):
+            s = _sum_general(G, pad_r, pad_c, lags[i], lags[j], A[t], nr, nc)
+            cov[i, j] = cov[j, i] = 2.0 * s / (counts[i] * counts[j])
+    return cov
+
+
+def slope_uncertainty(
+    fit: SlopeFit,
+    mask: np.ndarray,
+    lags: np.ndarray,
+    distances_mm: np.ndarray,
+    values: np.ndarray,
+    spacing_mm: tuple[float, float],
+) -> Uncertainty:
+    """Standard error, 95 % interval and texture-to-noise ratio of a fitted slope.
+
+    Parameters
+    ----------
+    fit : SlopeFit
+        The estimator's fit (its ``gradient`` is used).
+    mask : ndarray of bool
+        The ROI.
+    lags, distances_mm, values : ndarray
+        The usable lags (pixels), their lengths (mm) and ``V`` (gray level squared),
+        as given to the estimator.
+    spacing_mm : (float, float)
+
+    Returns
+    -------
+    Uncertainty
+    """
+    try:
+        model = fit if fit.estimator == "nugget" else fit_nugget_model(distances_mm, values)
+        c, a, n = math.exp(model.intercept), model.slope, max(model.nugget, 0.0)
+    except ValueError:
+        # No noise model fits (fewer than three lags, or V does not rise with the lag):
+        # the estimator's own power law, without noise, when it is one.
+        if not (0.0 < fit.slope <= 2.0 and math.isfinite(fit.intercept)):
+            return Uncertainty(math.nan, None, math.nan, {})
+        c, a, n = math.exp(fit.intercept), fit.slope, 0.0
+    snr = c * float(np.min(distances_mm)) ** a / n if n > 0 else math.inf
+    cov = variogram_covariance(mask, lags, spacing_mm, c, a, n)
+    g = np.asarray(fit.gradient, dtype=float)
+    var = float(g @ cov @ g)
+    se = math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
+    ci = (fit.slope - Z95 * se, fit.slope + Z95 * se) if math.isfinite(se) else None
+    return Uncertainty(se=se, ci95=ci, snr=snr, model={"c": c, "a": a, "n": n})
