@@ -480,15 +480,13 @@ def test_cli_detects_saves_edits_and_reuses_rois(tmp_path, capsys):
     assert in_mm["l1_l4"] == pytest.approx(auto["l1_l4"], abs=1e-12)
 
 
-def test_detect_is_reachable_from_roi_and_returns_mm_geometry():
-    import tbscore.core.roi
+def test_detect_returns_mm_geometry():
     from tbscore.core.detect import detect
     from tbscore.io import load_dicom
 
-    assert tbscore.core.roi.detect is detect
     image = load_dicom(SAMPLE_DIR / "phantom_b_nonsquare.dcm")
     truth = json.loads((SAMPLE_DIR / "phantom_b_nonsquare.truth.json").read_text())
-    rois = tbscore.core.roi.detect(image.pixels, image.spacing_mm)
+    rois = detect(image.pixels, image.spacing_mm)
     assert rois.spacing_mm == image.spacing_mm == (1.05, 0.6)
     doc = rois.to_dict(units="mm")
     for roi, item in zip(rois, doc["vertebrae"], strict=True):

@@ -35,18 +35,7 @@ __all__ = [
     "roi_document",
     "rounded_rect_distance",
     "rounded_rect_outline",
-    "detect",  # noqa: F822 - lazy, see __getattr__
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # ``tbscore.core.roi.detect`` is :func:`tbscore.core.detect.detect`, imported on first use
-    # (tbscore.core.detect imports this module).
-    if name == "detect":
-        from tbscore.core.detect import detect
-
-        return detect
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
