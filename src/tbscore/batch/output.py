@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.batch.naming import safe_path
+from tbscore.core.constants import LABELS
 from tbscore.core.result import CSV_COLUMNS
 from tbscore.errors import TBSError
 
@@ -74,7 +75,7 @@ COLUMNS: tuple[str, ...] = (
     + tuple(c for c in TRAILING_COLUMNS if c not in CSV_COLUMNS)
 )
 
-_LABELS = ("l1", "l2", "l3", "l4")
+_LABELS = tuple(lab.lower() for lab in LABELS)
 FLOAT_COLUMNS: frozenset[str] = frozenset(
     {
         "elapsed_s",

@@ -26,6 +26,7 @@ from tbscore.batch.discover import (
 )
 from tbscore.batch.naming import safe_path
 from tbscore.batch.output import atomic_file
+from tbscore.core.constants import LABELS
 from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
 
@@ -307,7 +308,7 @@ def warm_up() -> None:
         "units": "px",
         "vertebrae": [
             {"label": lab, "box": [4 + 23 * i, 4, 24 + 23 * i, 60]}
-            for i, lab in enumerate(("L1", "L2", "L3", "L4"))
+            for i, lab in enumerate(LABELS)
         ],
     }
     try:

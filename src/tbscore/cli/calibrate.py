@@ -6,17 +6,17 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from tbscore.calibrate import calibrate_pairs
-from tbscore.core.calibration import METHODS
-from tbscore.io.calibration import save_calibration
-from tbscore.render.calibration import bland_altman_figure
+from tbscore.core.constants import CALIBRATION_METHODS as METHODS
 
 # --------------------------------------------------------------------------- CLI
 
 
 def cmd_calibrate(args: Any) -> int:
     """``tbscore calibrate``: fit, write the JSON (and plot / per-row table)."""
+    from tbscore.calibrate import calibrate_pairs
     from tbscore.cli.common import settings_from_args
+    from tbscore.io.calibration import save_calibration
+    from tbscore.render.calibration import bland_altman_figure
 
     cal, records = calibrate_pairs(
         args.pairs,

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from tbscore._version import __version__
-from tbscore.export.deid import _AGE_CAP
-from tbscore.export.package import export_package
 
 # --------------------------------------------------------------------------- CLI
 
 
 def cmd_export(args: Any) -> int:
     """``tbscore export``: run :func:`export_package` and print a summary."""
+    from tbscore.export.deid import _AGE_CAP
+    from tbscore.export.package import export_package
+
     report = export_package(
         args.inputs,
         args.output,

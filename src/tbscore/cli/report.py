@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbscore._version import __version__
 from tbscore.clinical import risk
@@ -17,7 +17,9 @@ from tbscore.clinical.interpret import (
 )
 from tbscore.clinical.risk import DEFAULT_THRESHOLD_SET
 from tbscore.core.result import TBSResult
-from tbscore.render.report import Report, build_report, write_report
+
+if TYPE_CHECKING:  # the renderer (matplotlib, jinja2) is imported by the commands only
+    from tbscore.render.report import Report
 
 # --------------------------------------------------------------------------------------
 # CLI
@@ -124,6 +126,8 @@ def _check_outputs(outputs: list[str]) -> None:
 
 
 def _write_all(report: Report, outputs: list[str]) -> list[Path]:
+    from tbscore.render.report import write_report
+
     _check_outputs(outputs)
     return [write_report(report, out) for out in outputs]
 
@@ -140,6 +144,7 @@ def _read_result(path: str) -> TBSResult:
 def cmd_interpret(args: argparse.Namespace) -> int:
     """``tbscore interpret``: CPT 77092 report of a result computed elsewhere."""
     from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
+    from tbscore.render.report import build_report
 
     result = _read_result(args.result)
     if args.calibration:
@@ -170,6 +175,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from tbscore.cli.common import settings_from_args
     from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
     from tbscore.core.roi import apply_exclusions
+    from tbscore.render.report import build_report
 
     _check_outputs(args.output)  # nothing (result JSON, SR) is written for a bad report name
     settings = settings_from_args(args)

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from tbscore._version import __version__
+from tbscore.core.constants import CALIBRATION_METHODS
 from tbscore.errors import TBSError
 
 CALIBRATION_FORMAT = "tbscore-calibration/1"
-METHODS: tuple[str, ...] = ("deming", "ols")
+METHODS: tuple[str, ...] = CALIBRATION_METHODS
 
 
 class CalibrationError(TBSError):

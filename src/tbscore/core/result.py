@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tbscore.core.constants import LABELS
 from tbscore.core.settings import Settings
 
 __all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS"]
@@ -230,7 +231,7 @@ class TBSResult:
             "l1_l4_labels": " ".join(self.l1_l4_labels),
             "l1_l4_calibrated": self.l1_l4_calibrated,
         }
-        for label in ("L1", "L2", "L3", "L4"):
+        for label in LABELS:
             try:
                 v = self.vertebra(label)
             except KeyError:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from skimage.draw import polygon2mask
 
+from tbscore.core.constants import LABELS
 from tbscore.errors import ROIError
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 
-LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
 ROI_FORMAT = "tbscore-roi/1"
 
 

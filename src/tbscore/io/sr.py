@@ -40,6 +40,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
+from tbscore.core.constants import LABELS
 from tbscore.errors import TBSError
 
 __all__ = [
@@ -65,7 +66,7 @@ PRIVATE_CODES: dict[str, str] = {
     "NOT-REPORTED": "Not reported (too few valid vertebrae)",
 }
 
-_LABELS = ("L1", "L2", "L3", "L4")
+_LABELS = LABELS
 _STATUS_CODE = {"ok": "OK", "excluded": "EXCLUDED", "invalid": "INVALID"}
 _L14_RE = re.compile(r"^L1-L4(?: \[([L1-4 ]*)\])?$")
 
