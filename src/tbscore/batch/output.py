@@ -24,7 +24,7 @@ from typing import Any
 from tbscore.batch.naming import safe_path
 from tbscore.core.constants import LABELS
 from tbscore.core.result import CSV_COLUMNS
-from tbscore.errors import TBSError
+from tbscore.errors import BatchError
 
 __all__ = [
     "BatchError",
@@ -96,12 +96,6 @@ INT_COLUMNS: frozenset[str] = frozenset(
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class BatchError(TBSError):
-    """A batch cannot start or resume (bad output, settings mismatch, corrupt journal)."""
-
-    code = "batch_error"
 
 
 def _float(value: Any) -> float | None:

@@ -33,16 +33,10 @@ import numpy as np
 
 from tbscore._version import __version__
 from tbscore.core.constants import CALIBRATION_METHODS
-from tbscore.errors import TBSError
+from tbscore.errors import CalibrationError
 
 CALIBRATION_FORMAT = "tbscore-calibration/1"
 METHODS: tuple[str, ...] = CALIBRATION_METHODS
-
-
-class CalibrationError(TBSError):
-    """Bad paired data, a fit that cannot be made, or an unreadable calibration file."""
-
-    code = "calibration_error"
 
 
 # --------------------------------------------------------------------------- fits

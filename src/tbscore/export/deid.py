@@ -56,7 +56,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from tbscore._version import __version__
-from tbscore.errors import InputError, TBSError
+from tbscore.errors import ExportError, InputError
 
 __all__ = [
     "ExportError",
@@ -360,12 +360,6 @@ _COLOUR = {
 }
 
 _AGE_CAP = 90  # HIPAA Safe Harbor: ages over 89 are reported as 90
-
-
-class ExportError(TBSError):
-    """An export cannot be done (bad output or mapping location, missing dependency)."""
-
-    code = "export_error"
 
 
 # --------------------------------------------------------------------------- UIDs

@@ -41,7 +41,7 @@ from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
 from tbscore.core.constants import LABELS
-from tbscore.errors import TBSError
+from tbscore.errors import SRError
 
 __all__ = [
     "SRError",
@@ -69,12 +69,6 @@ PRIVATE_CODES: dict[str, str] = {
 _LABELS = LABELS
 _STATUS_CODE = {"ok": "OK", "excluded": "EXCLUDED", "invalid": "INVALID"}
 _L14_RE = re.compile(r"^L1-L4(?: \[([L1-4 ]*)\])?$")
-
-
-class SRError(TBSError):
-    """The SR cannot be written (missing highdicom, mismatching source) or read."""
-
-    code = "sr_error"
 
 
 def _hd():
