@@ -38,7 +38,7 @@ from tbscore.core.detect import (
     locate_vertebrae,
 )
 from tbscore.core.roi import VertebraROI, VertebraROIs, apply_exclusions, read_rois, write_roi_json
-from tbscore.errors import DetectionError
+from tbscore.errors import DetectionError, SettingsError
 from tbscore.io.load import load_dicom
 from tbscore.io.write import write_secondary_capture
 from tbscore.sim.phantom import (
@@ -219,9 +219,9 @@ def test_bad_input():
         detect(nan, (1.0, 1.0))
     with pytest.raises(DetectionError, match="positive"):
         detect(image, (0.0, 1.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         detect(image, (1.0, 1.0), expected=("L5",))
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         detect(image, (1.0, 1.0), roi_inset_mm=-1)
 
 
@@ -389,7 +389,7 @@ def test_body_polygon_and_clipping():
 
     m_out, m_in = polygon2mask(image.shape, outer), polygon2mask(image.shape, inner)
     assert m_in.sum() < m_out.sum() and not np.any(m_in & ~m_out)
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         body_polygon(body, (1.0, 1.0), inset_mm=100.0)
     # a body half outside the image: the ROI polygon is clipped to the image
     l1_top = truth["vertebrae"]["L1"]["body_box"][0]

@@ -17,6 +17,7 @@ from tbscore.clinical.interpret import (
 )
 from tbscore.clinical.risk import DEFAULT_THRESHOLD_SET
 from tbscore.core.result import TBSResult
+from tbscore.errors import InputError
 
 if TYPE_CHECKING:  # the renderer (matplotlib, jinja2) is imported by the commands only
     from tbscore.render.report import Report
@@ -137,7 +138,7 @@ def _read_result(path: str) -> TBSResult:
         return TBSResult.from_json(Path(path))
     except FileNotFoundError:
         raise ReportError("result file does not exist", path) from None
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ReportError(f"not a readable tbscore result ({exc})", path) from exc
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from tbscore.core.constants import LABELS
 from tbscore.core.settings import Settings
+from tbscore.errors import InputError
 
 __all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS"]
 
@@ -184,11 +185,11 @@ class TBSResult:
 
         Raises
         ------
-        ValueError
+        tbscore.errors.InputError
             Not a tbscore result document.
         """
         if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
-            raise ValueError(f"not a {RESULT_FORMAT} document")
+            raise InputError(f"not a {RESULT_FORMAT} document")
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
         vnames = {f.name for f in fields(VertebraResult)}

@@ -18,6 +18,7 @@ from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
 from tbscore.core.variogram import variogram_sums
+from tbscore.errors import ComputationError
 
 __all__ = ["select_lags", "fit_loglog", "LogLogFit", "vertebra_tbs", "combine_l1_l4", "METHOD"]
 
@@ -99,20 +100,20 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
 
     Raises
     ------
-    ValueError
+    tbscore.errors.ComputationError
         Fewer than two points, non-positive values, or all distances equal.
     """
     x = np.log(np.asarray(distances_mm, dtype=float))
     v = np.asarray(values, dtype=float)
     if v.size < 2 or x.size != v.size:
-        raise ValueError("need at least two (distance, value) points")
+        raise ComputationError("need at least two (distance, value) points")
     if np.any(~np.isfinite(v)) or np.any(v <= 0):
-        raise ValueError("variogram values must be positive and finite")
+        raise ComputationError("variogram values must be positive and finite")
     y = np.log(v)
     xm, ym = x.mean(), y.mean()
     sxx = float(np.sum((x - xm) ** 2))
     if sxx <= 0:
-        raise ValueError("all lag distances are equal: the slope is undefined")
+        raise ComputationError("all lag distances are equal: the slope is undefined")
     slope = float(np.sum((x - xm) * (y - ym)) / sxx)
     intercept = float(ym - slope * xm)
     resid = y - (intercept + slope * x)
