@@ -73,17 +73,22 @@ class VertebraResult:
         return self.status == "ok"
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: tuples to lists, nan/inf to None."""
+def json_safe(obj: Any) -> Any:
+    """JSON-safe copy: tuples to lists, nan/inf to None, numpy scalars to Python.
+
+    The one JSON cleaner (results, calibrations)."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
-        return _clean(obj.item())
+        return json_safe(obj.item())
     return obj
+
+
+_clean = json_safe
 
 
 @dataclass(frozen=True)
