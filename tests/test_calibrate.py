@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SAMPLE_DIR
 from tbscore import calc
 from tbscore.calibrate import calibrate_pairs
 from tbscore.cli.calibrate import register as register_cli
@@ -239,3 +241,52 @@ def test_cli_calibrate(scans, tmp_path, capsys):
     assert cal.settings_digest is None
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "Bland-Altman" in capsys.readouterr().out
+
+
+def test_calibrate_pairs_finds_the_roi_batch_scores_with(tmp_path):
+    """One ROI side-car rule (:func:`tbscore.io.sidecar.find_roi_file`) for calibrate,
+    batch and export. Files named by UID (no DICOM extension) keep their dotted parts:
+    the ROI of ``1.2.826.0.1.1`` is ``1.2.826.0.1.1.roi.json``. Before the shared rule,
+    ``calibrate_pairs`` cut the last UID component, found no side-car and silently
+    auto-detected ROIs, so the calibration was fitted on other ROIs than batch's."""
+    import csv as _csv
+    import shutil
+
+    from tbscore.batch import run_batch
+    from tbscore.io.load import load_dicom
+
+    samples = sorted(SAMPLE_DIR.glob("phantom_*.dcm"))[:3]
+    folder = tmp_path / "uid"
+    folder.mkdir()
+    roi_dir = tmp_path / "rois"
+    roi_dir.mkdir()
+    names = []
+    for k, src in enumerate(samples, start=1):
+        name = f"1.2.826.0.1.{k}"
+        shutil.copy(src, folder / name)
+        roi = src.with_name(src.stem + ".roi.json")
+        if k == 3:  # found in --roi-dir under the SOP Instance UID, as batch finds it
+            uid = load_dicom(src).metadata.sop_instance_uid
+            shutil.copy(roi, roi_dir / f"{uid}.roi.json")
+        else:
+            shutil.copy(roi, folder / f"{name}.roi.json")
+        names.append(name)
+    with (tmp_path / "pairs.csv").open("w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow(["path", "reference"])
+        for k, name in enumerate(names):
+            w.writerow([f"uid/{name}", f"{1.2 + 0.05 * k:.2f}"])
+    _, records = calibrate_pairs(tmp_path / "pairs.csv", method="ols", roi_dir=roi_dir)
+    summary = run_batch(
+        [folder], tmp_path / "batch.csv", roi_dir=roi_dir, progress=False, fsync=False
+    )
+    assert summary.counts.get("ok") == 3
+    with (tmp_path / "batch.csv").open() as fh:
+        batch_rows = {Path(r["input"]).name: r for r in _csv.DictReader(fh)}
+    for name, rec in zip(names, records, strict=True):
+        assert rec["status"] == "ok", rec
+        assert rec["tbscore"] == pytest.approx(float(batch_rows[name]["l1_l4"]), abs=1e-9)
+        assert batch_rows[name]["roi_source"].startswith("file:"), batch_rows[name]
+    # the side-cars matter: automatic detection gives other values on these phantoms
+    auto = calc(folder / names[0])
+    assert auto.l1_l4 != pytest.approx(records[0]["tbscore"], abs=1e-6)

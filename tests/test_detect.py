@@ -38,7 +38,7 @@ from tbscore.core.detect import (
     locate_vertebrae,
 )
 from tbscore.core.roi import VertebraROI, VertebraROIs, apply_exclusions, read_rois, write_roi_json
-from tbscore.errors import DetectionError
+from tbscore.errors import DetectionError, SettingsError
 from tbscore.io.load import load_dicom
 from tbscore.io.write import write_secondary_capture
 from tbscore.sim.phantom import (
@@ -219,9 +219,9 @@ def test_bad_input():
         detect(nan, (1.0, 1.0))
     with pytest.raises(DetectionError, match="positive"):
         detect(image, (0.0, 1.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         detect(image, (1.0, 1.0), expected=("L5",))
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         detect(image, (1.0, 1.0), roi_inset_mm=-1)
 
 
@@ -389,7 +389,7 @@ def test_body_polygon_and_clipping():
 
     m_out, m_in = polygon2mask(image.shape, outer), polygon2mask(image.shape, inner)
     assert m_in.sum() < m_out.sum() and not np.any(m_in & ~m_out)
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError):
         body_polygon(body, (1.0, 1.0), inset_mm=100.0)
     # a body half outside the image: the ROI polygon is clipped to the image
     l1_top = truth["vertebrae"]["L1"]["body_box"][0]
@@ -480,15 +480,13 @@ def test_cli_detects_saves_edits_and_reuses_rois(tmp_path, capsys):
     assert in_mm["l1_l4"] == pytest.approx(auto["l1_l4"], abs=1e-12)
 
 
-def test_detect_is_reachable_from_roi_and_returns_mm_geometry():
-    import tbscore.core.roi
+def test_detect_returns_mm_geometry():
     from tbscore.core.detect import detect
     from tbscore.io import load_dicom
 
-    assert tbscore.core.roi.detect is detect
     image = load_dicom(SAMPLE_DIR / "phantom_b_nonsquare.dcm")
     truth = json.loads((SAMPLE_DIR / "phantom_b_nonsquare.truth.json").read_text())
-    rois = tbscore.core.roi.detect(image.pixels, image.spacing_mm)
+    rois = detect(image.pixels, image.spacing_mm)
     assert rois.spacing_mm == image.spacing_mm == (1.05, 0.6)
     doc = rois.to_dict(units="mm")
     for roi, item in zip(rois, doc["vertebrae"], strict=True):

@@ -67,9 +67,11 @@ def test_fit_loglog_exact_power_law():
     assert fit.slope == pytest.approx(1.3, abs=1e-12)
     assert fit.intercept == pytest.approx(math.log(7.0))
     assert fit.r2 == pytest.approx(1.0)
-    with pytest.raises(ValueError):
+    from tbscore.errors import ComputationError
+
+    with pytest.raises(ComputationError):
         fit_loglog(d, -d)
-    with pytest.raises(ValueError):
+    with pytest.raises(ComputationError):
         fit_loglog([1.0, 1.0], [1.0, 2.0])
 
 

@@ -37,8 +37,9 @@ def calibrate_pairs(
     Each row needs ``reference`` and either ``tbscore`` (a value, used as is) or
     ``path`` (a DICOM file, relative to the CSV's folder; its L1–L4 value is
     computed with ``settings``). The ROI is the row's ``roi`` (relative to the CSV's
-    folder), else ``<roi_dir>/<stem>.roi.json``, else ``<stem>.roi.json`` beside the
-    DICOM, else automatic detection. Rows that fail are left out and reported.
+    folder), else the file :func:`tbscore.io.sidecar.find_roi_file` finds (the rule of
+    ``tbscore batch``: ``roi_dir``, then the side-car beside the DICOM), else
+    automatic detection. Rows that fail are left out and reported.
 
     Returns
     -------
@@ -51,8 +52,9 @@ def calibrate_pairs(
     CalibrationError
         Bad file, or fewer than 3 usable pairs.
     """
-    from tbscore.api import calc
+    from tbscore.api import as_image, calc
     from tbscore.core.settings import resolve_settings
+    from tbscore.io.sidecar import find_roi_file
 
     pairs = Path(pairs)
     base = pairs.parent
@@ -92,21 +94,18 @@ def calibrate_pairs(
                 supplied += 1
             elif row.get("path"):
                 dcm = base / row["path"]
-                roi: Any = None
+                image = as_image(dcm, spacing=spacing, override_spacing=override_spacing)
+                roi: Path | None = None
                 if row.get("roi"):
                     roi = base / row["roi"]
-                else:
-                    stem = Path(row["path"]).name
-                    stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix else stem
-                    for cand in ([Path(roi_dir) / f"{stem}.roi.json"] if roi_dir else []) + [
-                        dcm.with_name(f"{stem}.roi.json")
-                    ]:
-                        if cand.is_file():
-                            roi = cand
-                            break
-                result = calc(
-                    dcm, roi=roi, settings=cfg, spacing=spacing, override_spacing=override_spacing
-                )
+                else:  # the rule batch and export use
+                    roi = find_roi_file(
+                        dcm,
+                        roi_dir=roi_dir,
+                        rel_parent=Path(row["path"]).parent,
+                        sop_instance_uid=image.metadata.sop_instance_uid,
+                    )
+                result = calc(image, roi=roi, settings=cfg)
                 if result.l1_l4 is None:
                     raise CalibrationError(f"no L1-L4 value ({result.l1_l4_reason})")
                 x = float(result.l1_l4)

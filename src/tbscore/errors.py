@@ -27,6 +27,7 @@ __all__ = [
     "PrecisionError",
     "ReferenceTableError",
     "PdfDicomError",
+    "ReportError",
 ]
 
 
@@ -164,3 +165,55 @@ class PdfDicomError(TBSError):
     """A DICOM Encapsulated PDF cannot be built or read (not a PDF, no study)."""
 
     code = "pdf_dicom_error"
+
+
+class ReportError(TBSError):
+    """A report cannot be built or written (no value, bad service, missing PDF support)."""
+
+    code = "report_error"
+
+
+class BillingError(TBSError, ValueError):
+    """Unknown code, service, setting or rate, or an invalid count."""
+
+    code = "billing_error"
+
+
+class RiskInputError(TBSError, ValueError):
+    """An input to the risk functions is outside the domain where they are defined.
+
+    Subclasses both :class:`tbscore.errors.TBSError` (so batch code can catch every
+    tbscore error) and :class:`ValueError` (so plain Python callers can too).
+    """
+
+    code = "risk_input_error"
+
+
+class ExportError(TBSError):
+    """An export cannot be done (bad output or mapping location, missing dependency)."""
+
+    code = "export_error"
+
+
+class SRError(TBSError):
+    """The SR cannot be written (missing highdicom, mismatching source) or read."""
+
+    code = "sr_error"
+
+
+class UnsafePathError(TBSError):
+    """A path built from untrusted text would leave its folder."""
+
+    code = "unsafe_path"
+
+
+class BatchError(TBSError):
+    """A batch cannot start or resume (bad output, settings mismatch, corrupt journal)."""
+
+    code = "batch_error"
+
+
+class CalibrationError(TBSError):
+    """Bad paired data, a fit that cannot be made, or an unreadable calibration file."""
+
+    code = "calibration_error"

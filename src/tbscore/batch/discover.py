@@ -16,14 +16,9 @@ from io import BytesIO
 from pathlib import Path
 
 from tbscore.batch.output import BatchError
+from tbscore.io.sidecar import ROI_SUFFIXES, is_roi_sidecar, roi_stem
 
 __all__ = ["Input", "discover", "is_dicom", "file_sha256", "ROI_SUFFIXES", "roi_stem"]
-
-#: Suffixes of ROI side-car files, in lookup order; files ending so are not inputs.
-ROI_SUFFIXES: tuple[str, ...] = (".roi.json", ".roi.npy", ".roi.png")
-
-#: Extensions removed from a file name to form its ROI stem (case-insensitive).
-DICOM_EXTENSIONS: tuple[str, ...] = (".dcm", ".dicom", ".dic", ".ima")
 
 _CHUNK = 1 << 20
 #: First bytes of a DICOM stream without preamble: a group 0002 or 0008 tag, little endian.
@@ -65,27 +60,12 @@ class Input:
     roi: str | None = None
 
 
-def roi_stem(path: str | Path) -> str:
-    """File name without a DICOM extension (``.dcm``, ``.dicom``, ``.dic``, ``.ima``).
-
-    ``scan1.dcm`` -> ``scan1``; ``IM0001`` -> ``IM0001``; ``1.2.840.1`` -> ``1.2.840.1``
-    (other dotted parts are kept: UIDs are common file names).
-    """
-    name = Path(path).name
-    lower = name.lower()
-    for ext in DICOM_EXTENSIONS:
-        if lower.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
 def _is_sidecar(name: str) -> bool:
-    lower = name.lower()
-    return any(lower.endswith(s) for s in ROI_SUFFIXES)
+    return is_roi_sidecar(name)
 
 
 def _matches(patterns: Sequence[str], name: str, rel: str) -> bool:

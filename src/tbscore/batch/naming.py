@@ -12,7 +12,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from tbscore.errors import TBSError
+from tbscore.errors import UnsafePathError
 
 __all__ = ["safe_filename", "safe_path", "UnsafePathError"]
 
@@ -24,12 +24,6 @@ _RESERVED = frozenset(
 )
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")
 _DOTS = re.compile(r"\.{2,}")
-
-
-class UnsafePathError(TBSError):
-    """A path built from untrusted text would leave its folder."""
-
-    code = "unsafe_path"
 
 
 def safe_filename(name: object, *, max_length: int = 120, default: str = "_") -> str:

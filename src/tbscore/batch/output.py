@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.batch.naming import safe_path
+from tbscore.core.constants import LABELS
 from tbscore.core.result import CSV_COLUMNS, UNCERTAINTY_COLUMNS
-from tbscore.errors import TBSError
+from tbscore.errors import BatchError
 from tbscore.io.atomic import atomic_file  # re-exported: batch writes use it
 
 __all__ = [
@@ -83,7 +84,7 @@ COLUMNS: tuple[str, ...] = (
     + tuple(c for c in TRAILING_COLUMNS if c not in CSV_COLUMNS)
 )
 
-_LABELS = ("l1", "l2", "l3", "l4")
+_LABELS = tuple(lab.lower() for lab in LABELS)
 FLOAT_COLUMNS: frozenset[str] = frozenset(
     {
         "elapsed_s",
@@ -107,12 +108,6 @@ INT_COLUMNS: frozenset[str] = frozenset(
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class BatchError(TBSError):
-    """A batch cannot start or resume (bad output, settings mismatch, corrupt journal)."""
-
-    code = "batch_error"
 
 
 def _float(value: Any) -> float | None:

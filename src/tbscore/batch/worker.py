@@ -21,14 +21,13 @@ from typing import Any
 
 from tbscore._version import __version__
 from tbscore.batch.discover import (
-    ROI_SUFFIXES,
     Input,
     file_sha256,
     head_is_dicom,
     read_head,
-    roi_stem,
 )
-from tbscore.batch.naming import safe_filename, safe_path
+from tbscore.batch.naming import safe_path
+from tbscore.core.constants import LABELS
 from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
 from tbscore.io.paths import format_path
@@ -116,31 +115,16 @@ class Job:
 def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> Path | None:
     """The ROI file of an input, or ``None`` (automatic detection).
 
-    With ``STEM`` the file name without a DICOM extension (:func:`roi_stem`) and each
-    suffix of :data:`ROI_SUFFIXES` in turn (``.roi.json``, ``.roi.npy``, ``.roi.png``),
-    the first existing file among:
-
-    1. ``ROI_DIR/<folder relative to the walked folder>/STEM.roi.json``,
-    2. ``ROI_DIR/STEM.roi.json``,
-    3. ``ROI_DIR/<SOPInstanceUID>.roi.json`` (UID passed through ``safe_filename``),
-    4. ``STEM.roi.json`` next to the DICOM file (side-car).
+    The one side-car rule, :func:`tbscore.io.sidecar.find_roi_file` (also used by
+    ``tbscore calibrate`` and ``tbscore export``), with the input's folder relative to
+    the walked folder: ``ROI_DIR/<rel>/STEM.roi.*``, ``ROI_DIR/STEM.roi.*``,
+    ``ROI_DIR/<SOPInstanceUID>.roi.*``, then ``STEM.roi.*`` beside the file.
     """
-    stem = roi_stem(inp.path)
-    bases: list[Path] = []
-    if roi_dir:
-        root = Path(roi_dir)
-        if inp.rel_parent:
-            bases.append(root / inp.rel_parent / stem)
-        bases.append(root / stem)
-        if sop_instance_uid:
-            bases.append(root / safe_filename(sop_instance_uid))
-    bases.append(Path(inp.path).parent / stem)
-    for base in bases:
-        for suffix in ROI_SUFFIXES:
-            candidate = base.with_name(base.name + suffix)
-            if candidate.is_file():
-                return candidate
-    return None
+    from tbscore.io.sidecar import find_roi_file
+
+    return find_roi_file(
+        inp.path, roi_dir=roi_dir, rel_parent=inp.rel_parent, sop_instance_uid=sop_instance_uid
+    )
 
 
 def scanner_info(image: Any) -> Any:
@@ -406,7 +390,7 @@ def warm_up() -> None:
         "units": "px",
         "vertebrae": [
             {"label": lab, "box": [4 + 23 * i, 4, 24 + 23 * i, 60]}
-            for i, lab in enumerate(("L1", "L2", "L3", "L4"))
+            for i, lab in enumerate(LABELS)
         ],
     }
     try:

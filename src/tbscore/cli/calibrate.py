@@ -6,19 +6,19 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from tbscore.calibrate import calibrate_pairs
-from tbscore.core.calibration import METHODS
-from tbscore.io.calibration import save_calibration
-from tbscore.render.calibration import bland_altman_figure
+from tbscore.core.constants import CALIBRATION_METHODS as METHODS
 
 # --------------------------------------------------------------------------- CLI
 
 
 def cmd_calibrate(args: Any) -> int:
     """``tbscore calibrate``: fit, write the JSON (and plot / per-row table)."""
+    from tbscore.calibrate import calibrate_pairs
     from tbscore.cli.calc import figure_suffixes
     from tbscore.cli.common import settings_from_args
+    from tbscore.io.calibration import save_calibration
     from tbscore.io.paths import prepare_output
+    from tbscore.render.calibration import bland_altman_figure
 
     settings = settings_from_args(args)
     if args.group_by:
@@ -69,6 +69,7 @@ def _cmd_groups(args: Any) -> int:
 
     from tbscore.calibrate import calibrate_groups
     from tbscore.cli.common import settings_from_args
+    from tbscore.io.calibration import save_calibration
     from tbscore.io.calibration_map import save_calibration_map
 
     out = Path(args.output)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tbscore._version import __version__
-from tbscore.export.deid import _AGE_CAP
-from tbscore.export.package import export_package
 
 # --------------------------------------------------------------------------- CLI
 
 
 def cmd_export(args: Any) -> int:
     """``tbscore export``: run :func:`export_package` and print a summary."""
+    from tbscore.export.deid import _AGE_CAP
+    from tbscore.export.package import export_package
     from tbscore.io.paths import prepare_output, prepare_output_dir
 
     prepare_output_dir(args.output, what="package folder", create=False)  # checked before any work

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbscore._version import __version__
 from tbscore.clinical import risk
@@ -17,7 +17,10 @@ from tbscore.clinical.interpret import (
 )
 from tbscore.clinical.risk import DEFAULT_THRESHOLD_SET
 from tbscore.core.result import TBSResult
-from tbscore.render.report import Report, build_report, write_report
+from tbscore.errors import InputError
+
+if TYPE_CHECKING:  # the renderer (matplotlib, jinja2) is imported by the commands only
+    from tbscore.render.report import Report
 
 # --------------------------------------------------------------------------------------
 # CLI
@@ -135,6 +138,8 @@ def _check_outputs(outputs: list[str], *others: tuple[str | None, tuple[str, ...
 
 
 def _write_all(report: Report, outputs: list[str]) -> list[Path]:
+    from tbscore.render.report import write_report
+
     return [write_report(report, out) for out in outputs]
 
 
@@ -158,7 +163,7 @@ def _read_result(path: str) -> TBSResult:
         raise ReportError("result file does not exist", path) from None
     except UnicodeDecodeError:
         raise ReportError("not a tbscore result JSON (not UTF-8 text)", path) from None
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ReportError(f"not a readable tbscore result ({exc})", path) from exc
 
 
@@ -167,6 +172,7 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     from tbscore.cli.common import path_format_from_args
     from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
     from tbscore.io.paths import result_with_path_format
+    from tbscore.render.report import build_report
 
     _check_outputs(args.output)
     result = result_with_path_format(_read_result(args.result), path_format_from_args(args))
@@ -199,6 +205,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from tbscore.cli.common import path_format_from_args, settings_from_args
     from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
     from tbscore.core.roi import apply_exclusions
+    from tbscore.render.report import build_report
 
     settings = settings_from_args(args)
     # nothing (result JSON, SR) is written for a bad report name or an unwritable path

@@ -31,7 +31,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from tbscore.errors import TBSError
+from tbscore.errors import BillingError
 
 __all__ = [
     "BillingError",
@@ -75,12 +75,6 @@ _SETTING_ALIASES = {
 RATES: tuple[str, ...] = ("qp", "non_qp")
 
 _CENT = Decimal("0.01")
-
-
-class BillingError(TBSError, ValueError):
-    """Unknown code, service, setting or rate, or an invalid count."""
-
-    code = "billing_error"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from tbscore.clinical import risk
 from tbscore.clinical.risk import DEFAULT_THRESHOLD_SET, Interpretation, ThresholdSet
 from tbscore.core.result import TBSResult
-from tbscore.errors import TBSError
+from tbscore.errors import ReportError
 
 REPORT_FORMAT = "tbscore-report/1"
 
@@ -31,12 +31,6 @@ NOT_INTERCHANGEABLE = (
 )
 
 _SEX_FROM_DICOM = {"F": "female", "M": "male"}
-
-
-class ReportError(TBSError):
-    """A report cannot be built or written (no value, bad service, missing PDF support)."""
-
-    code = "report_error"
 
 
 # --------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from numbers import Real
 from typing import Any
 
-from tbscore.errors import TBSError
+from tbscore.errors import RiskInputError
 
 __all__ = [
     "RiskInputError",
@@ -84,16 +84,6 @@ __all__ = [
     "CLINICAL_TBS_RANGE",
     "CITATIONS",
 ]
-
-
-class RiskInputError(TBSError, ValueError):
-    """An input to the risk functions is outside the domain where they are defined.
-
-    Subclasses both :class:`tbscore.errors.TBSError` (so batch code can catch every
-    tbscore error) and :class:`ValueError` (so plain Python callers can too).
-    """
-
-    code = "risk_input_error"
 
 
 # --------------------------------------------------------------------------------------

@@ -3,13 +3,31 @@ figures embedded as PNG data URIs: one self-contained file)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import io
 import math
 from typing import Any
 
 from tbscore._version import __version__
 
-__all__ = ["render_cohort_html"]
+__all__ = ["render_cohort_html", "png", "data_uri"]
+
+
+def png(fig: Any, dpi: int = 110) -> bytes:
+    """A figure as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes | None) -> str | None:
+    """``data:image/png;base64,...`` of PNG bytes."""
+    return None if data is None else "data:image/png;base64," + base64.b64encode(data).decode()
+
 
 _FIGURE_TITLES = {
     "status": "Inputs by status",
@@ -45,8 +63,6 @@ def _table(df: Any, limit: int = 200) -> dict[str, Any]:
 def render_cohort_html(report: Any) -> str:
     """The cohort report page."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-    from tbscore.cohort.summary import data_uri, png
 
     env = Environment(
         loader=PackageLoader("tbscore.cohort", "templates"),

@@ -27,9 +27,7 @@ which, and never mixes raw and calibrated values in one figure.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,21 +343,6 @@ def _spaghetti_figure(scans: list[Scan], changes: list[Any], label: str):
     ax.set_ylabel(label)
     ax.set_title(f"Per subject ({len(multi)} with ≥ 2 scans; red: change > LSC)")
     return fig
-
-
-def png(fig: Any, dpi: int = 110) -> bytes:
-    """A figure as PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig)
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def data_uri(data: bytes | None) -> str | None:
-    """``data:image/png;base64,...`` of PNG bytes."""
-    return None if data is None else "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def _thumbnail(row: Any) -> bytes | None:

@@ -32,16 +32,12 @@ from typing import Any
 import numpy as np
 
 from tbscore._version import __version__
-from tbscore.errors import TBSError
+from tbscore.core.constants import CALIBRATION_METHODS
+from tbscore.core.result import json_safe as _clean
+from tbscore.errors import CalibrationError
 
 CALIBRATION_FORMAT = "tbscore-calibration/1"
-METHODS: tuple[str, ...] = ("deming", "ols")
-
-
-class CalibrationError(TBSError):
-    """Bad paired data, a fit that cannot be made, or an unreadable calibration file."""
-
-    code = "calibration_error"
+METHODS: tuple[str, ...] = CALIBRATION_METHODS
 
 
 # --------------------------------------------------------------------------- fits
@@ -415,18 +411,6 @@ class Calibration:
             f"({self.values_source} values)"
         )
         return "\n".join(lines) + "\n"
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj
 
 
 def fit_calibration(

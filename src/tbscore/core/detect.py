@@ -59,7 +59,7 @@ from tbscore.core.roi import (
     rounded_rect_distance,
     rounded_rect_outline,
 )
-from tbscore.errors import DetectionError
+from tbscore.errors import DetectionError, SettingsError
 
 __all__ = [
     "detect",
@@ -880,7 +880,7 @@ def body_polygon(
     hu = body.half_size_mm[0] - inset_mm
     hv = body.half_size_mm[1] - inset_mm
     if hu <= 0 or hv <= 0:
-        raise ValueError(f"inset {inset_mm} mm leaves nothing of the body")
+        raise SettingsError(f"inset {inset_mm} mm leaves nothing of the body")
     r = max(min(body.corner_radius_mm - inset_mm, hu, hv), 0.0)
     uv = rounded_rect_outline(hu, hv, r, per_corner)
     rr, cc = _frame_coords(body.center_mm, body.angle_deg, uv[:, 0], uv[:, 1], spacing)
@@ -991,12 +991,12 @@ def detect(
     want = []
     for lab in expected:
         if not isinstance(lab, str) or lab.upper() not in LABELS:
-            raise ValueError(f"expected labels must be among {LABELS}, got {lab!r}")
+            raise SettingsError(f"expected labels must be among {LABELS}, got {lab!r}")
         want.append(lab.upper())
     if not want:
-        raise ValueError("expected must name at least one of L1..L4")
+        raise SettingsError("expected must name at least one of L1..L4")
     if roi_inset_mm < 0:
-        raise ValueError(f"roi_inset_mm must be >= 0, got {roi_inset_mm}")
+        raise SettingsError(f"roi_inset_mm must be >= 0, got {roi_inset_mm}")
     arr = np.asarray(image)
     try:
         found = _locate_confident(arr, spacing, source, min_confidence)

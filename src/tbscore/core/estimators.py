@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tbscore.core.constants import ESTIMATORS  # noqa: E402 - the one list
+
 __all__ = ["ESTIMATORS", "SlopeFit", "fit_slope", "fit_nugget_model", "method_string"]
 
 #: Estimator names accepted by ``Settings(estimator=...)``.
-ESTIMATORS: tuple[str, ...] = ("ols", "nugget", "increment")
 
 _A_LO, _A_HI = 1e-6, 2.0 - 1e-6
 _METHODS = {

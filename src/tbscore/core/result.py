@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tbscore.core.constants import LABELS
 from tbscore.core.settings import Settings
 from tbscore.errors import ResultFormatError, SettingsError
 
@@ -96,17 +97,22 @@ class VertebraResult:
         return self.status == "ok"
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: tuples to lists, nan/inf to None."""
+def json_safe(obj: Any) -> Any:
+    """JSON-safe copy: tuples to lists, nan/inf to None, numpy scalars to Python.
+
+    The one JSON cleaner (results, calibrations)."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
-        return _clean(obj.item())
+        return json_safe(obj.item())
     return obj
+
+
+_clean = json_safe
 
 
 #: Largest magnitude accepted for an index value read from a result file (the index is a
@@ -355,7 +361,7 @@ class TBSResult:
             "l1_l4_labels": " ".join(self.l1_l4_labels),
             "l1_l4_calibrated": self.l1_l4_calibrated,
         }
-        for label in ("L1", "L2", "L3", "L4"):
+        for label in LABELS:
             try:
                 v = self.vertebra(label)
             except KeyError:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from skimage.draw import polygon2mask
 
+from tbscore.core.constants import LABELS
 from tbscore.errors import ROIError
 
 __all__ = [
@@ -35,21 +36,9 @@ __all__ = [
     "roi_document",
     "rounded_rect_distance",
     "rounded_rect_outline",
-    "detect",  # noqa: F822 - lazy, see __getattr__
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # ``tbscore.core.roi.detect`` is :func:`tbscore.core.detect.detect`, imported on first use
-    # (tbscore.core.detect imports this module).
-    if name == "detect":
-        from tbscore.core.detect import detect
-
-        return detect
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
 ROI_FORMAT = "tbscore-roi/1"
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tbscore.core.estimators import ESTIMATORS
+from tbscore.core.constants import ESTIMATORS
 from tbscore.errors import SettingsError
 
 __all__ = ["Settings", "DIRECTIONS", "MAX_LAG_MM", "load_settings", "resolve_settings"]

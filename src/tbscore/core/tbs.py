@@ -160,10 +160,13 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
 
     Raises
     ------
-    ValueError
+    tbscore.errors.ComputationError
         Fewer than two points, non-positive values, or all distances equal.
     """
-    fit = fit_slope("ols", distances_mm, values)
+    try:
+        fit = fit_slope("ols", distances_mm, values)
+    except ValueError as exc:
+        raise ComputationError(str(exc)) from None
     return LogLogFit(fit.slope, fit.intercept, fit.r2, fit.slope_se, fit.n)
 
 

@@ -56,7 +56,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from tbscore._version import __version__
-from tbscore.errors import InputError, TBSError
+from tbscore.core.constants import COLOUR_PHOTOMETRICS
+from tbscore.errors import ExportError, InputError
 
 __all__ = [
     "ExportError",
@@ -430,24 +431,9 @@ _ROI_REASONS = frozenset(
     }
 )
 
-_COLOUR = {
-    "RGB",
-    "YBR_FULL",
-    "YBR_FULL_422",
-    "YBR_ICT",
-    "YBR_RCT",
-    "YBR_PARTIAL_420",
-    "YBR_PARTIAL_422",
-    "PALETTE COLOR",
-}
+_COLOUR = COLOUR_PHOTOMETRICS
 
 _AGE_CAP = 90  # HIPAA Safe Harbor: ages over 89 are reported as 90
-
-
-class ExportError(TBSError):
-    """An export cannot be done (bad output or mapping location, missing dependency)."""
-
-    code = "export_error"
 
 
 # --------------------------------------------------------------------------- UIDs

@@ -20,7 +20,6 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from tbscore._version import __version__
-from tbscore.batch.discover import ROI_SUFFIXES, roi_stem
 from tbscore.errors import InputError, MissingPixelSpacingError, TBSError
 from tbscore.export.deid import (  # noqa: F401
     _AGE_CAP,
@@ -43,6 +42,7 @@ from tbscore.export.deid import (  # noqa: F401
     exclusion_reason,
     public_modality,
 )
+from tbscore.io.sidecar import find_roi_file, is_roi_sidecar
 
 # --------------------------------------------------------------------------- package
 
@@ -203,25 +203,14 @@ def _read_dicom(path: Path) -> Dataset | None:
 
 
 def _roi_sibling(path: Path) -> Path | None:
-    """The ROI side-car of a DICOM file, found as ``tbscore batch`` finds it.
-
-    ``STEM + suffix`` beside the file, for each suffix of
-    :data:`tbscore.batch.discover.ROI_SUFFIXES` in turn, with ``STEM`` from
-    :func:`tbscore.batch.discover.roi_stem` (only DICOM extensions are removed:
-    ``1.2.840.1`` -> ``1.2.840.1.roi.json``).
-    """
-    stem = roi_stem(path)
-    for suffix in ROI_SUFFIXES:
-        candidate = path.with_name(stem + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
+    """The ROI side-car of a DICOM file, found as ``tbscore batch`` finds it
+    (:func:`tbscore.io.sidecar.find_roi_file` without an ROI folder)."""
+    return find_roi_file(path)
 
 
 def _is_roi_file(path: Path) -> bool:
     """A ROI side-car by its name (never an input, as in ``tbscore batch``)."""
-    name = path.name.lower()
-    return any(name.endswith(s) for s in ROI_SUFFIXES)
+    return is_roi_sidecar(path)
 
 
 def _sanitised_label_image(path: Path, shape: tuple[int, int]) -> Any:

@@ -23,6 +23,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from tbscore.core.constants import COLOUR_PHOTOMETRICS
 from tbscore.core.result import PHI_METADATA_KEYS
 from tbscore.errors import (
     ColourImageError,
@@ -67,15 +68,7 @@ SPACING_TAGS: tuple[str, ...] = (
 #: ``SC`` is not a DICOM defined term but is written by some secondary-capture exporters.
 ACCEPTED_MODALITIES: frozenset[str] = frozenset({"BMD", "OT", "CR", "DX", "RG", "SC"})
 
-_COLOUR = {
-    "RGB",
-    "YBR_FULL",
-    "YBR_FULL_422",
-    "YBR_ICT",
-    "YBR_RCT",
-    "PALETTE COLOR",
-    "YBR_PARTIAL_420",
-}
+_COLOUR = COLOUR_PHOTOMETRICS
 
 
 #: Identifying metadata left out when PHI is not to be written (``include_phi=False``).

@@ -42,7 +42,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
-from tbscore.errors import TBSError
+from tbscore.core.constants import LABELS
+from tbscore.errors import SRError
 from tbscore.io.atomic import atomic_file
 
 __all__ = [
@@ -72,15 +73,9 @@ PRIVATE_CODES: dict[str, str] = {
     "NOT-REPORTED": "Not reported (too few valid vertebrae)",
 }
 
-_LABELS = ("L1", "L2", "L3", "L4")
+_LABELS = LABELS
 _STATUS_CODE = {"ok": "OK", "excluded": "EXCLUDED", "invalid": "INVALID"}
 _L14_RE = re.compile(r"^L1-L4(?: \[([L1-4 ]*)\])?$")
-
-
-class SRError(TBSError):
-    """The SR cannot be written (missing highdicom, mismatching source) or read."""
-
-    code = "sr_error"
 
 
 def _hd():

@@ -39,6 +39,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from tbscore._version import __version__
+from tbscore.core.constants import LABELS
 from tbscore.core.roi import rounded_rect_distance, rounded_rect_outline
 from tbscore.sim import dxa_model, microarch  # re-exported: 3-D phantoms (issue #7)
 
@@ -55,7 +56,7 @@ __all__ = [
     "LUMBAR_LABELS",
 ]
 
-LUMBAR_LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
+LUMBAR_LABELS: tuple[str, ...] = LABELS
 
 RngLike = np.random.Generator | int | np.random.SeedSequence | None
 
