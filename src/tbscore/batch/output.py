@@ -24,6 +24,7 @@ from typing import Any
 from tbscore.batch.naming import safe_path
 from tbscore.core.result import CSV_COLUMNS
 from tbscore.errors import TBSError
+from tbscore.io.tabular import csv_safe
 
 __all__ = [
     "BatchError",
@@ -63,6 +64,7 @@ TRAILING_COLUMNS: tuple[str, ...] = (
     "file_size",
     "file_mtime_ns",
     "sr_file",
+    "result_key",
 )
 
 #: All columns of a batch row, in order: :data:`BATCH_COLUMNS`, then
@@ -121,7 +123,7 @@ def _int(value: Any) -> int | None:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    return _CONTROL.sub(" ", str(value))
+    return csv_safe(_CONTROL.sub(" ", str(value)))
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,7 +131,9 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
     Floats are ``float`` or ``None``, integers ``int`` or ``None``, everything else a
     ``str`` (``""`` when missing) with control characters replaced by spaces so that a
-    row is always one CSV line. ``parse_row(csv line of normalize_row(r)) ==
+    row is always one CSV line, and a leading ``'`` added to text a spreadsheet would
+    run as a formula (:func:`tbscore.io.tabular.csv_safe`; every output of a batch
+    holds the same, neutralised text). ``parse_row(csv line of normalize_row(r)) ==
     normalize_row(r)``.
     """
     out: dict[str, Any] = {}

@@ -36,6 +36,12 @@ from tbscore.core.settings import Settings, resolve_settings
 __all__ = ["BatchSummary", "run_batch", "iter_batch", "batch", "journal_path", "COLUMNS"]
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
+#: Exit code when no input was scored (no ``ok``, ``incomplete`` or ``duplicate``
+#: row): an empty folder, only non-DICOM files, or every input an error
+#: (``tbscore.cli.exit.EXIT_NOTHING_SCORED``).
+EXIT_NOTHING_SCORED = 3
+#: Statuses of inputs that were scored (a value, or per-vertebra values).
+SCORED_STATUSES: frozenset[str] = frozenset({"ok", "incomplete", "duplicate"})
 #: Statuses that make a batch exit with :data:`EXIT_INCOMPLETE`.
 FAILED_STATUSES: frozenset[str] = frozenset({"error", "incomplete"})
 #: Statuses that can be the original of a duplicate.
@@ -55,16 +61,25 @@ _DUPLICATE_KEEP = frozenset(
         "sop_instance_uid",
         "elapsed_s",
         "sr_file",
+        "result_key",
     }
 )
+#: Columns that are not part of an input's result (where and when it was read); two
+#: inputs with one ``result_key`` are duplicates only if all their other columns agree.
+_NOT_RESULT = _DUPLICATE_KEEP | {"status", "error", "error_code", "duplicate_of", "roi_source"}
 
 PathLike = str | os.PathLike[str]
 
 
 def journal_path(output: PathLike) -> Path:
     """The CSV journal of an output: the file itself for ``.csv``, else
-    ``<output>.journal.csv`` (``results.parquet.journal.csv``)."""
-    output = Path(output)
+    ``<output>.journal.csv`` (``results.parquet.journal.csv``).
+
+    Derived from the real path of ``output`` (symbolic links resolved), so that two
+    batches writing one file through different paths (a link and its target) share
+    one journal and its lock.
+    """
+    output = Path(os.path.realpath(output))
     if output.suffix.lower() == ".csv":
         return output
     return output.with_name(output.name + ".journal.csv")
@@ -111,6 +126,7 @@ class BatchSummary:
     repaired: str | None = None
     interrupted: bool = False
     calibration: str | None = None
+    n_with_result: int | None = None
 
     @property
     def n_failed(self) -> int:
@@ -118,9 +134,23 @@ class BatchSummary:
         return sum(self.counts.get(s, 0) for s in FAILED_STATUSES)
 
     @property
+    def n_scored_inputs(self) -> int:
+        """Inputs scored: status ``ok``, ``incomplete`` or ``duplicate``, or an ``error``
+        that kept its values (an SR that could not be written)."""
+        if self.n_with_result is not None:
+            return self.n_with_result
+        return sum(self.counts.get(s, 0) for s in SCORED_STATUSES)
+
+    @property
     def exit_code(self) -> int:
-        """0 when no input failed, 1 otherwise (``tbscore.cli.EXIT_INCOMPLETE``)."""
-        return EXIT_INCOMPLETE if self.n_failed or self.interrupted else EXIT_OK
+        """1 when interrupted; else 3 when no input was scored
+        (:data:`EXIT_NOTHING_SCORED`); else 1 when an input is ``error`` or
+        ``incomplete``; else 0."""
+        if self.interrupted:
+            return EXIT_INCOMPLETE
+        if not self.n_scored_inputs:
+            return EXIT_NOTHING_SCORED
+        return EXIT_INCOMPLETE if self.n_failed else EXIT_OK
 
     def format(self) -> str:
         """Readable multi-line summary."""
@@ -145,6 +175,9 @@ class BatchSummary:
             lines.append(f"  output: {self.output}")
         if self.interrupted:
             lines.append("  interrupted: re-run the same command to resume")
+        elif not self.n_scored_inputs:
+            what = "no input files found" if not self.n_inputs else "no input gave a result"
+            lines.append(f"  nothing scored: {what} (exit code {EXIT_NOTHING_SCORED})")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -173,14 +206,18 @@ def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float] | Non
 class _State:
     """Bookkeeping of one run (rows written, duplicates)."""
 
-    canonical: dict[str, str] = field(default_factory=dict)  # pixel sha -> input path
+    # result_key -> (input path of the original, its result columns)
+    canonical: dict[str, tuple[str, tuple]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
     written: int = 0
+    with_result: int = 0
 
     def count(self, row: Mapping[str, Any]) -> None:
         self.counts[row["status"]] += 1
+        if row["status"] in SCORED_STATUSES or row.get("error_code") == "sr_error":
+            self.with_result += 1
         if row.get("error_code"):
             self.codes[row["error_code"]] += 1
             self.examples.setdefault(row["error_code"], row.get("error") or "")
@@ -256,6 +293,8 @@ class _BatchRun:
         self.stream = stream
         self.per_case_dir = None if per_case_dir is None else Path(per_case_dir)
         self.output = None if output is None else Path(output)
+        # the file really written (symbolic links resolved): journal, lock, Parquet
+        self.target = None if output is None else Path(os.path.realpath(output))
         self.journal: CsvJournal | None = None
         skip: list[PathLike] = []
         if self.output is not None:
@@ -272,7 +311,7 @@ class _BatchRun:
                         str(self.output),
                     ) from exc
             jp = journal_path(self.output)
-            skip += [self.output, jp]
+            skip += [self.output, self.target, jp]
         if self.per_case_dir is not None:
             self.per_case_dir.mkdir(parents=True, exist_ok=True)
             skip.append(self.per_case_dir)
@@ -298,17 +337,17 @@ class _BatchRun:
 
     # -- output and resume -----------------------------------------------------------
     def _open_output(self, force_new: bool, fsync: bool) -> None:
-        assert self.output is not None
-        jp = journal_path(self.output)
-        is_parquet = jp != self.output
+        assert self.target is not None
+        jp = journal_path(self.target)
+        is_parquet = jp != self.target
         if force_new:
             stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
             ensure_unlocked(jp)
-            for p in {self.output, jp}:
+            for p in {self.target, jp}:
                 if p.exists():
                     p.replace(p.with_name(f"{p.name}.{stamp}.bak"))
-        if is_parquet and not jp.exists() and self.output.exists():
-            rows = read_parquet_rows(self.output)  # journal removed: rebuild it
+        if is_parquet and not jp.exists() and self.target.exists():
+            rows = read_parquet_rows(self.target)  # journal removed: rebuild it
             self.journal = CsvJournal(jp, fsync=fsync)
             for row in rows:
                 self.journal.append(row)
@@ -387,33 +426,41 @@ class _BatchRun:
                 self.resumed.append((inp, rows[hit]))
         self.todo = todo
         for row in rows:
-            if row["pixel_sha256"] and row["status"] in _CANONICAL:
-                self.state.canonical.setdefault(row["pixel_sha256"], row["input"])
+            if row["result_key"] and row["status"] in _CANONICAL:
+                self.state.canonical.setdefault(row["result_key"], (row["input"], _signature(row)))
         for _, row in self.resumed:
             self.state.count(row)
 
     # -- the loop --------------------------------------------------------------------
     def _decide(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Mark ``row`` as a duplicate of an earlier input with the same pixel data."""
-        pix = row.get("pixel_sha256")
-        if not self.dedupe or not pix:
+        """Mark ``row`` (normalised) as a duplicate of an earlier input with the same
+        result.
+
+        Only a scored row (``ok``/``incomplete``) with the ``result_key`` of an earlier
+        original and the same result columns is a duplicate: an error is never hidden,
+        and an input whose own result differs is reported with its own values.
+        """
+        key = row.get("result_key")
+        if not self.dedupe or not key or row.get("status") not in _CANONICAL:
             return row
-        first = self.state.canonical.get(pix)
-        if first is not None and first != row["input"]:
-            dup = {k: v for k, v in row.items() if k in _DUPLICATE_KEEP}
-            dup.update(
-                status="duplicate",
-                error_code="",
-                error=f"{row['input']}: same pixel data as {first}",
-                duplicate_of=first,
-            )
-            return dup
-        if row.get("status") in _CANONICAL:
-            self.state.canonical[pix] = row["input"]
-        return row
+        sig = _signature(row)
+        first = self.state.canonical.get(key)
+        if first is None:
+            self.state.canonical[key] = (row["input"], sig)
+            return row
+        if first[0] == row["input"] or first[1] != sig:
+            return row
+        dup = {k: v for k, v in row.items() if k in _DUPLICATE_KEEP}
+        dup.update(
+            status="duplicate",
+            error_code="",
+            error=f"{row['input']}: same image, spacing, ROIs and settings as {first[0]}",
+            duplicate_of=first[0],
+        )
+        return normalize_row(dup)
 
     def _commit(self, outcome: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        row = normalize_row(self._decide(dict(outcome["row"])))
+        row = self._decide(normalize_row(outcome["row"]))
         if self.per_case_dir is not None:
             result = outcome.get("result") if row["status"] != "duplicate" else None
             write_case_json(self.per_case_dir, row, result)
@@ -459,10 +506,10 @@ class _BatchRun:
             progress.close()
             if self.journal is not None:
                 self.journal.close()
-        if self.output is not None and journal_path(self.output) != self.output:
-            with CsvJournal(journal_path(self.output), fsync=False) as journal:
+        if self.target is not None and journal_path(self.target) != self.target:
+            with CsvJournal(journal_path(self.target), fsync=False) as journal:
                 # a file re-scored after a change has two journal rows: keep the newest
-                write_parquet(newest_rows(journal.rows, self.claimed), self.output)
+                write_parquet(newest_rows(journal.rows, self.claimed), self.target)
 
     def _loop(self, executor: Any, todo: list[Input], progress: Progress) -> Iterator[dict]:
         pos = {inp.index: k for k, inp in enumerate(todo)}
@@ -487,8 +534,13 @@ class _BatchRun:
             for inp, outcome in results:
                 k = pos[inp.index]
                 done[k] = True
-                pix = outcome["row"].get("pixel_sha256")
-                if not self.dedupe or not pix or pix in self.state.canonical:
+                key = outcome["row"].get("result_key")
+                if (
+                    not self.dedupe
+                    or not key
+                    or outcome["row"].get("status") not in _CANONICAL
+                    or key in self.state.canonical
+                ):
                     yield self._commit(outcome, progress)  # decidable now
                 else:
                     buffer[k] = outcome  # may be a duplicate of an earlier input: wait
@@ -512,7 +564,13 @@ class _BatchRun:
             repaired=self.repaired,
             interrupted=getattr(self, "interrupted", False),
             calibration=_describe_calibration(self.job.calibration),
+            n_with_result=st.with_result,
         )
+
+
+def _signature(row: Mapping[str, Any]) -> tuple:
+    """The result columns of a normalised row (all but :data:`_NOT_RESULT`)."""
+    return tuple(row[c] for c in COLUMNS if c not in _NOT_RESULT)
 
 
 def _describe_calibration(calibration: Any) -> str | None:
