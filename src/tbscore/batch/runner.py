@@ -29,7 +29,7 @@ from tbscore.batch.output import (
     write_parquet,
 )
 from tbscore.batch.progress import Progress, make_progress
-from tbscore.batch.worker import Job
+from tbscore.batch.worker import DEFAULT_TIMEOUT_S, Job
 from tbscore.core.roi import parse_exclusions
 from tbscore.core.settings import Settings, resolve_settings
 
@@ -248,8 +248,16 @@ class _BatchRun:
         chunksize: int | None,
         calibration: Any = None,
         sr_dir: PathLike | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.t0 = time.monotonic()
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise BatchError(f"timeout must be a positive number of seconds, got {timeout!r}")
         cfg: Settings = resolve_settings(settings)
         if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
             raise BatchError(f"jobs must be an integer >= 0 (0: all CPUs), got {jobs!r}")
@@ -285,6 +293,7 @@ class _BatchRun:
             want_result=per_case_dir is not None,
             calibration=calibration,
             sr_dir=None if sr_dir is None else os.path.abspath(sr_dir),
+            timeout=None if timeout is None else float(timeout),
         )
         if override_spacing and spacing is None:
             raise BatchError("override_spacing needs spacing")
@@ -601,6 +610,7 @@ def run_batch(
     chunksize: int | None = None,
     calibration: Any = None,
     sr_dir: PathLike | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> BatchSummary:
     """Score every DICOM input and write one row per input to ``output``.
 
@@ -648,6 +658,10 @@ def run_batch(
         Write a DICOM SR (TID 1500) of every result into this folder, named
         ``<SOPInstanceUID>--<pixel hash>.sr.dcm`` (the ``sr_file`` column); a failed
         SR makes the row an ``error`` (``sr_error``), values kept. Needs highdicom.
+    timeout : float or None
+        Time limit per input in seconds (default 120; ``None``: none). An input still
+        running then gets an ``error`` row with code ``timeout`` and the batch goes
+        on (details and limits in docs/batch.md).
 
     Returns
     -------
@@ -680,6 +694,7 @@ def run_batch(
         chunksize=chunksize,
         calibration=calibration,
         sr_dir=sr_dir,
+        timeout=timeout,
     )
     for _ in run.rows():
         pass
