@@ -31,6 +31,7 @@ from tbscore.batch import (
 )
 from tbscore.batch.naming import UnsafePathError
 from tbscore.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, main
+from tbscore.cli.exit import EXIT_NOTHING_SCORED
 from tbscore.errors import SettingsError
 from tbscore.sim.phantom import synthetic_spine
 
@@ -100,10 +101,11 @@ def mixed(tmp_path_factory) -> tuple[Path, Path, dict[str, tuple[str, str]]]:
     (scans / "bare").write_bytes((root / "tmp" / "bare.dcm").read_bytes()[132:])
     shutil.copy(root / "tmp" / "bare.roi.json", scans / "bare.roi.json")
     expect["bare"] = ("ok", "")
-    # duplicates: a byte copy (no ROI of its own) and a re-export with new UIDs
+    # duplicates: a byte copy and a re-export with new UIDs, each with a copy of the ROIs
     shutil.copy(scans / "a.dcm", scans / "z_copy_of_a.dcm")
+    shutil.copy(scans / "a.roi.json", scans / "z_copy_of_a.roi.json")
     expect["z_copy_of_a.dcm"] = ("duplicate", "")
-    write_scan(scans / "z_reexport_a.dcm", 1, roi=None)
+    write_scan(scans / "z_reexport_a.dcm", 1)
     expect["z_reexport_a.dcm"] = ("duplicate", "")
     # failures
     good = (scans / "c.dcm").read_bytes()
@@ -126,7 +128,9 @@ def mixed(tmp_path_factory) -> tuple[Path, Path, dict[str, tuple[str, str]]]:
     write_scan(scans / "nospacing.dcm", 6, spacing=None)
     expect["nospacing.dcm"] = ("error", "missing_pixel_spacing")
     ds = make_dataset(np.zeros((16, 16), np.uint16), modality="SR")
-    del ds.PixelData
+    for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
     ds.save_as(scans / "report_sr.dcm", enforce_file_format=True)
     expect["report_sr.dcm"] = ("excluded", "not_an_image")
     write_scan(scans / "noroi.dcm", 7, roi=None)
@@ -295,7 +299,7 @@ def test_colour_image_excluded_in_folder_error_when_named(mixed, tmp_path):
     (row,) = _csv_rows(out)
     assert (row["status"], row["error_code"]) == ("error", "colour_image")
     assert row["error"].startswith(f"{shot}: colour image") and len(row["file_sha256"]) == 64
-    assert summary.exit_code == EXIT_INCOMPLETE
+    assert summary.exit_code == EXIT_NOTHING_SCORED
 
 
 def test_batch_package_is_callable(mixed):
@@ -603,7 +607,10 @@ def test_cli_batch(mixed, tmp_path, capsys):
     out2 = tmp_path / "good.csv"
     assert main(["batch", *good, "-o", str(out2), "--roi-dir", str(rois)]) == EXIT_OK
     # an explicit non-DICOM file is an error, not excluded
-    assert main(["batch", str(scans / "notes.txt"), "-o", str(tmp_path / "n.csv")]) == 1
+    assert (
+        main(["batch", str(scans / "notes.txt"), "-o", str(tmp_path / "n.csv")])
+        == EXIT_NOTHING_SCORED
+    )
     assert _csv_rows(tmp_path / "n.csv")[0]["status"] == "error"
     # settings are validated before any work: no output is created
     bad = tmp_path / "bad.yaml"

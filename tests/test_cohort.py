@@ -57,11 +57,11 @@ def _small_manifest(tmp_path: Path) -> Path:
     shutil.copytree(SAMPLE_DIR, tmp_path / "imgs")
     m = tmp_path / "m.csv"
     m.write_text(
-        "image,roi,subject,visit,site,status\n"
-        "imgs/phantom_a_square.dcm,imgs/phantom_a_square.roi.json,S1,1,A,x1\n"
-        "imgs/missing.dcm,,S2,1,B,x2\n"
-        ",,S3,1,B,x3\n"
-        "imgs/phantom_b_nonsquare.dcm,,S1,1,A,x4\n",
+        "image,roi,subject,visit,site,status,arm\n"
+        "imgs/phantom_a_square.dcm,imgs/phantom_a_square.roi.json,S1,1,A,x1,=1+1\n"
+        "imgs/missing.dcm,,S2,1,B,x2,b\n"
+        ",,S3,1,B,x3,c\n"
+        "imgs/phantom_b_nonsquare.dcm,,S1,1,A,x4,d\n",
         encoding="utf-8",
     )
     return m
@@ -79,6 +79,8 @@ def test_manifest_passthrough_and_line_numbered_errors(tmp_path, suffix):
     assert list(df["site"]) == ["A", "B", "B", "A"]
     # a manifest column named like a batch column is kept, renamed
     assert list(df["manifest_status"]) == ["x1", "x2", "x3", "x4"]
+    # pass-through text is neutralised like every CSV cell (OWASP formula rule)
+    assert list(df["arm"]) == ["'=1+1", "b", "c", "d"]
     assert list(df["status"]) == ["ok", "error", "error", "ok"]
     assert df["error"][1].startswith("line 3: image file not found")
     assert df["error"][2] == "line 4: empty 'image'"

@@ -18,7 +18,15 @@ from pathlib import Path
 from tbscore.batch.output import BatchError
 from tbscore.io.sidecar import ROI_SUFFIXES, is_roi_sidecar, roi_stem
 
-__all__ = ["Input", "discover", "is_dicom", "file_sha256", "ROI_SUFFIXES", "roi_stem"]
+__all__ = [
+    "Input",
+    "discover",
+    "is_dicom",
+    "file_sha256",
+    "header_truncation",
+    "ROI_SUFFIXES",
+    "roi_stem",
+]
 
 _CHUNK = 1 << 20
 #: First bytes of a DICOM stream without preamble: a group 0002 or 0008 tag, little endian.
@@ -207,3 +215,44 @@ def file_sha256(path: str | Path) -> str | None:
     except OSError:
         return None
     return h.hexdigest()
+
+
+def header_truncation(path: str | Path) -> str | None:
+    """Why a DICOM file without pixel data looks cut, or ``None`` if it does not.
+
+    pydicom stops silently at the end of a file, so a scan cut inside its header reads
+    as an object without pixel data (like an SR). It is taken as cut when (1) it has
+    no data set after the file meta information, (2) its last element declares more
+    bytes than the file holds, (3) 1-7 bytes are left after the last element (a cut
+    element header), (4) it has ``Rows`` and ``Columns`` (an image) but no pixel
+    data, or (5) its SOP Class is an image storage class (``... Image Storage``) and
+    it has no pixel data.
+    """
+    import pydicom
+
+    try:
+        size = os.path.getsize(path)
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:
+        return f"unreadable DICOM header ({type(exc).__name__}: {exc})"
+    if len(ds) == 0:
+        return f"no data set after the file meta information ({size} bytes): the file is cut"
+    last = dict.__getitem__(ds._dict, max(ds._dict))  # raw (unparsed) element, file order
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is not None and length is not None and length != 0xFFFFFFFF:
+        end = tell + length
+        if end > size:
+            return (
+                f"the file ends inside element {last.tag} ({size - tell} of {length} value "
+                "bytes): the file is cut"
+            )
+        if 0 < size - end < 8:
+            return f"the file ends inside an element header ({size - end} bytes): the file is cut"
+    if "Rows" in ds and "Columns" in ds:
+        return "image attributes (Rows, Columns) but no pixel data: the file is cut"
+    meta = getattr(ds, "file_meta", None)
+    sop = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
+    name = str(getattr(sop, "name", "") or "")
+    if name.endswith("Image Storage"):
+        return f"an image ({name}) without pixel data: the file is cut"
+    return None

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import queue
+import time
 import uuid
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
@@ -23,7 +24,16 @@ from typing import Any
 
 from tbscore.batch.discover import Input
 from tbscore.batch.output import BatchError
-from tbscore.batch.worker import Job, failure_row, score_chunk, score_input, warm_up
+from tbscore.batch.worker import (
+    Job,
+    failure_row,
+    hard_limit_s,
+    score_chunk,
+    score_input,
+    start_watchdog,
+    timeout_reason,
+    warm_up,
+)
 
 __all__ = ["InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "cpu_count"]
 
@@ -44,18 +54,41 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _crash_outcome(job: Job, inp: Input, reason: str = CRASH_REASON) -> Outcome:
-    row = failure_row(job, inp, "error", "worker_crashed", reason)
+def _crash_outcome(
+    job: Job, inp: Input, reason: str = CRASH_REASON, code: str = "worker_crashed"
+) -> Outcome:
+    row = failure_row(job, inp, "error", code, reason)
     row["elapsed_s"] = None
     return {"index": inp.index, "row": row, "result": None}
 
 
-def _worker_init() -> None:
-    """Worker-process initializer: leave Ctrl-C to the parent, load the kernels once."""
+def _worker_init(parent_pid: int | None = None) -> None:
+    """Worker-process initializer: leave Ctrl-C and SIGTERM to the parent (which shuts
+    the workers down), exit when the parent dies (:func:`start_watchdog`), load the
+    kernels once."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    start_watchdog(parent_pid if parent_pid is not None else os.getppid())
     warm_up()
+
+
+def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Shut a pool down now: cancel what waits, kill the worker processes (they ignore
+    SIGTERM), reap them (bounded wait)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        try:
+            proc.kill()
+        except (OSError, ValueError):  # already gone
+            pass
+    for proc in procs:
+        try:
+            proc.join(5)
+        except (OSError, ValueError, AssertionError):
+            pass
 
 
 class InlineExecutor:
@@ -138,7 +171,10 @@ class LocalExecutor(_Chunked):
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         """A started pool; :class:`BatchError` if worker processes cannot start at all."""
         pool = cf.ProcessPoolExecutor(
-            max_workers=self.slots, mp_context=self._ctx, initializer=_worker_init
+            max_workers=self.slots,
+            mp_context=self._ctx,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         try:
             pool.submit(os.getpid).result()
@@ -190,14 +226,21 @@ class LocalExecutor(_Chunked):
             else:
                 suspects += chunk
         self._futures.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        _kill_pool(self._pool)
         self._pool = self._new_pool()
+        limit = self.job.timeout
+        # backstop if even the worker's watchdog cannot end it
+        wait_s = None if not limit else hard_limit_s(limit) + 30.0
         for inp in sorted(suspects, key=lambda i: i.index):
+            t0 = time.monotonic()
             try:
-                outcome = self._pool.submit(score_input, self.job, inp).result()
-            except BrokenProcessPool:
-                outcome = _crash_outcome(self.job, inp)
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                outcome = self._pool.submit(score_input, self.job, inp).result(timeout=wait_s)
+            except (BrokenProcessPool, cf.TimeoutError):
+                if limit and time.monotonic() - t0 >= limit:  # ended by the time limit
+                    outcome = _crash_outcome(self.job, inp, timeout_reason(limit), "timeout")
+                else:
+                    outcome = _crash_outcome(self.job, inp)
+                _kill_pool(self._pool)
                 self._pool = self._new_pool()
             out += self._returned((inp,), [outcome])
         waiting, self._waiting = self._waiting, []
@@ -206,7 +249,10 @@ class LocalExecutor(_Chunked):
         return out
 
     def close(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        if cancel:  # Ctrl-C, SIGTERM: do not wait for the inputs in flight
+            _kill_pool(self._pool)
+        else:
+            self._pool.shutdown(wait=True)
         self._futures.clear()
         self._waiting.clear()
         self._batch.clear()

@@ -25,6 +25,7 @@ from tbscore.core.constants import LABELS
 from tbscore.core.result import CSV_COLUMNS, UNCERTAINTY_COLUMNS
 from tbscore.errors import BatchError
 from tbscore.io.atomic import atomic_file  # re-exported: batch writes use it
+from tbscore.io.tabular import csv_safe
 
 __all__ = [
     "BatchError",
@@ -64,6 +65,7 @@ TRAILING_COLUMNS: tuple[str, ...] = (
     "file_size",
     "file_mtime_ns",
     "sr_file",
+    "result_key",
     "calibration_rule",
     "manufacturer",
     "model",
@@ -128,7 +130,7 @@ def _int(value: Any) -> int | None:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    return _CONTROL.sub(" ", str(value))
+    return csv_safe(_CONTROL.sub(" ", str(value)))
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +138,9 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
     Floats are ``float`` or ``None``, integers ``int`` or ``None``, everything else a
     ``str`` (``""`` when missing) with control characters replaced by spaces so that a
-    row is always one CSV line. ``parse_row(csv line of normalize_row(r)) ==
+    row is always one CSV line, and a leading ``'`` added to text a spreadsheet would
+    run as a formula (:func:`tbscore.io.tabular.csv_safe`; every output of a batch
+    holds the same, neutralised text). ``parse_row(csv line of normalize_row(r)) ==
     normalize_row(r)``.
     """
     out: dict[str, Any] = {}

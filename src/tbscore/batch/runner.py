@@ -29,13 +29,19 @@ from tbscore.batch.output import (
     write_parquet,
 )
 from tbscore.batch.progress import Progress, make_progress
-from tbscore.batch.worker import Job, audit_row
+from tbscore.batch.worker import DEFAULT_TIMEOUT_S, Job, audit_row
 from tbscore.core.roi import parse_exclusions
 from tbscore.core.settings import Settings, resolve_settings
 
 __all__ = ["BatchSummary", "run_batch", "iter_batch", "batch", "journal_path", "COLUMNS"]
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
+#: Exit code when no input was scored (no ``ok``, ``incomplete`` or ``duplicate``
+#: row): an empty folder, only non-DICOM files, or every input an error
+#: (``tbscore.cli.exit.EXIT_NOTHING_SCORED``).
+EXIT_NOTHING_SCORED = 3
+#: Statuses of inputs that were scored (a value, or per-vertebra values).
+SCORED_STATUSES: frozenset[str] = frozenset({"ok", "incomplete", "duplicate"})
 #: Statuses that make a batch exit with :data:`EXIT_INCOMPLETE`.
 FAILED_STATUSES: frozenset[str] = frozenset({"error", "incomplete"})
 #: Statuses that can be the original of a duplicate.
@@ -55,8 +61,12 @@ _DUPLICATE_KEEP = frozenset(
         "sop_instance_uid",
         "elapsed_s",
         "sr_file",
+        "result_key",
     }
 )
+#: Columns that are not part of an input's result (where and when it was read); two
+#: inputs with one ``result_key`` are duplicates only if all their other columns agree.
+_NOT_RESULT = _DUPLICATE_KEEP | {"status", "error", "error_code", "duplicate_of", "roi_source"}
 
 PathLike = str | os.PathLike[str]
 
@@ -64,8 +74,13 @@ PathLike = str | os.PathLike[str]
 def journal_path(output: PathLike, *, derived: bool = False) -> Path:
     """The CSV journal of an output: the file itself for ``.csv``, else
     ``<output>.journal.csv`` (``results.parquet.journal.csv``). ``derived``: the output
-    is written from the journal at the end (manifest batches, any suffix)."""
-    output = Path(output)
+    is written from the journal at the end (manifest batches, any suffix).
+
+    Derived from the real path of ``output`` (symbolic links resolved), so that two
+    batches writing one file through different paths (a link and its target) share
+    one journal and its lock.
+    """
+    output = Path(os.path.realpath(output))
     if output.suffix.lower() == ".csv" and not derived:
         return output
     return output.with_name(output.name + ".journal.csv")
@@ -112,6 +127,7 @@ class BatchSummary:
     repaired: str | None = None
     interrupted: bool = False
     calibration: str | None = None
+    n_with_result: int | None = None
 
     @property
     def n_failed(self) -> int:
@@ -119,9 +135,23 @@ class BatchSummary:
         return sum(self.counts.get(s, 0) for s in FAILED_STATUSES)
 
     @property
+    def n_scored_inputs(self) -> int:
+        """Inputs scored: status ``ok``, ``incomplete`` or ``duplicate``, or an ``error``
+        that kept its values (an SR that could not be written)."""
+        if self.n_with_result is not None:
+            return self.n_with_result
+        return sum(self.counts.get(s, 0) for s in SCORED_STATUSES)
+
+    @property
     def exit_code(self) -> int:
-        """0 when no input failed, 1 otherwise (``tbscore.cli.EXIT_INCOMPLETE``)."""
-        return EXIT_INCOMPLETE if self.n_failed or self.interrupted else EXIT_OK
+        """1 when interrupted; else 3 when no input was scored
+        (:data:`EXIT_NOTHING_SCORED`); else 1 when an input is ``error`` or
+        ``incomplete``; else 0."""
+        if self.interrupted:
+            return EXIT_INCOMPLETE
+        if not self.n_scored_inputs:
+            return EXIT_NOTHING_SCORED
+        return EXIT_INCOMPLETE if self.n_failed else EXIT_OK
 
     def format(self) -> str:
         """Readable multi-line summary."""
@@ -146,6 +176,9 @@ class BatchSummary:
             lines.append(f"  output: {self.output}")
         if self.interrupted:
             lines.append("  interrupted: re-run the same command to resume")
+        elif not self.n_scored_inputs:
+            what = "no input files found" if not self.n_inputs else "no input gave a result"
+            lines.append(f"  nothing scored: {what} (exit code {EXIT_NOTHING_SCORED})")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -174,14 +207,18 @@ def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float] | Non
 class _State:
     """Bookkeeping of one run (rows written, duplicates)."""
 
-    canonical: dict[str, str] = field(default_factory=dict)  # pixel sha -> input path
+    # result_key -> (input path of the original, its result columns)
+    canonical: dict[str, tuple[str, tuple]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
     written: int = 0
+    with_result: int = 0
 
     def count(self, row: Mapping[str, Any]) -> None:
         self.counts[row["status"]] += 1
+        if row["status"] in SCORED_STATUSES or row.get("error_code") == "sr_error":
+            self.with_result += 1
         if row.get("error_code"):
             self.codes[row["error_code"]] += 1
             self.examples.setdefault(row["error_code"], row.get("error") or "")
@@ -215,8 +252,16 @@ class _BatchRun:
         manifest: PathLike | None = None,
         calibration_map: Any = None,
         path_format: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.t0 = time.monotonic()
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise BatchError(f"timeout must be a positive number of seconds, got {timeout!r}")
         cfg: Settings = resolve_settings(settings)
         if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
             raise BatchError(f"jobs must be an integer >= 0 (0: all CPUs), got {jobs!r}")
@@ -269,6 +314,7 @@ class _BatchRun:
             sr_dir=None if sr_dir is None else os.path.abspath(sr_dir),
             calibration_map=calibration_map,
             path_format=path_format,
+            timeout=None if timeout is None else float(timeout),
         )
         if override_spacing and spacing is None:
             raise BatchError("override_spacing needs spacing")
@@ -277,6 +323,8 @@ class _BatchRun:
         self.stream = stream
         self.per_case_dir = None if per_case_dir is None else Path(per_case_dir)
         self.output = None if output is None else Path(output)
+        # the file really written (symbolic links resolved): journal, lock, Parquet
+        self.target = None if output is None else Path(os.path.realpath(output))
         self.journal: CsvJournal | None = None
         skip: list[PathLike] = []
         self.derived = False
@@ -295,7 +343,7 @@ class _BatchRun:
                         str(self.output),
                     ) from exc
             jp = journal_path(self.output, derived=self.derived)
-            skip += [self.output, jp]
+            skip += [self.output, self.target, jp]
         if self.per_case_dir is not None:
             self.per_case_dir.mkdir(parents=True, exist_ok=True)
             skip.append(self.per_case_dir)
@@ -324,17 +372,17 @@ class _BatchRun:
 
     # -- output and resume -----------------------------------------------------------
     def _open_output(self, force_new: bool, fsync: bool) -> None:
-        assert self.output is not None
-        jp = journal_path(self.output, derived=self.derived)
-        is_parquet = jp != self.output and not self.derived
+        assert self.target is not None
+        jp = journal_path(self.target, derived=self.derived)
+        is_parquet = jp != self.target and not self.derived
         if force_new:
             stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
             ensure_unlocked(jp)
-            for p in {self.output, jp}:
+            for p in {self.target, jp}:
                 if p.exists():
                     p.replace(p.with_name(f"{p.name}.{stamp}.bak"))
-        if is_parquet and not jp.exists() and self.output.exists():
-            rows = read_parquet_rows(self.output)  # journal removed: rebuild it
+        if is_parquet and not jp.exists() and self.target.exists():
+            rows = read_parquet_rows(self.target)  # journal removed: rebuild it
             self.journal = CsvJournal(jp, fsync=fsync)
             for row in rows:
                 self.journal.append(row)
@@ -413,33 +461,41 @@ class _BatchRun:
                 self.resumed.append((inp, rows[hit]))
         self.todo = todo
         for row in rows:
-            if row["pixel_sha256"] and row["status"] in _CANONICAL:
-                self.state.canonical.setdefault(row["pixel_sha256"], row["input"])
+            if row["result_key"] and row["status"] in _CANONICAL:
+                self.state.canonical.setdefault(row["result_key"], (row["input"], _signature(row)))
         for _, row in self.resumed:
             self.state.count(row)
 
     # -- the loop --------------------------------------------------------------------
     def _decide(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Mark ``row`` as a duplicate of an earlier input with the same pixel data."""
-        pix = row.get("pixel_sha256")
-        if not self.dedupe or not pix:
+        """Mark ``row`` (normalised) as a duplicate of an earlier input with the same
+        result.
+
+        Only a scored row (``ok``/``incomplete``) with the ``result_key`` of an earlier
+        original and the same result columns is a duplicate: an error is never hidden,
+        and an input whose own result differs is reported with its own values.
+        """
+        key = row.get("result_key")
+        if not self.dedupe or not key or row.get("status") not in _CANONICAL:
             return row
-        first = self.state.canonical.get(pix)
-        if first is not None and first != row["input"]:
-            dup = {k: v for k, v in row.items() if k in _DUPLICATE_KEEP}
-            dup.update(
-                status="duplicate",
-                error_code="",
-                error=f"{row['input']}: same pixel data as {first}",
-                duplicate_of=first,
-            )
-            return dup
-        if row.get("status") in _CANONICAL:
-            self.state.canonical[pix] = row["input"]
-        return row
+        sig = _signature(row)
+        first = self.state.canonical.get(key)
+        if first is None:
+            self.state.canonical[key] = (row["input"], sig)
+            return row
+        if first[0] == row["input"] or first[1] != sig:
+            return row
+        dup = {k: v for k, v in row.items() if k in _DUPLICATE_KEEP}
+        dup.update(
+            status="duplicate",
+            error_code="",
+            error=f"{row['input']}: same image, spacing, ROIs and settings as {first[0]}",
+            duplicate_of=first[0],
+        )
+        return normalize_row(dup)
 
     def _commit(self, outcome: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        row = normalize_row(self._decide(dict(outcome["row"])))
+        row = self._decide(normalize_row(outcome["row"]))
         if self.per_case_dir is not None:
             result = outcome.get("result") if row["status"] != "duplicate" else None
             write_case_json(self.per_case_dir, row, result)
@@ -492,13 +548,13 @@ class _BatchRun:
             progress.close()
             if self.journal is not None:
                 self.journal.close()
-        if self.output is not None and self.derived:
-            with CsvJournal(journal_path(self.output, derived=True), fsync=False) as journal:
+        if self.target is not None and self.derived:
+            with CsvJournal(journal_path(self.target, derived=True), fsync=False) as journal:
                 self._write_derived(newest_rows(journal.rows, self.claimed))
-        elif self.output is not None and journal_path(self.output) != self.output:
-            with CsvJournal(journal_path(self.output), fsync=False) as journal:
+        elif self.target is not None and journal_path(self.target) != self.target:
+            with CsvJournal(journal_path(self.target), fsync=False) as journal:
                 # a file re-scored after a change has two journal rows: keep the newest
-                write_parquet(newest_rows(journal.rows, self.claimed), self.output)
+                write_parquet(newest_rows(journal.rows, self.claimed), self.target)
 
     def output_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The rows of the output file: in manifest order with its columns appended
@@ -535,7 +591,7 @@ class _BatchRun:
         from tbscore.batch.table import write_table
 
         assert self.output is not None
-        write_table(self.output_rows(rows), self.output, self.extra_columns)
+        write_table(self.output_rows(rows), self.target, self.extra_columns)
 
     def _loop(self, executor: Any, todo: list[Input], progress: Progress) -> Iterator[dict]:
         pos = {inp.index: k for k, inp in enumerate(todo)}
@@ -560,8 +616,13 @@ class _BatchRun:
             for inp, outcome in results:
                 k = pos[inp.index]
                 done[k] = True
-                pix = outcome["row"].get("pixel_sha256")
-                if not self.dedupe or not pix or pix in self.state.canonical:
+                key = outcome["row"].get("result_key")
+                if (
+                    not self.dedupe
+                    or not key
+                    or outcome["row"].get("status") not in _CANONICAL
+                    or key in self.state.canonical
+                ):
                     yield self._commit(outcome, progress)  # decidable now
                 else:
                     buffer[k] = outcome  # may be a duplicate of an earlier input: wait
@@ -587,6 +648,7 @@ class _BatchRun:
             repaired=self.repaired,
             interrupted=getattr(self, "interrupted", False),
             calibration=_describe_calibration(self.job.calibration),
+            n_with_result=st.with_result,
         )
 
 
@@ -625,6 +687,11 @@ def _manifest_error_row(job: Job, mrow: Any) -> dict[str, Any]:
     )
 
 
+def _signature(row: Mapping[str, Any]) -> tuple:
+    """The result columns of a normalised row (all but :data:`_NOT_RESULT`)."""
+    return tuple(row[c] for c in COLUMNS if c not in _NOT_RESULT)
+
+
 def _describe_calibration(calibration: Any) -> str | None:
     """``NAME (reference = a + b * tbscore)``, as in ``Calibration.summary()``."""
     if calibration is None:
@@ -656,6 +723,7 @@ def run_batch(
     manifest: PathLike | None = None,
     calibration_map: Any = None,
     path_format: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> BatchSummary:
     """Score every DICOM input and write one row per input to ``output``.
 
@@ -718,6 +786,10 @@ def run_batch(
     path_format : {"absolute", "relative", "basename"}, optional
         How the ``source`` and ``roi_source`` columns show paths
         (:func:`tbscore.io.paths.format_path`); default as given.
+    timeout : float or None
+        Time limit per input in seconds (default 120; ``None``: none). An input still
+        running then gets an ``error`` row with code ``timeout`` and the batch goes
+        on (details and limits in docs/batch.md).
 
     Returns
     -------
@@ -753,6 +825,7 @@ def run_batch(
         manifest=manifest,
         calibration_map=calibration_map,
         path_format=path_format,
+        timeout=timeout,
     )
     for _ in run.rows():
         pass

@@ -25,6 +25,7 @@ from tbscore.batch.output import (
     atomic_file,
     normalize_row,
 )
+from tbscore.io.tabular import csv_safe
 
 __all__ = ["TABLE_SUFFIXES", "write_table", "read_table"]
 
@@ -38,7 +39,7 @@ def _typed(rows: Iterable[Mapping[str, Any]], extra: Sequence[str]) -> list[dict
         typed = normalize_row(row)
         for col in extra:
             value = row.get(col)
-            typed[col] = "" if value is None else str(value)
+            typed[col] = "" if value is None else csv_safe(str(value))
         out.append(typed)
     return out
 

@@ -13,8 +13,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from tbscore.batch.discover import (
     Input,
     file_sha256,
     head_is_dicom,
+    header_truncation,
     read_head,
 )
 from tbscore.batch.naming import safe_path
@@ -43,7 +48,14 @@ __all__ = [
     "write_sr_atomic",
     "warm_up",
     "audit_row",
+    "result_key",
+    "start_watchdog",
+    "hard_limit_s",
+    "DEFAULT_TIMEOUT_S",
 ]
+
+#: Default per-input time limit of a batch (seconds, ``--timeout``).
+DEFAULT_TIMEOUT_S = 120.0
 
 DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
 CRASH_ENV = "TBSCORE_BATCH_TEST_CRASH"
@@ -75,6 +87,10 @@ class Job:
     path_format : str or None
         How the ``source`` column and result paths show the input
         (:func:`tbscore.io.paths.format_path`); ``input`` keeps the path as given.
+    timeout : float or None
+        Time limit per input in seconds (``None``: none); an input that takes longer
+        gets an ``error`` row with code ``timeout`` (see docs/batch.md). Not part of
+        :attr:`options`: it does not change any value.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -87,6 +103,7 @@ class Job:
     sr_dir: str | None = None
     calibration_map: Any = None
     path_format: str | None = None
+    timeout: float | None = DEFAULT_TIMEOUT_S
 
     @property
     def options(self) -> str:
@@ -204,20 +221,114 @@ def _test_hooks(path: str) -> None:
         os._exit(70)
 
 
+class _Timeout(BaseException):
+    """Raised by the SIGALRM handler when an input runs past its time limit.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that no ``except Exception``
+    on the way (the loader turns unexpected exceptions into read errors) can swallow it.
+    """
+
+
+#: The input this process is scoring: ``(start, limit)`` in ``time.monotonic``
+#: seconds, read by the watchdog thread of worker processes (:func:`start_watchdog`).
+_CURRENT: list[tuple[float, float] | None] = [None]
+
+
+def hard_limit_s(timeout: float) -> float:
+    """Seconds after which a worker process still busy with one input is ended.
+
+    The soft limit (``timeout``, SIGALRM) stops Python code; native code that does not
+    return (a decoder, a numba kernel) is stopped by the worker's watchdog at
+    ``timeout + max(1, timeout / 4)`` seconds, by ending the process.
+    """
+    return timeout + max(1.0, 0.25 * timeout)
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_Timeout` in this block after ``seconds`` (main thread, POSIX).
+
+    Elsewhere (a thread, Windows) there is no soft limit; the watchdog of worker
+    processes still applies.
+    """
+    usable = (
+        seconds is not None
+        and seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    _CURRENT[0] = (time.monotonic(), seconds) if seconds else None
+    if not usable:
+        try:
+            yield
+        finally:
+            _CURRENT[0] = None
+        return
+
+    def _alarm(signum: int, frame: Any) -> None:
+        raise _Timeout
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        _CURRENT[0] = None
+
+
+def timeout_reason(timeout: float | None) -> str:
+    """The ``error`` text of a ``timeout`` row (without the path)."""
+    return (
+        f"scoring took longer than the time limit of {timeout:g} s (--timeout); "
+        "the input was stopped and the batch went on"
+    )
+
+
+def start_watchdog(parent_pid: int, poll_s: float = 0.25) -> threading.Thread:
+    """Start the watchdog thread of a worker process.
+
+    Every ``poll_s`` seconds it checks (1) that the batch process ``parent_pid`` is
+    still this process's parent: when it died (``kill -9``), the worker exits at once
+    instead of waiting forever for work; (2) that the current input has not run past
+    :func:`hard_limit_s` of its time limit (native code the soft limit cannot stop):
+    then the worker exits, the parent sees the pool break and scores the inputs that
+    were in flight again, one at a time (the stuck one gets a ``timeout`` row).
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+            current = _CURRENT[0]
+            if current is not None and time.monotonic() - current[0] > hard_limit_s(current[1]):
+                os._exit(75)
+
+    thread = threading.Thread(target=watch, name="tbscore-batch-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
 def score_input(job: Job, inp: Input) -> dict[str, Any]:
     """Score one input; return ``{"index", "row", "result"}``. Never raises.
 
     ``row`` has the batch columns (not yet normalised), ``result`` is the
     ``TBSResult.to_dict(include_phi=False)`` when ``job.want_result`` and a result
-    exists, else ``None``.
+    exists, else ``None``. An input still running after ``job.timeout`` seconds is
+    stopped and gets an ``error`` row with code ``timeout``.
     """
     t0 = time.perf_counter()
     result_doc = None
     try:
-        _test_hooks(inp.path)
-        row = _score(job, inp)
+        with _time_limit(job.timeout):
+            _test_hooks(inp.path)
+            row = _score(job, inp)
         if job.want_result and row.get("_result") is not None:
             result_doc = row["_result"].to_dict(include_phi=False)
+    except _Timeout:
+        row = failure_row(job, inp, "error", "timeout", timeout_reason(job.timeout))
     except Exception as exc:  # a bug: still a row, with the traceback's last frame
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
@@ -274,6 +385,11 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
     try:
         image = as_image(path, spacing=job.spacing, override_spacing=job.override_spacing)
     except NotAnImageError as exc:
+        cut = header_truncation(path)  # a cut image is an error, not an SR or DICOMDIR
+        if cut is not None:
+            return failure_row(
+                job, inp, "error", "dicom_read_error", cut, file_sha256=file_sha256(path)
+            )
         return _error_row(job, inp, "excluded", exc, file_sha256=file_sha256(path))
     except ColourImageError as exc:  # a report screenshot: not a scan when found in a folder
         status = "error" if inp.explicit else "excluded"
@@ -307,6 +423,7 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
             if inp.roi
             else find_roi(inp, image.metadata.sop_instance_uid, job.roi_dir)
         )
+        ident["result_key"] = result_key(job, image, roi)
         result = calc(
             image,
             roi=roi,
@@ -340,6 +457,28 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
         )
     row["_result"] = result
     return row
+
+
+def result_key(job: Job, image: Any, roi: Path | None) -> str:
+    """SHA-256 of everything that decides an input's result (the duplicate key).
+
+    The gray levels as scored (after RescaleSlope/Intercept and MONOCHROME1
+    inversion, with their shape), the pixel spacing used, the content of the ROI file
+    (or automatic detection), the settings digest and the batch options (exclusions,
+    spacing options, calibration). Two inputs with one key give the same result; a
+    change in any of these gives another key.
+    """
+    pixels = image.pixels
+    parts = {
+        "pixels": hashlib.sha256(pixels.tobytes()).hexdigest(),
+        "shape": list(pixels.shape),
+        "dtype": str(pixels.dtype),
+        "spacing_mm": [repr(float(v)) for v in image.spacing_mm],
+        "roi": "detect" if roi is None else (file_sha256(roi) or f"unreadable:{roi}"),
+        "settings": job.settings.digest(),
+        "options": job.options,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def sr_name(sop_instance_uid: str | None, pixel_sha256: str, file_sha256: str | None) -> str:

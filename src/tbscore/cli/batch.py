@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+
+from tbscore.cli.exit import EXIT_TERMINATED
 
 __all__ = ["register", "cmd_batch", "SCHEDULER_ENV"]
 
@@ -17,7 +20,9 @@ scored), excluded (a non-DICOM file or a colour image found in a folder, or a DI
 object without pixel data), duplicate (same pixel data as an earlier input; see
 duplicate_of).
 Exit code 0 when no input is error/incomplete, 1 otherwise, 2 when the batch cannot
-start (bad settings, missing path, output that cannot be resumed).
+start (bad settings, missing path, output that cannot be resumed), 3 when no input
+was scored (no DICOM found, or every input failed), 130 on Ctrl-C and 143 on SIGTERM
+(rows written so far are kept; re-run to resume).
 Re-running the same command resumes: inputs already in the output are skipped
 (settings, --spacing, --exclude, --calibration and --sr-dir must be the same).
 See docs/batch.md.
@@ -121,6 +126,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-fsync", action="store_true", help="do not fsync the output after every row"
     )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="time limit per input: a longer one gets an error row (code timeout) and the "
+        "batch goes on (default 120; 0: no limit)",
+    )
     add_settings_args(p)
     add_path_format_arg(p)
     p.set_defaults(func=cmd_batch)
@@ -129,11 +142,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run ``tbscore batch``; return the exit code."""
     from tbscore.batch.output import BatchError
-    from tbscore.batch.runner import run_batch
     from tbscore.cli.common import settings_from_args
     from tbscore.io.paths import prepare_output, prepare_output_dir
 
     cfg = settings_from_args(args)  # SettingsError (exit 2) before any work
+    if args.timeout < 0:
+        raise BatchError(f"--timeout must be >= 0 seconds, got {args.timeout:g}")
     if not args.paths and not args.manifest:
         raise BatchError("give DICOM files or folders, or --manifest CSV")
     if args.validate:
@@ -160,7 +174,38 @@ def cmd_batch(args: argparse.Namespace) -> int:
     scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler and args.jobs != 1:
         print("tbscore batch: --jobs is ignored with a Dask scheduler", file=sys.stderr)
-    summary = run_batch(
+    try:  # SIGTERM like Ctrl-C: stop cleanly, resumable (main thread only)
+        old_term = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:
+        old_term = None
+    try:
+        summary = _run(args, cfg, scheduler)
+    except _Terminated:
+        print(
+            "tbscore batch: terminated (SIGTERM); the rows written so far are kept: run the "
+            "same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    print(summary.format())
+    return summary.exit_code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: handled like Ctrl-C by the batch loop."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run(args: argparse.Namespace, cfg: object, scheduler: str | None):
+    from tbscore.batch.runner import run_batch
+
+    return run_batch(
         args.paths,
         args.output,
         jobs=args.jobs,
@@ -181,6 +226,5 @@ def cmd_batch(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         calibration_map=args.calibration_map,
         path_format=args.format_path,
+        timeout=args.timeout or None,
     )
-    print(summary.format())
-    return summary.exit_code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import sys
 from pathlib import Path
@@ -51,12 +50,10 @@ def _summary(result) -> str:
 
 def _csv_text(rows: list[dict]) -> str:
     from tbscore.core.result import CSV_COLUMNS
+    from tbscore.io.tabular import write_csv
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-    w.writeheader()
-    for row in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_csv(buf, CSV_COLUMNS, rows, extrasaction="ignore")
     return buf.getvalue()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ def cmd_calibrate(args: Any) -> int:
     from tbscore.cli.common import settings_from_args
     from tbscore.io.calibration import save_calibration
     from tbscore.io.paths import prepare_output
+    from tbscore.io.tabular import write_csv
     from tbscore.render.calibration import bland_altman_figure
 
     settings = settings_from_args(args)
@@ -54,10 +54,7 @@ def cmd_calibrate(args: Any) -> int:
         print(f"written {args.plot}")
     if args.pairs_out:
         with open(args.pairs_out, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=["row", "tbscore", "reference", "status", "error"])
-            w.writeheader()
-            for r in records:
-                w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+            write_csv(fh, ["row", "tbscore", "reference", "status", "error"], records)
         print(f"written {args.pairs_out}")
     print(f"written {args.output}")
     return 0

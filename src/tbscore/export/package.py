@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import hashlib
 import io
@@ -43,6 +42,7 @@ from tbscore.export.deid import (  # noqa: F401
     public_modality,
 )
 from tbscore.io.sidecar import find_roi_file, is_roi_sidecar
+from tbscore.io.tabular import write_csv
 
 # --------------------------------------------------------------------------- package
 
@@ -594,10 +594,7 @@ def export_package(
     }
     (package / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for i in items:
-        writer.writerow({k: ("" if v is None else v) for k, v in i.to_dict().items()})
+    write_csv(buf, MANIFEST_COLUMNS, (i.to_dict() for i in items), lineterminator="\n")
     (package / "manifest.csv").write_text(buf.getvalue(), encoding="utf-8")
 
     mapping = previous or {

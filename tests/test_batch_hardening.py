@@ -1,0 +1,343 @@
+"""Batch hardening (issue 12): time limit, duplicate key, CSV injection, parent death
+and SIGTERM, symlinked outputs, exit code when nothing is scored, cut headers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import make_dataset
+from tbscore.batch import BatchError, CsvJournal, journal_path, run_batch
+from tbscore.batch.runner import EXIT_NOTHING_SCORED as RUNNER_NOTHING
+from tbscore.cli import main
+from tbscore.cli.exit import EXIT_NOTHING_SCORED, EXIT_TERMINATED
+from tbscore.io.tabular import FORMULA_TRIGGERS, csv_safe
+from tbscore.sim.phantom import synthetic_spine
+
+LABELS = ("L1", "L2", "L3", "L4")
+HOSTILE_UID = "=cmd|' /C calc'!A0"
+
+
+def _spine(seed: int) -> tuple[np.ndarray, dict]:
+    image, truth = synthetic_spine(0.6, shape=(200, 160), spacing_mm=(1.0, 1.0), rng=seed)
+    pixels = np.clip(np.round(image), 0, 65535).astype(np.uint16)
+    roi = {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "vertebrae": [{"label": lab, "box": truth["vertebrae"][lab]["box"]} for lab in LABELS],
+    }
+    return pixels, roi
+
+
+def _scan(path: Path, seed: int, *, roi: bool = True, **kw) -> Path:
+    pixels, doc = _spine(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dataset(pixels, **kw).save_as(path, enforce_file_format=True)
+    if roi:
+        path.with_name(path.stem + ".roi.json").write_text(json.dumps(doc))
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _by_name(path: Path) -> dict[str, dict]:
+    return {Path(r["input"]).name: r for r in _rows(path)}
+
+
+# -- 5: CSV formula injection ------------------------------------------------------------
+@given(st.text(max_size=12))
+def test_csv_safe_never_leaves_a_formula(text):
+    out = csv_safe(text)
+    assert csv_safe(out) == out  # idempotent
+    head = out.lstrip(" \n")[:1]
+    if head in FORMULA_TRIGGERS or out[:1] in FORMULA_TRIGGERS:
+        float(out)  # only plain numbers keep a leading sign
+    assert out == text or out == "'" + text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (HOSTILE_UID, "'" + HOSTILE_UID),
+        ("+1+2", "'+1+2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("  =1+1", "'  =1+1"),
+        ("-0.745", "-0.745"),
+        ("1e-3", "1e-3"),
+        (-0.745, -0.745),
+        (3, 3),
+        (None, None),
+        ("L1-L4", "L1-L4"),
+    ],
+)
+def test_csv_safe_examples(value, expected):
+    assert csv_safe(value) == expected
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_hostile_uid_is_text_in_batch_and_calc_csv(tmp_path, capsys):
+    scan = _scan(tmp_path / "in" / "evil.dcm", 3, SOPInstanceUID=HOSTILE_UID)
+    out = tmp_path / "r.csv"
+    run_batch(tmp_path / "in", out, progress=False, timeout=None)
+    cells = [c for line in csv.reader(io.StringIO(out.read_text())) for c in line]
+    assert "'" + HOSTILE_UID in cells
+    assert not [c for c in cells if c[:1] in FORMULA_TRIGGERS and not _is_number(c)]
+    # the journal reads back identically (resume keeps working)
+    assert run_batch(tmp_path / "in", out, progress=False).n_resumed == 1
+
+    assert main(["calc", str(scan), "--roi", str(scan.with_suffix(".roi.json")), "--csv"]) == 0
+    text = capsys.readouterr().out
+    cells = [c for line in csv.reader(io.StringIO(text)) for c in line]
+    assert "'" + HOSTILE_UID in cells
+    assert not [c for c in cells if c[:1] in FORMULA_TRIGGERS and not _is_number(c)]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+# -- 2: duplicates -------------------------------------------------------------------------
+def test_same_pixels_other_spacing_are_not_duplicates(tmp_path):
+    """Four scans with the same pixels: only the one with the same spacing (and ROIs)
+    is a duplicate; the others are scored on their own; an error is never a duplicate."""
+    src = tmp_path / "in"
+    _scan(src / "a_1.0.dcm", 11)
+    _scan(src / "b_1.0_copy.dcm", 11)  # same pixels, spacing, ROIs: the duplicate
+    _scan(src / "c_0.8.dcm", 11, spacing=(0.8, 0.8))
+    _scan(src / "d_1.3.dcm", 11, spacing=(1.3, 1.3))
+    _scan(src / "e_rescaled.dcm", 11, RescaleSlope="2", RescaleIntercept="0")
+    _scan(src / "f_noroi_error.dcm", 11, roi=False)  # detection fails on this phantom
+    summary = run_batch(src, tmp_path / "r.csv", progress=False)
+    rows = _by_name(tmp_path / "r.csv")
+    assert len({r["pixel_sha256"] for r in rows.values()}) == 1  # one pixel hash for all
+    assert rows["b_1.0_copy.dcm"]["status"] == "duplicate"
+    assert rows["b_1.0_copy.dcm"]["duplicate_of"] == rows["a_1.0.dcm"]["input"]
+    for name in ("c_0.8.dcm", "d_1.3.dcm", "e_rescaled.dcm"):
+        assert rows[name]["status"] in ("ok", "incomplete"), (name, rows[name]["error"])
+        assert rows[name]["duplicate_of"] == ""
+    assert float(rows["c_0.8.dcm"]["row_mm"]) == 0.8 and float(rows["d_1.3.dcm"]["col_mm"]) == 1.3
+    assert rows["f_noroi_error.dcm"]["status"] != "duplicate"
+    assert summary.counts["duplicate"] == 1
+    # each one's own value: the same as scoring it alone
+    alone = tmp_path / "alone.csv"
+    run_batch(src / "c_0.8.dcm", alone, progress=False)
+    assert _rows(alone)[0]["l1_l4"] == rows["c_0.8.dcm"]["l1_l4"]
+
+
+# -- 12: symlinked output ------------------------------------------------------------------
+def test_symlinked_output_shares_the_lock(tmp_path):
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    _scan(tmp_path / "in" / "a.dcm", 1)
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "r.parquet"
+    link = tmp_path / "link.parquet"
+    link.symlink_to(real)
+    assert journal_path(link) == journal_path(real)
+    with CsvJournal(journal_path(real)):  # a batch writing the real file
+        with pytest.raises(BatchError, match="another tbscore batch"):
+            run_batch(tmp_path / "in", link, progress=False)
+    run_batch(tmp_path / "in", link, progress=False)
+    assert link.is_symlink() and real.is_file()  # the link was not replaced by a file
+
+
+# -- 13: exit codes, cut headers -----------------------------------------------------------
+def test_nothing_scored_exits_3_and_cut_header_is_an_error(tmp_path, capsys):
+    assert RUNNER_NOTHING == EXIT_NOTHING_SCORED == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["batch", str(empty), "-o", str(tmp_path / "e.csv")]) == EXIT_NOTHING_SCORED
+    (empty / "notes.txt").write_text("hello\n")
+    assert main(["batch", str(empty), "-o", str(tmp_path / "n.csv")]) == EXIT_NOTHING_SCORED
+    assert "nothing scored" in capsys.readouterr().out
+    good = _scan(tmp_path / "g" / "a.dcm", 2)
+    data = good.read_bytes()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for n in (200, 700, 1100):
+        (cut / f"cut{n}.dcm").write_bytes(data[:n])
+    assert main(["batch", str(cut), "-o", str(tmp_path / "c.csv")]) == EXIT_NOTHING_SCORED
+    rows = _rows(tmp_path / "c.csv")
+    assert [(r["status"], r["error_code"]) for r in rows] == [("error", "dicom_read_error")] * 3
+    assert all("cut" in r["error"] for r in rows)
+    assert main(["batch", str(tmp_path / "g"), "-o", str(tmp_path / "g.csv")]) == 0
+
+
+# -- 1: per-input time limit ---------------------------------------------------------------
+def test_timeout_inline_writes_a_row_and_goes_on(tmp_path, monkeypatch):
+    from tbscore.batch import worker
+
+    real = worker._score
+
+    def slow(job, inp):
+        if "stuck" in inp.path:
+            time.sleep(600)
+        return real(job, inp)
+
+    monkeypatch.setattr(worker, "_score", slow)
+    _scan(tmp_path / "in" / "a_stuck.dcm", 1)
+    _scan(tmp_path / "in" / "b_good.dcm", 2)
+    t0 = time.monotonic()
+    summary = run_batch(tmp_path / "in", tmp_path / "r.csv", progress=False, timeout=1.0)
+    assert time.monotonic() - t0 < 60
+    rows = _by_name(tmp_path / "r.csv")
+    assert (rows["a_stuck.dcm"]["status"], rows["a_stuck.dcm"]["error_code"]) == (
+        "error",
+        "timeout",
+    )
+    assert "time limit of 1 s" in rows["a_stuck.dcm"]["error"]
+    assert rows["b_good.dcm"]["status"] == "ok" and summary.exit_code == 1
+    with pytest.raises(BatchError, match="timeout"):
+        run_batch(tmp_path / "in", tmp_path / "x.csv", timeout=-1)
+
+
+_HOOK = """\
+    import os, signal, time
+    if os.environ.get("TBSCORE_TEST_HANG"):
+        import tbscore.batch.worker as _w
+        _real = _w._score
+        def _hang(job, inp):
+            if os.environ["TBSCORE_TEST_HANG"] in inp.path:
+                # like native code: the soft limit (SIGALRM) cannot interrupt it
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+                time.sleep(float(os.environ.get("TBSCORE_TEST_HANG_S", "600")))
+            return _real(job, inp)
+        _w._score = _hang
+"""
+
+
+@pytest.fixture
+def hang_hook(tmp_path, monkeypatch):
+    """Test-only: a ``sitecustomize`` that makes workers hang on matching inputs."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(_HOOK))
+    old = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(site) + (os.pathsep + old if old else ""))
+    return site
+
+
+def test_timeout_in_worker_pool_ends_native_hang(tmp_path, monkeypatch, hang_hook):
+    monkeypatch.setenv("TBSCORE_TEST_HANG", "stuck")
+    for i, name in enumerate(("a_good", "b_stuck", "c_good", "d_good")):
+        _scan(tmp_path / "in" / f"{name}.dcm", 20 + i)
+    t0 = time.monotonic()
+    summary = run_batch(
+        tmp_path / "in", tmp_path / "r.csv", jobs=2, progress=False, timeout=1.0, chunksize=2
+    )
+    assert time.monotonic() - t0 < 120
+    rows = _by_name(tmp_path / "r.csv")
+    assert (rows["b_stuck.dcm"]["status"], rows["b_stuck.dcm"]["error_code"]) == (
+        "error",
+        "timeout",
+    )
+    for name in ("a_good.dcm", "c_good.dcm", "d_good.dcm"):  # a_good shared its chunk
+        assert rows[name]["status"] == "ok", rows[name]["error"]
+    assert summary.counts == {"ok": 3, "error": 1}
+
+
+# -- 11: parent death, SIGTERM -------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _start(src: Path, out: Path, env: dict) -> tuple[subprocess.Popen, list[int]]:
+    cmd = [sys.executable, "-m", "tbscore.cli", "batch", str(src), "-o", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--jobs", "2", "--progress", "none"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # until a row is written: the workers run
+        if out.exists() and out.read_bytes().count(b"\n") >= 2:
+            kids = _children(proc.pid)
+            if len(kids) >= 2:
+                return proc, kids
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("no row written in 90 s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_parent_killed_or_terminated_leaves_no_process(tmp_path):
+    src = tmp_path / "in"
+    for i in range(6):
+        _scan(src / f"s{i}.dcm", 40 + i)
+    env = dict(os.environ, TBSCORE_BATCH_TEST_DELAY="0.5")
+    procs: list[int] = []
+    try:
+        # SIGKILL of the parent alone: the workers and the resource tracker exit
+        proc, kids = _start(src, tmp_path / "k.csv", env)
+        procs = kids
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(map(_alive, kids)):
+            time.sleep(0.1)
+        assert not [p for p in kids if _alive(p)], "workers outlived the killed parent"
+        proc.stdout.close()
+        proc.stderr.close()
+
+        # SIGTERM: like Ctrl-C (message, rc 143, nothing left running, resumable)
+        out = tmp_path / "t.csv"
+        proc, kids = _start(src, out, env)
+        procs = kids
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == EXIT_TERMINATED
+        assert b"run the same command again to resume" in err
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(map(_alive, kids)):
+            time.sleep(0.1)
+        assert not [p for p in kids if _alive(p)]
+        done = len(_rows(out))
+        assert 1 <= done < 6
+        resumed = run_batch(src, out, progress=False)
+        assert resumed.n_resumed == done and len(_rows(out)) == 6
+    finally:
+        for pid in procs:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
