@@ -20,6 +20,8 @@ __all__ = [
     "DetectionError",
     "SettingsError",
     "ComputationError",
+    "NetError",
+    "AssociationError",
 ]
 
 
@@ -112,3 +114,19 @@ class ComputationError(TBSError):
     """The computation could not produce a value (e.g. too few pixel pairs)."""
 
     code = "computation_error"
+
+
+class NetError(TBSError):
+    """A DICOM network operation failed (bad address, missing pynetdicom, spool problem).
+
+    ``source`` names the peer (``AET@HOST:PORT``) or the spool folder.
+    """
+
+    code = "net_error"
+
+
+class AssociationError(NetError):
+    """No DICOM association could be established with a peer (refused, rejected,
+    timed out) or it ended before the operation completed."""
+
+    code = "association_failed"

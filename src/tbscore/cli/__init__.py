@@ -31,6 +31,11 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.batch",  # batch
     "tbscore.cli.export",  # export (77090)
     "tbscore.cli.calibrate",  # calibrate
+    "tbscore.cli.serve",  # serve (DICOM node)
+    "tbscore.cli.echo",  # echo
+    "tbscore.cli.send",  # send
+    "tbscore.cli.pull",  # pull
+    "tbscore.cli.queue",  # queue
 )
 
 
