@@ -20,16 +20,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
     summary = PullSummary(studies=len(studies))
     server = None
     if not args.get:
-        from tbscore.net.scu import make_ae, pynetdicom
+        from tbscore.net.scu import make_ae, pynetdicom, start_server
         from tbscore.net.sop import DXA_IMAGE_CLASSES, STUDY_EXTRA_CLASSES, available_syntaxes
 
         pnd = pynetdicom()
         ae = make_ae(args.ae_title, t)
         for cls in {**DXA_IMAGE_CLASSES, **STUDY_EXTRA_CLASSES}:
             ae.add_supported_context(cls, available_syntaxes())
-        server = ae.start_server(
-            (args.bind, args.port), block=False, evt_handlers=[(pnd.evt.EVT_C_STORE, store)]
-        )
+        server = start_server(ae, (args.bind, args.port), [(pnd.evt.EVT_C_STORE, store)])
     try:
         for study in studies:
             try:

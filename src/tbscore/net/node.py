@@ -25,7 +25,7 @@ from typing import Any
 from tbscore.errors import NetError
 from tbscore.net.address import Peer, check_ae_title, parse_peer
 from tbscore.net.ledger import Ledger
-from tbscore.net.scu import Timeouts, make_ae, pynetdicom, send_files
+from tbscore.net.scu import Timeouts, make_ae, pynetdicom, send_files, start_server
 from tbscore.net.sop import DXA_IMAGE_CLASSES, VERIFICATION, accepted_classes, available_syntaxes
 from tbscore.net.spool import Spool, durable_write
 from tbscore.net.workers import Supervisor
@@ -294,10 +294,10 @@ class Node:
         pnd = pynetdicom()
         ae = self._make_server_ae()
         try:
-            self._server = ae.start_server(
+            self._server = start_server(
+                ae,
                 (self.config.bind, int(self.config.port)),
-                block=False,
-                evt_handlers=[(pnd.evt.EVT_C_STORE, self._handle_store)],
+                [(pnd.evt.EVT_C_STORE, self._handle_store)],
             )
         except OSError as exc:
             self.supervisor.stop()

@@ -276,3 +276,30 @@ def send_files(
                 if path not in sent:
                     done(SendOutcome(path, "temporary", exc.reason))
     return out
+
+
+def start_server(ae: Any, address: tuple[str, int], evt_handlers: list[Any]) -> Any:
+    """``ae.start_server(address, block=False, evt_handlers=...)`` with one addition:
+    every accepted connection gets the AE's network timeout as its socket timeout.
+
+    pynetdicom reads a PDU with blocking ``recv`` calls; a peer that sends a few
+    garbage bytes (or a PDU header announcing more data than it sends) and then stays
+    silent would otherwise hold its connection and thread forever (the ARTIM and
+    network timers are only checked between PDUs). With the socket timeout the read
+    fails after ``network_timeout`` seconds and pynetdicom closes the connection in
+    its own thread. Returns the running server (stop it with ``shutdown()``).
+    """
+    import threading
+
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    class _Server(ThreadedAssociationServer):
+        def get_request(self):  # type: ignore[override]
+            sock, addr = super().get_request()
+            sock.settimeout(self.ae.network_timeout)
+            return sock, addr
+
+    server = ae.make_server(address, evt_handlers=evt_handlers, server_class=_Server)
+    thread = threading.Thread(target=server.serve_forever, name="tbscore-scp", daemon=True)
+    thread.start()
+    return server

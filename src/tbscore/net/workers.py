@@ -350,6 +350,7 @@ class Supervisor:
                         elif msg is not None and msg[0] == "done":
                             self._finish(w, msg[1], msg[2])
                     if w.proc.sentinel in ready or not w.proc.is_alive():
+                        w.proc.join(timeout=5.0)
                         code = w.proc.exitcode
                         how = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
                         self._replace(
