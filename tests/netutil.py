@@ -169,8 +169,14 @@ class CutProxy:
 class NodeProcess:
     """``tbscore serve`` in a subprocess; started() waits for its "listening" line."""
 
-    def __init__(self, spool: Path, port: int, args: list[str], env: dict | None = None,
-                 prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        spool: Path,
+        port: int,
+        args: list[str],
+        env: dict | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         self.spool = Path(spool)
         self.port = port
         self.args = args
@@ -184,8 +190,18 @@ class NodeProcess:
         return f"TBS@127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> NodeProcess:
-        cmd = [*self.prefix, sys.executable, "-m", "tbscore", "serve", "--spool", str(self.spool),
-               "--port", str(self.port), *self.args]
+        cmd = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "tbscore",
+            "serve",
+            "--spool",
+            str(self.spool),
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self._fh = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=self.env)
         wait_until(

@@ -56,8 +56,9 @@ class Orthanc:
             )
         )
         self.log = open(folder / "orthanc.log", "wb")
-        self.proc = subprocess.Popen([ORTHANC, str(self.config)], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [ORTHANC, str(self.config)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         wait_until(self._up, 30, f"Orthanc {aet} to answer", 0.2)
 
     def _up(self):
@@ -77,8 +78,9 @@ class Orthanc:
             return json.loads(r.read())
 
     def post(self, path: str, body: str):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", data=body.encode(),
-                                     method="POST")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http}{path}", data=body.encode(), method="POST"
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read() or b"null")
 
@@ -106,8 +108,10 @@ def orthanc(tmp_path_factory, ports):
     o = Orthanc(
         tmp_path_factory.mktemp("orthanc") / "pacs",
         "ORTHANC",
-        {"NODE": ["TBS", "127.0.0.1", ports["node"]],
-         "PULLER": ["PULLER", "127.0.0.1", ports["puller"]]},
+        {
+            "NODE": ["TBS", "127.0.0.1", ports["node"]],
+            "PULLER": ["PULLER", "127.0.0.1", ports["puller"]],
+        },
     )
     yield o
     o.stop()
@@ -118,8 +122,18 @@ def node(tmp_path_factory, orthanc, ports):
     n = NodeProcess(
         tmp_path_factory.mktemp("node") / "spool",
         ports["node"],
-        ["--forward", orthanc.peer, "--workers", "2", "--min-free-mb", "1",
-         "--retry-base", "0.5", "--retry-cap", "2"],
+        [
+            "--forward",
+            orthanc.peer,
+            "--workers",
+            "2",
+            "--min-free-mb",
+            "1",
+            "--retry-base",
+            "0.5",
+            "--retry-cap",
+            "2",
+        ],
     ).start()
     yield n
     n.stop()
@@ -139,8 +153,12 @@ def _study_of(orthanc, study_uid):
 
 
 def _storescu(path: Path, aet: str, called: str, port: int) -> None:
-    r = subprocess.run(["storescu", "-aet", aet, "-aec", called, "127.0.0.1", str(port),
-                        str(path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["storescu", "-aet", aet, "-aec", called, "127.0.0.1", str(port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -152,8 +170,11 @@ def test_densitometer_to_node_to_orthanc(node, orthanc, tmp_path):
     (sr,) = found
     assert sr["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.88.22"
     assert sr["PatientID"] == src.PatientID
-    study = [s for s in orthanc.get("/studies?expand")
-             if s["MainDicomTags"]["StudyInstanceUID"] == src.StudyInstanceUID]
+    study = [
+        s
+        for s in orthanc.get("/studies?expand")
+        if s["MainDicomTags"]["StudyInstanceUID"] == src.StudyInstanceUID
+    ]
     assert len(study) == 1 and study[0]["PatientMainDicomTags"]["PatientID"] == src.PatientID
 
 
@@ -161,15 +182,23 @@ def test_orthanc_routes_to_node_and_gets_sr_back_once(node, orthanc, tmp_path):
     (img,) = _today_copies(tmp_path, 1)
     src = pydicom.dcmread(img, stop_before_pixels=True)
     _storescu(img, "DXA1", "ORTHANC", orthanc.port)
-    (inst,) = [i for i in orthanc.get("/instances?expand")
-               if i["MainDicomTags"]["SOPInstanceUID"] == src.SOPInstanceUID]
-    orthanc.post("/modalities/NODE/store", json.dumps({"Resources": [inst["ID"]],
-                                                      "Synchronous": True}))
-    wait_until(lambda: len(_study_of(orthanc, src.StudyInstanceUID)) == 2, 90,
-               "image + SR in the same study")
+    (inst,) = [
+        i
+        for i in orthanc.get("/instances?expand")
+        if i["MainDicomTags"]["SOPInstanceUID"] == src.SOPInstanceUID
+    ]
+    orthanc.post(
+        "/modalities/NODE/store", json.dumps({"Resources": [inst["ID"]], "Synchronous": True})
+    )
+    wait_until(
+        lambda: len(_study_of(orthanc, src.StudyInstanceUID)) == 2,
+        90,
+        "image + SR in the same study",
+    )
     # Orthanc re-routes the image (as its auto-routing does): no second result
-    orthanc.post("/modalities/NODE/store", json.dumps({"Resources": [inst["ID"]],
-                                                      "Synchronous": True}))
+    orthanc.post(
+        "/modalities/NODE/store", json.dumps({"Resources": [inst["ID"]], "Synchronous": True})
+    )
     time.sleep(3)
     assert len(_study_of(orthanc, src.StudyInstanceUID)) == 2
     assert node.images()[src.SOPInstanceUID]["duplicates"] == 1
@@ -184,12 +213,28 @@ def test_reconcile_pulls_what_the_routing_missed(orthanc, tmp_path):
     src = pydicom.dcmread(img, stop_before_pixels=True)
     _storescu(img, "DXA1", "ORTHANC", orthanc.port)  # never routed to any node
     before = {i["SOPInstanceUID"] for i in orthanc.instances()}
-    n = NodeProcess(tmp_path / "spool", free_port(),
-                    ["--forward", orthanc.peer, "--workers", "1", "--min-free-mb", "1",
-                     "--reconcile", orthanc.peer, "--reconcile-every", "2s"]).start()
+    n = NodeProcess(
+        tmp_path / "spool",
+        free_port(),
+        [
+            "--forward",
+            orthanc.peer,
+            "--workers",
+            "1",
+            "--min-free-mb",
+            "1",
+            "--reconcile",
+            orthanc.peer,
+            "--reconcile-every",
+            "2s",
+        ],
+    ).start()
     try:
-        wait_until(lambda: len(_study_of(orthanc, src.StudyInstanceUID)) == 2, 120,
-                   "the catch-up pull, scoring and SR")
+        wait_until(
+            lambda: len(_study_of(orthanc, src.StudyInstanceUID)) == 2,
+            120,
+            "the catch-up pull, scoring and SR",
+        )
         assert n.images()[src.SOPInstanceUID]["state"] == "scored"
         wait_until(lambda: all(s["state"] == "sent" for s in n.sends()), 60, "sends done")
         after = {i["SOPInstanceUID"] for i in orthanc.instances()}
@@ -206,9 +251,25 @@ def test_pull_by_date_with_move_and_get(orthanc, ports, tmp_path):
     assert {uid_of(p) for p in paths} <= wanted
     for extra in (["--port", str(ports["puller"]), "--ae-title", "PULLER"], ["--get"]):
         out = tmp_path / ("move" if "--port" in extra else "get")
-        r = subprocess.run([sys.executable, "-m", "tbscore", "pull", "--from", orthanc.peer,
-                            "--date", TODAY, "--to", str(out), *extra],
-                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tbscore",
+                "pull",
+                "--from",
+                orthanc.peer,
+                "--date",
+                TODAY,
+                "--to",
+                str(out),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         got = {uid_of(p) for p in out.rglob("*.dcm")}
         assert got == wanted, (extra, r.stdout)
@@ -217,15 +278,31 @@ def test_pull_by_date_with_move_and_get(orthanc, ports, tmp_path):
 def test_export_package_sent_to_second_ae(tmp_path):
     analysis = Orthanc(tmp_path / "analysis", "ANALYSIS", {})
     try:
-        r = subprocess.run([sys.executable, "-m", "tbscore", "export", str(ROOT / "sample_dicom"),
-                            "-o", str(tmp_path / "pkg"), "--send", analysis.peer],
-                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tbscore",
+                "export",
+                str(ROOT / "sample_dicom"),
+                "-o",
+                str(tmp_path / "pkg"),
+                "--send",
+                analysis.peer,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         got = analysis.instances()
         sent = list((tmp_path / "pkg").rglob("*.dcm"))
         assert len(got) == len(sent) == 4
-        originals = {str(pydicom.dcmread(p, stop_before_pixels=True).PatientName)
-                     for p in (ROOT / "sample_dicom").glob("*.dcm")}
+        originals = {
+            str(pydicom.dcmread(p, stop_before_pixels=True).PatientName)
+            for p in (ROOT / "sample_dicom").glob("*.dcm")
+        }
         assert not {i.get("PatientName") for i in got} & originals
     finally:
         analysis.stop()

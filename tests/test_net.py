@@ -35,7 +35,6 @@ from netutil import (  # noqa: E402
     uid_of,
     wait_until,
 )
-
 from tbscore.errors import AssociationError  # noqa: E402
 from tbscore.net.address import parse_peer  # noqa: E402
 from tbscore.net.scu import Timeouts, echo, send_files  # noqa: E402
@@ -62,16 +61,26 @@ def node(tmp_path_factory, pacs):
         spool,
         free_port(),
         [
-            "--forward", pacs.peer,
-            "--workers", "2",
-            "--job-timeout", "10",
-            "--max-pixels", "1000000",
-            "--min-free-mb", "1",
-            "--network-timeout", "2",
-            "--allow-aet", "DXA1",
-            "--allow-aet", "TBSCORE",
-            "--retry-base", "0.2",
-            "--retry-cap", "1",
+            "--forward",
+            pacs.peer,
+            "--workers",
+            "2",
+            "--job-timeout",
+            "10",
+            "--max-pixels",
+            "1000000",
+            "--min-free-mb",
+            "1",
+            "--network-timeout",
+            "2",
+            "--allow-aet",
+            "DXA1",
+            "--allow-aet",
+            "TBSCORE",
+            "--retry-base",
+            "0.2",
+            "--retry-cap",
+            "1",
         ],
         env={"TBSCORE_NET_TEST_STALL": "3680043.10.1.999."},
     ).start()
@@ -99,8 +108,11 @@ def test_round_trip_sr_in_same_study_and_value_matches_calc(node, pacs, tmp_path
     assert rec["state"] == "scored" and rec["attempts"] == 1
     sr_uid = wait_until(
         lambda: next(
-            (u for u, ds in list(pacs.datasets.items())
-             if ds.get("StudyInstanceUID") == src.StudyInstanceUID),
+            (
+                u
+                for u, ds in list(pacs.datasets.items())
+                if ds.get("StudyInstanceUID") == src.StudyInstanceUID
+            ),
             None,
         ),
         20,
@@ -122,8 +134,11 @@ def test_duplicates_acknowledged_not_rescored_not_resent(node, pacs, tmp_path):
     uid = uid_of(path)
     assert send([path], node)[0].state == "sent"
     rec = _state(node, uid)
-    wait_until(lambda: any(s["state"] == "sent" for s in node.sends()
-                           if s["sop_instance_uid"] == uid), 20, "the SR sent")
+    wait_until(
+        lambda: any(s["state"] == "sent" for s in node.sends() if s["sop_instance_uid"] == uid),
+        20,
+        "the SR sent",
+    )
     before = pacs.count()
     assert [o.state for o in send([path, path], node)] == ["sent", "sent"]
     time.sleep(1.0)
@@ -161,15 +176,24 @@ def _bad_images(folder: Path) -> dict[str, tuple[Path, str]]:
         ds.save_as(folder / name, enforce_file_format=True)
         cases[str(ds.SOPInstanceUID)] = (folder / name, code)
 
-    save("colour.dcm", make_dataset(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
-                                    photometric="RGB"), "colour_image")
+    save(
+        "colour.dcm",
+        make_dataset(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), photometric="RGB"),
+        "colour_image",
+    )
     nopix = make_dataset(np.zeros((16, 16), np.uint16))
     del nopix.PixelData
     save("nopix.dcm", nopix, "not_an_image")
-    save("nospacing.dcm", make_dataset(rng.integers(0, 4000, (200, 160), dtype=np.uint16),
-                                       spacing=None), "missing_pixel_spacing")
-    save("noise.dcm", make_dataset(rng.integers(0, 4000, (200, 160), dtype=np.uint16)),
-         "detection_failed")
+    save(
+        "nospacing.dcm",
+        make_dataset(rng.integers(0, 4000, (200, 160), dtype=np.uint16), spacing=None),
+        "missing_pixel_spacing",
+    )
+    save(
+        "noise.dcm",
+        make_dataset(rng.integers(0, 4000, (200, 160), dtype=np.uint16)),
+        "detection_failed",
+    )
     broken = make_dataset(np.zeros((200, 160), np.uint16))
     broken.PixelData = broken.PixelData[:1000]
     save("truncated.dcm", broken, "dicom_read_error")
@@ -234,7 +258,11 @@ def test_garbage_bytes_and_idle_connections_closed_by_timeout(node):
     are closed after the 2 s network timeout; the node serves others meanwhile."""
     peer = parse_peer(node.peer)
     socks = []
-    for payload in (b"GET / HTTP/1.1\r\n\r\n" + os.urandom(200), b"\x04\x00\x7f\xff\xff\xff", b""):
+    for payload in (
+        b"GET / HTTP/1.1\r\n\r\n" + os.urandom(200),
+        b"\x07\x00GET / HTTP/1.1\r\n" + os.urandom(50),
+        b"",
+    ):
         s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
         if payload:
             s.sendall(payload)
@@ -245,8 +273,9 @@ def test_garbage_bytes_and_idle_connections_closed_by_timeout(node):
 
 
 def test_free_space_floor_refuses_with_a700(tmp_path):
-    n = NodeProcess(tmp_path / "spool", free_port(), ["--workers", "1", "--min-free-mb",
-                                                      str(10**9)]).start()
+    n = NodeProcess(
+        tmp_path / "spool", free_port(), ["--workers", "1", "--min-free-mb", str(10**9)]
+    ).start()
     try:
         out = send([SAMPLE], n, "TBSCORE")
         assert out[0].state == "temporary" and out[0].status == 0xA700
@@ -288,31 +317,62 @@ def test_destinations_down_rejecting_cutting_refusing_then_fixed(tmp_path):
                 out.setdefault(s["destination"], []).append(s)
             return out
 
-        wait_until(lambda: all(len(by_dest().get(d, [])) == 5 for d in dests.values()), 60,
-                   "all results queued")
-        wait_until(lambda: all(s["state"] == "refused" for s in by_dest()[dests["ref"]]), 20,
-                   "permanent refusals set aside")
+        wait_until(
+            lambda: all(len(by_dest().get(d, [])) == 5 for d in dests.values()),
+            60,
+            "all results queued",
+        )
+        wait_until(
+            lambda: all(s["state"] == "refused" for s in by_dest()[dests["ref"]]),
+            20,
+            "permanent refusals set aside",
+        )
         assert all("0xC000" in s["last_error"] for s in by_dest()[dests["ref"]])
-        wait_until(lambda: all(s["attempts"] >= 2 and s["state"] == "pending"
-                               for d in ("down", "rej") for s in by_dest()[dests[d]]),
-                   20, "retries with backoff")
+        wait_until(
+            lambda: all(
+                s["attempts"] >= 2 and s["state"] == "pending"
+                for d in ("down", "rej")
+                for s in by_dest()[dests[d]]
+            ),
+            20,
+            "retries with backoff",
+        )
         assert all("rejected" in s["last_error"] for s in by_dest()[dests["rej"]])
         # fix everything
         down = FakePACS(port=down_port, ae_title="DOWN").start()
         rejecting.ae.require_calling_aet = []
         refusing.status = 0x0000
-        rc = subprocess.run([sys.executable, "-m", "tbscore", "queue", "retry", "--spool",
-                             str(n.spool), "--destination", dests["ref"]],
-                            capture_output=True, text=True, timeout=60)
+        rc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tbscore",
+                "queue",
+                "retry",
+                "--spool",
+                str(n.spool),
+                "--destination",
+                dests["ref"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert rc.returncode == 0, rc.stderr
         for pacs in (down, rejecting, behind_proxy, refusing):
             wait_until(lambda p=pacs: p.count() == 5, 30, f"{pacs.ae_title} drained")
         time.sleep(0.5)
         for pacs in (down, rejecting, behind_proxy, refusing):
             assert all(len(v) == 1 for v in pacs.received.values()), pacs.ae_title
-            refs = {str(ds.CurrentRequestedProcedureEvidenceSequence[0]
-                        .ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-                        .ReferencedSOPInstanceUID) for ds in pacs.datasets.values()}
+            refs = {
+                str(
+                    ds.CurrentRequestedProcedureEvidenceSequence[0]
+                    .ReferencedSeriesSequence[0]
+                    .ReferencedSOPSequence[0]
+                    .ReferencedSOPInstanceUID
+                )
+                for ds in pacs.datasets.values()
+            }
             assert refs == uids, pacs.ae_title
         assert proxy.cut_done == 2
         assert all(s["state"] == "sent" for s in n.sends())
@@ -328,8 +388,18 @@ def test_kill9_mid_queue_then_restart_nothing_lost_nothing_rescored(tmp_path):
     pacs = FakePACS().start()
     pacs.delay = 0.25
     port = free_port()
-    args = ["--forward", pacs.peer, "--workers", "2", "--min-free-mb", "1",
-            "--retry-base", "0.2", "--retry-cap", "1"]
+    args = [
+        "--forward",
+        pacs.peer,
+        "--workers",
+        "2",
+        "--min-free-mb",
+        "1",
+        "--retry-base",
+        "0.2",
+        "--retry-cap",
+        "1",
+    ]
     n = NodeProcess(tmp_path / "spool", port, args).start()
     try:
         paths = image_copies(tmp_path / "in", 8)
@@ -351,8 +421,11 @@ def test_kill9_mid_queue_then_restart_nothing_lost_nothing_rescored(tmp_path):
         refs = set()
         for ds in pacs.datasets.values():
             ev = ds.CurrentRequestedProcedureEvidenceSequence[0]
-            refs.add(str(ev.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-                         .ReferencedSOPInstanceUID))
+            refs.add(
+                str(
+                    ev.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                )
+            )
         assert refs == uids
         # the only possible repeat is the one send in flight at the kill, and it is
         # the identical file (same SOP Instance UID, same bytes)
@@ -366,8 +439,11 @@ def test_kill9_mid_queue_then_restart_nothing_lost_nothing_rescored(tmp_path):
 def _tmpfs_ok() -> bool:
     if not shutil.which("unshare"):
         return False
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
-                       capture_output=True, timeout=20)
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
+        capture_output=True,
+        timeout=20,
+    )
     return r.returncode == 0
 
 
@@ -385,8 +461,13 @@ def test_real_full_disk_on_small_tmpfs_is_temporary(tmp_path):
         mnt / "spool",
         port,
         ["--forward", pacs.peer, "--workers", "1", "--min-free-mb", "0.5"],
-        prefix=["unshare", "-rm", "sh", "-c",
-                f'mount -t tmpfs -o size=2m none "{mnt}" && exec "$0" "$@"'],
+        prefix=[
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=2m none "{mnt}" && exec "$0" "$@"',
+        ],
     )
     n.log = tmp_path / "node.log"
     try:

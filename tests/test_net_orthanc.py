@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import require_tool
 
 pytest.importorskip("pynetdicom")

@@ -30,8 +30,14 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 "sends": [
                     {
                         k: r[k]
-                        for k in ("id", "sop_instance_uid", "destination", "state", "attempts",
-                                  "last_error")
+                        for k in (
+                            "id",
+                            "sop_instance_uid",
+                            "destination",
+                            "state",
+                            "attempts",
+                            "last_error",
+                        )
                     }
                     for r in ledger.sends()
                     if args.all or r["state"] != "sent"

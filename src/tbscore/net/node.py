@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tbscore.errors import NetError
-from tbscore.net.address import Peer, check_ae_title, parse_peer
+from tbscore.net.address import check_ae_title, parse_peer
 from tbscore.net.ledger import Ledger
 from tbscore.net.scu import Timeouts, make_ae, pynetdicom, send_files, start_server
 from tbscore.net.sop import DXA_IMAGE_CLASSES, VERIFICATION, accepted_classes, available_syntaxes
@@ -139,16 +139,18 @@ class _Sender(threading.Thread):
                     continue
                 by_path = {r.path: r for r in rows}
 
-                def before(path: str) -> None:
+                def before(path: str, by_path: dict = by_path) -> None:
                     ledger.send_started(by_path[path].id)
 
-                def result(o: Any) -> None:
+                def result(o: Any, by_path: dict = by_path) -> None:
                     row = by_path[o.path]
                     if o.state == "sent":
                         ledger.sent(row.id)
                         self.node.stats["sent"] += 1
                     elif o.state == "refused":
-                        log.warning("%s refused %s: %s", self.destination, row.sop_instance_uid, o.reason)
+                        log.warning(
+                            "%s refused %s: %s", self.destination, row.sop_instance_uid, o.reason
+                        )
                         ledger.send_refused(row.id, o.reason)
                     else:
                         ledger.send_failed(
@@ -340,7 +342,9 @@ class Node:
         missing = 0
         pulled = 0
         for study in find_studies(peer, query, cfg.ae_title, cfg.timeouts()):
-            for inst in find_instances(peer, study["study_instance_uid"], cfg.ae_title, cfg.timeouts()):
+            for inst in find_instances(
+                peer, study["study_instance_uid"], cfg.ae_title, cfg.timeouts()
+            ):
                 uid = inst["sop_instance_uid"]
                 if inst["sop_class_uid"] not in self._scored_classes or uid in known:
                     continue

@@ -16,7 +16,7 @@ from typing import Any
 
 from tbscore.errors import AssociationError, NetError
 from tbscore.net.address import Peer
-from tbscore.net.scu import Timeouts, associate, make_ae, pynetdicom, status_text
+from tbscore.net.scu import DEFAULT_TIMEOUTS, Timeouts, associate, make_ae, pynetdicom, status_text
 from tbscore.net.sop import DXA_IMAGE_CLASSES, STUDY_EXTRA_CLASSES, available_syntaxes
 
 __all__ = [
@@ -72,7 +72,10 @@ class StudyQuery:
 
     @classmethod
     def from_args(
-        cls, date: str | None = None, date_range_text: str | None = None, accession: str | None = None
+        cls,
+        date: str | None = None,
+        date_range_text: str | None = None,
+        accession: str | None = None,
     ) -> StudyQuery:
         if date:
             return cls(study_date=_check_date(date))
@@ -103,7 +106,7 @@ def _c_find(peer: Peer, ae_title: str, timeouts: Timeouts, ident: Any) -> list[A
 
 
 def find_studies(
-    peer: Peer, query: StudyQuery, ae_title: str = "TBSCORE", timeouts: Timeouts = Timeouts()
+    peer: Peer, query: StudyQuery, ae_title: str = "TBSCORE", timeouts: Timeouts = DEFAULT_TIMEOUTS
 ) -> list[dict[str, str]]:
     """Study Root C-FIND at STUDY level; one dict per study (UID, date, accession,
     modalities)."""
@@ -132,7 +135,7 @@ def find_studies(
 
 
 def find_instances(
-    peer: Peer, study_uid: str, ae_title: str = "TBSCORE", timeouts: Timeouts = Timeouts()
+    peer: Peer, study_uid: str, ae_title: str = "TBSCORE", timeouts: Timeouts = DEFAULT_TIMEOUTS
 ) -> list[dict[str, str]]:
     """Every instance of a study: SERIES-level C-FIND, then IMAGE level per series
     (the hierarchical Study Root model); dicts with series, SOP instance and class UIDs."""
@@ -199,7 +202,7 @@ def retrieve(
     method: str,
     ae_title: str,
     store: StoreHandler | None = None,
-    timeouts: Timeouts = Timeouts(),
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
     summary: PullSummary | None = None,
 ) -> PullSummary:
     """Retrieve the instances matching ``keys`` at ``level`` (``STUDY``, ``SERIES``,

@@ -19,6 +19,7 @@ from tbscore.net.address import Peer, check_ae_title
 
 __all__ = [
     "Timeouts",
+    "DEFAULT_TIMEOUTS",
     "pynetdicom",
     "make_ae",
     "associate",
@@ -45,6 +46,10 @@ class Timeouts:
     acse_s: float = 30.0
     dimse_s: float = 60.0
     network_s: float = 60.0
+
+
+#: The default timeouts.
+DEFAULT_TIMEOUTS = Timeouts()
 
 
 def pynetdicom():
@@ -245,8 +250,7 @@ def send_files(
                             SendOutcome(
                                 path,
                                 "refused",
-                                f"{peer} does not accept SOP class {cls} with transfer "
-                                f"syntax {ts}",
+                                f"{peer} does not accept SOP class {cls} with transfer syntax {ts}",
                             )
                         )
                         continue

@@ -13,7 +13,6 @@ File names come from SOP Instance UIDs, which are untrusted text: they go throug
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 from pathlib import Path
 

@@ -43,7 +43,9 @@ STALL_ENV = "TBSCORE_NET_TEST_STALL"
 DISK_FULL_RETRY_S = 5.0
 
 
-def sr_uids(sop_instance_uid: str, study_instance_uid: str, settings_digest: str) -> tuple[str, str]:
+def sr_uids(
+    sop_instance_uid: str, study_instance_uid: str, settings_digest: str
+) -> tuple[str, str]:
     """Deterministic ``(SOP Instance UID, Series Instance UID)`` of the result SR of an
     image: the same image scored again with the same settings gets the same UIDs, so a
     PACS never holds two results for one computation."""
