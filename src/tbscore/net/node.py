@@ -34,6 +34,9 @@ __all__ = ["NodeConfig", "Node", "load_config"]
 
 log = logging.getLogger("tbscore.net")
 
+#: Series modalities that hold no image to score (reconcile skips them).
+_NOT_IMAGES = frozenset({"SR", "KO", "PR", "DOC"})
+
 
 @dataclass
 class NodeConfig:
@@ -346,8 +349,11 @@ class Node:
                 peer, study["study_instance_uid"], cfg.ae_title, cfg.timeouts()
             ):
                 uid = inst["sop_instance_uid"]
-                if inst["sop_class_uid"] not in self._scored_classes or uid in known:
+                cls = inst["sop_class_uid"]
+                if uid in known or (cls and cls not in self._scored_classes):
                     continue
+                if not cls and inst["modality"] in _NOT_IMAGES:
+                    continue  # a PACS that returns no SOP class: skip SR/KO/PR series
                 missing += 1
                 summary = retrieve(
                     peer,

@@ -138,7 +138,8 @@ def find_instances(
     peer: Peer, study_uid: str, ae_title: str = "TBSCORE", timeouts: Timeouts = DEFAULT_TIMEOUTS
 ) -> list[dict[str, str]]:
     """Every instance of a study: SERIES-level C-FIND, then IMAGE level per series
-    (the hierarchical Study Root model); dicts with series, SOP instance and class UIDs."""
+    (the hierarchical Study Root model); dicts with series, SOP instance and class UIDs
+    (the class may be empty: not every PACS returns it) and the series modality."""
     from pydicom.dataset import Dataset
 
     ident = Dataset()
@@ -149,6 +150,7 @@ def find_instances(
     out = []
     for series in _c_find(peer, ae_title, timeouts, ident):
         s_uid = str(series.get("SeriesInstanceUID", "") or "")
+        modality = str(series.get("Modality", "") or "")
         if not s_uid:
             continue
         q = Dataset()
@@ -164,6 +166,7 @@ def find_instances(
                     "series_instance_uid": s_uid,
                     "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or ""),
                     "sop_class_uid": str(ds.get("SOPClassUID", "") or ""),
+                    "modality": modality,
                 }
             )
     return out

@@ -304,6 +304,8 @@ def start_server(ae: Any, address: tuple[str, int], evt_handlers: list[Any]) -> 
             return sock, addr
 
     server = ae.make_server(address, evt_handlers=evt_handlers, server_class=_Server)
+    # as AE.start_server does: the server's shutdown() removes itself from this list
+    ae._servers.append(server)
     thread = threading.Thread(target=server.serve_forever, name="tbscore-scp", daemon=True)
     thread.start()
     return server
