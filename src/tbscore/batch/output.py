@@ -387,9 +387,15 @@ def rows_to_frame(rows: Iterable[Mapping[str, Any]]):
     Float columns are ``float64`` (NaN when missing), integer columns nullable
     ``Int64``, the others ``object`` strings.
     """
+    return typed_frame([normalize_row(r) for r in rows], list(COLUMNS))
+
+
+def typed_frame(records: list[dict[str, Any]], columns: list[str]):
+    """A DataFrame of typed rows with the journal's column types (float64, Int64,
+    object; columns not of the journal, e.g. a manifest's, are object)."""
     pd = _pandas()
-    df = pd.DataFrame.from_records([normalize_row(r) for r in rows], columns=list(COLUMNS))
-    for col in COLUMNS:
+    df = pd.DataFrame.from_records(records, columns=columns)
+    for col in columns:
         if col in FLOAT_COLUMNS:
             df[col] = df[col].astype("float64")
         elif col in INT_COLUMNS:

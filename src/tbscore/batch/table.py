@@ -24,6 +24,7 @@ from tbscore.batch.output import (
     _fsync_dir,
     atomic_file,
     normalize_row,
+    typed_frame,
 )
 from tbscore.io.tabular import csv_safe
 
@@ -45,17 +46,7 @@ def _typed(rows: Iterable[Mapping[str, Any]], extra: Sequence[str]) -> list[dict
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]):
-    import pandas as pd
-
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    for col in columns:
-        if col in FLOAT_COLUMNS:
-            df[col] = df[col].astype("float64")
-        elif col in INT_COLUMNS:
-            df[col] = df[col].astype("Int64")
-        else:
-            df[col] = df[col].astype(object)
-    return df
+    return typed_frame(rows, columns)
 
 
 def write_table(
