@@ -36,7 +36,11 @@ the only thing that is ignored:
 * in the export manifest only, the ``sha256`` / ``file_sha256`` of the written files
   (they contain generated UIDs) -> ``<SHA256>``; pixel digests, and input-file digests
   everywhere else, are kept;
-* random mapping keys (``pseudonym``-style hex tokens of 16+ digits) -> ``<TOKEN>``.
+* random mapping keys (``pseudonym``-style hex tokens of 16+ digits) -> ``<TOKEN>``;
+* decimal numbers written with 10 or more decimals are rounded to 9 significant digits
+  (``<F:...>``): the last bits of a float sum or FFT depend on the CPU's SIMD width and
+  the BLAS/FFT build, so full-precision digits differ between machines while any real
+  change of a value (1e-9 relative or more) still shows.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ _GEN_UID = re.compile(r"\b(?:2\.25\.\d+|1\.2\.826\.0\.1\.3680043\.8\.498\.[\d.]+
 _ELAPSED = re.compile(r'("elapsed_s"\s*:\s*)[0-9.eE+-]+')
 _FILE_DIGEST = re.compile(r'("(?:sha256|file_sha256)"\s*:\s*)"[0-9a-f]{64}"')
 _TOKEN = re.compile(r"\b[0-9a-f]{16,40}\b")
+_LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{10,}(?:[eE][+-]?\d+)?(?![\w.])")
+
+
+def _round_float(match: re.Match[str]) -> str:
+    return f"<F:{float(match.group(0)):.9g}>"
 
 
 def normalise_text(text: str, *, tmp: str, version: str, new_files: bool = False) -> str:
@@ -72,6 +81,7 @@ def normalise_text(text: str, *, tmp: str, version: str, new_files: bool = False
     text = _GEN_UID.sub("<UID>", text)
     if new_files:
         text = _FILE_DIGEST.sub(r'\1"<SHA256>"', text)
+    text = _LONG_FLOAT.sub(_round_float, text)
     text = _TOKEN.sub("<TOKEN>", text)
     return text.replace(f"tbscore {version}", "tbscore <VERSION>").replace(
         f'"{version}"', '"<VERSION>"'
