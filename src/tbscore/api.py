@@ -77,10 +77,25 @@ def as_image(
     return load_dicom(source, spacing=spacing, override_spacing=override_spacing)
 
 
-def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
+def resolve_rois(
+    roi: RoiInput,
+    image: DXAImage,
+    settings: Settings | Mapping[str, Any] | str | Path | None = None,
+) -> VertebraROIs:
     """ROIs from a file path, a ``tbscore-roi/1`` dict, a label image, an existing
-    :class:`VertebraROIs`, or ``None`` (automatic detection)."""
+    :class:`VertebraROIs`, or ``None`` (automatic detection).
+
+    Parameters
+    ----------
+    roi : path, dict, VertebraROIs, label image or None
+    image : DXAImage
+    settings : Settings, dict or settings-file path, optional
+        Its detection parameters (``roi_inset_mm``, ``min_confidence``,
+        ``min_vertebra_confidence``, ``allow_inverted``) are used when ``roi`` is
+        ``None``; the one path by which they reach :func:`tbscore.core.detect.detect`.
+    """
     if roi is None:
+        cfg = resolve_settings(settings)
         if not spacing_in_dxa_range(image.spacing_mm):
             lo, hi = DXA_SPACING_RANGE_MM
             raise ROIError(
@@ -95,7 +110,9 @@ def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
             raise ROIError(
                 "no ROI given and automatic detection is unavailable", image.source
             ) from exc
-        return detect(image.pixels, image.spacing_mm, source=image.source)
+        return detect(
+            image.pixels, image.spacing_mm, source=image.source, **cfg.detection_kwargs()
+        )
     if isinstance(roi, VertebraROIs):
         if roi.image_shape != image.shape:
             raise ROIError(
@@ -177,7 +194,7 @@ def calc(
     """
     cfg = resolve_settings(settings)
     image = as_image(source, spacing=spacing, override_spacing=override_spacing)
-    rois = apply_exclusions(resolve_rois(roi, image), exclude)
+    rois = apply_exclusions(resolve_rois(roi, image, cfg), exclude)
     _check_finite(image, rois)
     vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
     l14, labels, reason = combine_l1_l4(vertebrae, cfg.min_valid_vertebrae)

@@ -217,7 +217,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             spacing=tuple(args.spacing) if args.spacing else None,
             override_spacing=args.override_spacing,
         )
-        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+        rois = apply_exclusions(resolve_rois(args.roi, image, settings), args.exclude)
         result = calc(
             image,
             rois,
