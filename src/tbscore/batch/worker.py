@@ -1,10 +1,9 @@
 """Scoring one input: runs in the worker processes (or Dask workers, or inline).
 
 :func:`score_input` never raises: every outcome, including unexpected exceptions, is
-a row (see :data:`tbscore.batch.output.COLUMNS`). Test hooks, read from the
-environment of the worker: ``TBSCORE_BATCH_TEST_DELAY`` (seconds to sleep before each
-input) and ``TBSCORE_BATCH_TEST_CRASH`` (a substring: a worker scoring a path that
-contains it exits at once, as if killed).
+a row (see :data:`tbscore.batch.output.COLUMNS`). Nothing here is for tests: the
+batch tests slow down, crash or hang worker processes from a test-only
+``sitecustomize`` that wraps :func:`_score` (``tests/conftest.py``, ``worker_hooks``).
 """
 
 from __future__ import annotations
@@ -56,9 +55,6 @@ __all__ = [
 
 #: Default per-input time limit of a batch (seconds, ``--timeout``).
 DEFAULT_TIMEOUT_S = 120.0
-
-DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
-CRASH_ENV = "TBSCORE_BATCH_TEST_CRASH"
 
 
 @dataclass(frozen=True)
@@ -212,15 +208,6 @@ def _error_row(job: Job, inp: Input, status: str, exc: TBSError, **extra: Any) -
     return row
 
 
-def _test_hooks(path: str) -> None:
-    delay = os.environ.get(DELAY_ENV)
-    if delay:
-        time.sleep(float(delay))
-    crash = os.environ.get(CRASH_ENV)
-    if crash and crash in path:
-        os._exit(70)
-
-
 class _Timeout(BaseException):
     """Raised by the SIGALRM handler when an input runs past its time limit.
 
@@ -323,7 +310,6 @@ def score_input(job: Job, inp: Input) -> dict[str, Any]:
     result_doc = None
     try:
         with _time_limit(job.timeout):
-            _test_hooks(inp.path)
             row = _score(job, inp)
         if job.want_result and row.get("_result") is not None:
             result_doc = row["_result"].to_dict(include_phi=False)
