@@ -10,6 +10,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
+from tbscore.clinical.risk import bmi_warning
 from tbscore.core.result import TBSResult
 from tbscore.core.roi import (
     VertebraROIs,
@@ -209,11 +210,9 @@ def calc(
                 f"outside the physically possible DXA range {lo:g}-{hi:g} mm"
             )
     meta = image.metadata
-    if meta.bmi is not None and not 15 <= meta.bmi <= 37:
-        warnings.append(
-            f"BMI {meta.bmi:.1f} kg/m^2 outside 15-37, where TBS is considered "
-            "reliable (Looker 2016)"
-        )
+    bmi_text = bmi_warning(meta.bmi)  # the one BMI rule (tbscore.clinical.risk)
+    if bmi_text is not None:
+        warnings.append(bmi_text)
     result = TBSResult(
         vertebrae=vertebrae,
         l1_l4=l14,
