@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -36,6 +36,9 @@ from tbscore.io.load import (
     spacing_in_dxa_range,
 )
 from tbscore.io.paths import result_with_path_format
+
+if TYPE_CHECKING:
+    from tbscore.core.calibration import Calibration
 
 __all__ = ["calc", "resolve_rois", "as_image"]
 
@@ -157,7 +160,7 @@ def calc(
     spacing: tuple[float, float] | None = None,
     override_spacing: bool = False,
     exclude: Mapping[str, str] | Iterable[str] | None = None,
-    calibration: Any = None,
+    calibration: Calibration | str | Path | None = None,
     path_format: str | None = None,
 ) -> TBSResult:
     """Compute TBS per vertebra and for L1–L4 (the 77091 technical result).
