@@ -153,3 +153,20 @@ def test_report_shows_one_bmi_warning_about_the_bmi_used():
     other = replace(result, warnings=(*result.warnings, "BMI-like note from elsewhere"))
     shown = build_report(other, interpret_result(other, bmi=45.0)).warnings
     assert "BMI-like note from elsewhere" in shown
+
+
+# ------------------------------------------------------------- typed errors (issue 13)
+def test_kernels_and_path_format_raise_tbs_errors():
+    from tbscore.core.estimators import fit_slope
+    from tbscore.core.variogram import variogram
+    from tbscore.errors import ComputationError, SettingsError, TBSError
+    from tbscore.io.paths import format_path
+
+    image = np.zeros((8, 8))
+    with pytest.raises(ComputationError, match="shape") as err:
+        variogram(image, np.ones((4, 4), bool), [(0, 1)])
+    assert isinstance(err.value, TBSError) and isinstance(err.value, ValueError)
+    with pytest.raises(ComputationError, match="two"):
+        fit_slope("ols", np.array([1.0]), np.array([1.0]))
+    with pytest.raises(SettingsError, match="path format"):
+        format_path("/x/y.dcm", "sideways")

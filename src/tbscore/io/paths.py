@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tbscore.errors import OutputError
+from tbscore.errors import OutputError, SettingsError
 
 if TYPE_CHECKING:
     from tbscore.core.result import TBSResult
@@ -59,7 +59,7 @@ def format_path(path: str | os.PathLike | None, how: str | None = "relative") ->
     if not text or text.startswith("<"):
         return text
     if how not in PATH_FORMATS:
-        raise ValueError(f"path format must be one of {PATH_FORMATS}, got {how!r}")
+        raise SettingsError(f"path format must be one of {PATH_FORMATS}, got {how!r}")
     if how == "basename":
         return Path(text).name
     absolute = os.path.abspath(text)
