@@ -1,4 +1,4 @@
-"""Shared fixtures: small DICOM files built with pydicom."""
+"""Shared fixtures: small DICOM files built with pydicom; test-only batch worker hooks."""
 
 from __future__ import annotations
 
@@ -84,3 +84,62 @@ def require_tool(*names: str) -> str:
     if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
         pytest.fail(msg + f" ({REQUIRE_TOOLS_ENV}=1: CI must install it)")
     pytest.skip(msg)
+
+
+# ----------------------------------------------------------------- batch worker hooks
+#: A ``sitecustomize`` for the processes a test starts (``tbscore batch`` subprocesses
+#: and the ``spawn`` worker processes of a pool): when one of the variables is set, it
+#: wraps ``tbscore.batch.worker._score`` (inside the per-input time limit) to
+#: ``TBSCORE_TEST_DELAY``: sleep that many seconds before each input;
+#: ``TBSCORE_TEST_CRASH``: exit at once (``os._exit(70)``, as if killed) on an input whose
+#: path contains this text; ``TBSCORE_TEST_HANG``: on a matching input block SIGALRM and
+#: sleep ``TBSCORE_TEST_HANG_S`` seconds (600), like native code the soft time limit
+#: cannot stop. Production code has no test hooks; these live only here.
+WORKER_HOOKS = """\
+import os
+
+_DELAY = os.environ.get("TBSCORE_TEST_DELAY")
+_CRASH = os.environ.get("TBSCORE_TEST_CRASH")
+_HANG = os.environ.get("TBSCORE_TEST_HANG")
+if _DELAY or _CRASH or _HANG:
+    import signal
+    import time
+
+    import tbscore.batch.worker as _worker
+
+    _real = _worker._score
+
+    def _hooked(job, inp):
+        if _DELAY:
+            time.sleep(float(_DELAY))
+        if _CRASH and _CRASH in inp.path:
+            os._exit(70)
+        if _HANG and _HANG in inp.path:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(float(os.environ.get("TBSCORE_TEST_HANG_S", "600")))
+        return _real(job, inp)
+
+    _worker._score = _hooked
+"""
+
+
+def worker_hook_env(site: Path, **variables: str) -> dict[str, str]:
+    """``os.environ`` with ``site`` (from :func:`worker_hooks`) first on PYTHONPATH and
+    the hook ``variables`` set: the environment of a ``tbscore batch`` subprocess."""
+    import os
+
+    old = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = os.pathsep.join([str(site), *(p for p in old if p != str(site))])
+    return {**os.environ, "PYTHONPATH": path, **variables}
+
+
+@pytest.fixture
+def worker_hooks(tmp_path, monkeypatch) -> Path:
+    """Test-only worker hooks (:data:`WORKER_HOOKS`) for every process started from now
+    on: writes the ``sitecustomize`` and puts its folder first on PYTHONPATH. Set the
+    hook variables with ``monkeypatch.setenv`` (or :func:`worker_hook_env`)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(WORKER_HOOKS, encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", worker_hook_env(site)["PYTHONPATH"])
+    return site

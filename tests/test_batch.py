@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_dataset
+from conftest import make_dataset, worker_hook_env
 from tbscore.batch import (
     COLUMNS,
     BatchError,
@@ -477,7 +477,7 @@ def test_corrupt_journal_and_foreign_csv_refused(tmp_path, dicom_file):
         run_batch(path, out, progress=False)
 
 
-def test_kill_and_resume_subprocess(tmp_path):
+def test_kill_and_resume_subprocess(tmp_path, worker_hooks):
     """SIGKILL a running ``tbscore batch``; the resumed output equals a clean run."""
     src = tmp_path / "in"
     for i in range(8):
@@ -487,7 +487,7 @@ def test_kill_and_resume_subprocess(tmp_path):
     write_scan(src / "noroi.dcm", 50, roi=None)
     n_inputs = 11
     out = tmp_path / "killed.csv"
-    env = dict(os.environ, TBSCORE_BATCH_TEST_DELAY="0.3")
+    env = worker_hook_env(worker_hooks, TBSCORE_TEST_DELAY="0.3")
     cmd = [sys.executable, "-m", "tbscore.cli", "batch", str(src), "-o", str(out), "--jobs", "2"]
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
@@ -528,10 +528,10 @@ def test_kill_and_resume_subprocess(tmp_path):
 
 
 # -- executors -------------------------------------------------------------------------
-def test_process_pool_same_rows_and_crash_isolation(mixed, tmp_path, monkeypatch):
+def test_process_pool_same_rows_and_crash_isolation(mixed, tmp_path, monkeypatch, worker_hooks):
     scans, rois, expect = mixed
     ref = {r["input"]: _stable(r) for r in iter_batch(scans, roi_dir=rois, progress=False)}
-    monkeypatch.setenv("TBSCORE_BATCH_TEST_CRASH", "screenshot")
+    monkeypatch.setenv("TBSCORE_TEST_CRASH", "screenshot")
     rows = list(iter_batch(scans, tmp_path / "p.csv", jobs=2, roi_dir=rois, progress=False))
     got = {r["input"]: _stable(r) for r in rows}
     assert sorted(got) == sorted(ref)

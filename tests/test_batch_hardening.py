@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import make_dataset
+from conftest import make_dataset, worker_hook_env
 from tbscore.batch import BatchError, CsvJournal, journal_path, run_batch
 from tbscore.batch.runner import EXIT_NOTHING_SCORED as RUNNER_NOTHING
 from tbscore.cli import main
@@ -213,33 +212,7 @@ def test_timeout_inline_writes_a_row_and_goes_on(tmp_path, monkeypatch):
         run_batch(tmp_path / "in", tmp_path / "x.csv", timeout=-1)
 
 
-_HOOK = """\
-    import os, signal, time
-    if os.environ.get("TBSCORE_TEST_HANG"):
-        import tbscore.batch.worker as _w
-        _real = _w._score
-        def _hang(job, inp):
-            if os.environ["TBSCORE_TEST_HANG"] in inp.path:
-                # like native code: the soft limit (SIGALRM) cannot interrupt it
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-                time.sleep(float(os.environ.get("TBSCORE_TEST_HANG_S", "600")))
-            return _real(job, inp)
-        _w._score = _hang
-"""
-
-
-@pytest.fixture
-def hang_hook(tmp_path, monkeypatch):
-    """Test-only: a ``sitecustomize`` that makes workers hang on matching inputs."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent(_HOOK))
-    old = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", str(site) + (os.pathsep + old if old else ""))
-    return site
-
-
-def test_timeout_in_worker_pool_ends_native_hang(tmp_path, monkeypatch, hang_hook):
+def test_timeout_in_worker_pool_ends_native_hang(tmp_path, monkeypatch, worker_hooks):
     monkeypatch.setenv("TBSCORE_TEST_HANG", "stuck")
     for i, name in enumerate(("a_good", "b_stuck", "c_good", "d_good")):
         _scan(tmp_path / "in" / f"{name}.dcm", 20 + i)
@@ -302,11 +275,11 @@ def _start(src: Path, out: Path, env: dict) -> tuple[subprocess.Popen, list[int]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_parent_killed_or_terminated_leaves_no_process(tmp_path):
+def test_parent_killed_or_terminated_leaves_no_process(tmp_path, worker_hooks):
     src = tmp_path / "in"
     for i in range(6):
         _scan(src / f"s{i}.dcm", 40 + i)
-    env = dict(os.environ, TBSCORE_BATCH_TEST_DELAY="0.5")
+    env = worker_hook_env(worker_hooks, TBSCORE_TEST_DELAY="0.5")
     procs: list[int] = []
     try:
         # SIGKILL of the parent alone: the workers and the resource tracker exit

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
+from tbscore.clinical.risk import bmi_warning
 from tbscore.core.result import TBSResult
 from tbscore.core.roi import (
     VertebraROIs,
@@ -35,6 +36,9 @@ from tbscore.io.load import (
     spacing_in_dxa_range,
 )
 from tbscore.io.paths import result_with_path_format
+
+if TYPE_CHECKING:
+    from tbscore.core.calibration import Calibration
 
 __all__ = ["calc", "resolve_rois", "as_image"]
 
@@ -77,10 +81,25 @@ def as_image(
     return load_dicom(source, spacing=spacing, override_spacing=override_spacing)
 
 
-def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
+def resolve_rois(
+    roi: RoiInput,
+    image: DXAImage,
+    settings: Settings | Mapping[str, Any] | str | Path | None = None,
+) -> VertebraROIs:
     """ROIs from a file path, a ``tbscore-roi/1`` dict, a label image, an existing
-    :class:`VertebraROIs`, or ``None`` (automatic detection)."""
+    :class:`VertebraROIs`, or ``None`` (automatic detection).
+
+    Parameters
+    ----------
+    roi : path, dict, VertebraROIs, label image or None
+    image : DXAImage
+    settings : Settings, dict or settings-file path, optional
+        Its detection parameters (``roi_inset_mm``, ``min_confidence``,
+        ``min_vertebra_confidence``, ``allow_inverted``) are used when ``roi`` is
+        ``None``; the one path by which they reach :func:`tbscore.core.detect.detect`.
+    """
     if roi is None:
+        cfg = resolve_settings(settings)
         if not spacing_in_dxa_range(image.spacing_mm):
             lo, hi = DXA_SPACING_RANGE_MM
             raise ROIError(
@@ -95,7 +114,9 @@ def resolve_rois(roi: RoiInput, image: DXAImage) -> VertebraROIs:
             raise ROIError(
                 "no ROI given and automatic detection is unavailable", image.source
             ) from exc
-        return detect(image.pixels, image.spacing_mm, source=image.source)
+        return detect(
+            image.pixels, image.spacing_mm, source=image.source, **cfg.detection_kwargs()
+        )
     if isinstance(roi, VertebraROIs):
         if roi.image_shape != image.shape:
             raise ROIError(
@@ -139,7 +160,7 @@ def calc(
     spacing: tuple[float, float] | None = None,
     override_spacing: bool = False,
     exclude: Mapping[str, str] | Iterable[str] | None = None,
-    calibration: Any = None,
+    calibration: Calibration | str | Path | None = None,
     path_format: str | None = None,
 ) -> TBSResult:
     """Compute TBS per vertebra and for L1–L4 (the 77091 technical result).
@@ -177,7 +198,7 @@ def calc(
     """
     cfg = resolve_settings(settings)
     image = as_image(source, spacing=spacing, override_spacing=override_spacing)
-    rois = apply_exclusions(resolve_rois(roi, image), exclude)
+    rois = apply_exclusions(resolve_rois(roi, image, cfg), exclude)
     _check_finite(image, rois)
     vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
     l14, labels, reason = combine_l1_l4(vertebrae, cfg.min_valid_vertebrae)
@@ -192,11 +213,9 @@ def calc(
                 f"outside the physically possible DXA range {lo:g}-{hi:g} mm"
             )
     meta = image.metadata
-    if meta.bmi is not None and not 15 <= meta.bmi <= 37:
-        warnings.append(
-            f"BMI {meta.bmi:.1f} kg/m^2 outside 15-37, where TBS is considered "
-            "reliable (Looker 2016)"
-        )
+    bmi_text = bmi_warning(meta.bmi)  # the one BMI rule (tbscore.clinical.risk)
+    if bmi_text is not None:
+        warnings.append(bmi_text)
     result = TBSResult(
         vertebrae=vertebrae,
         l1_l4=l14,

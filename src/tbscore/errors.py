@@ -116,8 +116,10 @@ class SettingsError(TBSError):
     code = "settings_error"
 
 
-class ComputationError(TBSError):
-    """The computation could not produce a value (e.g. too few pixel pairs)."""
+class ComputationError(TBSError, ValueError):
+    """The computation could not produce a value (e.g. too few pixel pairs), or a
+    kernel (:mod:`tbscore.core.variogram`, :mod:`tbscore.core.estimators`) was given
+    arrays it cannot use. Also a ``ValueError``, which these kernels raised before."""
 
     code = "computation_error"
 

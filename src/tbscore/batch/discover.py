@@ -12,16 +12,18 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 from tbscore.batch.output import BatchError
 from tbscore.io.sidecar import ROI_SUFFIXES, is_roi_sidecar, roi_stem
+from tbscore.io.sniff import head_is_dicom, is_dicom, read_head  # the one DICOM rule
 
 __all__ = [
     "Input",
     "discover",
     "is_dicom",
+    "head_is_dicom",
+    "read_head",
     "file_sha256",
     "header_truncation",
     "ROI_SUFFIXES",
@@ -29,9 +31,6 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-#: First bytes of a DICOM stream without preamble: a group 0002 or 0008 tag, little endian.
-_BARE_STARTS = (b"\x02\x00", b"\x08\x00")
-_MARKER_KEYWORDS = ("SOPClassUID", "Modality", "StudyInstanceUID", "Rows", "SOPInstanceUID")
 
 
 @dataclass(frozen=True)
@@ -159,50 +158,6 @@ def discover(
                     continue
                 add(full, False, rel_dir)
     return [Input(i, p, explicit, rel, *_stat(p)) for i, (p, explicit, rel) in enumerate(found)]
-
-
-def _looks_like_bare_dicom(path: str | Path | BytesIO, head: bytes) -> bool:
-    """A DICOM stream without preamble: starts with a group 0002/0008 element and parses."""
-    if head[:2] not in _BARE_STARTS:
-        return False
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-    except Exception:
-        return False
-    return any(k in ds for k in _MARKER_KEYWORDS)
-
-
-def read_head(path: str | Path) -> bytes:
-    """The first 132 bytes of a file (``OSError`` if it cannot be read)."""
-    with open(path, "rb") as fh:
-        return fh.read(132)
-
-
-def is_dicom(source: str | Path | bytes) -> bool:
-    """Whether a file (path) or a byte string is DICOM, judged by content only.
-
-    A file is DICOM when bytes 128-131 are ``b"DICM"`` (the Part-10 preamble and
-    prefix) or, for files without preamble, when it starts with a group 0002 or 0008
-    data element (little endian) and a forced pydicom parse of its header (pixel data
-    not read) finds a SOP Class UID, Modality, Study Instance UID, SOP Instance UID or
-    Rows element. A file that cannot be read is not DICOM.
-    """
-    if isinstance(source, bytes):
-        return head_is_dicom(BytesIO(source), source[:132])
-    try:
-        head = read_head(source)
-    except OSError:
-        return False
-    return head_is_dicom(source, head)
-
-
-def head_is_dicom(source: str | Path | BytesIO, head: bytes) -> bool:
-    """:func:`is_dicom` given the first 132 bytes ``head`` of ``source``."""
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    return _looks_like_bare_dicom(source, head)
 
 
 def file_sha256(path: str | Path) -> str | None:

@@ -1,10 +1,9 @@
 """Scoring one input: runs in the worker processes (or Dask workers, or inline).
 
 :func:`score_input` never raises: every outcome, including unexpected exceptions, is
-a row (see :data:`tbscore.batch.output.COLUMNS`). Test hooks, read from the
-environment of the worker: ``TBSCORE_BATCH_TEST_DELAY`` (seconds to sleep before each
-input) and ``TBSCORE_BATCH_TEST_CRASH`` (a substring: a worker scoring a path that
-contains it exits at once, as if killed).
+a row (see :data:`tbscore.batch.output.COLUMNS`). Nothing here is for tests: the
+batch tests slow down, crash or hang worker processes from a test-only
+``sitecustomize`` that wraps :func:`_score` (``tests/conftest.py``, ``worker_hooks``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbscore._version import __version__
 from tbscore.batch.discover import (
@@ -37,6 +36,12 @@ from tbscore.core.settings import Settings
 from tbscore.errors import ColourImageError, NotAnImageError, TBSError
 from tbscore.io.paths import format_path
 from tbscore.log import audit
+
+if TYPE_CHECKING:
+    from tbscore.core.calibration import Calibration
+    from tbscore.core.calibration_map import CalibrationMap, ScannerInfo
+    from tbscore.core.result import TBSResult
+    from tbscore.io.load import DicomMetadata, DXAImage
 
 __all__ = [
     "Job",
@@ -56,9 +61,6 @@ __all__ = [
 
 #: Default per-input time limit of a batch (seconds, ``--timeout``).
 DEFAULT_TIMEOUT_S = 120.0
-
-DELAY_ENV = "TBSCORE_BATCH_TEST_DELAY"
-CRASH_ENV = "TBSCORE_BATCH_TEST_CRASH"
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,9 @@ class Job:
     exclude: tuple[tuple[str, str], ...] = ()
     roi_dir: str | None = None
     want_result: bool = False
-    calibration: Any = None
+    calibration: Calibration | None = None
     sr_dir: str | None = None
-    calibration_map: Any = None
+    calibration_map: CalibrationMap | None = None
     path_format: str | None = None
     timeout: float | None = DEFAULT_TIMEOUT_S
 
@@ -144,7 +146,7 @@ def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> P
     )
 
 
-def scanner_info(image: Any) -> Any:
+def scanner_info(image: DXAImage) -> ScannerInfo:
     """The scanner attributes of an image, for :class:`CalibrationMap` selection."""
     from tbscore.core.calibration_map import ScannerInfo
 
@@ -153,7 +155,7 @@ def scanner_info(image: Any) -> Any:
         manufacturer=meta.manufacturer,
         model=meta.model,
         software=meta.software_versions,
-        spacing_mm=tuple(float(v) for v in image.spacing_mm),
+        spacing_mm=(float(image.spacing_mm[0]), float(image.spacing_mm[1])),
     )
 
 
@@ -166,7 +168,7 @@ def patient_key(patient_id: str | None) -> str:
     return hashlib.sha256(patient_id.strip().encode("utf-8")).hexdigest()[:16]
 
 
-def scanner_columns(meta: Any) -> dict[str, Any]:
+def scanner_columns(meta: DicomMetadata) -> dict[str, Any]:
     """Scanner and patient-characteristic columns of a row (no name, no ID)."""
     return {
         "manufacturer": meta.manufacturer or "",
@@ -210,15 +212,6 @@ def _error_row(job: Job, inp: Input, status: str, exc: TBSError, **extra: Any) -
     row = failure_row(job, inp, status, exc.code, exc.reason, **extra)
     row["error"] = _reason(exc, inp.path)
     return row
-
-
-def _test_hooks(path: str) -> None:
-    delay = os.environ.get(DELAY_ENV)
-    if delay:
-        time.sleep(float(delay))
-    crash = os.environ.get(CRASH_ENV)
-    if crash and crash in path:
-        os._exit(70)
 
 
 class _Timeout(BaseException):
@@ -323,7 +316,6 @@ def score_input(job: Job, inp: Input) -> dict[str, Any]:
     result_doc = None
     try:
         with _time_limit(job.timeout):
-            _test_hooks(inp.path)
             row = _score(job, inp)
         if job.want_result and row.get("_result") is not None:
             result_doc = row["_result"].to_dict(include_phi=False)
@@ -459,7 +451,7 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
     return row
 
 
-def result_key(job: Job, image: Any, roi: Path | None) -> str:
+def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
     """SHA-256 of everything that decides an input's result (the duplicate key).
 
     The gray levels as scored (after RescaleSlope/Intercept and MONOCHROME1
@@ -493,7 +485,7 @@ def sr_name(sop_instance_uid: str | None, pixel_sha256: str, file_sha256: str | 
     return f"{sop_instance_uid or file_sha256 or 'no-uid'}--{pixel_sha256[:12]}"
 
 
-def write_sr_atomic(folder: str, result: Any, image: Any, path: str) -> Path:
+def write_sr_atomic(folder: str, result: TBSResult, image: DXAImage, path: str) -> Path:
     """Write the DICOM SR of ``result`` into ``folder`` atomically; return its path.
 
     The SR references the source image, read again from ``path``. Written to a hidden

@@ -115,7 +115,7 @@ def cmd_calc(args: argparse.Namespace) -> int:
             override_spacing=args.override_spacing,
         )
         # ROIs resolved (or detected) once, shared by the result, --save-roi and --overlay.
-        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+        rois = apply_exclusions(resolve_rois(args.roi, image, settings), args.exclude)
         result = calc(
             image,
             rois,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tbscore.core.settings import Settings
 
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:
@@ -35,7 +39,7 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from ``--settings`` with command-line overrides applied."""
     from tbscore.core.settings import Settings, parse_setting_assignments, resolve_settings
 

@@ -187,7 +187,8 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
         if not args.roi:
             raise ReportError("--image needs --roi (the ROIs the result was computed with)")
-        spacing = tuple(result.pixel_spacing_mm)
+        row_mm, col_mm = result.pixel_spacing_mm
+        spacing = (float(row_mm), float(col_mm))
         image = as_image(args.image, spacing=spacing)
         rois = resolve_rois(args.roi, image)
     interp = _interpretation_from_args(result, args)
@@ -217,7 +218,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             spacing=tuple(args.spacing) if args.spacing else None,
             override_spacing=args.override_spacing,
         )
-        rois = apply_exclusions(resolve_rois(args.roi, image), args.exclude)
+        rois = apply_exclusions(resolve_rois(args.roi, image, settings), args.exclude)
         result = calc(
             image,
             rois,

@@ -220,7 +220,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     if args.image:
         from tbscore.api import as_image, resolve_rois
 
-        image = as_image(args.image, spacing=tuple(result.pixel_spacing_mm))
+        row_mm, col_mm = result.pixel_spacing_mm
+        image = as_image(args.image, spacing=(float(row_mm), float(col_mm)))
         if args.roi:
             rois = resolve_rois(args.roi, image)
     report = build_report(

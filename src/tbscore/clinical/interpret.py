@@ -38,6 +38,28 @@ _SEX_FROM_DICOM = {"F": "female", "M": "male"}
 # --------------------------------------------------------------------------------------
 
 
+def report_warnings(result: TBSResult, interp: Interpretation | None) -> list[str]:
+    """The result's warnings, then the interpretation's, for one report.
+
+    When the interpretation warns about the BMI it used
+    (:func:`tbscore.clinical.risk.bmi_warning`), the result's own BMI warning (from the
+    DICOM header BMI at calculation time) is left out: one BMI warning, about the BMI
+    the interpretation used. Repeated texts appear once.
+    """
+    interp_w = list(interp.warnings) if interp is not None else []
+    own = risk.bmi_warning(_float_or_none(result.metadata.get("bmi")))
+    used = risk.bmi_warning(interp.bmi) if interp is not None else None
+    out = [w for w in result.warnings if not (used in interp_w and w == own)]
+    return list(dict.fromkeys(out + interp_w))
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def reported_tbs(result: TBSResult) -> tuple[float | None, str]:
     """The L1–L4 value to interpret, and its basis.
 

@@ -81,6 +81,7 @@ __all__ = [
     "interpret",
     "FRAX_AGE_RANGE",
     "BMI_RELIABLE_RANGE",
+    "bmi_warning",
     "CLINICAL_TBS_RANGE",
     "CITATIONS",
 ]
@@ -593,16 +594,37 @@ def _check_age(age: Any) -> float:
     return v
 
 
-def _bmi_warnings(bmi: float | None) -> list[str]:
+def bmi_warning(bmi: float | None) -> str | None:
+    """The one BMI rule: the warning for a BMI outside :data:`BMI_RELIABLE_RANGE`.
+
+    Used by ``tbscore.calc`` (BMI from the DICOM header), by :func:`interpret` and
+    :func:`adjust_frax` (the BMI used), and by :func:`tbscore.clinical.interpret.
+    report_warnings` to tell the two apart; the report only displays the result.
+
+    Parameters
+    ----------
+    bmi : float or None
+        Body-mass index (kg/m²); ``None`` (unknown) gives no warning.
+
+    Returns
+    -------
+    str or None
+        The warning text, or ``None`` inside the range (15-37 kg/m², inclusive).
+    """
     if bmi is None:
-        return []
+        return None
     lo, hi = BMI_RELIABLE_RANGE
     if lo <= bmi <= hi:
-        return []
-    return [
+        return None
+    return (
         f"BMI {bmi:g} kg/m² is outside {lo:g}-{hi:g} kg/m², the range in which TBS is "
         "considered reliable (Looker 2016); soft tissue thickness biases TBS"
-    ]
+    )
+
+
+def _bmi_warnings(bmi: float | None) -> list[str]:
+    text = bmi_warning(bmi)
+    return [] if text is None else [text]
 
 
 def _tbs_warnings(tbs: float) -> list[str]:

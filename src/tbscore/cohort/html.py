@@ -7,9 +7,12 @@ import base64
 import datetime as _dt
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbscore._version import __version__
+
+if TYPE_CHECKING:
+    from tbscore.cohort.summary import CohortReport
 
 __all__ = ["render_cohort_html", "png", "data_uri"]
 
@@ -60,7 +63,7 @@ def _table(df: Any, limit: int = 200) -> dict[str, Any]:
     return {"columns": cols, "rows": rows, "more": max(0, len(df) - limit)}
 
 
-def render_cohort_html(report: Any) -> str:
+def render_cohort_html(report: CohortReport) -> str:
     """The cohort report page."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 

@@ -7,7 +7,15 @@ module only.
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "CALIBRATION_METHODS", "COLOUR_PHOTOMETRICS", "ESTIMATORS"]
+__all__ = [
+    "LABELS",
+    "CALIBRATION_METHODS",
+    "COLOUR_PHOTOMETRICS",
+    "ESTIMATORS",
+    "DEFAULT_ROI_INSET_MM",
+    "MIN_CONFIDENCE",
+    "MIN_VERTEBRA_CONFIDENCE",
+]
 
 #: The lumbar vertebrae scored, top to bottom: the one L1–L4 label constant.
 LABELS: tuple[str, ...] = ("L1", "L2", "L3", "L4")
@@ -33,3 +41,14 @@ COLOUR_PHOTOMETRICS: frozenset[str] = frozenset(
 
 #: Slope estimators (:mod:`tbscore.core.estimators`), read by ``Settings`` validation.
 ESTIMATORS: tuple[str, ...] = ("ols", "nugget", "increment")
+
+# Defaults of the automatic detection (:func:`tbscore.core.detect.detect`), here so that
+# ``Settings`` (which carries them, see :mod:`tbscore.core.settings`) and the detector
+# share one value without ``Settings`` importing scipy.
+
+#: Default distance (mm) by which the ROI stays inside the detected body outline.
+DEFAULT_ROI_INSET_MM: float = 3.0
+#: Below this overall confidence detection raises :class:`tbscore.errors.DetectionError`.
+MIN_CONFIDENCE: float = 0.4
+#: A detected vertebra below this confidence is returned excluded (with the reason).
+MIN_VERTEBRA_CONFIDENCE: float = 0.3

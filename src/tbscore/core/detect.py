@@ -52,6 +52,11 @@ from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 from skimage.draw import polygon2mask
 
+from tbscore.core.constants import (  # defaults shared with Settings
+    DEFAULT_ROI_INSET_MM,
+    MIN_CONFIDENCE,
+    MIN_VERTEBRA_CONFIDENCE,
+)
 from tbscore.core.roi import (
     LABELS,
     VertebraROI,
@@ -73,14 +78,8 @@ __all__ = [
     "DEFAULT_ROI_INSET_MM",
 ]
 
-#: Below this overall confidence :func:`detect` raises :class:`DetectionError`.
-MIN_CONFIDENCE = 0.4
-#: A vertebra below this confidence is returned excluded (with the reason).
-MIN_VERTEBRA_CONFIDENCE = 0.3
 #: Below this (overall or per vertebra) a warning asks to check the ROIs.
 WARN_CONFIDENCE = 0.6
-#: Default distance (mm) by which the ROI stays inside the detected body outline.
-DEFAULT_ROI_INSET_MM = 3.0
 
 _GRID_MM = 1.0  # isotropic working grid (axis, discs, crests)
 _SMOOTH_MM = 1.5  # smoothing of the working grid
@@ -939,6 +938,7 @@ def detect(
     roi_inset_mm: float = DEFAULT_ROI_INSET_MM,
     min_confidence: float = MIN_CONFIDENCE,
     allow_inverted: bool = True,
+    min_vertebra_confidence: float = MIN_VERTEBRA_CONFIDENCE,
 ) -> VertebraROIs:
     """Detect the L1-L4 vertebral ROIs of a lumbar-spine DXA image.
 
@@ -963,13 +963,20 @@ def detect(
     allow_inverted : bool
         When no spine is found, try the inverted image (bone dark): the TBS slope does
         not depend on the polarity, so the ROIs are returned with a warning.
+    min_vertebra_confidence : float
+        A vertebra below this confidence is returned excluded, with the reason
+        (:data:`MIN_VERTEBRA_CONFIDENCE`).
+
+    The four detection parameters are also :class:`tbscore.core.settings.Settings`
+    fields (same names and defaults, in the settings digest); ``tbscore.calc`` passes
+    them from there.
 
     Returns
     -------
     VertebraROIs
         One polygon ROI per expected label (``source="detected"``), each with its
         confidence; a vertebra whose confidence is below
-        :data:`MIN_VERTEBRA_CONFIDENCE` is marked excluded with the reason. The
+        ``min_vertebra_confidence`` is marked excluded with the reason. The
         overall confidence and any warnings (low confidence, labels inferred without
         iliac crests, bodies cut by the border) are attached.
 
@@ -1020,11 +1027,11 @@ def detect(
         )
     shape = (int(arr.shape[0]), int(arr.shape[1]))
     labelled = found.labelled()
-    plausible = [lab for lab in LABELS if labelled[lab].confidence >= MIN_VERTEBRA_CONFIDENCE]
+    plausible = [lab for lab in LABELS if labelled[lab].confidence >= min_vertebra_confidence]
     if len(plausible) < 2:
         raise DetectionError(
             f"only {len(plausible)} of L1-L4 detected with confidence >= "
-            f"{MIN_VERTEBRA_CONFIDENCE} (need 2 for an L1-L4 value); supply an ROI file",
+            f"{min_vertebra_confidence} (need 2 for an L1-L4 value); supply an ROI file",
             source,
         )
     rois = []
@@ -1038,9 +1045,9 @@ def detect(
             mask = polygon2mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
             if not mask.any():
                 raise DetectionError(f"{lab} ROI covers no pixel of the image", source)
-            excluded = body.confidence < MIN_VERTEBRA_CONFIDENCE
+            excluded = body.confidence < min_vertebra_confidence
             reason = (
-                f"automatic detection: confidence {body.confidence:.2f} < {MIN_VERTEBRA_CONFIDENCE}"
+                f"automatic detection: confidence {body.confidence:.2f} < {min_vertebra_confidence}"
                 if excluded
                 else None
             )
@@ -1057,9 +1064,9 @@ def detect(
         warnings.append("neighbouring outlines overlapped: some ROIs shrunk by 0.5-4 mm")
     for lab in want:
         conf = labelled[lab].confidence
-        if conf < MIN_VERTEBRA_CONFIDENCE:
+        if conf < min_vertebra_confidence:
             warnings.append(
-                f"{lab} excluded: detection confidence {conf:.2f} < {MIN_VERTEBRA_CONFIDENCE} "
+                f"{lab} excluded: detection confidence {conf:.2f} < {min_vertebra_confidence} "
                 "(fracture, implant, overlap or a missed outline?)"
             )
         elif conf < WARN_CONFIDENCE:

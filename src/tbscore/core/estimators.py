@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tbscore.core.constants import ESTIMATORS  # noqa: E402 - the one list
+from tbscore.errors import ComputationError  # noqa: E402 - after the kernels note
 
 __all__ = ["ESTIMATORS", "SlopeFit", "fit_slope", "fit_nugget_model", "method_string"]
 
@@ -86,13 +87,13 @@ def _check(distances_mm: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     d = np.asarray(distances_mm, dtype=float)
     v = np.asarray(values, dtype=float)
     if v.size < 2 or d.size != v.size:
-        raise ValueError("need at least two (distance, value) points")
+        raise ComputationError("need at least two (distance, value) points")
     if np.any(~np.isfinite(v)) or np.any(v <= 0):
-        raise ValueError("variogram values must be positive and finite")
+        raise ComputationError("variogram values must be positive and finite")
     if np.any(~np.isfinite(d)) or np.any(d <= 0):
-        raise ValueError("lag distances must be positive and finite")
+        raise ComputationError("lag distances must be positive and finite")
     if np.ptp(np.log(d)) <= 0:
-        raise ValueError("all lag distances are equal: the slope is undefined")
+        raise ComputationError("all lag distances are equal: the slope is undefined")
     return d, v
 
 
@@ -183,14 +184,14 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     """
     d, v = _check(distances_mm, values)
     if v.size < 3:
-        raise ValueError("the nugget model needs at least three lags")
+        raise ComputationError("the nugget model needs at least three lags")
     scale = float(v.min())
     vs = v / scale
     a = _grid_argmin(lambda aa: _nugget_solve(aa, d, vs)[2])
     c_arr, n_arr, ss = _nugget_solve(np.array([a]), d, vs)
     c, n = float(c_arr[0]), float(n_arr[0])
     if not (np.isfinite(ss[0]) and c > 0):
-        raise ValueError("the variogram does not rise with the lag: no power law fits it")
+        raise ComputationError("the variogram does not rise with the lag: no power law fits it")
     ld = np.log(d)
     tex = c * np.exp(a * ld)
     m = tex + n
@@ -225,7 +226,9 @@ def _distinct(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _increment(d: np.ndarray, v: np.ndarray) -> SlopeFit:
     dist, M = _distinct(d)
     if dist.size < 3:
-        raise ValueError("the increment estimator needs at least three distinct lag distances")
+        raise ComputationError(
+            "the increment estimator needs at least three distinct lag distances"
+        )
     scale = float(v.max())
     vbar = M @ (v / scale)
     y = np.diff(vbar)  # increments between consecutive distances
@@ -292,7 +295,7 @@ def fit_slope(estimator: str, distances_mm: np.ndarray, values: np.ndarray) -> S
 
     Raises
     ------
-    ValueError
+    ComputationError
         Unknown estimator, too few points or distances, non-positive values.
     """
     d, v = _check(distances_mm, values)
@@ -302,4 +305,4 @@ def fit_slope(estimator: str, distances_mm: np.ndarray, values: np.ndarray) -> S
         return fit_nugget_model(d, v)
     if estimator == "increment":
         return _increment(d, v)
-    raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    raise ComputationError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")

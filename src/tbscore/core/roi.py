@@ -447,7 +447,7 @@ def roi_document(
 ) -> dict[str, Any]:
     """The ``tbscore-roi/1`` document for ``rois`` (see :func:`write_roi_json`)."""
     if units not in ("px", "mm"):
-        raise ValueError("units must be 'px' or 'mm'")
+        raise ROIError("units must be 'px' or 'mm'")
     scale = np.array([1.0, 1.0]) if units == "px" else np.asarray(spacing_mm, dtype=float)
     items = []
     for roi in rois:

@@ -16,10 +16,23 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tbscore.core.constants import ESTIMATORS
+from tbscore.core.constants import (
+    DEFAULT_ROI_INSET_MM,
+    ESTIMATORS,
+    MIN_CONFIDENCE,
+    MIN_VERTEBRA_CONFIDENCE,
+)
 from tbscore.errors import SettingsError
 
-__all__ = ["Settings", "DIRECTIONS", "MAX_LAG_MM", "load_settings", "resolve_settings"]
+__all__ = [
+    "Settings",
+    "DIRECTIONS",
+    "DETECTION_DEFAULTS",
+    "MAX_LAG_MM",
+    "MAX_ROI_INSET_MM",
+    "load_settings",
+    "resolve_settings",
+]
 
 #: Lag directions as unit steps ``(d_row, d_col)``.
 DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -41,6 +54,28 @@ _INT_RANGES: tuple[tuple[str, int, int], ...] = (
     ("min_roi_pixels", 1, 10**9),
     ("min_valid_vertebrae", 2, 4),  # L1-L4 is never one vertebra (ISCD rule)
 )
+
+#: Largest ``roi_inset_mm`` accepted (mm): half the smallest plausible vertebral body
+#: (15 mm high, docs/detection.md); more would leave nothing of any body.
+MAX_ROI_INSET_MM = 7.5
+
+#: Float settings (besides the lag range) and their accepted range (inclusive).
+_FLOAT_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("min_r2", 0.0, 1.0),
+    ("roi_inset_mm", 0.0, MAX_ROI_INSET_MM),
+    ("min_confidence", 0.0, 1.0),
+    ("min_vertebra_confidence", 0.0, 1.0),
+)
+
+#: The detection parameters (passed to :func:`tbscore.core.detect.detect`) with their
+#: defaults; a default is left out of the digest, so results computed before these
+#: were settings keep their digest.
+DETECTION_DEFAULTS: dict[str, float | bool] = {
+    "roi_inset_mm": DEFAULT_ROI_INSET_MM,
+    "min_confidence": MIN_CONFIDENCE,
+    "min_vertebra_confidence": MIN_VERTEBRA_CONFIDENCE,
+    "allow_inverted": True,
+}
 
 
 def _show(value: Any) -> str:
@@ -80,6 +115,20 @@ class Settings:
         Slope estimator (:mod:`tbscore.core.estimators`): ``"ols"`` (default, the
         published definition), ``"nugget"`` (``V = c d^a + n``) or ``"increment"``
         (noise-cancelling increments). See docs/method.md for their bias and spread.
+    roi_inset_mm : float
+        Automatic detection only: the ROI is the detected body outline shrunk by this
+        distance (mm, 0-7.5; default 3). Unused when ROIs are supplied.
+    min_confidence : float
+        Automatic detection only: below this overall confidence (0-1, default 0.4)
+        detection fails with :class:`tbscore.errors.DetectionError`.
+    min_vertebra_confidence : float
+        Automatic detection only: a vertebra below this confidence (0-1, default 0.3)
+        is excluded, with the reason.
+    allow_inverted : bool
+        Automatic detection only: when no spine is found, try the inverted image
+        (bone dark), with a warning (default true).
+
+    See docs/detection.md for what the four detection parameters do.
     """
 
     lag_min_mm: float = 0.5
@@ -92,6 +141,10 @@ class Settings:
     min_valid_vertebrae: int = 2
     parallel: bool = False
     estimator: str = "ols"
+    roi_inset_mm: float = DEFAULT_ROI_INSET_MM
+    min_confidence: float = MIN_CONFIDENCE
+    min_vertebra_confidence: float = MIN_VERTEBRA_CONFIDENCE
+    allow_inverted: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.directions, str | list):
@@ -100,7 +153,7 @@ class Settings:
                 "directions",
                 (self.directions,) if isinstance(self.directions, str) else tuple(self.directions),
             )
-        for name in ("lag_min_mm", "lag_max_mm", "min_r2"):
+        for name in ("lag_min_mm", "lag_max_mm", *(f[0] for f in _FLOAT_RANGES)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise SettingsError(f"{name} must be a finite number, got {_show(v)}")
@@ -115,8 +168,10 @@ class Settings:
             raise SettingsError(
                 f"lag_min_mm ({self.lag_min_mm}) is larger than lag_max_mm ({self.lag_max_mm})"
             )
-        if not 0 <= self.min_r2 <= 1:
-            raise SettingsError(f"min_r2 must be within [0, 1], got {self.min_r2}")
+        for name, lo, hi in _FLOAT_RANGES:
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise SettingsError(f"{name} must be within [{lo:g}, {hi:g}], got {v:g}")
         if not isinstance(self.directions, tuple) or not all(
             isinstance(d, str) for d in self.directions
         ):
@@ -135,8 +190,11 @@ class Settings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise SettingsError(f"{name} must be an integer in {lo}-{hi}, got {_show(v)}")
-        if not isinstance(self.parallel, bool):
-            raise SettingsError(f"parallel must be true or false, got {_show(self.parallel)}")
+        for name in ("parallel", "allow_inverted"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(
+                    f"{name} must be true or false, got {_show(getattr(self, name))}"
+                )
         if self.estimator not in ESTIMATORS:
             raise SettingsError(
                 f"unknown estimator {self.estimator!r}; known: {', '.join(ESTIMATORS)}"
@@ -160,13 +218,17 @@ class Settings:
                 f"unknown setting(s) {unknown}; known settings: {', '.join(sorted(known))}"
             )
         data = dict(data)
-        for key in ("lag_min_mm", "lag_max_mm", "min_r2"):
+        for key in ("lag_min_mm", "lag_max_mm", *(f[0] for f in _FLOAT_RANGES)):
             if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
                 try:
                     data[key] = float(data[key])
                 except OverflowError:
                     raise SettingsError(f"{key} is too large: {_show(data[key])}") from None
         return cls(**data)
+
+    def detection_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`tbscore.core.detect.detect` set here."""
+        return {key: getattr(self, key) for key in DETECTION_DEFAULTS}
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some parameters changed (validated again)."""
@@ -180,6 +242,9 @@ class Settings:
             # The default estimator keeps the digest it had before estimators were
             # selectable, so results computed then still match.
             d.pop("estimator")
+        for key, default in DETECTION_DEFAULTS.items():
+            if d[key] == default and type(d[key]) is type(default):
+                d.pop(key)  # like the estimator: defaults keep the older digests
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -23,7 +23,7 @@ from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
 from tbscore.core.uncertainty import SNR_WARN, Z95, slope_uncertainty
-from tbscore.core.variogram import variogram_sums
+from tbscore.core.variogram import variogram
 from tbscore.errors import ComputationError
 
 __all__ = [
@@ -229,10 +229,8 @@ def vertebra_tbs(
         if lags is not None
         else select_lags(spacing_mm, settings.lag_min_mm, settings.lag_max_mm, settings.directions)
     )
-    sums, counts = variogram_sums(image, roi.mask, lag_vecs, parallel=settings.parallel)
+    v, counts = variogram(image, roi.mask, lag_vecs, parallel=settings.parallel)  # V = sums/counts
     usable = counts >= settings.min_pairs_per_lag
-    with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     diag = dict(
         lags=lag_vecs[usable].tolist(),
         lag_distances_mm=dists[usable].tolist(),

@@ -73,7 +73,7 @@ class Uncertainty:
     """
 
     se: float
-    ci95: tuple[float, float]
+    ci95: tuple[float, float] | None
     snr: float
     model: dict
 

@@ -22,6 +22,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from tbscore.errors import ComputationError
+
 __all__ = ["variogram_sums", "variogram_sums_reference", "variogram", "crop_to_mask", "as_lags"]
 
 
@@ -31,10 +33,10 @@ def as_lags(lags: object) -> np.ndarray:
     if arr.ndim == 1 and arr.size == 2:
         arr = arr.reshape(1, 2)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"lags must have shape (n, 2), got {arr.shape}")
+        raise ComputationError(f"lags must have shape (n, 2), got {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError("lags must be integer pixel offsets")
+            raise ComputationError("lags must be integer pixel offsets")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -48,16 +50,16 @@ def _prepare(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     image = np.asarray(image)
     mask = np.asarray(mask)
     if image.ndim != 2:
-        raise ValueError(f"image must be 2-D, got {image.ndim}-D")
+        raise ComputationError(f"image must be 2-D, got {image.ndim}-D")
     if mask.shape != image.shape:
-        raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape}")
+        raise ComputationError(f"mask shape {mask.shape} differs from image shape {image.shape}")
     if mask.dtype != np.bool_:
         mask = mask != 0
     image, mask = crop_to_mask(image, mask)
     img = np.ascontiguousarray(image, dtype=np.float64)
     m = np.ascontiguousarray(mask)
     if not np.isfinite(img[m]).all():
-        raise ValueError("image has non-finite values inside the mask")
+        raise ComputationError("image has non-finite values inside the mask")
     return np.where(m, img, 0.0), m
 
 

@@ -14,12 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from tbscore._version import __version__
-from tbscore.errors import InputError, MissingPixelSpacingError, TBSError
+from tbscore.errors import DicomReadError, InputError, MissingPixelSpacingError, TBSError
 from tbscore.export.deid import (  # noqa: F401
     _AGE_CAP,
     _COLOUR,
@@ -42,6 +40,7 @@ from tbscore.export.deid import (  # noqa: F401
     public_modality,
 )
 from tbscore.io.sidecar import find_roi_file, is_roi_sidecar
+from tbscore.io.sniff import read_dicom
 from tbscore.io.tabular import write_csv
 
 # --------------------------------------------------------------------------- package
@@ -186,20 +185,12 @@ def _collect(inputs: Iterable[str | Path], exclude_dirs: Sequence[Path]) -> list
 
 
 def _read_dicom(path: Path) -> Dataset | None:
-    """The data set, or None when the file is not DICOM."""
+    """The data set, or None when the file is not DICOM (:func:`tbscore.io.sniff.read_dicom`,
+    the rule of the loader and of ``tbscore batch``)."""
     try:
-        return pydicom.dcmread(path)
-    except InvalidDicomError:
-        pass
-    except Exception:
+        return read_dicom(path)
+    except DicomReadError:
         return None
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception:
-        return None
-    if not any(k in ds for k in ("SOPClassUID", "PixelData", "Modality", "StudyInstanceUID")):
-        return None
-    return ds
 
 
 def _roi_sibling(path: Path) -> Path | None:

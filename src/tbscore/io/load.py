@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from tbscore.core.constants import COLOUR_PHOTOMETRICS
 from tbscore.core.result import PHI_METADATA_KEYS
@@ -34,6 +32,7 @@ from tbscore.errors import (
     NotAnImageError,
     UnsupportedImageError,
 )
+from tbscore.io.sniff import read_dicom
 
 __all__ = [
     "DXAImage",
@@ -352,25 +351,8 @@ def _check_spacing(values: Any, source: str, what: str) -> tuple[float, float]:
 
 
 def _read(path: Path) -> Dataset:
-    source = str(path)
-    if not path.exists():
-        raise DicomReadError("file does not exist", source)
-    if not path.is_file():
-        raise DicomReadError("not a regular file", source)
-    try:
-        return pydicom.dcmread(path)
-    except InvalidDicomError:
-        pass
-    except Exception as exc:  # truncated or corrupt header
-        raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
-    # No 128-byte preamble: accept only if the forced parse yields a real data set.
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception as exc:
-        raise DicomReadError("not a DICOM file", source) from exc
-    if not any(k in ds for k in ("SOPClassUID", "PixelData", "Modality", "StudyInstanceUID")):
-        raise DicomReadError("not a DICOM file (no DICOM preamble or data elements)", source)
-    return ds
+    """The data set of a file, by the one DICOM rule (:func:`tbscore.io.sniff.read_dicom`)."""
+    return read_dicom(path)
 
 
 def _decode(ds: Dataset, source: str) -> np.ndarray:
@@ -522,22 +504,7 @@ def inspect_dicom(
     """
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise DicomReadError("file does not exist" if not path.exists() else "not a regular file",
-                             source)
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-        except Exception as exc2:
-            raise DicomReadError("not a DICOM file", source) from exc2
-        if not any(k in ds for k in ("SOPClassUID", "Modality", "StudyInstanceUID", "Rows")):
-            raise DicomReadError(
-                "not a DICOM file (no DICOM preamble or data elements)", source
-            ) from None
-    except Exception as exc:
-        raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
+    ds = read_dicom(path, stop_before_pixels=True)  # the one DICOM rule
     spacing_mm, spacing_source = check_header(
         ds, source, spacing, override_spacing, allow_modalities, pixels_read=False
     )

@@ -18,9 +18,12 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tbscore.errors import OutputError
+from tbscore.errors import OutputError, SettingsError
+
+if TYPE_CHECKING:
+    from tbscore.core.result import TBSResult
 
 __all__ = [
     "PATH_FORMATS",
@@ -56,7 +59,7 @@ def format_path(path: str | os.PathLike | None, how: str | None = "relative") ->
     if not text or text.startswith("<"):
         return text
     if how not in PATH_FORMATS:
-        raise ValueError(f"path format must be one of {PATH_FORMATS}, got {how!r}")
+        raise SettingsError(f"path format must be one of {PATH_FORMATS}, got {how!r}")
     if how == "basename":
         return Path(text).name
     absolute = os.path.abspath(text)
@@ -79,14 +82,15 @@ def format_source(source: str | None, how: str | None = "relative") -> str | Non
     return source
 
 
-def result_with_path_format(result: Any, how: str | None) -> Any:
+def result_with_path_format(result: TBSResult, how: str | None) -> TBSResult:
     """A copy of a :class:`tbscore.core.result.TBSResult` whose ``input["source"]``
     and ``roi_source`` follow ``how`` (``None``: unchanged)."""
     if how is None:
         return result
     inp = dict(result.input or {})
     inp["source"] = format_path(inp.get("source"), how)
-    return dataclasses.replace(result, input=inp, roi_source=format_source(result.roi_source, how))
+    roi_source = format_source(result.roi_source, how) or result.roi_source
+    return dataclasses.replace(result, input=inp, roi_source=roi_source)
 
 
 def _probe(folder: Path, shown: str) -> None:

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
@@ -45,6 +45,9 @@ from tbscore._version import __version__
 from tbscore.core.constants import LABELS
 from tbscore.errors import SRError
 from tbscore.io.atomic import atomic_file
+
+if TYPE_CHECKING:
+    from tbscore.core.result import TBSResult
 
 __all__ = [
     "SRError",
@@ -145,14 +148,14 @@ def _with_type2(ds: Dataset) -> Dataset:
     return out
 
 
-def _calibration_key(result: Any) -> str:
+def _calibration_key(result: TBSResult) -> str:
     calib = result.calibration or None
     if not calib:
         return "calibration=none"
     return f"calibration={calib.get('name', '')}|{calib.get('a')!r}|{calib.get('b')!r}"
 
 
-def sr_uids(result: Any, source_sop_instance_uid: str) -> dict[str, str]:
+def sr_uids(result: TBSResult, source_sop_instance_uid: str) -> dict[str, str]:
     """Deterministic Series and SOP Instance UIDs of the SR of ``result``.
 
     Derived (``pydicom.uid.generate_uid(entropy_srcs=...)``, a SHA-512 of the sources

@@ -42,6 +42,7 @@ from tbscore.clinical.interpret import (
     REPORT_SERVICES,
     ReportError,
     interpret_result,
+    report_warnings,
     reported_tbs,
 )
 from tbscore.clinical.precision import compare
@@ -357,11 +358,7 @@ def _coding(service: str, result: TBSResult, schedule: str) -> dict:
 
 
 def _warnings(result: TBSResult, interp: Interpretation | None, basis: str) -> tuple[str, ...]:
-    out: list[str] = []
-    interp_w = list(interp.warnings) if interp is not None else []
-    has_bmi = any(w.startswith("BMI") for w in interp_w)
-    out.extend(w for w in result.warnings if not (has_bmi and w.startswith("BMI")))
-    out.extend(interp_w)
+    out = report_warnings(result, interp)  # the BMI rule is clinical's
     if result.l1_l4 is None:
         out.append(f"No L1–L4 value ({result.l1_l4_reason}); no fracture-risk interpretation.")
     if interp is not None and basis == "raw":

@@ -1,0 +1,137 @@
+"""The one rule that tells a DICOM file by its content, and reads it.
+
+Used by the loader (:func:`tbscore.io.load.load_dicom`, :func:`~tbscore.io.load.read_header`),
+by ``tbscore batch`` (:mod:`tbscore.batch.discover`: which inputs are DICOM) and by
+``tbscore export`` (which files are packaged), so that the three agree on every file.
+
+A file is DICOM when bytes 128-131 are ``b"DICM"`` (the Part-10 preamble and prefix)
+or, for a stream without preamble, when it starts with a group 0002 or 0008 data
+element (little endian) and a forced pydicom parse finds one of
+:data:`MARKER_KEYWORDS`. The extension never matters. pydicom is imported only when a
+file has to be parsed.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tbscore.errors import DicomReadError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = [
+    "HEAD_BYTES",
+    "MARKER_KEYWORDS",
+    "read_head",
+    "head_is_dicom",
+    "is_dicom",
+    "read_dicom",
+]
+
+#: Bytes read to sniff a file: the 128-byte preamble and the ``DICM`` prefix.
+HEAD_BYTES = 132
+#: First bytes of a DICOM stream without preamble: a group 0002 or 0008 tag, little endian.
+_BARE_STARTS = (b"\x02\x00", b"\x08\x00")
+#: A forced parse of a file without preamble must find one of these to be DICOM.
+MARKER_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "StudyInstanceUID",
+    "Rows",
+    "PixelData",
+)
+_NOT_DICOM = "not a DICOM file (no DICOM preamble or data elements)"
+
+
+def read_head(path: str | Path) -> bytes:
+    """The first :data:`HEAD_BYTES` bytes of a file (``OSError`` if it cannot be read)."""
+    with open(path, "rb") as fh:
+        return fh.read(HEAD_BYTES)
+
+
+def _has_markers(ds: Dataset) -> bool:
+    return any(k in ds for k in MARKER_KEYWORDS)
+
+
+def head_is_dicom(source: str | Path | BytesIO, head: bytes) -> bool:
+    """:func:`is_dicom` given the first :data:`HEAD_BYTES` bytes ``head`` of ``source``."""
+    if len(head) >= HEAD_BYTES and head[128:132] == b"DICM":
+        return True
+    if head[:2] not in _BARE_STARTS:
+        return False
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(source, force=True, stop_before_pixels=True)
+    except Exception:
+        return False
+    return _has_markers(ds)
+
+
+def is_dicom(source: str | Path | bytes) -> bool:
+    """Whether a file (path) or a byte string is DICOM, judged by content only.
+
+    The module's rule (preamble, or a bare stream starting with a group 0002/0008
+    element whose header holds one of :data:`MARKER_KEYWORDS`; pixel data not read).
+    A file that cannot be read is not DICOM.
+    """
+    if isinstance(source, bytes):
+        return head_is_dicom(BytesIO(source), source[:HEAD_BYTES])
+    try:
+        head = read_head(source)
+    except OSError:
+        return False
+    return head_is_dicom(source, head)
+
+
+def read_dicom(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """Read a DICOM file by the module's rule.
+
+    Parameters
+    ----------
+    path : str or Path
+    stop_before_pixels : bool
+        Read the header only.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+
+    Raises
+    ------
+    DicomReadError
+        Missing or not a regular file, a corrupt Part-10 header ("unreadable
+        DICOM ..."), or not DICOM by the rule ("not a DICOM file ..."), naming the file.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise DicomReadError("file does not exist", source)
+    if not path.is_file():
+        raise DicomReadError("not a regular file", source)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass  # no preamble: the content decides
+    except Exception as exc:  # truncated or corrupt header
+        raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
+    try:
+        head = read_head(path)
+    except OSError as exc:
+        raise DicomReadError(f"cannot read file ({exc.strerror or exc})", source) from exc
+    if head[:2] not in _BARE_STARTS:
+        raise DicomReadError(_NOT_DICOM, source)
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:
+        raise DicomReadError("not a DICOM file", source) from exc
+    if not _has_markers(ds):
+        raise DicomReadError(_NOT_DICOM, source)
+    return ds
