@@ -244,3 +244,18 @@ def test_signed_sr_is_a_new_instance_of_the_same_series(tmp_path):
     assert uid["s1.dcm"].SOPInstanceUID == uid["s2.dcm"].SOPInstanceUID
     assert len({d.SOPInstanceUID for d in uid.values()}) == 3
     assert len({d.SeriesInstanceUID for d in uid.values()}) == 1
+
+
+def test_sr_from_the_kept_header_equals_sr_from_the_file(scan):
+    # the loader keeps the header (pixel data dropped): calc --sr and batch hand it to
+    # write_sr instead of reading the input again, and the SR is byte-identical
+    from tbscore.api import as_image
+
+    path, roi, tmp = scan
+    image = as_image(path)
+    assert image.header is not None and "PixelData" not in image.header
+    assert str(image.header.SOPInstanceUID) == image.metadata.sop_instance_uid
+    res = calc(image, roi)
+    a = write_sr(res, path, tmp / "from_file.sr.dcm", content_datetime=FIXED)
+    b = write_sr(res, image.header, tmp / "from_header.sr.dcm", content_datetime=FIXED)
+    assert a.read_bytes() == b.read_bytes()

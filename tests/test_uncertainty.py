@@ -195,3 +195,54 @@ def test_ols_interval_under_noise_is_about_the_ols_slope_not_2h():
         hits.append(unc.ci95[0] <= 1.2 <= unc.ci95[1])
         assert unc.snr < 3
     assert np.mean(hits) < 0.2
+
+
+def _brute_covariance(mask, lags, spacing, c, a, n):
+    """Cov(V_i, V_j) = 2 / (N_i N_j) sum_{x in S_i, y in S_j} C_ij(x - y)^2, pixel by pixel."""
+
+    def gam(h):
+        d = math.hypot(h[0] * spacing[0], h[1] * spacing[1])
+        return 0.0 if d == 0 else 0.5 * (c * d**a + n)
+
+    nr, nc = mask.shape
+    starts = []
+    for dr, dc in lags:
+        s = [
+            (r, q)
+            for r in range(nr)
+            for q in range(nc)
+            if mask[r, q] and 0 <= r + dr < nr and 0 <= q + dc < nc and mask[r + dr, q + dc]
+        ]
+        starts.append(s)
+    k = len(lags)
+    cov = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            ki, kj = lags[i], lags[j]
+            tot = 0.0
+            for x in starts[i]:
+                for y in starts[j]:
+                    h = (x[0] - y[0], x[1] - y[1])
+                    cc = (
+                        gam((h[0] + ki[0], h[1] + ki[1]))
+                        + gam((h[0] - kj[0], h[1] - kj[1]))
+                        - gam((h[0] + ki[0] - kj[0], h[1] + ki[1] - kj[1]))
+                        - gam(h)
+                    )
+                    tot += cc * cc
+            cov[i, j] = 2.0 * tot / (len(starts[i]) * len(starts[j]))
+    return cov
+
+
+@pytest.mark.parametrize("holed", [False, True])
+def test_covariance_matches_pixel_by_pixel_sum(holed):
+    # the closed-form rectangle path and the FFT path against the definition itself
+    mask = np.ones((7, 6), dtype=bool)
+    if holed:
+        mask[2:4, 3] = False
+        mask[0, 0] = False
+    lags = [(0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0)]
+    spacing, c, a, n = (0.5, 0.7), 3.0, 1.3, 0.8
+    want = _brute_covariance(mask, lags, spacing, c, a, n)
+    got = variogram_covariance(mask, np.array(lags), spacing, c, a, n)
+    np.testing.assert_allclose(got, want, rtol=1e-9)

@@ -488,7 +488,8 @@ def sr_name(sop_instance_uid: str | None, pixel_sha256: str, file_sha256: str | 
 def write_sr_atomic(folder: str, result: TBSResult, image: DXAImage, path: str) -> Path:
     """Write the DICOM SR of ``result`` into ``folder`` atomically; return its path.
 
-    The SR references the source image, read again from ``path``. Written to a hidden
+    The SR references the source image: the header the loader kept
+    (``image.header``), or, for an image without one, the file at ``path``. Written to a hidden
     temporary name in ``folder`` and renamed, so a killed worker never leaves a truncated
     SR under the final name.
 
@@ -500,7 +501,8 @@ def write_sr_atomic(folder: str, result: TBSResult, image: DXAImage, path: str) 
 
     stem = sr_name(image.metadata.sop_instance_uid, image.pixel_sha256, image.file_sha256)
     target = safe_path(folder, stem, ".sr.dcm")
-    return write_sr(result, path, target)  # atomic (tbscore.io.atomic.atomic_file)
+    source = image.header if getattr(image, "header", None) is not None else path
+    return write_sr(result, source, target)  # atomic (tbscore.io.atomic.atomic_file)
 
 
 def warm_up() -> None:
@@ -520,8 +522,7 @@ def warm_up() -> None:
         "format": "tbscore-roi/1",
         "units": "px",
         "vertebrae": [
-            {"label": lab, "box": [4 + 23 * i, 4, 24 + 23 * i, 60]}
-            for i, lab in enumerate(LABELS)
+            {"label": lab, "box": [4 + 23 * i, 4, 24 + 23 * i, 60]} for i, lab in enumerate(LABELS)
         ],
     }
     try:

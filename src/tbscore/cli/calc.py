@@ -129,7 +129,9 @@ def cmd_calc(args: argparse.Namespace) -> int:
     if args.sr:
         from tbscore.io.sr import write_sr
 
-        write_sr(result, args.file, args.sr)
+        # the header the loader kept: the input is not read a second time
+        header = getattr(image, "header", None)
+        write_sr(result, header if header is not None else args.file, args.sr)
         sys.stderr.write(f"written {args.sr}\n")
     fmt = "json" if args.json else "csv" if args.csv else None
     if fmt is None and args.output:

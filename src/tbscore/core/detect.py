@@ -470,22 +470,6 @@ def _sample_frame(fine, center, angle_deg, u, v, spacing) -> np.ndarray:
     return ndi.map_coordinates(fine, [rr, cc], order=1, mode="constant", cval=np.nan)
 
 
-def _edge(
-    profile: np.ndarray, coord: np.ndarray, lo: float, hi: float, rising: bool
-) -> tuple[float | None, float]:
-    """Position (mm) of the strongest rising / falling gradient of ``profile`` in
-    ``[lo, hi]`` (sub-sample, by a parabola through the peak) and its strength."""
-    g = np.gradient(profile, coord)
-    sel = np.flatnonzero((coord >= lo) & (coord <= hi) & np.isfinite(g))
-    if sel.size < 3:
-        return None, 0.0
-    signed = g if rising else -g
-    k = int(np.argmax(signed[sel]))
-    i = int(sel[k])
-    pos = _parabolic(signed, i)
-    return float(np.interp(pos, np.arange(len(coord)), coord)), float(signed[i])
-
-
 def _median_slope(x: np.ndarray, y: np.ndarray) -> float | None:
     """Theil-Sen slope (median of pairwise slopes) of finite points, or None."""
     ok = np.isfinite(x) & np.isfinite(y)
@@ -500,17 +484,28 @@ def _median_slope(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.median((y[j] - y[i])[keep] / dx[keep]))
 
 
-def _band_edges(patch, along, across, lo, hi, rising, centre, half, axis):
-    """Edge positions (mm, along ``along``) in 5 bands across the body, with their
-    band centres; NaN where a band has no edge. ``axis`` 0: bands of rows."""
-    pos, mid = [], []
+def _band_profiles(patch, across, centre, half, axis):
+    """Mean profiles of 5 bands across the body (rows of the result) and the band
+    centres. ``axis`` 0: bands of rows of ``patch``, profiles along its columns."""
+    profs, mid = [], []
     for f0 in np.linspace(-0.6, 0.36, 5):
         sel = (across >= centre + f0 * half) & (across <= centre + (f0 + 0.24) * half)
-        prof = _nanmean(patch[sel], 0) if axis == 0 else _nanmean(patch[:, sel], 1)
-        e, _ = _edge(prof, along, lo, hi, rising)
-        pos.append(np.nan if e is None else e)
+        profs.append(_nanmean(patch[sel], 0) if axis == 0 else _nanmean(patch[:, sel], 1))
         mid.append(centre + (f0 + 0.12) * half)
-    return np.array(pos), np.array(mid)
+    return np.array(profs), np.array(mid)
+
+
+def _profile_edges(grad, along, lo, hi, rising):
+    """Position (mm) of the strongest rising / falling gradient in ``[lo, hi]`` of each
+    band (rows of ``grad``, the gradients of the band profiles along ``along``), to a
+    sub-sample by a parabola through the peak; NaN where a band has fewer than three
+    finite gradients in the window. All bands at once (one masked argmax)."""
+    signed = grad if rising else -grad
+    sel = ((along >= lo) & (along <= hi))[None, :] & np.isfinite(grad)
+    ok = sel.sum(axis=1) >= 3
+    idx = np.argmax(np.where(sel, signed, -np.inf), axis=1)
+    pos = np.array([_parabolic(signed[b], int(i)) for b, i in enumerate(idx)])
+    return np.where(ok, np.interp(pos, np.arange(len(along)), along), np.nan)
 
 
 def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
@@ -528,14 +523,18 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
         u = np.arange(-hu - 12.0, hu + 12.0 + step / 2, step)
         v = np.arange(-45.0, 45.0 + step / 2, step)
         patch = _sample_frame(fine, center, angle, u, v, spacing)
-        lefts, _ = _band_edges(patch, v, u, -40.0, -7.0, True, 0.0, hu, 0)
-        rights, _ = _band_edges(patch, v, u, 7.0, 40.0, False, 0.0, hu, 0)
+        # one set of band profiles and one gradient serve both edges of a direction
+        grad = np.gradient(_band_profiles(patch, u, 0.0, hu, 0)[0], v, axis=1)
+        lefts = _profile_edges(grad, v, -40.0, -7.0, True)
+        rights = _profile_edges(grad, v, 7.0, 40.0, False)
         left, right = _nanmedian(lefts), _nanmedian(rights)
         if not (np.isfinite(left) and np.isfinite(right)):
             return None
         vc, new_hw = 0.5 * (left + right), 0.5 * (right - left)
-        tops, mid = _band_edges(patch, u, v, -hu - 7.0, min(-hu + 7.0, -3.0), True, vc, new_hw, 1)
-        bottoms, _ = _band_edges(patch, u, v, max(hu - 7.0, 3.0), hu + 7.0, False, vc, new_hw, 1)
+        profs, mid = _band_profiles(patch, v, vc, new_hw, 1)
+        grad = np.gradient(profs, u, axis=1)
+        tops = _profile_edges(grad, u, -hu - 7.0, min(-hu + 7.0, -3.0), True)
+        bottoms = _profile_edges(grad, u, max(hu - 7.0, 3.0), hu + 7.0, False)
         top, bottom = _nanmedian(tops), _nanmedian(bottoms)
         if not (np.isfinite(top) and np.isfinite(bottom)):
             return None

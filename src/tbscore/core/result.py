@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,11 @@ def json_safe(obj: Any) -> Any:
     """JSON-safe copy: tuples to lists, nan/inf to None, numpy scalars to Python.
 
     The one JSON cleaner (results, calibrations)."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:  # the common leaves, fast
+        return obj
+    if t is float:
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -279,7 +284,7 @@ class TBSResult:
             if f.name == "settings":
                 value = value.to_dict()
             elif f.name == "vertebrae":
-                value = [asdict(v) for v in value]
+                value = [{g.name: getattr(v, g.name) for g in fields(v)} for v in value]
             d[f.name] = value
         d["settings_digest"] = self.settings.digest()
         if not include_phi:

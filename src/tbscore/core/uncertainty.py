@@ -139,10 +139,33 @@ def _sum_general(G, pad_r, pad_c, ki, kj, A, nr, nc):  # pragma: no cover - comp
     return total
 
 
-def _overlap(lo_i: int, hi_i: int, lo_j: int, hi_j: int, n: int) -> np.ndarray:
-    """``#{x in [lo_i, hi_i), y in [lo_j, hi_j): x - y = h}`` for ``h = -(n-1) .. n-1``."""
-    h = np.arange(-(n - 1), n)
-    return np.maximum(0, np.minimum(hi_i, hi_j + h) - np.maximum(lo_i, lo_j + h)).astype(np.float64)
+@njit(cache=True, nogil=True)
+def _overlap_into(out, lo_i, hi_i, lo_j, hi_j, n):  # pragma: no cover - compiled
+    # #{x in [lo_i, hi_i), y in [lo_j, hi_j): x - y = h} for h = -(n-1) .. n-1
+    for m in range(2 * n - 1):
+        h = m - (n - 1)
+        v = min(hi_i, hi_j + h) - max(lo_i, lo_j + h)
+        out[m] = float(v) if v > 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov):  # pragma: no cover - compiled
+    # every (i, j) pair of a full-rectangle ROI: overlaps in closed form, then _sum_sep
+    k = lags.shape[0]
+    orow = np.empty(2 * nr - 1)
+    ocol = np.empty(2 * nc - 1)
+    for i in range(k):
+        if counts[i] <= 0.0:
+            continue
+        for j in range(i, k):
+            if counts[j] <= 0.0:
+                continue
+            _overlap_into(orow, iv[i, 0], iv[i, 1], iv[j, 0], iv[j, 1], nr)
+            _overlap_into(ocol, iv[i, 2], iv[i, 3], iv[j, 2], iv[j, 3], nc)
+            s = _sum_sep(G, pad_r, pad_c, lags[i], lags[j], orow, ocol, nr, nc)
+            cov[i, j] = 2.0 * s / (counts[i] * counts[j])
+            cov[j, i] = cov[i, j]
+    return cov
 
 
 def variogram_covariance(
@@ -190,30 +213,26 @@ def variogram_covariance(
     G = 0.5 * (c * dist**a + n)
     G[nr - 1 + pr, nc - 1 + pc] = 0.0
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
+    cov = np.zeros((k, k))
+    if mask.all():
+        # Full rectangle: pair-start sets are rectangles, counts and overlaps are closed
+        # form, and every pair is summed in one compiled call.
+        iv = np.array(
+            [
+                (max(0, -lr), nr - max(0, lr), max(0, -lc), nc - max(0, lc))
+                for lr, lc in lags.tolist()
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 4)
+        counts = (np.maximum(iv[:, 1] - iv[:, 0], 0) * np.maximum(iv[:, 3] - iv[:, 2], 0)).astype(
+            np.float64
+        )
+        return _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov)
     starts = [_pair_starts(mask, tuple(lag)) for lag in lags]
     counts = np.array([s.sum() for s in starts], dtype=float)
-    cov = np.zeros((k, k))
-    rect = bool(mask.all())
-    if rect:
-        iv = [
-            (
-                np.array([max(0, -lr), nr - max(0, lr)], dtype=np.int64),
-                np.array([max(0, -lc), nc - max(0, lc)], dtype=np.int64),
-            )
-            for lr, lc in lags
-        ]
-    else:
-        shape = (sfft.next_fast_len(2 * nr - 1), sfft.next_fast_len(2 * nc - 1))
-        spectra = [sfft.rfft2(s.astype(float), shape) for s in starts]
+    shape = (sfft.next_fast_len(2 * nr - 1), sfft.next_fast_len(2 * nc - 1))
+    spectra = [sfft.rfft2(s.astype(float), shape) for s in starts]
     pairs = [(i, j) for i in range(k) for j in range(i, k) if counts[i] > 0 and counts[j] > 0]
-    if rect:
-        for i, j in pairs:
-            (ri, ci), (rj, cj) = iv[i], iv[j]
-            orow = _overlap(ri[0], ri[1], rj[0], rj[1], nr)
-            ocol = _overlap(ci[0], ci[1], cj[0], cj[1], nc)
-            s = _sum_sep(G, pad_r, pad_c, lags[i], lags[j], orow, ocol, nr, nc)
-            cov[i, j] = cov[j, i] = 2.0 * s / (counts[i] * counts[j])
-        return cov
     spectra = np.stack(spectra)
     chunk = max(1, int(2e7 // (shape[0] * shape[1])))  # bound the batch to ~160 MB
     for start in range(0, len(pairs), chunk):

@@ -156,6 +156,10 @@ class DXAImage:
         for copies of one image saved with new UIDs.
     file_sha256 : str or None
         SHA-256 of the file bytes.
+    header : pydicom.Dataset or None
+        The data set the image was read from (its Pixel Data dropped when this loader
+        read the file itself), kept so that later stages (the SR writer, batch) use it
+        instead of reading the file again; None for an array.
     """
 
     pixels: np.ndarray
@@ -165,6 +169,7 @@ class DXAImage:
     source: str = "<dataset>"
     pixel_sha256: str = ""
     file_sha256: str | None = None
+    header: Any = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -425,11 +430,14 @@ def load_dicom(
         except OSError as exc:
             raise DicomReadError(f"cannot read file ({exc})", name) from exc
     try:
-        return _load(ds, name, file_sha, spacing, override_spacing, allow_modalities)
+        image = _load(ds, name, file_sha, spacing, override_spacing, allow_modalities)
     except InputError:
         raise
     except Exception as exc:  # last resort: never a bare traceback
         raise DicomReadError(f"unexpected error ({type(exc).__name__}: {exc})", name) from exc
+    if not isinstance(source, Dataset) and "PixelData" in ds:
+        del ds.PixelData  # decoded into image.pixels; the header stays for the SR writer
+    return image
 
 
 def check_header(
@@ -519,9 +527,7 @@ def _load(
     override_spacing: bool,
     allow_modalities: frozenset[str] | None,
 ) -> DXAImage:
-    spacing_mm, spacing_source = check_header(
-        ds, name, spacing, override_spacing, allow_modalities
-    )
+    spacing_mm, spacing_source = check_header(ds, name, spacing, override_spacing, allow_modalities)
     photometric = (_text(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     stored = _decode(ds, name)
     if stored.ndim != 2:
@@ -558,4 +564,5 @@ def _load(
         source=name,
         pixel_sha256=pixel_sha,
         file_sha256=file_sha,
+        header=ds,
     )
