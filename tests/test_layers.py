@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tbscore.clinical",),
     ("tbscore.render",),
     ("tbscore.api",),
+    ("tbscore.signing",),  # the one signing path (sign, review)
     ("tbscore.calibrate",),
     ("tbscore.sim",),
     ("tbscore.batch", "tbscore.export"),

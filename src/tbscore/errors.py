@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "TBSError",
+    "ReviewError",
     "InputError",
     "DicomReadError",
     "NotAnImageError",
@@ -219,3 +220,10 @@ class CalibrationError(TBSError):
     """Bad paired data, a fit that cannot be made, or an unreadable calibration file."""
 
     code = "calibration_error"
+
+
+class ReviewError(TBSError):
+    """The reading station cannot do what was asked: unknown study, bad ROI edit, an
+    edit of a signed study, a missing or bad users file, a refused login."""
+
+    code = "review_error"
