@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.summarize",  # summarize (cohort report)
     "tbscore.cli.sign",  # sign (77092 sign-off)
     "tbscore.cli.precision",  # precision (ISCD LSC)
+    "tbscore.cli.review",  # review (77092 reading station)
 )
 
 

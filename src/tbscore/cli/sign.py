@@ -21,6 +21,7 @@ from tbscore.errors import SignOffError
 #: Environment variable with the site's IANA time zone (default of ``--tz``).
 TZ_ENV = "TBSCORE_TZ"
 
+
 def _inputs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Clinical inputs of a first signature (stored in the record)."""
     inputs: dict[str, Any] = {
