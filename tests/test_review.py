@@ -341,6 +341,7 @@ def server(folder, tmp_path):
 
 def test_browser_edit_exclude_sign_addendum(server):
     pytest.importorskip("selenium")
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -351,7 +352,7 @@ def test_browser_edit_exclude_sign_addendum(server):
     drv = _driver()
     other = None
     try:
-        wait = WebDriverWait(drv, 20)
+        wait = WebDriverWait(drv, 20, ignored_exceptions=(StaleElementReferenceException,))
         drv.get(url + "/")
         assert drv.current_url.endswith("/login")
         drv.find_element(By.ID, "login-user").send_keys("Jane Roe")
@@ -370,14 +371,14 @@ def test_browser_edit_exclude_sign_addendum(server):
             ActionChains(drv)
             .move_to_element_with_offset(canvas, int(x - w / 2), int(y - h / 2))
             .click_and_hold()
-            .move_by_offset(12, 9)
-            .move_by_offset(6, 6)
+            .move_by_offset(-6, -4)
+            .move_by_offset(-3, -2)
             .release()
             .perform()
         )
         wait.until(
             lambda d: (
-                d.execute_script("return tbsEditor.ready() && tbsEditor.value()")
+                d.execute_script("return tbsEditor.ready() ? tbsEditor.value() : null")
                 not in (None, before)
             )
         )

@@ -242,10 +242,23 @@ def create_app(
         _study(key)
         return Response(_variogram_png(station.score(key)), mimetype="image/png")
 
+    def _view_json(key: str) -> Any:
+        """The study's values, with the priors and audit sections re-rendered."""
+        view = station.view(key)
+        priors = station.priors(key)
+        view["priors_html"] = render_template(
+            "_priors.html",
+            priors=priors,
+            lsc=station.lsc,
+            trend=_trend_svg(priors, view["l1_l4"], station.study(key).header.get("StudyDate", "")),
+        )
+        view["audit_html"] = render_template("_audit.html", trail=station.db.trail(key))
+        return jsonify(view)
+
     @app.get("/api/study/<key>")
     def api_view(key: str) -> Any:
         _study(key)
-        return jsonify(station.view(key))
+        return _view_json(key)
 
     def _json() -> dict:
         data = request.get_json(silent=True)
@@ -258,21 +271,21 @@ def create_app(
         _study(key)
         data = _json()
         station.set_geometry(key, g.user, str(data.get("label")), data)
-        return jsonify(station.view(key))
+        return _view_json(key)
 
     @app.post("/api/study/<key>/exclude")
     def api_exclude(key: str) -> Any:
         _study(key)
         data = _json()
         station.exclude(key, g.user, str(data.get("label")), str(data.get("reason") or ""))
-        return jsonify(station.view(key))
+        return _view_json(key)
 
     @app.post("/api/study/<key>/restore")
     def api_restore(key: str) -> Any:
         _study(key)
         data = _json()
         station.restore(key, g.user, str(data.get("label")))
-        return jsonify(station.view(key))
+        return _view_json(key)
 
     @app.post("/study/<key>/inputs")
     def inputs(key: str) -> Any:

@@ -69,9 +69,16 @@
     }
     ctx.setLineDash([]);
     ctx.font = "bold 13px sans-serif";
-    ctx.fillStyle = excluded ? "#ff6060" : "#60ff90";
+    ctx.textBaseline = "middle";
     var v = vertebra(item.label);
-    ctx.fillText(item.label + (excluded ? " excl." : (v && v.value !== null ? " " + fmt(v.value) : "")), lx, ly);
+    var text = item.label + (excluded ? " excluded" : (v && v.value !== null ? " " + fmt(v.value) : ""));
+    var tw = ctx.measureText(text).width;
+    lx += 6;
+    if (lx + tw > canvas.width - 2) lx = canvas.width - tw - 2;
+    ctx.fillStyle = "rgba(0, 0, 0, 0.65)";
+    ctx.fillRect(lx - 3, ly - 9, tw + 6, 18);
+    ctx.fillStyle = excluded ? "#ff7070" : "#70ff9a";
+    ctx.fillText(text, lx, ly);
   }
 
   function handle(p) {
@@ -187,7 +194,11 @@
     document.getElementById("l1l4-ci").textContent = v.l1_l4_ci95 ?
       "95 % CI " + fmt(v.l1_l4_ci95[0]) + "–" + fmt(v.l1_l4_ci95[1]) + ", se " + fmt(v.l1_l4_se) + " (" + v.l1_l4_labels.join(", ") + ")" :
       (v.l1_l4_reason || "");
-    document.getElementById("status").textContent = v.status;
+    var badge = document.getElementById("status");
+    badge.textContent = v.status;
+    badge.className = "badge " + v.status.replace(" ", "-");
+    if (v.priors_html !== undefined) document.getElementById("priors-wrap").innerHTML = v.priors_html;
+    if (v.audit_html !== undefined) document.getElementById("audit-wrap").innerHTML = v.audit_html;
     var tb = document.querySelector("#values tbody");
     tb.innerHTML = "";
     v.vertebrae.forEach(function (x) {
@@ -233,7 +244,7 @@
 
   img.onload = function () {
     shape = [img.naturalHeight, img.naturalWidth];
-    zoom = Math.max(1, Math.min(6, Math.floor(560 / shape[0])));
+    zoom = Math.max(1, Math.min(6, Math.floor(600 / Math.max(shape[0], shape[1]))));
     var c = document.createElement("canvas");
     c.width = shape[1]; c.height = shape[0];
     var cx = c.getContext("2d");
