@@ -77,7 +77,9 @@ def main() -> None:
         drv.find_element(By.ID, "impression").send_keys(
             "TBS within the expected range for this phantom; L3 excluded (fracture).")
         time.sleep(0.5)
-        drv.set_window_size(1480, 1750)
+        drv.set_window_size(1480, 1420)
+        drv.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+        time.sleep(0.3)
         drv.save_screenshot(str(HERE / "review-study.png"))
         drv.set_window_size(1480, 1000)
         drv.find_element(By.ID, "sign").click()
@@ -85,7 +87,6 @@ def main() -> None:
         drv.get(url + "/")
         drv.set_window_size(1480, 420)
         drv.save_screenshot(str(HERE / "review-worklist.png"))
-        pdf = next((tmp / "r-signed").glob("*/report-1.pdf"), None)
         pdfs = sorted((tmp / "r-signed").glob("*/report-1.pdf"), key=lambda p: p.stat().st_mtime)
         pdf = pdfs[-1]
         subprocess.run(["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "2", str(pdf),

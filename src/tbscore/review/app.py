@@ -82,6 +82,18 @@ def _trend_svg(priors: list[dict], current: float | None, date: str) -> str | No
     return "".join(parts)
 
 
+def _detail_text(detail: dict) -> str:
+    """Audit details for display: ``key value`` pairs, numbers with 3 decimals."""
+    parts = []
+    for k, v in sorted(detail.items()):
+        if isinstance(v, float):
+            v = f"{v:.3f}"
+        elif isinstance(v, list):
+            v = ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v)
+        parts.append(f"{k.replace('_', ' ')}: {v}")
+    return "; ".join(parts)
+
+
 def create_app(
     station: Any,
     *,
@@ -142,6 +154,7 @@ def create_app(
         return organisation
 
     app.jinja_env.globals.update(csrf_token=csrf_token)
+    app.jinja_env.filters["detail"] = _detail_text
 
     @app.before_request
     def _guard() -> Any:

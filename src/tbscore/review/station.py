@@ -685,6 +685,7 @@ class Station:
     def view(self, key: str) -> dict[str, Any]:
         """What the study page shows: ROIs, values, diagnostics, warnings (JSON-safe)."""
         from tbscore.core.result import json_safe
+        from tbscore.render.report import orientation_marks
 
         roi = self.roi(key)
         result = self.score(key)
@@ -728,5 +729,8 @@ class Station:
                 "method": result.method,
                 "lag_range_mm": result.lag_range_mm,
                 "pixel_spacing_mm": result.pixel_spacing_mm,
+                "orientation": orientation_marks(
+                    (result.metadata or {}).get("patient_orientation")
+                ),
             }
         )

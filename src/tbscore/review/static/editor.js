@@ -44,6 +44,13 @@
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(small, 0, 0, w * zoom, h * zoom);
     rois.forEach(drawRoi);
+    if (view && view.orientation) {
+      ctx.font = "bold 16px sans-serif";
+      ctx.textBaseline = "middle";
+      ctx.fillStyle = "#ffffff";
+      ctx.fillText(view.orientation[0], 6, canvas.height / 2);
+      ctx.fillText(view.orientation[1], canvas.width - 6 - ctx.measureText(view.orientation[1]).width, canvas.height / 2);
+    }
     document.getElementById("zoom-text").textContent = zoom + "×";
   }
 
