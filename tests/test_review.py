@@ -4,6 +4,7 @@ end-to-end run in a real headless Chromium (selenium; Debian chromium + chromium
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -215,7 +216,7 @@ def test_signed_is_immutable_addendum_and_append_only_audit(local):
     assert len(station.db.trail(key)) == 3
 
 
-def test_login_required_beyond_loopback(folder, tmp_path, capsys):
+def test_login_required_beyond_loopback(folder, tmp_path, capsys, monkeypatch):
     # no accounts: a non-loopback host is refused before anything is served
     assert (
         main(["review", str(folder), "--db", str(tmp_path / "x.sqlite"), "--host", "0.0.0.0"])
@@ -223,8 +224,13 @@ def test_login_required_beyond_loopback(folder, tmp_path, capsys):
     )
     assert "--users" in capsys.readouterr().err
     users = tmp_path / "users.json"
-    add_user(users, "Jane Roe", PASSWORD, organisation="General Hospital")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["review", "--users", str(users), "--add-user", "Jane Roe"]) == EXIT_ERROR
+    assert "at least 8 characters" in capsys.readouterr().err and not users.exists()
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["review", "--users", str(users), "--add-user", "Jane Roe"]) == 0
     assert PASSWORD not in users.read_text() and "scrypt" in users.read_text()
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
     station = _station(folder, tmp_path)
     app = create_app(station, users=load_users(users))
     client = app.test_client()

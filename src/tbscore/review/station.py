@@ -49,6 +49,18 @@ INPUT_FIELDS: dict[str, type] = {
 }
 
 
+def _locked(method: Any) -> Any:
+    """Run a station method under the station's lock (edits read, change and write state)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Station, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def study_key(path: Path) -> str:
     """The study key of an image: 16 hex digits of the SHA-256 of its resolved path."""
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
@@ -300,6 +312,10 @@ class Station:
 
     def _edit(self, key: str, user: str, action: str, doc: dict, **detail: Any) -> Any:
         """Re-score with ``doc``; keep it and log it when it scores."""
+        with self._lock:
+            return self._edit_locked(key, user, action, doc, **detail)
+
+    def _edit_locked(self, key: str, user: str, action: str, doc: dict, **detail: Any) -> Any:
         self._check_unsigned(key)
         before = self.score(key).l1_l4
         try:
@@ -319,6 +335,7 @@ class Station:
                 return item
         raise ReviewError(f"no ROI {label!r} in this study")
 
+    @_locked
     def set_geometry(self, key: str, user: str, label: str, geometry: dict) -> Any:
         """Replace the box or polygon of one vertebra and re-score.
 
@@ -366,6 +383,7 @@ class Station:
         doc["source"] = "edited in tbscore review"
         return self._edit(key, user, "roi_edit", doc, label=label, **new)
 
+    @_locked
     def exclude(self, key: str, user: str, label: str, reason: str) -> Any:
         """Exclude a vertebra (fracture, artefact...) with a reason, and re-score."""
         reason = " ".join(str(reason or "").split())
@@ -377,6 +395,7 @@ class Station:
         item["exclusion_reason"] = reason[:200]
         return self._edit(key, user, "exclude", doc, label=label, reason=reason[:200])
 
+    @_locked
     def restore(self, key: str, user: str, label: str) -> Any:
         """Put back the automatic ROI of a vertebra (and undo its exclusion)."""
         doc = self.roi(key)
@@ -399,6 +418,7 @@ class Station:
         """The entered clinical inputs (form fields; absent ones are not entered)."""
         return dict(self.db.state(key).get("inputs") or {})
 
+    @_locked
     def set_inputs(self, key: str, user: str, form: dict[str, Any]) -> dict[str, Any]:
         """Store the clinical inputs of the form (blank fields are not entered).
 
@@ -561,6 +581,7 @@ class Station:
         rec = self.record(key)
         return 1 if rec is None else len(rec.signatures) + 1
 
+    @_locked
     def sign(
         self,
         key: str,
@@ -645,6 +666,7 @@ class Station:
         )
         return done
 
+    @_locked
     def addendum(self, key: str, user: str, text: str, organisation: str | None = None) -> Any:
         """Add an addendum (its own signature and time) to a signed study."""
         from tbscore.core.result import TBSResult
