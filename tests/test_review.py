@@ -57,7 +57,7 @@ def _token(client, key: str | None = None) -> str:
 def local(folder, tmp_path):
     """A single-user (loopback) app, its station, the current study's key and a client."""
     station = _station(folder, tmp_path, lsc=0.01, lsc_source="entered")
-    app = create_app(station, local_user="Jane Roe")
+    app = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost", "127.0.0.1"])
     key = _key(station, "current.dcm")
     client = app.test_client()
     return station, key, client, _token(client, key)
@@ -89,6 +89,9 @@ def test_csrf_refused_and_nothing_changes(local):
     r = client.post(f"/api/study/{key}/roi", json=body, headers={"X-CSRF-Token": "x" + token})
     assert r.status_code == 400
     r = client.post(f"/study/{key}/sign", data={"impression": "no token"})
+    assert r.status_code == 400
+    # a request addressed to another host name (DNS rebinding to 127.0.0.1) is refused
+    r = client.get(f"/study/{key}", headers={"Host": "evil.example"})
     assert r.status_code == 400
     assert station.db.trail(key) == [] and station.view(key)["l1_l4"] == before
     assert station.record(key) is None
@@ -223,6 +226,10 @@ def test_login_required_beyond_loopback(folder, tmp_path, capsys, monkeypatch):
         == EXIT_ERROR
     )
     assert "--users" in capsys.readouterr().err
+    from tbscore.cli.review import is_loopback
+
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost")] == [True] * 4
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.5", "127.evil.example", "::"))
     users = tmp_path / "users.json"
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["review", "--users", str(users), "--add-user", "Jane Roe"]) == EXIT_ERROR

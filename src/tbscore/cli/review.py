@@ -16,13 +16,17 @@ from typing import Any
 
 from tbscore.errors import ReviewError
 
-#: Interfaces that need no accounts.
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is the loopback interface (127.0.0.0/8, ``localhost``, ``::1``)."""
-    return host in LOOPBACK or host.startswith("127.")
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ``::1``) or ``localhost``."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def _password() -> str:
@@ -107,8 +111,14 @@ def cmd_review(args: argparse.Namespace) -> int:
         lsc_source=lsc_source,
         include_phi_pdf=not args.no_phi,
     )
+    # on loopback, answer only requests addressed to loopback (no DNS rebinding)
+    trusted = [args.host, "localhost", "127.0.0.1", "[::1]"] if is_loopback(args.host) else None
     app = create_app(
-        station, users=users, local_user=args.physician, organisation=args.organisation
+        station,
+        users=users,
+        local_user=args.physician,
+        organisation=args.organisation,
+        trusted_hosts=trusted,
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING if args.quiet_requests else logging.INFO)
     sys.stdout.write(

@@ -101,6 +101,7 @@ def create_app(
     local_user: str = "local user",
     organisation: str | None = None,
     secret_key: bytes | None = None,
+    trusted_hosts: list[str] | None = None,
 ) -> Any:
     """The Flask app of a station.
 
@@ -115,6 +116,10 @@ def create_app(
         Default organisation of signatures.
     secret_key : bytes, optional
         Session signing key (default: random per start; sessions end with the server).
+    trusted_hosts : list of str, optional
+        Host header values answered (others get 400): on loopback the command passes
+        the loopback names, so a page of another site cannot reach the station through
+        a DNS name rebound to 127.0.0.1.
     """
     from flask import (
         Flask,
@@ -137,6 +142,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         MAX_CONTENT_LENGTH=1 << 20,
+        TRUSTED_HOSTS=trusted_hosts,
     )
     require_login = users is not None
 
