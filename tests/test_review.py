@@ -131,13 +131,23 @@ def test_roi_edit_rescores_like_calc_and_is_audited(local):
     )
     assert r.status_code == 400 and "ROI edit refused" in r.get_json()["error"]
 
-    for label in ("L1", "L3"):
+    # an outline instead of a box (vertices at pixel centres): re-scored the same way
+    poly = [[70, 66], [70, 93], [87, 93], [87, 70]]
+    view = client.post(
+        f"/api/study/{key}/roi", json={"label": "L2", "polygon": poly}, headers=hdr
+    ).get_json()
+    doc["vertebrae"][1].pop("box")
+    doc["vertebrae"][1]["polygon"] = poly
+    assert view["roi"]["vertebrae"][1]["polygon"] == poly
+    assert view["l1_l4"] == pytest.approx(calc(station.study(key).image, roi=doc).l1_l4)
+
+    for label in ("L1", "L2", "L3"):
         view = client.post(
             f"/api/study/{key}/restore", json={"label": label}, headers=hdr
         ).get_json()
     assert view["l1_l4"] == pytest.approx(auto["l1_l4"], rel=1e-12)
     trail = station.db.trail(key)
-    assert [a["action"] for a in trail] == ["roi_edit", "exclude", "restore", "restore"]
+    assert [a["action"] for a in trail] == ["roi_edit", "exclude", "roi_edit"] + ["restore"] * 3
     assert all(a["user"] == "Jane Roe" for a in trail)
     assert trail[0]["detail"]["l1_l4_before"] == pytest.approx(auto["l1_l4"])
     assert trail[0]["detail"]["l1_l4_after"] == pytest.approx(edited["l1_l4"])
