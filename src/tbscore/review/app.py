@@ -159,7 +159,7 @@ def create_app(
             return (users.get(user()) or {}).get("organisation") or organisation
         return organisation
 
-    app.jinja_env.globals.update(csrf_token=csrf_token)
+    app.jinja_env.globals.update(csrf_token=csrf_token, login_required=require_login)
     app.jinja_env.filters["detail"] = _detail_text
 
     @app.before_request
