@@ -90,6 +90,9 @@ def cmd_review(args: argparse.Namespace) -> int:
         )
     if not args.dirs:
         raise ReviewError("give at least one folder or batch output to review")
+    for src in args.dirs:
+        if not Path(src).exists():
+            raise ReviewError("does not exist", src)
     lsc, lsc_source = _lsc(args)
 
     import logging
