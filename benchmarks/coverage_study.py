@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seed", type=int, default=20260)
     args = ap.parse_args(argv)
-    print(f"# coverage study: H = {HURST}, {args.draws} draws per cell, seed {args.seed}, "
-          f"{platform.machine()} {platform.python_version()}")
+    print(
+        f"# coverage study: H = {HURST}, {args.draws} draws per cell, seed {args.seed}, "
+        f"{platform.machine()} {platform.python_version()}"
+    )
     print("| size | SNR | estimator | mean (SD) | mean se | cover 2H | cover E | warned |")
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:

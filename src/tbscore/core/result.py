@@ -331,7 +331,8 @@ class TBSResult:
 
     def __repr__(self) -> str:
         per = "; ".join(
-            f"{v.label} {format_value_ci(v.value, v.ci95)}" if v.value is not None
+            f"{v.label} {format_value_ci(v.value, v.ci95)}"
+            if v.value is not None
             else f"{v.label} {v.status}"
             for v in self.vertebrae
         )
@@ -518,7 +519,9 @@ class TBSResult:
             f"settings {e(self.settings.digest())}, estimator {e(self.settings.estimator)}"
             "<table><tr><th>vertebra</th><th>TBS (raw)</th><th>95 % CI</th><th>SNR</th>"
             "<th>status</th><th>R²</th>"
-            "<th>lags</th><th>pixels</th><th>reason</th></tr>" + "".join(rows) + "</table>"
+            "<th>lags</th><th>pixels</th><th>reason</th></tr>"
+            + "".join(rows)
+            + "</table>"
             + "".join(f"<div>warning: {e(w)}</div>" for w in self.warnings)
             + "<small>Not interchangeable with TBS iNsight values unless calibrated.</small></div>"
         )
