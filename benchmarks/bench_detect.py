@@ -234,6 +234,80 @@ def stress_table(n: int, seed: int) -> None:
     )
 
 
+def label_outcome(image, spacing, truth) -> dict:
+    """Label check of one :func:`label_stress_case` phantom.
+
+    Each detected L1-L4 outline is matched to the true body (any of T11 ... L6 in the
+    field) it overlaps most; the labels are right when all four match their names.
+    ``silent`` is a wrong labelling returned with overall confidence >= 0.6 and no
+    warning (the target is none).
+    """
+    try:
+        found = detect(image, spacing, roi_inset_mm=0.0)
+    except DetectionError as exc:
+        return {"outcome": "refused", "reason": str(exc)}
+    bodies = {lab: vertebra_mask(truth, lab) for lab in truth["vertebrae"]}
+    wrong = []
+    for lab in LUMBAR_LABELS:
+        m = found[lab].mask
+        best = max(bodies, key=lambda t, m=m: iou(m, bodies[t]))
+        if best != lab or iou(m, bodies[best]) < 0.3:
+            wrong.append(f"{lab}->{best}")
+    warned = bool(found.warnings) or found.confidence < 0.6
+    outcome = ("wrong" if wrong else "right") + (", warned" if warned else "")
+    return {
+        "outcome": outcome,
+        "wrong": wrong,
+        "confidence": found.confidence,
+        "warnings": list(found.warnings),
+        "silent": bool(wrong) and not warned,
+    }
+
+
+LABEL_OUTCOMES = ("right", "right, warned", "wrong, warned", "wrong", "refused")
+
+
+def label_stress_table(n: int, seed: int, verbose: bool = False) -> dict:
+    """Outcomes of ``n`` label-stress phantoms, per crop, lumbar count and crest band."""
+    from tbscore.sim.phantom import label_stress_case
+
+    rng = np.random.default_rng(seed)
+    groups: dict[str, dict[str, int]] = {}
+    total = {k: 0 for k in LABEL_OUTCOMES}
+    for k in range(n):
+        case_seed = int(rng.integers(2**31))
+        image, sp, truth = label_stress_case(case_seed)
+        res = label_outcome(image, sp, truth)
+        off = truth["crest_offset_mm"]
+        band = "crest -40..-20" if off < -20 else "crest -20..0" if off < 0 else "crest 0..+20"
+        keys = (
+            f"crop {truth['crop']}",
+            f"{truth['lumbar_count']} lumbar",
+            band,
+        )
+        for key in keys:
+            groups.setdefault(key, {o: 0 for o in LABEL_OUTCOMES})[res["outcome"]] += 1
+        total[res["outcome"]] += 1
+        if verbose and res["outcome"] != "right":
+            print(f"  case {k} seed {case_seed} {keys}: {res}")
+    print(f"\n## Label-safety stress set: {n} phantoms (seed {seed})\n")
+    print("| group | images | " + " | ".join(LABEL_OUTCOMES) + " |")
+    print("|---|---|" + "---|" * len(LABEL_OUTCOMES))
+    for key in sorted(groups):
+        g = groups[key]
+        print(
+            f"| {key} | {sum(g.values())} | " + " | ".join(str(g[o]) for o in LABEL_OUTCOMES) + " |"
+        )
+    print(f"| **all** | {n} | " + " | ".join(str(total[o]) for o in LABEL_OUTCOMES) + " |")
+    warned = total["right, warned"] + total["wrong, warned"]
+    print(
+        f"\nwrong labels returned with confidence >= 0.6 and no warning: {total['wrong']}; "
+        f"warned {warned / n:.1%} (of which wrong {total['wrong, warned']}); "
+        f"refused {total['refused'] / n:.1%}"
+    )
+    return total
+
+
 def timing_table(repeat: int) -> None:
     print("\n## Detection time per image (median, 1 thread)\n")
     print("| image | pixels | time (ms) |")
@@ -263,12 +337,24 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--stress", type=int, default=0, metavar="N", help="also run N random stress phantoms"
     )
+    ap.add_argument(
+        "--labels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N label-safety stress phantoms (tbscore.sim.phantom.label_stress_case)",
+    )
+    ap.add_argument("--verbose", action="store_true", help="print every non-right label case")
+    ap.add_argument("--no-timing", action="store_true", help="skip the timing table")
     args = ap.parse_args(argv)
     print(
         f"# tbscore.core.detect benchmark - {platform.processor() or platform.machine()}, "
         f"python {platform.python_version()}, numpy {np.__version__}"
     )
-    timing_table(args.repeat)
+    if not args.no_timing:
+        timing_table(args.repeat)
+    if args.labels:
+        label_stress_table(args.labels, args.seed, args.verbose)
     if args.accuracy:
         accuracy_table(args.accuracy, args.seed)
     if args.stress:
