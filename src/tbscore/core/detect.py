@@ -736,15 +736,13 @@ def _label_cues(
             f"({2 * h1:.0f} mm); lumbar bodies grow caudally"
         )
     notes: list[str] = []
-    if (
-        last_rib is None
-        and l1 == 1
-        and bodies[0].half_size_mm[0] >= 0.85 * bodies[l1].half_size_mm[0]
-    ):
+    top_gap = s_centre[0] - bodies[0].half_size_mm[0] - float(valid[0]) if len(valid) else 0.0
+    if last_rib is None and 1 <= l1 <= 2 and top_gap <= 10.0:
         notes.append(
-            "no ribs seen and only one body above L1 (the top of the field): the labels rest "
-            "on the iliac crests alone, that body may be T12 or the first of six lumbar-type "
-            "vertebrae; check the labels"
+            f"no ribs seen and the field starts {max(top_gap, 0.0):.0f} mm above the "
+            f"{l1} bod{'y' if l1 == 1 else 'ies'} above L1: the labels rest on the iliac "
+            "crests alone (T12 cannot be told from a sixth lumbar-type vertebra); check "
+            "the labels"
         )
     return cues, notes
 
