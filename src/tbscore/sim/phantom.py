@@ -524,7 +524,8 @@ def synthetic_spine(
         JSON-serialisable ground truth: ``hurst`` and ``expected_slope`` (label ->
         ``H`` and ``2H``), ``spacing_mm``, ``shape``, ``texture_scale``, ``noise_sd``,
         ``tilt_deg``, ``roi_inset_mm``, ``curvature_mm``, ``soft_tissue``, ``bone``,
-        ``soft_tissue_gradient``, ``soft_tissue_variation``, ``pelvis`` and
+        ``soft_tissue_gradient``, ``soft_tissue_variation``, ``pelvis`` (and
+        ``crest_offset_mm``, ``lumbar_count``, ``ribs`` when not the default) and
         ``vertebrae``: label -> ``box``
         (``[row0, col0, row1, col1]``, half-open pixels, inside the body by
         ``roi_inset_mm``), ``body_box`` (bounding box of the body), ``polygon``
@@ -718,11 +719,15 @@ def synthetic_spine(
         "soft_tissue_gradient": [grad_y, grad_x],
         "soft_tissue_variation": float(soft_tissue_variation),
         "pelvis": bool(pelvis),
-        "crest_offset_mm": float(crest_offset_mm),
-        "lumbar_count": int(lumbar_count),
-        "ribs": bool(ribs),
         "vertebrae": vertebrae,
     }
+    # Recorded only when used, so the truth files of the bundled samples stay as written.
+    if crest_offset_mm:
+        truth["crest_offset_mm"] = float(crest_offset_mm)
+    if lumbar_count != 5:
+        truth["lumbar_count"] = int(lumbar_count)
+    if ribs:
+        truth["ribs"] = True
     return image, truth
 
 
@@ -1018,5 +1023,5 @@ def label_stress_case(
         ribs=True,
         **kw,
     )
-    truth["crop"] = crop
+    truth.update(crop=crop, crest_offset_mm=offset, lumbar_count=count, ribs=True)
     return image, sp, truth
