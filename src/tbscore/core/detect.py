@@ -672,7 +672,8 @@ def _label_cues(
     idx: list[int],
     ribs: list[tuple[float, float]],
     profile: np.ndarray,
-) -> tuple[list[str], int | None]:
+    crest_in_l4: bool = False,
+) -> tuple[list[str], list[str]]:
     """Independent checks of a crest-based labelling ``idx`` (the bodies L1-L4).
 
     Returns the disagreeing cues and the notes (a cue that cannot be checked where
@@ -685,7 +686,8 @@ def _label_cues(
     * **L5 and the sacrum.** Below L4 lies exactly one lumbar body (L5) above the
       sacrum: two or more complete bodies below L4 mean the labels are high (or six
       lumbar-type vertebrae); none, although the image reaches 45 mm below L4 along the
-      spine, means L4 may be L5.
+      spine, or none while the crests cross "L4" above its lower endplate (``crest_in_l4``),
+      means L4 may be L5.
     * **Height progression.** Lumbar bodies grow caudally: an L4 more than 15 % shorter
       than L1 does not fit L1-L4.
     """
@@ -728,6 +730,11 @@ def _label_cues(
         cues.append(
             f"L5/sacrum: no body below L4 although the image reaches {reach:.0f} mm below it: "
             "L4 may be L5"
+        )
+    elif l4 == len(bodies) - 1 and crest_in_l4:
+        cues.append(
+            "L5/sacrum: the iliac crests cross L4 above its lower endplate and no body is "
+            "seen below it, as they cross L5 when the crests are low: L4 may be L5"
         )
     h1, h4 = bodies[l1].half_size_mm[0], bodies[l4].half_size_mm[0]
     if h4 < 0.85 * h1:
@@ -961,7 +968,8 @@ def locate_vertebrae(
     # heights. When one disagrees the labels stay, but the confidence drops below the
     # warning threshold and the warning names the cue.
     ribs = _rib_ridges(straight, max(contrast, 1e-6))
-    cues, notes = _label_cues(bodies, sorted(s_axis), idx, ribs, profile)
+    crest_in_l4 = crest_s is not None and crest_s < s_of[l4] + bodies[l4].half_size_mm[0]
+    cues, notes = _label_cues(bodies, sorted(s_axis), idx, ribs, profile, crest_in_l4)
     warnings.extend(notes)
     if cues:
         overall = min(overall, DISAGREE_CONFIDENCE)
