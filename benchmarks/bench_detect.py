@@ -189,6 +189,8 @@ def stress_table(n: int, seed: int) -> None:
     spacings = ((1.0, 1.0), (1.05, 0.6), (0.5, 0.5), (0.8, 0.8), (0.6, 1.05))
     stats = {"ok": 0, "vertebra IoU < 0.85": 0, "label error": 0, "refused": 0}
     flagged = {k: 0 for k in stats}
+    doubted = {k: 0 for k in stats}
+    noted = {k: 0 for k in stats}
     ious = []
     for _ in range(n):
         sp = spacings[rng.integers(len(spacings))]
@@ -223,11 +225,17 @@ def stress_table(n: int, seed: int) -> None:
         stats[kind] += 1
         low = [r.confidence for r in outline if r.confidence < 0.6]
         flagged[kind] += bool(outline.warnings or low)
+        doubted[kind] += any(w.startswith("labels uncertain") for w in outline.warnings)
+        noted[kind] += any(w.startswith("no ribs seen") for w in outline.warnings)
     print(f"\n## Stress set: {n} random phantoms (seed {seed})\n")
-    print("| outcome | images | of which with a warning / low-confidence vertebra |")
-    print("|---|---|---|")
+    print(
+        "| outcome | images | of which with a warning / low-confidence vertebra | "
+        "of which a label cross-check disagreed | of which the no-ribs note |"
+    )
+    print("|---|---|---|---|---|")
     for k, count in stats.items():
-        print(f"| {k} | {count} | {flagged[k] if k != 'refused' else '-'} |")
+        cells = (flagged[k], doubted[k], noted[k]) if k != "refused" else ("-",) * 3
+        print(f"| {k} | {count} | " + " | ".join(str(c) for c in cells) + " |")
     ious = np.array(ious)
     print(
         f"\nvertebrae: mean IoU {ious.mean():.3f}, IoU >= 0.85 for "
