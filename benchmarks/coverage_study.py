@@ -1,7 +1,8 @@
 """Coverage of the analytic 95 % interval on exact fBm (issue 15, item 2).
 
-Run: ``python benchmarks/coverage_study.py`` (the table of docs/method.md §3b: 64², 128²
-and 256², SNR inf / 10 / 3 / 1 / 0.3, the three estimators, 200 draws per cell) or
+Run: ``python benchmarks/coverage_study.py`` (the table of docs/method.md §3b: 64², 128²,
+256² and a vertebra-sized 30 x 40 px ROI, SNR inf / 10 / 3 / 1 / 0.3, the three
+estimators, 200 draws per cell) or
 ``python benchmarks/coverage_study.py --sizes 64 --draws 50`` for a quick look.
 
 Ground truth: exact fractional Brownian surfaces (circulant embedding,
@@ -43,15 +44,26 @@ HURST = 0.6
 TRUTH = 2 * HURST
 
 
-def draws(n: int, snr: float, count: int, seed: int):
-    """``count`` variograms of ``n x n`` exact fBm plus white noise, and the mask."""
+def parse_size(text: str) -> tuple[int, int]:
+    """``"128"`` -> (128, 128); ``"30x40"`` -> (30, 40) (rows x columns, pixels)."""
+    parts = [int(p) for p in str(text).lower().split("x")]
+    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def draws(size: int | tuple[int, int], snr: float, count: int, seed: int):
+    """``count`` variograms of exact fBm plus white noise on a ``size`` ROI, and the mask.
+
+    A rectangular ROI is the corner of a square surface (a window of an exact fBm is
+    exact fBm)."""
+    rows, cols = (size, size) if isinstance(size, int) else size
+    n = max(rows, cols)
     lags, _ = select_lags((1.0, 1.0), 0.5, 3.0)
     rng = np.random.default_rng(seed)
-    mask = np.ones((n, n), bool)
+    mask = np.ones((rows, cols), bool)
     out: list[np.ndarray] = []
     while len(out) < count:
         b1, b2, h = fbm_surface_pair(n, HURST, rng, return_spacing=True)
-        for b in (b1, b2):
+        for b in (b1[:rows, :cols], b2[:rows, :cols]):
             b = b / h**HURST
             if math.isfinite(snr):
                 b = b + rng.normal(size=b.shape) * math.sqrt(1.0 / snr)
@@ -59,7 +71,7 @@ def draws(n: int, snr: float, count: int, seed: int):
     return mask, out[:count]
 
 
-def cell(n: int, snr: float, count: int, seed: int) -> dict[str, dict[str, float]]:
+def cell(n, snr: float, count: int, seed: int) -> dict[str, dict[str, float]]:
     """Coverage statistics of every estimator on one (size, SNR) cell."""
     lags, dists = select_lags((1.0, 1.0), 0.5, 3.0)
     mask, vs = draws(n, snr, count, seed)
@@ -90,7 +102,12 @@ def cell(n: int, snr: float, count: int, seed: int) -> dict[str, dict[str, float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["64", "128", "256", "30x40"],
+        help="ROI sizes in pixels: N (N x N) or RxC (30x40: a vertebra-sized ROI)",
+    )
     ap.add_argument("--snr", type=float, nargs="+", default=[math.inf, 10.0, 3.0, 1.0, 0.3])
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seed", type=int, default=20260)
@@ -101,19 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| size | SNR | estimator | mean (SD) | mean se | cover 2H | cover E | warned |")
     print("|---|---|---|---|---|---|---|---|")
-    for n in args.sizes:
+    for text in args.sizes:
+        size = parse_size(text)
+        n = size[0] if size[0] == size[1] else size
+        name = f"{size[0]}²" if size[0] == size[1] else f"{size[0]}×{size[1]}"
         for snr in args.snr:
             t0 = time.process_time()
-            res = cell(n, snr, args.draws, args.seed + n)
+            res = cell(n, snr, args.draws, args.seed + size[0] * size[1] // max(size))
             label = "no noise" if not math.isfinite(snr) else f"{snr:g}"
             for est, r in res.items():
                 print(
-                    f"| {n}² | {label} | {est} | {r['mean']:.3f} ({r['sd']:.3f}) | "
+                    f"| {name} | {label} | {est} | {r['mean']:.3f} ({r['sd']:.3f}) | "
                     f"{r['se']:.3f} | {100 * r['cover']:.1f} % | {100 * r['cover_e']:.1f} % | "
                     f"{100 * r['warned']:.0f} % |",
                     flush=True,
                 )
-            print(f"<!-- {n}² SNR {label}: {time.process_time() - t0:.1f} CPU-s -->", flush=True)
+            print(f"<!-- {name} SNR {label}: {time.process_time() - t0:.1f} CPU-s -->", flush=True)
     return 0
 
 
