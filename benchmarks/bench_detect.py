@@ -189,6 +189,8 @@ def stress_table(n: int, seed: int) -> None:
     spacings = ((1.0, 1.0), (1.05, 0.6), (0.5, 0.5), (0.8, 0.8), (0.6, 1.05))
     stats = {"ok": 0, "vertebra IoU < 0.85": 0, "label error": 0, "refused": 0}
     flagged = {k: 0 for k in stats}
+    doubted = {k: 0 for k in stats}
+    noted = {k: 0 for k in stats}
     ious = []
     for _ in range(n):
         sp = spacings[rng.integers(len(spacings))]
@@ -211,27 +213,108 @@ def stress_table(n: int, seed: int) -> None:
         except DetectionError:
             stats["refused"] += 1
             continue
-        true_body = {lab: vertebra_mask(truth, lab) for lab in LUMBAR_LABELS}
+        true_body = {lab: vertebra_mask(truth, lab) for lab in truth["vertebrae"]}
         v = [iou(outline[lab].mask, true_body[lab]) for lab in LUMBAR_LABELS]
         ious += v
+        # matched against every body in the field (T11 ... L5), so an "L1" on T12 counts
         wrong_label = any(
-            max(LUMBAR_LABELS, key=lambda t, m=outline[lab].mask: iou(m, true_body[t])) != lab
+            max(true_body, key=lambda t, m=outline[lab].mask: iou(m, true_body[t])) != lab
             for lab in LUMBAR_LABELS
         )
         kind = "label error" if wrong_label else "vertebra IoU < 0.85" if min(v) < 0.85 else "ok"
         stats[kind] += 1
         low = [r.confidence for r in outline if r.confidence < 0.6]
         flagged[kind] += bool(outline.warnings or low)
+        doubted[kind] += any(w.startswith("labels uncertain") for w in outline.warnings)
+        noted[kind] += any(w.startswith("no ribs seen") for w in outline.warnings)
     print(f"\n## Stress set: {n} random phantoms (seed {seed})\n")
-    print("| outcome | images | of which with a warning / low-confidence vertebra |")
-    print("|---|---|---|")
+    print(
+        "| outcome | images | of which with a warning / low-confidence vertebra | "
+        "of which a label cross-check disagreed | of which the no-ribs note |"
+    )
+    print("|---|---|---|---|---|")
     for k, count in stats.items():
-        print(f"| {k} | {count} | {flagged[k] if k != 'refused' else '-'} |")
+        cells = (flagged[k], doubted[k], noted[k]) if k != "refused" else ("-",) * 3
+        print(f"| {k} | {count} | " + " | ".join(str(c) for c in cells) + " |")
     ious = np.array(ious)
     print(
         f"\nvertebrae: mean IoU {ious.mean():.3f}, IoU >= 0.85 for "
         f"{np.mean(ious >= 0.85):.1%} of {ious.size}"
     )
+
+
+def label_outcome(image, spacing, truth) -> dict:
+    """Label check of one :func:`label_stress_case` phantom.
+
+    Each detected L1-L4 outline is matched to the true body (any of T11 ... L6 in the
+    field) it overlaps most; the labels are right when all four match their names.
+    ``silent`` is a wrong labelling returned with overall confidence >= 0.6 and no
+    warning (the target is none).
+    """
+    try:
+        found = detect(image, spacing, roi_inset_mm=0.0)
+    except DetectionError as exc:
+        return {"outcome": "refused", "reason": str(exc)}
+    bodies = {lab: vertebra_mask(truth, lab) for lab in truth["vertebrae"]}
+    wrong = []
+    for lab in LUMBAR_LABELS:
+        m = found[lab].mask
+        best = max(bodies, key=lambda t, m=m: iou(m, bodies[t]))
+        if best != lab or iou(m, bodies[best]) < 0.3:
+            wrong.append(f"{lab}->{best}")
+    warned = bool(found.warnings) or found.confidence < 0.6
+    outcome = ("wrong" if wrong else "right") + (", warned" if warned else "")
+    return {
+        "outcome": outcome,
+        "wrong": wrong,
+        "confidence": found.confidence,
+        "warnings": list(found.warnings),
+        "silent": bool(wrong) and not warned,
+    }
+
+
+LABEL_OUTCOMES = ("right", "right, warned", "wrong, warned", "wrong", "refused")
+
+
+def label_stress_table(n: int, seed: int, verbose: bool = False) -> dict:
+    """Outcomes of ``n`` label-stress phantoms, per crop, lumbar count and crest band."""
+    from tbscore.sim.phantom import label_stress_case
+
+    rng = np.random.default_rng(seed)
+    groups: dict[str, dict[str, int]] = {}
+    total = {k: 0 for k in LABEL_OUTCOMES}
+    for k in range(n):
+        case_seed = int(rng.integers(2**31))
+        image, sp, truth = label_stress_case(case_seed)
+        res = label_outcome(image, sp, truth)
+        off = truth["crest_offset_mm"]
+        band = "crest -40..-20" if off < -20 else "crest -20..0" if off < 0 else "crest 0..+20"
+        keys = (
+            f"crop {truth['crop']}",
+            f"{truth['lumbar_count']} lumbar",
+            band,
+        )
+        for key in keys:
+            groups.setdefault(key, {o: 0 for o in LABEL_OUTCOMES})[res["outcome"]] += 1
+        total[res["outcome"]] += 1
+        if verbose and res["outcome"] != "right":
+            print(f"  case {k} seed {case_seed} {keys}: {res}")
+    print(f"\n## Label-safety stress set: {n} phantoms (seed {seed})\n")
+    print("| group | images | " + " | ".join(LABEL_OUTCOMES) + " |")
+    print("|---|---|" + "---|" * len(LABEL_OUTCOMES))
+    for key in sorted(groups):
+        g = groups[key]
+        print(
+            f"| {key} | {sum(g.values())} | " + " | ".join(str(g[o]) for o in LABEL_OUTCOMES) + " |"
+        )
+    print(f"| **all** | {n} | " + " | ".join(str(total[o]) for o in LABEL_OUTCOMES) + " |")
+    warned = total["right, warned"] + total["wrong, warned"]
+    print(
+        f"\nwrong labels returned with confidence >= 0.6 and no warning: {total['wrong']}; "
+        f"warned {warned / n:.1%} (of which wrong {total['wrong, warned']}); "
+        f"refused {total['refused'] / n:.1%}"
+    )
+    return total
 
 
 def timing_table(repeat: int) -> None:
@@ -263,12 +346,24 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--stress", type=int, default=0, metavar="N", help="also run N random stress phantoms"
     )
+    ap.add_argument(
+        "--labels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N label-safety stress phantoms (tbscore.sim.phantom.label_stress_case)",
+    )
+    ap.add_argument("--verbose", action="store_true", help="print every non-right label case")
+    ap.add_argument("--no-timing", action="store_true", help="skip the timing table")
     args = ap.parse_args(argv)
     print(
         f"# tbscore.core.detect benchmark - {platform.processor() or platform.machine()}, "
         f"python {platform.python_version()}, numpy {np.__version__}"
     )
-    timing_table(args.repeat)
+    if not args.no_timing:
+        timing_table(args.repeat)
+    if args.labels:
+        label_stress_table(args.labels, args.seed, args.verbose)
     if args.accuracy:
         accuracy_table(args.accuracy, args.seed)
     if args.stress:

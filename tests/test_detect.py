@@ -117,7 +117,10 @@ def test_detection_accuracy_on_phantoms(name, hurst, seed, kw, io, tmp_path):
 
     outline = detect(image, spacing, roi_inset_mm=0.0, source=name)
     assert outline.labels == LUMBAR_LABELS and outline.source == "detected"
-    assert outline.confidence >= 0.8 and not outline.warnings
+    assert outline.confidence >= 0.8
+    # These phantoms draw no ribs and their field starts at T11: the labels rest on the
+    # iliac crests alone, and detection says so in a note (the confidence is kept).
+    assert all(w.startswith("no ribs seen") for w in outline.warnings), outline.warnings
     ious = []
     for lab in LUMBAR_LABELS:
         body = vertebra_mask(truth, lab)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -713,3 +714,29 @@ def test_report_json_keys_are_snake_case_labels_only_in_html(scene, tmp_path):
     for label in ("Patient ID", "Birth date", "Settings digest", "Pixel SHA-256", "Minimum R²"):
         assert f'<td class="k">{html_escape(label)}</td>' in html, label
     assert "patient_id" not in html and "settings_digest" not in html
+
+
+def test_interval_estimator_and_snr_are_shown_with_every_value(scene, tmp_path, capsys):
+    """Report (HTML and PDF text), repr, notebook table and `calc` text: value (95 % CI)."""
+    from tbscore.cli.calc import _summary
+    from tbscore.core.result import format_value_ci
+
+    image, rois, result = scene
+    result = tbscore.calc(image, rois, settings={"estimator": "nugget"})
+    lo, hi = result.l1_l4_ci95
+    want = f"{result.l1_l4:.3f} (95 % CI {lo:.3f}–{hi:.3f})"
+    assert format_value_ci(result.l1_l4, result.l1_l4_ci95) == want
+    html = render_html(build_report(result, image=image, rois=rois))
+    assert f"L1–L4 TBS {want}" in html and "estimator nugget" in html
+    for v in result.vertebrae:
+        assert f"{v.ci95[0]:.3f}–{v.ci95[1]:.3f}" in html
+        assert f"{v.label}: {format_value_ci(v.value, v.ci95)}" in repr(v)
+        assert f"{v.label} {format_value_ci(v.value, v.ci95)}" in repr(result)
+    assert want in repr(result) and "estimator nugget" in repr(result)
+    assert want in result._repr_html_()
+    text = _summary(result)
+    assert want.replace("–", "-") in text and "estimator nugget" in text
+    if importlib.util.find_spec("xhtml2pdf") is not None:
+        path = write_report(build_report(result, image=image, rois=rois), tmp_path / "r.pdf")
+        pages = "".join(_pdftotext_pages(path))
+        assert f"95 % CI {lo:.3f}" in " ".join(pages.split())

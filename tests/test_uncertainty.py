@@ -3,8 +3,8 @@
 Ground truth: exactly simulated fractional Brownian surfaces
 (:func:`tbscore.sim.phantom.fbm_surface_pair`), whose log-log variogram slope is 2H,
 plus white noise at a stated texture-to-noise ratio SNR = V_texture(1 px) / 2 sigma^2.
-Not yet here: the fuller study at 128^2 and 256^2 (measured once by hand, see
-docs/method.md) as a benchmark script.
+The full coverage table (64^2-256^2, five noise levels) is
+``python benchmarks/coverage_study.py`` (docs/method.md §3b); here a cheap but real subset.
 """
 
 import hashlib
@@ -172,17 +172,58 @@ def test_variogram_covariance_equals_the_brute_force_double_sum(holes):
 # -- coverage on exact fBm ------------------------------------------------------------
 
 
+_COVERAGE: dict = {}
+
+
+def _coverage(n, snr):
+    """Per estimator: (share of 95 % intervals containing 2H, share containing the
+    estimator's mean over the draws), on 200 draws of n x n exact fBm (H = 0.6)."""
+    if (n, snr) not in _COVERAGE:
+        mask, vs = _variograms(n, 0.6, snr, 200, seed=20260 + n)
+        out = {}
+        for est in ESTIMATORS:
+            fits = [fit_slope(est, DISTS, v) for v in vs]
+            cis = np.array(
+                [
+                    slope_uncertainty(f, mask, LAGS, DISTS, v, (1.0, 1.0)).ci95
+                    for f, v in zip(fits, vs, strict=True)
+                ]
+            )
+            mean = np.mean([f.slope for f in fits])
+            out[est] = tuple(
+                float(np.mean((cis[:, 0] <= t) & (t <= cis[:, 1]))) for t in (1.2, mean)
+            )
+        _COVERAGE[(n, snr)] = out
+    return _COVERAGE[(n, snr)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("est", "snr"), [("ols", math.inf), ("nugget", 1.0), ("increment", 1.0)])
-def test_95_percent_intervals_cover_2h_on_64(est, snr):
-    """200 draws of 64^2 exact fBm (H = 0.6): 92-98 % of the intervals contain 2H."""
-    mask, vs = _variograms(64, 0.6, snr, 200, seed=20260)
-    hits = []
-    for v in vs:
-        fit = fit_slope(est, DISTS, v)
-        unc = slope_uncertainty(fit, mask, LAGS, DISTS, v, (1.0, 1.0))
-        hits.append(unc.ci95[0] <= 1.2 <= unc.ci95[1])
-    assert 0.92 <= np.mean(hits) <= 0.98, np.mean(hits)
+@pytest.mark.parametrize("n", [64, 128])
+@pytest.mark.parametrize(
+    ("est", "snr"),
+    [
+        ("ols", math.inf),
+        ("nugget", math.inf),
+        ("increment", math.inf),
+        ("nugget", 1.0),
+        ("increment", 1.0),
+    ],
+)
+def test_95_percent_intervals_cover_2h(n, est, snr):
+    """200 draws of exact fBm (H = 0.6) at 64² and 128²: 92-98 % of the intervals contain 2H
+    (the full table, 256² and more noise levels: benchmarks/coverage_study.py)."""
+    cover, _ = _coverage(n, snr)[est]
+    assert 0.92 <= cover <= 0.98, cover
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [64, 128])
+def test_ols_interval_under_noise_covers_the_lowered_slope_not_2h(n):
+    """At SNR 1 the OLS interval has the right width about the OLS slope's expectation
+    (92-98 %) but misses 2H (< 5 %): noise biases it, and the warning says so."""
+    cover, cover_mean = _coverage(n, 1.0)["ols"]
+    assert 0.92 <= cover_mean <= 0.98, cover_mean
+    assert cover < 0.05, cover
 
 
 def test_ols_interval_under_noise_is_about_the_ols_slope_not_2h():

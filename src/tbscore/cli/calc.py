@@ -17,22 +17,27 @@ from tbscore.cli.exit import EXIT_INCOMPLETE, EXIT_OK
 
 
 def _summary(result) -> str:
+    from tbscore.core.result import format_snr, format_value_ci
+
     lines = [
         f"tbscore {result.tbscore_version}  CPT {result.cpt_code} (technical calculation)",
         f"input    {result.input['source']}",
         f"spacing  {result.pixel_spacing_mm[0]:.4g} x {result.pixel_spacing_mm[1]:.4g} mm "
         f"({result.spacing_source}); lags {result.lag_range_mm[0]:g}-"
         f"{result.lag_range_mm[1]:g} mm; ROIs: {result.roi_source}",
-        "vertebra  TBS(raw)  status    R2     lags  pixels  reason",
+        f"estimator {result.settings.estimator}; 95 % CI from the analytic variance of the "
+        "variogram; SNR = texture-to-noise ratio",
+        "vertebra  TBS(raw) (95 % CI)           SNR       status    R2     lags  pixels  reason",
     ]
     for v in result.vertebrae:
-        val = "   -  " if v.value is None else f"{v.value:7.3f}"
+        val = format_value_ci(v.value, v.ci95, dash="-") if v.value is not None else "-"
         r2 = "  -  " if v.r2 is None else f"{v.r2:.3f}"
+        snr = format_snr(v.snr, v.value is not None) or "-"
         lines.append(
-            f"{v.label:<9} {val}   {v.status:<9} {r2}  {v.n_lags:4d}  {v.n_pixels:6d}  "
-            f"{v.reason or ''}"
+            f"{v.label:<9} {val:<27}  {snr:<9} {v.status:<9} {r2}  {v.n_lags:4d}  "
+            f"{v.n_pixels:6d}  {v.reason or ''}"
         )
-    l14 = "n/a" if result.l1_l4 is None else f"{result.l1_l4:.3f}"
+    l14 = format_value_ci(result.l1_l4, result.l1_l4_ci95, dash="-")
     lines.append(
         f"L1-L4     {l14}   ({', '.join(result.l1_l4_labels)})"
         + (f"  {result.l1_l4_reason}" if result.l1_l4_reason else "")

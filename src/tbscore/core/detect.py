@@ -26,6 +26,13 @@ docs/detection.md):
    upper endplate lies at least 10 mm above the crests; the three above it are L3,
    L2, L1. Without visible crests the four lowest complete bodies are taken (with a
    warning and 0.6 times the confidence).
+5b. **Label cross-checks.** The last rib-bearing vertebra (rib ridges 52-75 mm lateral
+   to the axis: L1 must be the body below it), L5 above the sacrum (exactly one body
+   below L4) and the body heights (L4 not much shorter than L1) check the crest-based
+   labels; a disagreeing cue caps the overall confidence at :data:`DISAGREE_CONFIDENCE`
+   (below the warning threshold) and the warning names it; a note says when no rib is
+   in view and the field starts at T11/T12 (T12 cannot then be told from a sixth
+   lumbar-type vertebra).
 6. **Confidence.** Per body, the product of: edge agreement (how well a threshold
    halfway between body and surroundings reproduces the outline), contrast-to-noise
    ratio, plausible size and shape, not cut by the image border, and consistency with
@@ -75,6 +82,7 @@ __all__ = [
     "MIN_CONFIDENCE",
     "MIN_VERTEBRA_CONFIDENCE",
     "WARN_CONFIDENCE",
+    "DISAGREE_CONFIDENCE",
     "DEFAULT_ROI_INSET_MM",
 ]
 
@@ -630,6 +638,129 @@ def _crest_level(straight: np.ndarray, s_min: float, contrast: float) -> list[tu
 
 _FACTORS = ("q_agreement", "q_cnr", "q_size", "q_truncated", "q_consistency")
 
+_RIB_BAND_MM = (52.0, 75.0)  # lateral band searched for the lowest ribs
+_RIB_DROP_MM = (-4.0, 22.0)  # rib crossing of the band: this far below its body's centre
+_RIB_MIN = 0.07  # rib ridge: prominence over the spine's contrast (one side; 2x alone)
+#: Confidence of a labelling whose cues disagree (below WARN_CONFIDENCE).
+DISAGREE_CONFIDENCE = 0.55
+
+
+def _rib_ridges(straight: np.ndarray, contrast: float) -> list[tuple[float, float]]:
+    """Rib candidates ``(s, prominence / contrast)`` on both sides of the axis.
+
+    In a band 52-75 mm lateral to the axis (beyond the transverse processes), the mean
+    gray level along the axis shows a rib as a narrow ridge (4-35 mm) over its
+    surroundings (the level minus its 61 mm running median): the lowest ribs run
+    laterally and caudally from the transverse processes of T11 and T12.
+    """
+    half = (straight.shape[1] - 1) // 2
+    v = np.arange(straight.shape[1]) - half
+    out = []
+    for sign in (-1, 1):
+        band = (sign * v >= _RIB_BAND_MM[0]) & (sign * v <= _RIB_BAND_MM[1])
+        prof = _nanmean(straight[:, band], 1, min_count=10)
+        ok = np.isfinite(prof)
+        if np.count_nonzero(ok) < 40:
+            continue
+        idx = np.arange(len(prof))
+        filled = np.interp(idx, idx[ok], prof[ok])
+        hp = filled - ndi.median_filter(filled, size=61, mode="nearest")
+        hp[~ok] = np.nan
+        peaks, props = find_peaks(
+            np.nan_to_num(hp, nan=0.0), prominence=_RIB_MIN * contrast, width=(4, 35)
+        )
+        for k, prom in zip(peaks, props["prominences"], strict=True):
+            out.append((float(k), float(sign * prom / contrast)))
+    return out
+
+
+def _label_cues(
+    bodies: list[DetectedBody],
+    s_centre: list[float],
+    idx: list[int],
+    ribs: list[tuple[float, float]],
+    profile: np.ndarray,
+    crest_in_l4: bool = False,
+) -> tuple[list[str], list[str]]:
+    """Independent checks of a crest-based labelling ``idx`` (the bodies L1-L4).
+
+    Returns the disagreeing cues and the notes (a cue that cannot be checked where
+    the labels are ambiguous), as sentences.
+
+    * **Last rib-bearing vertebra.** Rib ridges (:func:`_rib_ridges`) are assigned to the
+      body whose centre lies 4 mm below to 22 mm above them; a body bears ribs when a
+      ridge is found on both sides, or one twice the threshold. The last rib-bearing body
+      is T12, so L1 must be the body right below it.
+    * **L5 and the sacrum.** Below L4 lies exactly one lumbar body (L5) above the
+      sacrum: two or more complete bodies below L4 mean the labels are high (or six
+      lumbar-type vertebrae); none, although the image reaches 45 mm below L4 along the
+      spine, or none while the crests cross "L4" above its lower endplate (``crest_in_l4``),
+      means L4 may be L5.
+    * **Height progression.** Lumbar bodies grow caudally: an L4 more than 15 % shorter
+      than L1 does not fit L1-L4.
+    """
+    cues: list[str] = []
+    bearing: dict[int, list[float]] = {}
+    for s_r, prom in ribs:
+        near = [i for i, c in enumerate(s_centre) if _RIB_DROP_MM[0] <= s_r - c <= _RIB_DROP_MM[1]]
+        if near:
+            i = min(near, key=lambda j: abs(s_r - s_centre[j] - 9.0))
+            bearing.setdefault(i, []).append(prom)
+    rib_bodies = [
+        i
+        for i, proms in bearing.items()
+        if (any(p < 0 for p in proms) and any(p > 0 for p in proms))
+        or max(abs(p) for p in proms) >= 2 * _RIB_MIN
+    ]
+    last_rib = max(rib_bodies) if rib_bodies else None
+    l1, l4 = idx[0], idx[-1]
+    if last_rib is not None and last_rib != l1 - 1:
+        where = (
+            "L1 itself"
+            if last_rib == l1
+            else f"the body {abs(last_rib - (l1 - 1))} level(s) "
+            + ("below" if last_rib > l1 - 1 else "above")
+            + " T12"
+        )
+        cues.append(
+            f"last rib-bearing vertebra: ribs end at {where} by the crest-based labels "
+            "(L1 should be the first rib-free body)"
+        )
+    below = [i for i in range(l4 + 1, len(bodies)) if not bodies[i].truncated]
+    valid = np.flatnonzero(np.isfinite(profile))
+    reach = float(valid[-1]) - (s_centre[l4] + bodies[l4].half_size_mm[0]) if len(valid) else 0.0
+    if len(below) >= 2:
+        cues.append(
+            f"L5/sacrum: {len(below)} complete bodies below L4 (expected only L5 above the "
+            "sacrum): labels may be one level high, or six lumbar-type vertebrae"
+        )
+    elif l4 == len(bodies) - 1 and reach >= 45.0:
+        cues.append(
+            f"L5/sacrum: no body below L4 although the image reaches {reach:.0f} mm below it: "
+            "L4 may be L5"
+        )
+    elif l4 == len(bodies) - 1 and crest_in_l4:
+        cues.append(
+            "L5/sacrum: the iliac crests cross L4 above its lower endplate and no body is "
+            "seen below it, as they cross L5 when the crests are low: L4 may be L5"
+        )
+    h1, h4 = bodies[l1].half_size_mm[0], bodies[l4].half_size_mm[0]
+    if h4 < 0.85 * h1:
+        cues.append(
+            f"body height progression: L4 ({2 * h4:.0f} mm) is shorter than L1 "
+            f"({2 * h1:.0f} mm); lumbar bodies grow caudally"
+        )
+    notes: list[str] = []
+    top_gap = s_centre[0] - bodies[0].half_size_mm[0] - float(valid[0]) if len(valid) else 0.0
+    if last_rib is None and 1 <= l1 <= 2 and top_gap <= 10.0:
+        notes.append(
+            f"no ribs seen and the field starts {max(top_gap, 0.0):.0f} mm above the "
+            f"{l1} bod{'y' if l1 == 1 else 'ies'} above L1: the labels rest on the iliac "
+            "crests alone (T12 cannot be told from a sixth lumbar-type vertebra); check "
+            "the labels"
+        )
+    return cues, notes
+
 
 def _consistency(bodies: list[DetectedBody], i: int, idx: list[int]) -> float:
     """How well body ``i`` fits the column: height and width against the median of
@@ -841,6 +972,20 @@ def locate_vertebrae(
             conf = float(np.prod([b.scores[k] for k in _FACTORS[:-1]]))
             out[i] = replace(b, confidence=round(conf, 4))
     overall = float(np.mean([out[i].confidence for i in idx])) * label_factor
+    # Independent cues: the last rib-bearing vertebra, L5 above the sacrum, the body
+    # heights. When one disagrees the labels stay, but the confidence drops below the
+    # warning threshold and the warning names the cue.
+    ribs = _rib_ridges(straight, max(contrast, 1e-6))
+    crest_in_l4 = crest_s is not None and crest_s < s_of[l4] + bodies[l4].half_size_mm[0]
+    cues, notes = _label_cues(bodies, sorted(s_axis), idx, ribs, profile, crest_in_l4)
+    warnings.extend(notes)
+    if cues:
+        overall = min(overall, DISAGREE_CONFIDENCE)
+        warnings.append(
+            "labels uncertain: independent cues disagree with the iliac-crest labelling ("
+            + "; ".join(cues)
+            + "); check the labels"
+        )
     crest_pt = None
     if crest_s is not None:
         p = origin + crest_s * t_low

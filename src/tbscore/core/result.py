@@ -20,9 +20,60 @@ from tbscore.core.constants import LABELS
 from tbscore.core.settings import Settings
 from tbscore.errors import ResultFormatError, SettingsError
 
-__all__ = ["VertebraResult", "TBSResult", "RESULT_FORMAT", "CSV_COLUMNS", "UNCERTAINTY_COLUMNS"]
+__all__ = [
+    "VertebraResult",
+    "TBSResult",
+    "RESULT_FORMAT",
+    "CSV_COLUMNS",
+    "UNCERTAINTY_COLUMNS",
+    "format_value_ci",
+    "format_snr",
+]
 
 RESULT_FORMAT = "tbscore-result/1"
+
+
+def format_value_ci(
+    value: float | None,
+    ci95: tuple[float, float] | None,
+    *,
+    digits: int = 3,
+    dash: str = "\u2013",
+) -> str:
+    """A value with its 95 % interval, the one wording of every display.
+
+    Parameters
+    ----------
+    value : float or None
+        The index (dimensionless).
+    ci95 : (float, float) or None
+        Its 95 % interval; omitted from the text when None.
+    digits : int
+        Decimals.
+    dash : str
+        Range separator (an en dash; ``"-"`` for plain-ASCII terminals).
+
+    Returns
+    -------
+    str
+        ``"1.234 (95 % CI 1.201\u20131.267)"``, ``"1.234"`` without an interval, ``"n/a"``
+        without a value.
+    """
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    if ci95 is not None and all(math.isfinite(x) for x in ci95):
+        text += f" (95 % CI {ci95[0]:.{digits}f}{dash}{ci95[1]:.{digits}f})"
+    return text
+
+
+def format_snr(snr: float | None, has_value: bool = True) -> str:
+    """The texture-to-noise ratio as shown next to a value (``"no noise"`` when None)."""
+    if not has_value:
+        return ""
+    if snr is None or not math.isfinite(snr):
+        return "no noise"
+    return f"{snr:.2g}"
 
 
 #: Identifying metadata keys dropped by ``to_dict(include_phi=False)`` (also used by
@@ -95,6 +146,15 @@ class VertebraResult:
     @property
     def valid(self) -> bool:
         return self.status == "ok"
+
+    def __repr__(self) -> str:
+        if self.value is None:
+            return f"VertebraResult({self.label}: {self.status}, {self.reason or 'no value'})"
+        extra = "" if self.status == "ok" else f", {self.status}"
+        return (
+            f"VertebraResult({self.label}: {format_value_ci(self.value, self.ci95)}, "
+            f"SNR {format_snr(self.snr)}{extra})"
+        )
 
 
 def json_safe(obj: Any) -> Any:
@@ -269,6 +329,21 @@ class TBSResult:
         """``"ok"`` when an L1–L4 value exists, else ``"incomplete"``."""
         return "ok" if self.l1_l4 is not None else "incomplete"
 
+    def __repr__(self) -> str:
+        per = "; ".join(
+            f"{v.label} {format_value_ci(v.value, v.ci95)}"
+            if v.value is not None
+            else f"{v.label} {v.status}"
+            for v in self.vertebrae
+        )
+        snrs = [v.snr for v in self.vertebrae if v.value is not None]
+        low = min((x for x in snrs if x is not None), default=None)
+        return (
+            f"TBSResult(L1\u2013L4 {format_value_ci(self.l1_l4, self.l1_l4_ci95)}, "
+            f"estimator {self.settings.estimator}, lowest SNR {format_snr(low, bool(snrs))}; "
+            f"{per}; source {self.input.get('source')!s}, {len(self.warnings)} warning(s))"
+        )
+
     def vertebra(self, label: str) -> VertebraResult:
         for v in self.vertebrae:
             if v.label == label:
@@ -426,16 +501,14 @@ class TBSResult:
             val = "" if v.value is None else f"{v.value:.3f}"
             r2 = "" if v.r2 is None else f"{v.r2:.3f}"
             ci = "" if v.ci95 is None else f"{v.ci95[0]:.3f}–{v.ci95[1]:.3f}"
-            snr = "" if v.value is None else ("no noise" if v.snr is None else f"{v.snr:.2g}")
+            snr = format_snr(v.snr, v.value is not None)
             rows.append(
                 f"<tr><td>{e(v.label)}</td><td>{val}</td><td>{ci}</td><td>{snr}</td>"
                 f"<td>{e(v.status)}</td>"
                 f"<td>{r2}</td><td>{v.n_lags}</td><td>{v.n_pixels}</td>"
                 f"<td>{e(v.reason or '')}</td></tr>"
             )
-        l14 = "n/a" if self.l1_l4 is None else f"{self.l1_l4:.3f}"
-        if self.l1_l4_ci95 is not None:
-            l14 += f" (95 % CI {self.l1_l4_ci95[0]:.3f}–{self.l1_l4_ci95[1]:.3f})"
+        l14 = format_value_ci(self.l1_l4, self.l1_l4_ci95)
         return (
             f"<div><b>tbscore {e(self.tbscore_version)}</b> — CPT {e(self.cpt_code)} technical "
             f"result for <code>{e(str(self.input.get('source')))}</code><br>"
@@ -446,8 +519,11 @@ class TBSResult:
             f"settings {e(self.settings.digest())}, estimator {e(self.settings.estimator)}"
             "<table><tr><th>vertebra</th><th>TBS (raw)</th><th>95 % CI</th><th>SNR</th>"
             "<th>status</th><th>R²</th>"
-            "<th>lags</th><th>pixels</th><th>reason</th></tr>" + "".join(rows) + "</table>"
-            "<small>Not interchangeable with TBS iNsight values unless calibrated.</small></div>"
+            "<th>lags</th><th>pixels</th><th>reason</th></tr>"
+            + "".join(rows)
+            + "</table>"
+            + "".join(f"<div>warning: {e(w)}</div>" for w in self.warnings)
+            + "<small>Not interchangeable with TBS iNsight values unless calibrated.</small></div>"
         )
 
 

@@ -342,9 +342,10 @@ def uncertainty_warnings(vertebrae: tuple[VertebraResult, ...], estimator: str) 
         return []
     which = ", ".join(f"{v.label} {v.snr:.2g}" for v in low)
     effect = (
-        "the OLS index is lowered by noise by more than ~15 %; consider estimator='nugget'"
+        "the OLS index is lowered by noise by more than ~15 % and its 95 % CI is about that "
+        "lowered value, not the noise-free texture slope; consider estimator='nugget'"
         if estimator == "ols"
-        else "the noise-aware estimate is valid but its interval is wide"
+        else "the noise-aware estimate keeps its coverage but its interval is wide"
     )
     return [f"texture-to-noise ratio below {SNR_WARN:g} ({which}): {effect}"]
 

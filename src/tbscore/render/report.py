@@ -48,7 +48,7 @@ from tbscore.clinical.interpret import (
 from tbscore.clinical.precision import compare
 from tbscore.clinical.risk import Interpretation
 from tbscore.clinical.signoff import SignOff, calibration_warnings, category_caveat
-from tbscore.core.result import TBSResult
+from tbscore.core.result import TBSResult, format_snr, format_value_ci
 from tbscore.core.roi import VertebraROIs
 from tbscore.io.load import DXAImage
 from tbscore.render.figures import _png, variogram_figure
@@ -143,6 +143,8 @@ def _vertebra_rows(result: TBSResult) -> tuple[dict, ...]:
             {
                 "label": v.label,
                 "value": _f(v.value),
+                "ci95": "–" if v.ci95 is None else f"{_f(v.ci95[0])}–{_f(v.ci95[1])}",
+                "snr": format_snr(v.snr, v.value is not None) or "–",
                 "calibrated": _f(v.calibrated_value),
                 "status": v.status,
                 "r2": _f(v.r2),
@@ -157,8 +159,13 @@ def _vertebra_rows(result: TBSResult) -> tuple[dict, ...]:
 
 def _l1_l4(result: TBSResult) -> dict:
     value, basis = reported_tbs(result)
+    snrs = [v.snr for v in result.vertebrae if v.label in result.l1_l4_labels]
+    low = min((x for x in snrs if x is not None), default=None)
     return {
         "value": _f(result.l1_l4),
+        "value_ci": format_value_ci(result.l1_l4, result.l1_l4_ci95),
+        "estimator": result.settings.estimator,
+        "snr": format_snr(low, bool(snrs)) or "–",
         "calibrated": None if result.l1_l4_calibrated is None else _f(result.l1_l4_calibrated),
         "labels": ", ".join(result.l1_l4_labels) or "–",
         "n": len(result.l1_l4_labels),
@@ -230,6 +237,11 @@ def _method(result: TBSResult) -> dict:
     conf = "" if result.roi_confidence is None else f" (confidence {result.roi_confidence:.2f})"
     return {
         "method": result.method,
+        "estimator": s.estimator,
+        "interval": (
+            "95 % CI = value ± 1.96 se, se from the analytic variance of the variogram "
+            "(delta method; docs/method.md §3b); SNR = texture-to-noise ratio"
+        ),
         "lag_range": f"{_g(result.lag_range_mm[0])}–{_g(result.lag_range_mm[1])} mm",
         "directions": ", ".join(s.directions),
         "pixel_spacing": f"{row_mm:.4g} × {col_mm:.4g} mm (row × column; {result.spacing_source})",

@@ -433,6 +433,9 @@ def synthetic_spine(
     soft_tissue_gradient: tuple[float, float] = (0.0, 0.0),
     soft_tissue_variation: float = 0.03,
     pelvis: bool = True,
+    crest_offset_mm: float = 0.0,
+    lumbar_count: int = 5,
+    ribs: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Synthetic DXA-like lumbar-spine image with exact fBm vertebral texture.
 
@@ -496,8 +499,22 @@ def synthetic_spine(
         Amplitude, as a fraction of ``soft_tissue``, of the smooth random lumps (about
         5 per image side) added to the soft tissue (0.03 by default).
     pelvis : bool
-        Draw the iliac wings (their crests at about the L4-L5 disc space). False gives
-        an image cut above the pelvis.
+        Draw the iliac wings (their crests at about the disc above the last lumbar
+        vertebra, L4-L5 by default). False gives an image cut above the pelvis.
+    crest_offset_mm : float
+        Moves the iliac wings along the spine by this distance (mm, positive caudally),
+        for crest heights across the anatomical range (about -40 mm: the L3-L4 disc;
+        +20 mm: the middle of L5).
+    lumbar_count : int
+        Lumbar-type (rib-free) vertebrae above the sacrum: 5 (default), 4 (no L5: a
+        sacralised or missing lowest segment) or 6 (an extra L6 below L5, 29 x 46 mm);
+        the pelvis follows the last one. Transitional anatomy for the label-safety
+        stress set (:func:`label_stress_case`).
+    ribs : bool
+        Draw the 11th and 12th ribs (oblique bands from the transverse processes of
+        T11 and T12, running 25 degrees below horizontal, 8 mm thick, 60 and 80 mm long):
+        T12 is then the last rib-bearing vertebra. No random draws, so the other
+        pixels are unchanged.
 
     Returns
     -------
@@ -507,7 +524,8 @@ def synthetic_spine(
         JSON-serialisable ground truth: ``hurst`` and ``expected_slope`` (label ->
         ``H`` and ``2H``), ``spacing_mm``, ``shape``, ``texture_scale``, ``noise_sd``,
         ``tilt_deg``, ``roi_inset_mm``, ``curvature_mm``, ``soft_tissue``, ``bone``,
-        ``soft_tissue_gradient``, ``soft_tissue_variation``, ``pelvis`` and
+        ``soft_tissue_gradient``, ``soft_tissue_variation``, ``pelvis`` (and
+        ``crest_offset_mm``, ``lumbar_count``, ``ribs`` when not the default) and
         ``vertebrae``: label -> ``box``
         (``[row0, col0, row1, col1]``, half-open pixels, inside the body by
         ``roi_inset_mm``), ``body_box`` (bounding box of the body), ``polygon``
@@ -518,6 +536,8 @@ def synthetic_spine(
         when they lie in the image.
     """
     rng = np.random.default_rng(rng)
+    if lumbar_count not in (4, 5, 6):
+        raise ValueError(f"lumbar_count must be 4, 5 or 6, got {lumbar_count}")
     if np.ndim(hurst) == 0:
         hs = [_check_hurst(hurst)] * 4
     else:
@@ -535,21 +555,25 @@ def synthetic_spine(
             "(need at least 150 x 60 mm)"
         )
     hurst_of = dict(zip(LUMBAR_LABELS, hs, strict=True))
-    hurst_of.update(T11=hs[0], T12=hs[0], L5=hs[3])
+    hurst_of.update(T11=hs[0], T12=hs[0], L5=hs[3], L6=hs[3])
 
     # Spine layout along the axis u (mm, downwards), L1-L4 block centred at u = 0.
-    labels = list(_BODIES)
+    bodies_mm = dict(_BODIES, L6=_BODIES["L5"])
+    discs_mm = dict(_DISC_BELOW, L6=_DISC_BELOW["L5"])
+    density = dict(_DENSITY, L6=_DENSITY["L5"])
+    labels = [lab for lab in bodies_mm if not lab.startswith("L") or int(lab[1:]) <= lumbar_count]
+    last_lumbar = labels[-1]
     block = LUMBAR_LABELS
-    length = sum(_BODIES[lab][0] for lab in block) + sum(_DISC_BELOW[lab] for lab in block[:-1])
+    length = sum(bodies_mm[lab][0] for lab in block) + sum(discs_mm[lab] for lab in block[:-1])
     u_of: dict[str, float] = {}
     u = -length / 2.0
     for lab in labels[labels.index("L1") :]:
-        u_of[lab] = u + _BODIES[lab][0] / 2.0
-        u += _BODIES[lab][0] + _DISC_BELOW[lab]
+        u_of[lab] = u + bodies_mm[lab][0] / 2.0
+        u += bodies_mm[lab][0] + discs_mm[lab]
     u = -length / 2.0
     for lab in reversed(labels[: labels.index("L1")]):
-        u -= _DISC_BELOW[lab] + _BODIES[lab][0]
-        u_of[lab] = u + _BODIES[lab][0] / 2.0
+        u -= discs_mm[lab] + bodies_mm[lab][0]
+        u_of[lab] = u + bodies_mm[lab][0] / 2.0
 
     cy, cx = center_mm if center_mm is not None else ((rows - 1) * sy / 2, (cols - 1) * sx / 2)
     t = math.radians(tilt_deg)
@@ -591,10 +615,12 @@ def synthetic_spine(
     # Spine column (posterior elements), continuous along the whole image.
     image = image + 0.22 * bone * _smooth_step(np.abs(sv) - 28.0, 6.0)
 
-    # Iliac wings lateral to L5, crests at about the L4-L5 disc.
+    # Iliac wings lateral to the last lumbar vertebra (L5), crests at about the disc
+    # above it (L4-L5), moved by crest_offset_mm.
+    u_wing = u_of[last_lumbar] + 38.0 + float(crest_offset_mm)
     for side in (-1.0, 1.0) if pelvis else ():
         ilium = {
-            "center_mm": to_image(u_of["L5"] + 38.0, side * (_BODIES["L5"][1] / 2 + 55.0)),
+            "center_mm": to_image(u_wing, side * (bodies_mm[last_lumbar][1] / 2 + 55.0)),
             "angle_deg": tilt_deg - side * 18.0,
             "half_size_mm": (52.0, 40.0),
             "corner_radius_mm": 38.0,
@@ -605,7 +631,7 @@ def synthetic_spine(
 
     vertebrae: dict[str, Any] = {}
     for lab in labels:
-        hu, hv = _BODIES[lab][0] / 2.0, _BODIES[lab][1] / 2.0
+        hu, hv = bodies_mm[lab][0] / 2.0, bodies_mm[lab][1] / 2.0
         u0 = u_of[lab]
         w0 = _curve(u0, curvature_mm) if curvature_mm else 0.0
         phi = math.atan(_curve_slope(u0, curvature_mm)) if curvature_mm else 0.0
@@ -627,6 +653,21 @@ def synthetic_spine(
                 "corner_radius_mm": 4.0,
             }
             image = image + 0.18 * bone * _smooth_step(_body_sd(tp, y, x), 2.0)
+            if ribs and lab in ("T11", "T12"):
+                # From the tip of the transverse process, laterally and 25 deg caudally.
+                half_len = 40.0 if lab == "T11" else 30.0
+                th = math.radians(25.0)
+                ru = pu + half_len * math.sin(th)
+                rv = side * (hv + 20.0 + half_len * math.cos(th))
+                rib = {
+                    "center_mm": to_image(
+                        u0 + ru * cos_p - rv * sin_p, w0 + ru * sin_p + rv * cos_p
+                    ),
+                    "angle_deg": angle + side * (90.0 - 25.0),
+                    "half_size_mm": (half_len, 4.0),
+                    "corner_radius_mm": 3.5,
+                }
+                image = image + 0.2 * bone * _smooth_step(_body_sd(rib, y, x), 2.0)
         # Pixel bounding box of the body (with a margin for the soft edge).
         cos_b, sin_b = math.cos(math.radians(angle)), math.sin(math.radians(angle))
         ext_y = abs(hu * cos_b) + abs(hv * sin_b) + _EDGE_MM
@@ -647,7 +688,7 @@ def synthetic_spine(
         if np.any(core):
             texture = texture - texture[core].mean()
         rim = _smooth_step(sd, _EDGE_MM) - _smooth_step(sd + 2.0, _EDGE_MM)
-        level = bone * _DENSITY[lab]
+        level = bone * density[lab]
         image[r0:r1, c0:c1] += inside * (level + texture_scale * texture) + 0.15 * bone * rim
         entry = {
             "hurst": hurst_of[lab],
@@ -680,6 +721,13 @@ def synthetic_spine(
         "pelvis": bool(pelvis),
         "vertebrae": vertebrae,
     }
+    # Recorded only when used, so the truth files of the bundled samples stay as written.
+    if crest_offset_mm:
+        truth["crest_offset_mm"] = float(crest_offset_mm)
+    if lumbar_count != 5:
+        truth["lumbar_count"] = int(lumbar_count)
+    if ribs:
+        truth["ribs"] = True
     return image, truth
 
 
@@ -900,3 +948,80 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tbscore.sim.phantom OUTDIR [SEED]")
     for _path in write_sample_set(sys.argv[1], *(int(a) for a in sys.argv[2:])):
         print(_path)
+
+
+# --------------------------------------------------------------------------- label stress set
+
+#: Crop conditions of :func:`label_stress_case`.
+LABEL_STRESS_CROPS: tuple[str, ...] = ("none", "top at T12/L1", "bottom at L4/L5")
+
+
+def label_stress_case(
+    rng: RngLike = None,
+    *,
+    crest_offset_mm: float | None = None,
+    lumbar_count: int | None = None,
+    crop: str | None = None,
+) -> tuple[np.ndarray, tuple[float, float], dict[str, Any]]:
+    """One phantom of the label-safety stress set (issue 15).
+
+    Anatomy and field drawn at random unless given: iliac-crest height across the
+    anatomical range (``crest_offset_mm`` uniform in -40..+20 mm: from the L3-L4 disc to
+    the middle of L5), 4, 5 or 6 lumbar-type vertebrae (probabilities 0.2, 0.6, 0.2),
+    the 11th and 12th ribs drawn (T12 is the last rib-bearing vertebra), and the field
+    cropped at the T12/L1 disc (ribs and thoracic bodies out of view), at the L4/L5 disc
+    (pelvis mostly out of view) or not at all (equal chances), with a random tilt (+-8
+    deg), noise, soft tissue, pixel spacing and Hurst exponent.
+
+    Returns
+    -------
+    image : ndarray
+    spacing : (row_mm, col_mm)
+    truth : dict
+        As :func:`synthetic_spine`, plus ``crop``; ``truth["vertebrae"]`` names every body
+        in the field anatomically (T11, T12, L1 = the first rib-free vertebra, ...).
+    """
+    rng = np.random.default_rng(rng)
+    spacings = ((1.0, 1.0), (1.05, 0.6), (0.8, 0.8), (0.6, 1.05))
+    sp = spacings[int(rng.integers(len(spacings)))]
+    offset = float(rng.uniform(-40.0, 20.0)) if crest_offset_mm is None else crest_offset_mm
+    count = int(rng.choice([4, 5, 5, 5, 6])) if lumbar_count is None else int(lumbar_count)
+    crop = LABEL_STRESS_CROPS[int(rng.integers(3))] if crop is None else crop
+    if crop not in LABEL_STRESS_CROPS:
+        raise ValueError(f"crop must be one of {LABEL_STRESS_CROPS}, got {crop!r}")
+    tilt = float(rng.uniform(-8.0, 8.0))
+    kw = {
+        "tilt_deg": tilt,
+        "noise_sd": float(rng.choice([1.0, 10.0, 20.0])),
+        "soft_tissue": float(rng.uniform(150, 400)),
+        "bone": float(rng.uniform(300, 500)),
+        "soft_tissue_variation": float(rng.uniform(0, 0.06)),
+    }
+    hurst = float(rng.uniform(0.3, 0.7))
+    fov_x = float(rng.uniform(170, 220))
+    # L1-L4 block: 136 mm long, centred at u = 0; T12/L1 disc at u = -71, L4/L5 at +72.5.
+    half_block = 68.0
+    if crop == "top at T12/L1":
+        top = half_block + 3.0
+        fov_y = float(rng.uniform(200, 260))
+        cy = top
+    elif crop == "bottom at L4/L5":
+        fov_y = float(rng.uniform(200, 260))
+        cy = fov_y - (half_block + 4.5)
+    else:
+        fov_y = float(rng.uniform(240, 300))
+        cy = fov_y / 2 + float(rng.uniform(-15, 15))
+    shape = (int(fov_y / sp[0]), int(fov_x / sp[1]))
+    image, truth = synthetic_spine(
+        hurst,
+        shape=shape,
+        spacing_mm=sp,
+        rng=int(rng.integers(2**31)),
+        center_mm=(cy, (shape[1] - 1) * sp[1] / 2),
+        crest_offset_mm=offset,
+        lumbar_count=count,
+        ribs=True,
+        **kw,
+    )
+    truth.update(crop=crop, crest_offset_mm=offset, lumbar_count=count, ribs=True)
+    return image, sp, truth
