@@ -49,6 +49,23 @@ quadrature per cm of soft tissue: the geometric unsharpness of a ~0.5 mm focal s
 by about this much per cm that the spine moves away from the detector). Detector PSF
 sigma 0.4 mm (FWHM 0.94 mm), of the order of the ~1 mm resolution of DXA. Pixel values
 are not smoothed or otherwise post-processed (vendors' processing is not public).
+
+Added for issue #15 (docs/validation.md part 1; every value cited where it is defined):
+
+* **Vertebral body** (:func:`body_paths`): an elliptic cylinder (:data:`BODY_WIDTH_MM` x
+  :data:`BODY_DEPTH_MM`) cut from the trabecular volume, with an analytic cortical shell
+  (:data:`CORTICAL_SHELL_MM`) and soft tissue outside it at constant patient thickness
+  (``simulate_dxa(..., cortical_path_mm=, chord_mm=)``); regional density variation at
+  2-10 mm comes from :func:`tbscore.sim.microarch.density_modulation`.
+* **System MTF** (:func:`system_mtf`, :func:`scanner_params`): anisotropic Gaussian x
+  rectangular motion blur, before the pixel aperture of :func:`area_resample`; the
+  Gaussian is solved (:func:`sigma_for_limiting_resolution`) so that the total MTF is 0.1
+  at the published limiting resolution (:data:`LIMITING_RESOLUTION_LP_MM`).
+* **Vendor-like processing** (:func:`vendor_smooth`, ``DXAParams.post_filter``): an
+  option, off by default, and an assumption.
+* **Noise at the acquisition's counts** (:func:`bone_noise_sd`): the analytic per-pixel SD
+  of the bone image for the expected detected photons, which the Poisson simulation
+  reproduces (tests/test_dxa_model.py).
 """
 
 from __future__ import annotations
