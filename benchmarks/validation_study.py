@@ -1012,7 +1012,7 @@ LADDER = (
     "+ regional density 2-10 mm",
     "+ scanner MTF (Lunar-like)",
     "+ vendor-like smoothing (option)",
-    "sensitivity: Hologic-like MTF, 1 x 1 mm pixels, no smoothing",
+    "sensitivity: sharper MTF (1.5 lp/mm), 1 x 1 mm pixels, no smoothing",
 )
 PHYSICS = LADDER[3]
 VENDOR = LADDER[4]

@@ -604,8 +604,10 @@ CORTICAL_SHELL_MM = 0.38
 LIMITING_RESOLUTION_LP_MM = {"lunar-like": 0.6, "hologic-like": 1.5}
 #: Pixel spacing (row = cranio-caudal, column = lateral; mm) of the scanner models:
 #: 1.05 x 0.60 mm is the Lunar Prodigy AP-spine grid already used by the baseline
-#: study; 1.0 x 1.0 mm for the Hologic-like model is an assumption (the vendor grid of
-#: the PA-spine mode is not published in a source found here).
+#: study; 1.0 x 1.0 mm for the "hologic-like" entry is an assumption (the vendor grid of
+#: the PA-spine mode is not published in a source found here), and inconsistent with its
+#: 1.5 lp/mm limit, which needs pixels of 0.33 mm or less: use it only to isolate the
+#: effect of a sharper blur.
 SCANNER_SPACING_MM = {"lunar-like": (1.05, 0.60), "hologic-like": (1.0, 1.0)}
 
 
