@@ -49,6 +49,23 @@ quadrature per cm of soft tissue: the geometric unsharpness of a ~0.5 mm focal s
 by about this much per cm that the spine moves away from the detector). Detector PSF
 sigma 0.4 mm (FWHM 0.94 mm), of the order of the ~1 mm resolution of DXA. Pixel values
 are not smoothed or otherwise post-processed (vendors' processing is not public).
+
+Added for issue #15 (docs/validation.md part 1; every value cited where it is defined):
+
+* **Vertebral body** (:func:`body_paths`): an elliptic cylinder (:data:`BODY_WIDTH_MM` x
+  :data:`BODY_DEPTH_MM`) cut from the trabecular volume, with an analytic cortical shell
+  (:data:`CORTICAL_SHELL_MM`) and soft tissue outside it at constant patient thickness
+  (``simulate_dxa(..., cortical_path_mm=, chord_mm=)``); regional density variation at
+  2-10 mm comes from :func:`tbscore.sim.microarch.density_modulation`.
+* **System MTF** (:func:`system_mtf`, :func:`scanner_params`): anisotropic Gaussian x
+  rectangular motion blur, before the pixel aperture of :func:`area_resample`; the
+  Gaussian is solved (:func:`sigma_for_limiting_resolution`) so that the total MTF is 0.1
+  at the published limiting resolution (:data:`LIMITING_RESOLUTION_LP_MM`).
+* **Vendor-like processing** (:func:`vendor_smooth`, ``DXAParams.post_filter``): an
+  option, off by default, and an assumption.
+* **Noise at the acquisition's counts** (:func:`bone_noise_sd`): the analytic per-pixel SD
+  of the bone image for the expected detected photons, which the Poisson simulation
+  reproduces (tests/test_dxa_model.py).
 """
 
 from __future__ import annotations
@@ -75,6 +92,18 @@ __all__ = [
     "log_attenuation",
     "dual_energy_bone",
     "simulate_dxa",
+    "BODY_WIDTH_MM",
+    "BODY_DEPTH_MM",
+    "CORTICAL_SHELL_MM",
+    "LIMITING_RESOLUTION_LP_MM",
+    "ellipse_chord_mm",
+    "body_paths",
+    "rect_transfer",
+    "system_mtf",
+    "sigma_for_limiting_resolution",
+    "vendor_smooth",
+    "bone_noise_sd",
+    "scanner_params",
 ]
 
 RngLike = np.random.Generator | int | np.random.SeedSequence | None
@@ -345,6 +374,15 @@ class DXAParams:
         Extra blur sigma per cm of soft tissue (added in quadrature to the PSF).
     offset_mm : (float, float)
         Sampling-grid origin in the input map (repositioning by sub-pixel amounts).
+    motion_blur_mm : (float, float)
+        Width (mm) of the rectangular blur along rows and columns from the detector moving
+        while it integrates (a scanning DXA moves one pixel per sample along its scan
+        axis); 0 = none. Part of the system MTF (:func:`system_mtf`).
+    post_filter : {"none", "binomial3"}
+        Vendor-like image processing applied to the output image (:func:`vendor_smooth`;
+        an assumption, the vendors' processing is not public).
+
+    ``psf_sigma_mm`` may be one number or ``(row_mm, col_mm)`` (anisotropic system blur).
     """
 
     spacing_mm: tuple[float, float] = (1.0, 1.0)
@@ -353,11 +391,13 @@ class DXAParams:
     vertebral_depth_mm: float = 30.0
     soft_tissue_mm: float = 150.0
     cortical_mm: float = 0.8
-    psf_sigma_mm: float = 0.4
+    psf_sigma_mm: float | tuple[float, float] = 0.4
     scatter_spr_per_cm: float = 0.005
     scatter_sigma_mm: float = 10.0
     tissue_blur_mm_per_cm: float = 0.01
     offset_mm: tuple[float, float] = field(default=(0.0, 0.0))
+    motion_blur_mm: tuple[float, float] = (0.0, 0.0)
+    post_filter: str = "none"
 
     def with_(self, **changes: object) -> DXAParams:
         """Copy with some fields changed."""
@@ -449,6 +489,9 @@ def simulate_dxa(
     fine_spacing_mm: float,
     params: DXAParams = DXAParams(),
     rng: RngLike = None,
+    *,
+    cortical_path_mm: np.ndarray | None = None,
+    chord_mm: np.ndarray | None = None,
 ) -> np.ndarray:
     """Simulate a DXA density image from a fine bone path-length map.
 
@@ -462,6 +505,14 @@ def simulate_dxa(
     params : DXAParams
     rng : numpy.random.Generator, int or None
         For the Poisson noise.
+    cortical_path_mm : ndarray, optional
+        Cortical-shell bone path per fine pixel (mm), e.g. from :func:`body_paths`;
+        default: the uniform ``params.cortical_mm``.
+    chord_mm : ndarray, optional
+        Antero-posterior chord of the vertebral body per fine pixel (mm): marrow fills
+        ``chord - bone - cortical`` and soft tissue the rest of a constant patient
+        thickness ``soft_tissue_mm + vertebral_depth_mm``; default: the uniform
+        ``params.vertebral_depth_mm``.
 
     Returns
     -------
@@ -474,24 +525,45 @@ def simulate_dxa(
     if len(p.energies_kev) not in (1, 2) or len(p.fluence_per_mm2) != len(p.energies_kev):
         raise ValueError("need one or two energies, with one fluence each")
     soft_cm = p.soft_tissue_mm / 10.0
-    sigma = math.hypot(p.psf_sigma_mm, p.tissue_blur_mm_per_cm * soft_cm)
+    psf = np.broadcast_to(np.asarray(p.psf_sigma_mm, dtype=float), (2,))
+    sig = tuple(math.hypot(float(v), p.tissue_blur_mm_per_cm * soft_cm) for v in psf)
     spr = p.scatter_spr_per_cm * (p.soft_tissue_mm + p.vertebral_depth_mm) / 10.0
     area = p.spacing_mm[0] * p.spacing_mm[1]
+    if chord_mm is None:
+        depth: float | np.ndarray = p.vertebral_depth_mm
+        soft: float | np.ndarray = p.soft_tissue_mm
+    else:
+        depth = np.asarray(chord_mm, dtype=np.float64)
+        soft = p.soft_tissue_mm + (p.vertebral_depth_mm - depth)
+    cort = p.cortical_mm if cortical_path_mm is None else np.asarray(cortical_path_mm)
+    shape2 = np.asarray(bone_path_mm).shape
     logs = []
     for energy, fluence in zip(p.energies_kev, p.fluence_per_mm2, strict=True):
         noiseless = not math.isfinite(fluence)
         phi = 1.0 if noiseless else float(fluence)
-        prim = expected_counts(
-            bone_path_mm,
-            energy,
-            phi,
-            vertebral_depth_mm=p.vertebral_depth_mm,
-            soft_tissue_mm=p.soft_tissue_mm,
-            cortical_mm=p.cortical_mm,
-        )
-        # detector signal: primary blurred by the PSF plus scatter (SPR times the
+        if chord_mm is None:
+            prim = expected_counts(
+                bone_path_mm,
+                energy,
+                phi,
+                vertebral_depth_mm=p.vertebral_depth_mm,
+                soft_tissue_mm=p.soft_tissue_mm,
+                cortical_mm=p.cortical_mm,
+            )
+        else:
+            tb = np.asarray(bone_path_mm, dtype=np.float64)
+            line = (
+                linear_attenuation("bone", energy) * (tb + cort)
+                + linear_attenuation("marrow", energy) * (depth - tb - cort)
+                + linear_attenuation("soft", energy) * soft
+            )
+            prim = phi * np.exp(-line)
+        # detector signal: primary blurred by the system MTF plus scatter (SPR times the
         # primary spread by a broad Gaussian), one FFT round trip for both
-        transfer = _gaussian_transfer(prim.shape, sigma, fine_spacing_mm)
+        if sig[0] == sig[1] and p.motion_blur_mm == (0.0, 0.0):
+            transfer = _gaussian_transfer(shape2, sig[0], fine_spacing_mm)
+        else:
+            transfer = system_mtf(shape2, fine_spacing_mm, sig, p.motion_blur_mm)
         if spr > 0:
             transfer = transfer + spr * _gaussian_transfer(
                 prim.shape, p.scatter_sigma_mm, fine_spacing_mm
@@ -503,5 +575,229 @@ def simulate_dxa(
         else:
             logs.append(log_attenuation(poisson_counts(lam, rng), phi * area))
     if len(logs) == 1:
-        return logs[0]
-    return dual_energy_bone(logs[0], logs[1], (p.energies_kev[0], p.energies_kev[1]))
+        out = logs[0]
+    else:
+        out = dual_energy_bone(logs[0], logs[1], (p.energies_kev[0], p.energies_kev[1]))
+    return vendor_smooth(out, p.post_filter)
+
+
+# --------------------------------------------------------------------------- anatomy,
+# system MTF, vendor-like processing, noise (issue #15 item 4)
+
+#: Lateral width of the vertebral body at mid-height (mm). Lumbar bodies are about
+#: 40-50 mm wide at the end plates and narrower at the waist (Zhou SH et al., Eur Spine J
+#: 2000;9:242-248, lumbar vertebral geometry from CT); 40 mm is taken for L1-L4 at
+#: mid-height, a round value inside that range, not a fit.
+BODY_WIDTH_MM = 40.0
+#: Antero-posterior depth of the vertebral body (mm): about 30-35 mm for L1-L4 (Zhou
+#: et al. 2000); 30 mm, the depth already used by the baseline model.
+BODY_DEPTH_MM = 30.0
+#: Thickness of the vertebral cortical shell (mm): 0.38 +/- 0.06 mm measured by micro-CT
+#: (Eswaran SK et al., J Bone Miner Res 2006;21:307-314); Silva MJ et al. (Bone 1994;
+#: 15:409-414) report 0.2-0.4 mm.
+CORTICAL_SHELL_MM = 0.38
+#: Limiting resolution (line pairs per mm) read from a radiographic line-pair phantom on
+#: PA-spine images: "less than 0.6 lp/mm" for a GE-Lunar Prodigy, up to 1.5 lp/mm on a
+#: Hologic Discovery (Jankowski LG, NOF 6th International Symposium on Osteoporosis 2005,
+#: poster P337). Used with the visual-limit convention MTF = 0.1 (an assumption: the
+#: modulation at which bar patterns are no longer resolved is usually put at 5-10 %).
+LIMITING_RESOLUTION_LP_MM = {"lunar-like": 0.6, "hologic-like": 1.5}
+#: Pixel spacing (row = cranio-caudal, column = lateral; mm) of the scanner models:
+#: 1.05 x 0.60 mm is the Lunar Prodigy AP-spine grid already used by the baseline
+#: study; 1.0 x 1.0 mm for the "hologic-like" entry is an assumption (the vendor grid of
+#: the PA-spine mode is not published in a source found here), and inconsistent with its
+#: 1.5 lp/mm limit, which needs pixels of 0.33 mm or less: use it only to isolate the
+#: effect of a sharper blur.
+SCANNER_SPACING_MM = {"lunar-like": (1.05, 0.60), "hologic-like": (1.0, 1.0)}
+
+
+def ellipse_chord_mm(x_mm: np.ndarray, width_mm: float, depth_mm: float) -> np.ndarray:
+    """Antero-posterior chord (mm) of an elliptic cross-section at lateral offset ``x_mm``.
+
+    ``depth * sqrt(1 - (2 x / width)^2)`` inside the ellipse, 0 outside.
+    """
+    u = 1.0 - (2.0 * np.asarray(x_mm, dtype=float) / width_mm) ** 2
+    return depth_mm * np.sqrt(np.clip(u, 0.0, None))
+
+
+def body_paths(
+    volume: np.ndarray,
+    voxel_mm: float,
+    *,
+    width_mm: float = BODY_WIDTH_MM,
+    depth_mm: float = BODY_DEPTH_MM,
+    shell_mm: float = CORTICAL_SHELL_MM,
+    weight: np.ndarray | None = None,
+    tilt_deg: tuple[float, float] = (0.0, 0.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bone paths through an elliptic vertebral body cut from a trabecular volume.
+
+    The body is an elliptic cylinder along axis 0 (cranio-caudal) centred in the
+    ``(lateral, AP)`` plane: outer semi-axes ``width/2, depth/2``, a cortical shell of
+    ``shell_mm`` and trabecular bone inside the inner ellipse.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (n0, n1, n2)
+        Trabecular bone (bool or volume fraction), axes ``(cc, lateral, AP)``; needs
+        ``n1 * voxel >= width`` and ``n2 * voxel >= depth``.
+    voxel_mm : float
+    width_mm, depth_mm, shell_mm : float
+        Body width, depth and cortical-shell thickness (mm).
+    weight : ndarray, optional
+        Per-voxel multiplier of the bone (e.g. :func:`tbscore.sim.microarch.density_modulation`):
+        regional variation of the bone volume fraction.
+    tilt_deg : (float, float)
+        Beam tilt applied to the trabecular path (:func:`project`); the shell and chord
+        are those of the untilted body (a 1 degree tilt changes them by < 0.02 %).
+
+    Returns
+    -------
+    trabecular_mm, shell_mm, chord_mm : ndarray of float64, shape (n0, n1)
+        Trabecular bone path, cortical bone path (both walls, analytic) and the outer
+        chord of the body, per fine pixel (mm).
+    """
+    vol = np.asarray(volume)
+    n0, n1, n2 = vol.shape
+    if n1 * voxel_mm < width_mm - 1e-9 or n2 * voxel_mm < depth_mm - 1e-9:
+        raise ValueError("volume smaller than the vertebral body")
+    x = (np.arange(n1) + 0.5) * voxel_mm - n1 * voxel_mm / 2
+    z = (np.arange(n2) + 0.5) * voxel_mm - n2 * voxel_mm / 2
+    ai, bi = width_mm / 2 - shell_mm, depth_mm / 2 - shell_mm
+    inner = (x[:, None] / ai) ** 2 + (z[None, :] / bi) ** 2 <= 1.0
+    v = vol.astype(np.float32) * inner[None, :, :]
+    if weight is not None:
+        v *= np.asarray(weight, dtype=np.float32)
+    trab = project(v, voxel_mm, tilt_deg=tilt_deg)
+    outer_c = ellipse_chord_mm(x, width_mm, depth_mm)
+    inner_c = ellipse_chord_mm(x, 2 * ai, 2 * bi)
+    shell = np.broadcast_to(outer_c - inner_c, (n0, n1)).astype(np.float64)
+    chord = np.broadcast_to(outer_c, (n0, n1)).astype(np.float64)
+    return trab, shell, chord
+
+
+def rect_transfer(freq_per_mm: np.ndarray, width_mm: float) -> np.ndarray:
+    """MTF of a rectangular aperture of ``width_mm``: ``sinc(width * f)`` (signed)."""
+    return np.sinc(width_mm * np.asarray(freq_per_mm, dtype=float))
+
+
+def system_mtf(
+    shape: tuple[int, int],
+    spacing_mm: float | tuple[float, float],
+    sigma_mm: tuple[float, float],
+    motion_mm: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """Real-FFT transfer function of the system blur before pixel sampling.
+
+    ``exp(-2 pi^2 (s_r^2 f_r^2 + s_c^2 f_c^2)) * sinc(m_r f_r) * sinc(m_c f_c)``: a
+    Gaussian (focal spot, detector and electronics lumped; sigma per axis) times the
+    rectangular motion blur of a detector that moves ``m`` mm while it integrates. The
+    pixel aperture itself is applied by :func:`area_resample` (another ``sinc(p f)``).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Fine grid shape.
+    spacing_mm : float or (float, float)
+        Fine grid spacing (mm).
+    sigma_mm : (float, float)
+        Gaussian sigma along rows and columns (mm).
+    motion_mm : (float, float)
+        Motion-blur widths along rows and columns (mm).
+    """
+    sp = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
+    f0 = np.fft.fftfreq(shape[0], d=sp[0])[:, None]
+    f1 = np.fft.rfftfreq(shape[1], d=sp[1])[None, :]
+    g = np.exp(-2.0 * math.pi**2 * (sigma_mm[0] ** 2 * f0 * f0 + sigma_mm[1] ** 2 * f1 * f1))
+    return g * rect_transfer(f0, motion_mm[0]) * rect_transfer(f1, motion_mm[1])
+
+
+def sigma_for_limiting_resolution(
+    limit_lp_mm: float,
+    pixel_mm: float,
+    motion_mm: float = 0.0,
+    *,
+    mtf_at_limit: float = 0.1,
+) -> float:
+    """Gaussian sigma (mm) that brings the total MTF to ``mtf_at_limit`` at the limit.
+
+    Total MTF along one axis = Gaussian * ``|sinc(pixel f)|`` * ``|sinc(motion f)|``;
+    solved for the Gaussian at ``f = limit_lp_mm``. Returns 0 when the apertures alone
+    already fall below ``mtf_at_limit`` there.
+    """
+    f = float(limit_lp_mm)
+    ap = abs(float(np.sinc(pixel_mm * f))) * abs(float(np.sinc(motion_mm * f)))
+    if ap <= mtf_at_limit:
+        return 0.0
+    g = mtf_at_limit / ap
+    return math.sqrt(-math.log(g) / 2.0) / (math.pi * f)
+
+
+def vendor_smooth(image: np.ndarray, kind: str = "none") -> np.ndarray:
+    """Vendor-like image processing (an assumption: the vendors' filters are not public).
+
+    ``"none"``: unchanged. ``"binomial3"``: separable ``[1, 2, 1] / 4`` smoothing in both
+    directions (edges: nearest), the mildest standard noise-reduction kernel; it
+    multiplies the variance of white noise by ``(6/16)^2 = 0.1406``. Any other name
+    raises ``ValueError``.
+    """
+    if kind == "none":
+        return image
+    if kind != "binomial3":
+        raise ValueError(f"unknown post_filter {kind!r} (none, binomial3)")
+    k = np.array([0.25, 0.5, 0.25])
+    out = ndi.correlate1d(np.asarray(image, dtype=np.float64), k, axis=0, mode="nearest")
+    return ndi.correlate1d(out, k, axis=1, mode="nearest")
+
+
+def bone_noise_sd(
+    counts: tuple[np.ndarray | float, np.ndarray | float],
+    energies_kev: tuple[float, float] = (40.0, 70.0),
+) -> np.ndarray:
+    """Quantum-noise SD (g/cm^2) of one pixel of the dual-energy bone image.
+
+    Poisson counts ``N_E`` give ``var(-ln N_E / N0) = 1 / N_E`` (first order);
+    :func:`dual_energy_bone` is linear, so ``var = (rho_b / 10)^2 (m00^2 / N_low +
+    m01^2 / N_high)`` with ``m`` the inverse of the attenuation matrix. Before any
+    ``post_filter`` (``"binomial3"`` multiplies the variance of white noise by
+    ``(3/8)^2 = 0.1406``).
+
+    Parameters
+    ----------
+    counts : (array_like, array_like)
+        Expected detected photons per pixel at the low and the high energy.
+    energies_kev : (float, float)
+    """
+    el, eh = energies_kev
+    m = np.array(
+        [
+            [linear_attenuation("bone", el), linear_attenuation("soft", el)],
+            [linear_attenuation("bone", eh), linear_attenuation("soft", eh)],
+        ]
+    )
+    inv = np.linalg.inv(m)
+    nl, nh = (np.asarray(c, dtype=float) for c in counts)
+    return DENSITY_G_CM3["bone"] / 10.0 * np.sqrt(inv[0, 0] ** 2 / nl + inv[0, 1] ** 2 / nh)
+
+
+def scanner_params(
+    scanner: str = "lunar-like", *, post_filter: str = "none", **changes: object
+) -> DXAParams:
+    """Acquisition parameters of a scanner model with its system MTF.
+
+    Pixel grid :data:`SCANNER_SPACING_MM`; motion blur of one pixel along the lateral
+    (column) axis, the axis the detector sweeps while it integrates (assumption: a
+    continuously moving detector sampled once per pixel); Gaussian sigma per axis from
+    :func:`sigma_for_limiting_resolution` so that pixel aperture x motion x Gaussian
+    reaches MTF 0.1 at :data:`LIMITING_RESOLUTION_LP_MM`. Other fields as
+    :class:`DXAParams` (``changes`` override).
+    """
+    sp = SCANNER_SPACING_MM[scanner]
+    lim = LIMITING_RESOLUTION_LP_MM[scanner]
+    motion = (0.0, sp[1])
+    sigma = (
+        sigma_for_limiting_resolution(lim, sp[0], motion[0]),
+        sigma_for_limiting_resolution(lim, sp[1], motion[1]),
+    )
+    p = DXAParams(spacing_mm=sp, psf_sigma_mm=sigma, motion_blur_mm=motion, post_filter=post_filter)
+    return replace(p, **changes)  # type: ignore[arg-type]
