@@ -40,7 +40,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft as sfft
 from numba import njit
 
 from tbscore.core.estimators import SlopeFit, fit_nugget_model
@@ -228,6 +227,8 @@ def variogram_covariance(
             np.float64
         )
         return _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov)
+    import scipy.fft as sfft  # only general masks need it (a worker on boxes never does)
+
     starts = [_pair_starts(mask, tuple(lag)) for lag in lags]
     counts = np.array([s.sum() for s in starts], dtype=float)
     shape = (sfft.next_fast_len(2 * nr - 1), sfft.next_fast_len(2 * nc - 1))
