@@ -162,6 +162,20 @@ def _nonfinite(flat, fstride, ir0, ic0, starts, ends, ptr):  # pragma: no cover 
     return False
 
 
+@njit(cache=True, nogil=True)
+def _nonfinite_box(flat, fstride, ir0, ic0, nr, nc):  # pragma: no cover - compiled
+    # _nonfinite for a solid box of nr x nc (mask columns 0 .. nc - 1)
+    for r in range(nr):
+        base = (r + ir0) * fstride - ic0
+        seg = flat[base : base + nc]
+        t = 0.0
+        for i in range(nc):
+            t += seg[i] * 0.0
+        if t != 0.0:
+            return True
+    return False
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _span_sum(flat, ia, ib, n):  # pragma: no cover - compiled
     # Sum of (flat[ia + i] - flat[ib + i])**2 over i < n: contiguous, branch-free,
@@ -204,7 +218,9 @@ _MAX_RUNS = 6
 
 
 @njit(cache=True, nogil=True)
-def _one_lag(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr, nc, dr, dc):  # noqa: E501
+def _one_lag(
+    flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr, nc, dr, dc, solid
+):  # noqa: E501
     # k and -k are the same unordered pairs: take dr > 0, or dr == 0 and dc > 0. For
     # each row r the pairs (r, c) - (r + dr, c + dc) with both pixels in the mask are
     # the intersections of the runs of row r with the runs of row r + dr shifted by
@@ -218,6 +234,19 @@ def _one_lag(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr
     count = 0
     if dr >= nr or dc >= nc or -dc >= nc:
         return 0.0, count
+    if solid:  # every pixel of the box: one span per row, no runs to intersect
+        lo = max(0, -dc)
+        n = min(nc, nc - dc) - lo
+        for r in range(nr - dr):
+            base_a = (r + ir0) * fstride - ic0 + lo
+            row_sum = _span_sum(flat, base_a, base_a + dr * fstride + dc, n)
+            t = total + row_sum
+            if abs(total) >= row_sum:
+                comp += (total - t) + row_sum
+            else:
+                comp += (row_sum - t) + total
+            total = t
+        return total + comp, n * (nr - dr)
     for r in range(nr - dr):
         i = ptr[r]
         i_end = ptr[r + 1]
@@ -259,7 +288,9 @@ def _one_lag(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr
 
 
 @njit(cache=True, nogil=True)
-def _kernel_serial(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr, nc, lags):  # noqa: E501
+def _kernel_serial(
+    flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr, nc, lags, solid
+):  # noqa: E501
     n = lags.shape[0]
     sums = np.zeros(n, dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
@@ -279,6 +310,7 @@ def _kernel_serial(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, p
             nc,
             lags[k, 0],
             lags[k, 1],
+            solid,
         )
         sums[k] = s
         counts[k] = c
@@ -286,7 +318,9 @@ def _kernel_serial(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, p
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _kernel_parallel(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr, nc, lags):  # noqa: E501
+def _kernel_parallel(
+    flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends, ptr, nr, nc, lags, solid
+):  # noqa: E501
     n = lags.shape[0]
     sums = np.zeros(n, dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
@@ -306,6 +340,7 @@ def _kernel_parallel(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends,
             nc,
             lags[k, 0],
             lags[k, 1],
+            solid,
         )
         sums[k] = s
         counts[k] = c
@@ -315,6 +350,7 @@ def _kernel_parallel(flat, fstride, ir0, ic0, mflat, mstride, mr0, starts, ends,
 # gray-level types the kernel reads in place (one compiled specialisation each);
 # others are converted (the crop only): unsigned 8-bit to uint16, the rest to float64.
 _NATIVE = (np.dtype(np.uint16), np.dtype(np.float64))
+_NO_RUNS = np.zeros(1, np.int64)  # stands for the runs of a solid box
 # masks with more pixels than this are cropped to their box (numpy) before the runs
 _BIG = 1 << 18
 
@@ -361,11 +397,10 @@ def variogram_sums(
     mask = np.ascontiguousarray(mask)
     nr_m, nc_m = mask.shape
     m8 = mask.view(np.uint8).reshape(-1)
-    if mask.all():  # a rectangle (common ROI shape): one run per row
+    solid = bool(mask.all())
+    if solid:  # a rectangle (common ROI shape): the kernel needs no runs
         r0, r1, c0, c1 = 0, nr_m, 0, nc_m
-        starts = np.zeros(nr_m, np.int64)
-        ends = np.full(nr_m, nc_m, np.int64)
-        ptr = np.arange(nr_m + 1, dtype=np.int64)
+        starts = ends = ptr = _NO_RUNS
     else:
         r0, r1, c0, c1, starts, ends, ptr = _mask_runs(m8, nr_m, nc_m)
     if r1 == 0:
@@ -380,13 +415,17 @@ def variogram_sums(
         dtype = np.uint16 if crop.dtype in (np.uint8, np.bool_) else np.float64
         crop = np.ascontiguousarray(crop, dtype=dtype)
         flat, fstride, ir0, ic0 = crop.reshape(-1), c1 - c0, 0, c0
-    if flat.dtype.kind == "f" and _nonfinite(flat, fstride, ir0, ic0, starts, ends, ptr):
+    if flat.dtype.kind == "f" and (
+        _nonfinite_box(flat, fstride, ir0, ic0, nr_m, nc_m)
+        if solid
+        else _nonfinite(flat, fstride, ir0, ic0, starts, ends, ptr)
+    ):
         raise ComputationError("image has non-finite values inside the mask")
     if n == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     kernel = _kernel_parallel if parallel and n > 1 else _kernel_serial
     return kernel(
-        flat, fstride, ir0, ic0, m8, nc_m, r0, starts, ends, ptr, r1 - r0, c1 - c0, lag_arr
+        flat, fstride, ir0, ic0, m8, nc_m, r0, starts, ends, ptr, r1 - r0, c1 - c0, lag_arr, solid
     )
 
 
