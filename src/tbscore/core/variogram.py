@@ -98,7 +98,7 @@ def _mask_runs(m8, nr, nc):  # pragma: no cover - compiled
     # r0 + r are columns [starts[k], ends[k]) for k in ptr[r] .. ptr[r + 1] - 1. Chunks
     # of _CHUNK bytes that do not change the inside/outside state are skipped after a
     # vectorised and/or test, so an empty or solid stretch costs ~1/_CHUNK per byte.
-    cap = nr * ((nc + 1) // 2)  # most runs a row can hold
+    cap = nr * ((nc + 1) // 2) + 1  # most runs the rows can hold, + 1 (see below)
     starts = np.empty(cap, np.int64)
     ends = np.empty(cap, np.int64)
     ptr = np.empty(nr + 1, np.int64)
@@ -123,15 +123,18 @@ def _mask_runs(m8, nr, nc):  # pragma: no cover - compiled
                 if (t == 0 and not inside) or (t == _CHUNK and inside):
                     c = end
                     continue
+            # branch-free (a fragmented mask would mispredict every edge): both
+            # candidates are stored, the counters advance only at a start / an end
+            ks = k + np.int64(inside)  # next start slot; k counts finished runs
+            prev = np.int64(inside)
             for q in range(c, end):
-                v = row[q] != 0
-                if v != inside:
-                    if v:
-                        starts[k] = q
-                    else:
-                        ends[k] = q
-                        k += 1
-                    inside = v
+                v = np.int64(row[q] != 0)
+                starts[ks] = q
+                ends[k] = q
+                ks += v & (1 - prev)
+                k += prev & (1 - v)
+                prev = v
+            inside = prev != 0
             c = end
         if inside:
             ends[k] = nc
@@ -148,15 +151,22 @@ def _mask_runs(m8, nr, nc):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _nonfinite(flat, fstride, ir0, ic0, starts, ends, ptr):  # pragma: no cover - compiled
-    # True if a gray level under a run is nan or +-inf (x * 0 is nan exactly then).
+def _nonfinite(flat, fstride, ir0, ic0, m8, mstride, mr0, starts, ends, ptr):  # pragma: no cover
+    # True if a gray level under the mask is nan or +-inf (x * 0 is nan exactly then):
+    # one masked pass per row over the span of its runs (a select keeps out values
+    # outside the mask).
     for r in range(ptr.shape[0] - 1):
-        base = (r + ir0) * fstride - ic0
+        if ptr[r + 1] == ptr[r]:
+            continue
+        lo = starts[ptr[r]]
+        n = ends[ptr[r + 1] - 1] - lo
+        base = (r + ir0) * fstride - ic0 + lo
+        seg = flat[base : base + n]
+        mb = (r + mr0) * mstride + lo
+        w = m8[mb : mb + n]
         t = 0.0
-        for q in range(ptr[r], ptr[r + 1]):
-            seg = flat[base + starts[q] : base + ends[q]]
-            for i in range(seg.shape[0]):
-                t += seg[i] * 0.0
+        for i in range(n):
+            t += seg[i] * 0.0 if w[i] else 0.0
         if t != 0.0:
             return True
     return False
@@ -418,7 +428,7 @@ def variogram_sums(
     if flat.dtype.kind == "f" and (
         _nonfinite_box(flat, fstride, ir0, ic0, nr_m, nc_m)
         if solid
-        else _nonfinite(flat, fstride, ir0, ic0, starts, ends, ptr)
+        else _nonfinite(flat, fstride, ir0, ic0, m8, nc_m, r0, starts, ends, ptr)
     ):
         raise ComputationError("image has non-finite values inside the mask")
     if n == 0:
