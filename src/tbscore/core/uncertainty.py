@@ -100,17 +100,19 @@ def _sum_sep(G, pad_r, pad_c, ki, kj, orow, ocol, nr, nc):  # pragma: no cover -
         if wr == 0.0:
             continue
         r0 = ir - (nr - 1) + pad_r
-        ga = G[r0 + ki[0]]
-        gb = G[r0 - kj[0]]
-        gc = G[r0 + ki[0] - kj[0]]
-        gd = G[r0]
+        m = 2 * nc - 1
         oa = pad_c - (nc - 1) + ki[1]
         ob = pad_c - (nc - 1) - kj[1]
         oc = pad_c - (nc - 1) + ki[1] - kj[1]
         od = pad_c - (nc - 1)
+        # row slices indexed from 0: no negative-index checks, so the loop vectorises
+        ga = G[r0 + ki[0], oa : oa + m]
+        gb = G[r0 - kj[0], ob : ob + m]
+        gc = G[r0 + ki[0] - kj[0], oc : oc + m]
+        gd = G[r0, od : od + m]
         row = 0.0
-        for ic in range(2 * nc - 1):
-            cc = ga[ic + oa] + gb[ic + ob] - gc[ic + oc] - gd[ic + od]
+        for ic in range(m):
+            cc = ga[ic] + gb[ic] - gc[ic] - gd[ic]
             row += ocol[ic] * cc * cc
         total += wr * row
     return total
@@ -121,18 +123,19 @@ def _sum_general(G, pad_r, pad_c, ki, kj, A, nr, nc):  # pragma: no cover - comp
     total = 0.0
     for ir in range(2 * nr - 1):
         r0 = ir - (nr - 1) + pad_r
-        ga = G[r0 + ki[0]]
-        gb = G[r0 - kj[0]]
-        gc = G[r0 + ki[0] - kj[0]]
-        gd = G[r0]
+        m = 2 * nc - 1
         oa = pad_c - (nc - 1) + ki[1]
         ob = pad_c - (nc - 1) - kj[1]
         oc = pad_c - (nc - 1) + ki[1] - kj[1]
         od = pad_c - (nc - 1)
+        ga = G[r0 + ki[0], oa : oa + m]
+        gb = G[r0 - kj[0], ob : ob + m]
+        gc = G[r0 + ki[0] - kj[0], oc : oc + m]
+        gd = G[r0, od : od + m]
         w = A[ir]
         row = 0.0
-        for ic in range(2 * nc - 1):
-            cc = ga[ic + oa] + gb[ic + ob] - gc[ic + oc] - gd[ic + od]
+        for ic in range(m):
+            cc = ga[ic] + gb[ic] - gc[ic] - gd[ic]
             row += w[ic] * cc * cc
         total += row
     return total
