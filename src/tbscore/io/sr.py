@@ -157,13 +157,13 @@ def _with_type2(ds: Dataset) -> Dataset:
 _STUB_CONTENT = True
 
 
-def _stub_content(root: Dataset) -> Dataset:
+def _stub_content(root: Dataset) -> Dataset | None:
     """The root container of ``root`` with only its first image reference as content.
 
     Every measurement group of a tbscore report references the same single source
     image, so this stand-in yields the same evidence sequences as the whole tree.
+    None if the tree references no image (then highdicom gets the whole tree).
     """
-    item = root.ContentSequence[0]
     found = None
     stack = [root]
     while stack and found is None:
@@ -172,12 +172,14 @@ def _stub_content(root: Dataset) -> Dataset:
                 found = it
                 break
             stack.append(it)
+    if found is None:
+        return None
     stub = Dataset()
     for elem in root:
         if elem.keyword != "ContentSequence":
             stub.add(elem)
     ref = Dataset()
-    for elem in found if found is not None else item:
+    for elem in found:
         if elem.keyword not in ("ContentSequence", "RelationshipType"):
             ref.add(elem)  # shared, never modified
     ref.RelationshipType = "CONTAINS"  # a new element
@@ -195,9 +197,10 @@ def _document(hd, source: Dataset, content: Dataset, **kwargs: Any) -> Dataset:
     bytes of both ways) at a fraction of the cost.
     """
     evidence = [_with_type2(source)]
-    if not _STUB_CONTENT:
+    stub = _stub_content(content) if _STUB_CONTENT else None
+    if stub is None:
         return hd.sr.EnhancedSR(evidence=evidence, content=content, **kwargs)
-    sr = hd.sr.EnhancedSR(evidence=evidence, content=_stub_content(content), **kwargs)
+    sr = hd.sr.EnhancedSR(evidence=evidence, content=stub, **kwargs)
     for elem in content:
         sr[elem.tag] = elem
     return sr
