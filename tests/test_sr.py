@@ -224,7 +224,28 @@ def test_sr_valid_under_dciodvfy_and_dsrdump(scan):
     proc = subprocess.run([dsrdump, str(sr)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Imaging Measurement Report" in proc.stdout and "99TBSCORE" in proc.stdout
+    assert "range of upper measurement uncertainty" in proc.stdout  # the 95 % interval
     assert read_sr(sr)["l1_l4"] is not None
+    # the signed (VERIFIED, interpretation group) SR of clinical sign-off as well
+    import datetime as dt
+
+    from tbscore.io.sr import SRVerification
+
+    sign = SRVerification(
+        observer_name="Roe^Jane",
+        organisation="Test clinic",
+        time=dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC),
+        category_code="partially_degraded",
+        category_label="Partially degraded",
+        category_basis="raw",
+        frax_mof_adjusted=12.5,
+        frax_hip_adjusted=3.25,
+    )
+    signed = write_sr(calc(path, roi), path, tmp / "v_signed.sr.dcm", verification=sign)
+    proc = subprocess.run([dciodvfy, str(signed)], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == []
+    assert pydicom.dcmread(signed).VerificationFlag == "VERIFIED"
 
 
 def test_signed_sr_is_a_new_instance_of_the_same_series(tmp_path):
