@@ -142,6 +142,23 @@ def _sum_general(G, pad_r, pad_c, ki, kj, A, nr, nc):  # pragma: no cover - comp
 
 
 @njit(cache=True, nogil=True)
+def _semivariogram_grid(hr, hc, sr, sc, c, a, n):  # pragma: no cover - compiled
+    # G[i, j] = gamma(h) = (c |h|^a + n) / 2 at h = ((i - hr) sr, (j - hc) sc) mm, 0 at
+    # h = 0; |h| is symmetric in both signs, so one quadrant is computed and mirrored.
+    G = np.empty((2 * hr + 1, 2 * hc + 1))
+    for i in range(hr + 1):
+        y = i * sr
+        for j in range(hc + 1):
+            g = 0.5 * (c * math.hypot(y, j * sc) ** a + n)
+            G[hr + i, hc + j] = g
+            G[hr - i, hc + j] = g
+            G[hr + i, hc - j] = g
+            G[hr - i, hc - j] = g
+    G[hr, hc] = 0.0
+    return G
+
+
+@njit(cache=True, nogil=True)
 def _overlap_into(out, lo_i, hi_i, lo_j, hi_j, n):  # pragma: no cover - compiled
     # #{x in [lo_i, hi_i), y in [lo_j, hi_j): x - y = h} for h = -(n-1) .. n-1
     for m in range(2 * n - 1):
@@ -209,11 +226,9 @@ def variogram_covariance(
     k = lags.shape[0]
     pr = 2 * int(np.abs(lags[:, 0]).max()) if k else 0
     pc = 2 * int(np.abs(lags[:, 1]).max()) if k else 0
-    hr = (np.arange(-(nr - 1) - pr, nr + pr) * spacing_mm[0])[:, None]
-    hc = (np.arange(-(nc - 1) - pc, nc + pc) * spacing_mm[1])[None, :]
-    dist = np.hypot(hr, hc)
-    G = 0.5 * (c * dist**a + n)
-    G[nr - 1 + pr, nc - 1 + pc] = 0.0
+    G = _semivariogram_grid(
+        nr - 1 + pr, nc - 1 + pc, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n
+    )
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
     cov = np.zeros((k, k))
     if mask.all():
