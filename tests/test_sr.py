@@ -69,7 +69,13 @@ def test_sr_round_trip(scan):
         assert got["calibrated_value"] == v.calibrated_value
         assert got["status"] == v.status
         assert got["finding_site"] == SNOMED[v.label]
+        if v.value is not None:  # the 95 % interval (TID 310 uncertainty ranges)
+            assert v.ci95 is not None
+            np.testing.assert_allclose(got["ci95"], v.ci95, rtol=1e-14)
     assert back["vertebrae"]["L3"]["value"] is None
+    assert back["vertebrae"]["L3"]["ci95"] is None
+    np.testing.assert_allclose(back["l1_l4_ci95"], result.l1_l4_ci95, rtol=1e-14)
+    assert back["algorithm"]["parameters"]["uncertainty"].startswith("95% interval")
     assert back["l1_l4"] == result.l1_l4 is not None
     assert back["l1_l4_calibrated"] == result.l1_l4_calibrated is not None
     assert tuple(back["l1_l4_labels"]) == result.l1_l4_labels == ("L1", "L2", "L4")
@@ -218,7 +224,28 @@ def test_sr_valid_under_dciodvfy_and_dsrdump(scan):
     proc = subprocess.run([dsrdump, str(sr)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Imaging Measurement Report" in proc.stdout and "99TBSCORE" in proc.stdout
+    assert "range of upper measurement uncertainty" in proc.stdout  # the 95 % interval
     assert read_sr(sr)["l1_l4"] is not None
+    # the signed (VERIFIED, interpretation group) SR of clinical sign-off as well
+    import datetime as dt
+
+    from tbscore.io.sr import SRVerification
+
+    sign = SRVerification(
+        observer_name="Roe^Jane",
+        organisation="Test clinic",
+        time=dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC),
+        category_code="partially_degraded",
+        category_label="Partially degraded",
+        category_basis="raw",
+        frax_mof_adjusted=12.5,
+        frax_hip_adjusted=3.25,
+    )
+    signed = write_sr(calc(path, roi), path, tmp / "v_signed.sr.dcm", verification=sign)
+    proc = subprocess.run([dciodvfy, str(signed)], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == []
+    assert pydicom.dcmread(signed).VerificationFlag == "VERIFIED"
 
 
 def test_signed_sr_is_a_new_instance_of_the_same_series(tmp_path):
@@ -259,3 +286,56 @@ def test_sr_from_the_kept_header_equals_sr_from_the_file(scan):
     a = write_sr(res, path, tmp / "from_file.sr.dcm", content_datetime=FIXED)
     b = write_sr(res, image.header, tmp / "from_header.sr.dcm", content_datetime=FIXED)
     assert a.read_bytes() == b.read_bytes()
+
+
+def _sr_bytes_three_ways(result, source, folder, **kw):
+    """The SR written as shipped, with pydicom encoding the whole file, and with
+    highdicom given the whole content tree as well (the reference)."""
+    import tbscore.io.sr as sr_mod
+
+    out = []
+    for stub, fast in ((True, True), (True, False), (False, False)):
+        old = sr_mod._STUB_CONTENT, sr_mod._FAST_ENCODE
+        sr_mod._STUB_CONTENT, sr_mod._FAST_ENCODE = stub, fast
+        try:
+            path = write_sr(result, source, folder / f"w{stub:d}{fast:d}.dcm", **kw)
+        finally:
+            sr_mod._STUB_CONTENT, sr_mod._FAST_ENCODE = old
+        out.append(path.read_bytes())
+    return out
+
+
+def test_sr_fast_path_bytes_equal_highdicom_and_pydicom(scan, tmp_path):
+    """The stand-in content for highdicom's document and the lean content encoder
+    change nothing: same bytes as highdicom + pydicom building and writing it all,
+    for calibrated / excluded / invalid / signed reports."""
+    import datetime as dt
+
+    from tbscore.io.sr import SRVerification
+
+    path, roi, _ = scan
+    when = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+    calibrated = apply_calibration(calc(path, roi, exclude={"L3": "fracture"}), _calibration())
+    sparse = calc(path, roi, exclude=["L1", "L2", "L3"])
+    signed = SRVerification(
+        observer_name="Roe^Jane",
+        organisation="Test clinic",
+        time=when,
+        category_code="partially_degraded",
+        category_label="Partially degraded",
+        category_basis="raw",
+        frax_mof_adjusted=12.5,
+        frax_hip_adjusted=3.25,
+    )
+    cases = [
+        (calibrated, path, {}),
+        (sparse, pydicom.dcmread(path), {"institution_name": "Clinic \u00e9"}),
+        (calibrated, path, {"verification": signed}),
+    ]
+    for i, (result, source, kw) in enumerate(cases):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        shipped, pydicom_all, reference = _sr_bytes_three_ways(
+            result, source, folder, content_datetime=when.replace(tzinfo=None), **kw
+        )
+        assert shipped == pydicom_all == reference, i

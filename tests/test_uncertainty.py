@@ -287,3 +287,35 @@ def test_covariance_matches_pixel_by_pixel_sum(holed):
     want = _brute_covariance(mask, lags, spacing, c, a, n)
     got = variogram_covariance(mask, np.array(lags), spacing, c, a, n)
     np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.3, 12.0), min_size=3, max_size=12, unique=True),
+    st.lists(st.integers(1, 2), min_size=12, max_size=12),
+    st.floats(1e-2, 1e4),
+    st.floats(0.05, 1.95),
+    st.floats(0.0, 1e4),
+    st.lists(st.floats(0.8, 1.25), min_size=24, max_size=24),
+    st.lists(st.floats(1e-6, 2.0 - 1e-6), min_size=1, max_size=50),
+)
+def test_compiled_nugget_objective_equals_the_numpy_one(d, reps, c0, a0, n0, noise, a):
+    """The profile search's compiled objective is _nugget_solve's residual sum, on
+    variograms of the model's form (power law + nugget, +-25 % noise per lag)."""
+    from hypothesis import assume
+
+    from tbscore.core.estimators import _nugget_solve, _nugget_ss
+
+    d = np.sort(np.asarray(d))
+    assume(np.diff(d).min() > 0.05)  # >= 3 distinct lag lengths, some repeated (axis
+    d = np.repeat(d, reps[: d.size])  # and diagonal lags of one length), as in a fit
+    v = (c0 * d**a0 + n0) * np.asarray(noise[: d.size])
+    a = np.asarray(a)
+    vs = v / v.min()
+    c, _, want = _nugget_solve(a, d, vs)
+    got = _nugget_ss(a, d, vs)
+    clear = np.abs(c) > 1e-9 * np.abs(c).max()  # the sign of c not decided by rounding
+    assert np.array_equal(np.isinf(got[clear]), np.isinf(want[clear]))
+    fin = clear & np.isfinite(want)
+    tol = 1e-12 * want[fin].max(initial=0.0)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-9, atol=tol)

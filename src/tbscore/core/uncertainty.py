@@ -40,7 +40,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft as sfft
 from numba import njit
 
 from tbscore.core.estimators import SlopeFit, fit_nugget_model
@@ -101,17 +100,19 @@ def _sum_sep(G, pad_r, pad_c, ki, kj, orow, ocol, nr, nc):  # pragma: no cover -
         if wr == 0.0:
             continue
         r0 = ir - (nr - 1) + pad_r
-        ga = G[r0 + ki[0]]
-        gb = G[r0 - kj[0]]
-        gc = G[r0 + ki[0] - kj[0]]
-        gd = G[r0]
+        m = 2 * nc - 1
         oa = pad_c - (nc - 1) + ki[1]
         ob = pad_c - (nc - 1) - kj[1]
         oc = pad_c - (nc - 1) + ki[1] - kj[1]
         od = pad_c - (nc - 1)
+        # row slices indexed from 0: no negative-index checks, so the loop vectorises
+        ga = G[r0 + ki[0], oa : oa + m]
+        gb = G[r0 - kj[0], ob : ob + m]
+        gc = G[r0 + ki[0] - kj[0], oc : oc + m]
+        gd = G[r0, od : od + m]
         row = 0.0
-        for ic in range(2 * nc - 1):
-            cc = ga[ic + oa] + gb[ic + ob] - gc[ic + oc] - gd[ic + od]
+        for ic in range(m):
+            cc = ga[ic] + gb[ic] - gc[ic] - gd[ic]
             row += ocol[ic] * cc * cc
         total += wr * row
     return total
@@ -122,21 +123,39 @@ def _sum_general(G, pad_r, pad_c, ki, kj, A, nr, nc):  # pragma: no cover - comp
     total = 0.0
     for ir in range(2 * nr - 1):
         r0 = ir - (nr - 1) + pad_r
-        ga = G[r0 + ki[0]]
-        gb = G[r0 - kj[0]]
-        gc = G[r0 + ki[0] - kj[0]]
-        gd = G[r0]
+        m = 2 * nc - 1
         oa = pad_c - (nc - 1) + ki[1]
         ob = pad_c - (nc - 1) - kj[1]
         oc = pad_c - (nc - 1) + ki[1] - kj[1]
         od = pad_c - (nc - 1)
+        ga = G[r0 + ki[0], oa : oa + m]
+        gb = G[r0 - kj[0], ob : ob + m]
+        gc = G[r0 + ki[0] - kj[0], oc : oc + m]
+        gd = G[r0, od : od + m]
         w = A[ir]
         row = 0.0
-        for ic in range(2 * nc - 1):
-            cc = ga[ic + oa] + gb[ic + ob] - gc[ic + oc] - gd[ic + od]
+        for ic in range(m):
+            cc = ga[ic] + gb[ic] - gc[ic] - gd[ic]
             row += w[ic] * cc * cc
         total += row
     return total
+
+
+@njit(cache=True, nogil=True)
+def _semivariogram_grid(hr, hc, sr, sc, c, a, n):  # pragma: no cover - compiled
+    # G[i, j] = gamma(h) = (c |h|^a + n) / 2 at h = ((i - hr) sr, (j - hc) sc) mm, 0 at
+    # h = 0; |h| is symmetric in both signs, so one quadrant is computed and mirrored.
+    G = np.empty((2 * hr + 1, 2 * hc + 1))
+    for i in range(hr + 1):
+        y = i * sr
+        for j in range(hc + 1):
+            g = 0.5 * (c * math.hypot(y, j * sc) ** a + n)
+            G[hr + i, hc + j] = g
+            G[hr - i, hc + j] = g
+            G[hr + i, hc - j] = g
+            G[hr - i, hc - j] = g
+    G[hr, hc] = 0.0
+    return G
 
 
 @njit(cache=True, nogil=True)
@@ -207,11 +226,9 @@ def variogram_covariance(
     k = lags.shape[0]
     pr = 2 * int(np.abs(lags[:, 0]).max()) if k else 0
     pc = 2 * int(np.abs(lags[:, 1]).max()) if k else 0
-    hr = (np.arange(-(nr - 1) - pr, nr + pr) * spacing_mm[0])[:, None]
-    hc = (np.arange(-(nc - 1) - pc, nc + pc) * spacing_mm[1])[None, :]
-    dist = np.hypot(hr, hc)
-    G = 0.5 * (c * dist**a + n)
-    G[nr - 1 + pr, nc - 1 + pc] = 0.0
+    G = _semivariogram_grid(
+        nr - 1 + pr, nc - 1 + pc, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n
+    )
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
     cov = np.zeros((k, k))
     if mask.all():
@@ -228,6 +245,8 @@ def variogram_covariance(
             np.float64
         )
         return _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov)
+    import scipy.fft as sfft  # only general masks need it (a worker on boxes never does)
+
     starts = [_pair_starts(mask, tuple(lag)) for lag in lags]
     counts = np.array([s.sum() for s in starts], dtype=float)
     shape = (sfft.next_fast_len(2 * nr - 1), sfft.next_fast_len(2 * nc - 1))

@@ -21,7 +21,11 @@ One TID 1501 measurement group per vertebra (L1..L4) and one for the L1–L4 val
 * measurement (TID 300) ``(TBS, 99TBSCORE, "Trabecular bone score (tbscore raw
   index)")``, UCUM unit ``1`` (dimensionless); the L1–L4 measurement carries
   derivation ``(373098007, SCT, "Mean")``; with a calibration, a second measurement
-  ``(TBS-CAL, 99TBSCORE)`` holds the calibrated value;
+  ``(TBS-CAL, 99TBSCORE)`` holds the calibrated value; the raw measurement carries
+  its 95 % interval (``value -/+ 1.96 se``) as TID 310 measurement properties: SNOMED
+  CT ``371886008`` "+, range of upper measurement uncertainty" = ``high - value`` and
+  ``371885007`` "-, range of lower measurement uncertainty" = ``value - low``
+  (algorithm parameter ``uncertainty=...`` names the interval);
 * qualitative evaluation ``(TBS-STATUS, 99TBSCORE)`` = ``OK`` / ``EXCLUDED`` /
   ``INVALID`` / ``NOT-REPORTED``.
 
@@ -146,6 +150,185 @@ def _with_type2(ds: Dataset) -> Dataset:
     for keyword in missing:
         setattr(out, keyword, "")
     return out
+
+
+#: Build the document around a one-reference stand-in of the content tree (see
+#: :func:`_document`); False: hand highdicom the whole tree (the tests compare both).
+_STUB_CONTENT = True
+
+
+def _stub_content(root: Dataset) -> Dataset | None:
+    """The root container of ``root`` with only its first image reference as content.
+
+    Every measurement group of a tbscore report references the same single source
+    image, so this stand-in yields the same evidence sequences as the whole tree.
+    None if the tree references no image (then highdicom gets the whole tree).
+    """
+    found = None
+    stack = [root]
+    while stack and found is None:
+        for it in stack.pop().get("ContentSequence", []):
+            if it.get("ValueType") == "IMAGE":
+                found = it
+                break
+            stack.append(it)
+    if found is None:
+        return None
+    stub = Dataset()
+    for elem in root:
+        if elem.keyword != "ContentSequence":
+            stub.add(elem)
+    ref = Dataset()
+    for elem in found:
+        if elem.keyword not in ("ContentSequence", "RelationshipType"):
+            ref.add(elem)  # shared, never modified
+    ref.RelationshipType = "CONTAINS"  # a new element
+    stub.ContentSequence = [ref]
+    return stub
+
+
+def _document(hd, source: Dataset, content: Dataset, **kwargs: Any) -> Dataset:
+    """The Enhanced SR document of ``content`` (a TID 1500 root container).
+
+    highdicom's ``EnhancedSR`` deep-copies and re-parses the whole content tree and
+    searches it for referenced instances, which costs most of an SR write; built
+    around :func:`_stub_content` (the same evidence: one referenced image) and then
+    given the real tree, it gives the same document (``tests/test_sr.py`` compares the
+    bytes of both ways) at a fraction of the cost.
+    """
+    evidence = [_with_type2(source)]
+    stub = _stub_content(content) if _STUB_CONTENT else None
+    if stub is None:
+        return hd.sr.EnhancedSR(evidence=evidence, content=content, **kwargs)
+    sr = hd.sr.EnhancedSR(evidence=evidence, content=stub, **kwargs)
+    for elem in content:
+        sr[elem.tag] = elem
+    return sr
+
+
+class _Unsupported(Exception):
+    """An element the lean encoder leaves to pydicom (the whole file then is)."""
+
+
+def _encode_items(items: Any, encodings: list[str]) -> bytes:
+    """Explicit VR little-endian encoding of sequence items, as pydicom writes them.
+
+    pydicom's ``write_dataset`` spends most of an SR write on per-element overhead
+    (a buffer, charset lookup, ambiguous-VR pass and exception context per element);
+    this loop calls the same per-VR value writers (``pydicom.filewriter.writers``)
+    directly. Items get explicit lengths and sequences explicit lengths, as pydicom
+    writes new data sets. Anything else (raw or ambiguous-VR elements, a nested
+    character set, undefined-length items) raises :class:`_Unsupported`.
+    """
+    import io
+    import struct
+
+    from pydicom.filebase import DicomIO
+    from pydicom.filewriter import writers
+    from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
+
+    out = bytearray()
+    bio = io.BytesIO()  # one value buffer, reused
+    buf = DicomIO(bio)
+    buf.is_little_endian = True
+    buf.is_implicit_VR = False
+    pack_tag = struct.Struct("<HH").pack
+    pack_us = struct.Struct("<H").pack
+    pack_ul = struct.Struct("<L").pack
+
+    def encode(ds: Dataset) -> None:
+        if "SpecificCharacterSet" in ds or getattr(ds, "is_undefined_length_sequence_item", False):
+            raise _Unsupported
+        d = ds._dict
+        for tag in sorted(d):
+            if tag & 0xFFFF == 0 and tag >> 16 > 6:
+                continue
+            elem = d[tag]
+            if elem.is_raw or len(elem.VR or "") != 2 or elem.is_buffered:
+                raise _Unsupported
+            vr = elem.VR
+            if vr == "SQ":
+                if elem.is_undefined_length:
+                    raise _Unsupported
+                start = len(out)
+                out.extend(pack_tag(tag >> 16, tag & 0xFFFF) + b"SQ\0\0\0\0\0\0")
+                for item in elem.value:
+                    out.extend(b"\xfe\xff\x00\xe0\0\0\0\0")
+                    item_start = len(out)
+                    encode(item)
+                    out[item_start - 4 : item_start] = pack_ul(len(out) - item_start)
+                out[start + 8 : start + 12] = pack_ul(len(out) - start - 12)
+                continue
+            if elem.is_undefined_length or vr not in writers:
+                raise _Unsupported
+            bio.seek(0)
+            bio.truncate()
+            if not elem.is_empty:
+                fn, param = writers[vr]
+                if vr in CUSTOMIZABLE_CHARSET_VR:
+                    fn(buf, elem, encodings=encodings)
+                elif param is not None:
+                    fn(buf, elem, param)
+                else:
+                    fn(buf, elem)
+            value = bio.getvalue()
+            if vr in EXPLICIT_VR_LENGTH_32:
+                out.extend(pack_tag(tag >> 16, tag & 0xFFFF) + vr.encode() + b"\0\0")
+                out.extend(pack_ul(len(value)))
+            else:
+                if len(value) > 0xFFFF:
+                    raise _Unsupported
+                out.extend(pack_tag(tag >> 16, tag & 0xFFFF) + vr.encode() + pack_us(len(value)))
+            out.extend(value)
+
+    for item in items:
+        out.extend(b"\xfe\xff\x00\xe0\0\0\0\0")
+        item_start = len(out)
+        encode(item)
+        out[item_start - 4 : item_start] = pack_ul(len(out) - item_start)
+    return bytes(out)
+
+
+def _save(sr: Dataset, fp: Any) -> None:
+    """``sr.save_as(fp, enforce_file_format=True)``, the content tree pre-encoded.
+
+    The Content Sequence (most of an SR's elements) is encoded by
+    :func:`_encode_items` and handed to pydicom as a raw element, which it writes
+    verbatim; the bytes are those of pydicom's own encoding (``tests/test_sr.py``).
+    Falls back to plain pydicom for anything :func:`_encode_items` does not handle.
+    """
+    from pydicom.charset import convert_encodings
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    tag = Tag(0x0040, 0xA730)  # ContentSequence
+    elem = sr.get_item(tag) if _FAST_ENCODE else None
+    if elem is None or elem.is_raw or sr.get("TransferSyntaxUID") or not sr.file_meta:
+        sr.save_as(fp, enforce_file_format=True)
+        return
+    ts = sr.file_meta.get("TransferSyntaxUID")
+    if ts != "1.2.840.10008.1.2.1":  # explicit VR little endian only
+        sr.save_as(fp, enforce_file_format=True)
+        return
+    charset = sr.get("SpecificCharacterSet", "ISO_IR 6")
+    try:
+        value = _encode_items(elem.value, convert_encodings(charset))
+    except _Unsupported:
+        sr.save_as(fp, enforce_file_format=True)
+        return
+    raw = RawDataElement(tag, "SQ", len(value), value, 0, False, True)
+    sr[tag] = raw  # type: ignore[assignment]
+    sr.set_original_encoding(False, True, sr._character_set)
+    try:
+        sr.save_as(fp, enforce_file_format=True)
+    finally:
+        sr[tag] = elem
+        sr.set_original_encoding(None, None, None)
+
+
+#: Encode the content tree with :func:`_encode_items` (False: pydicom writes it all;
+#: the tests compare the bytes of both).
+_FAST_ENCODE = True
 
 
 def _calibration_key(result: TBSResult) -> str:
@@ -302,6 +485,7 @@ def write_sr(
         f"settings_digest={digest}",
         f"lag_range_mm={result.lag_range_mm[0]:g}-{result.lag_range_mm[1]:g}",
         f"method={result.method}",
+        "uncertainty=95% interval (value -/+ 1.96 se, raw index)",
     ]
     calib = result.calibration or None
     if calib:
@@ -324,15 +508,25 @@ def write_sr(
         cal: float | None,
         status: str,
         derivation=None,
+        ci95=None,
     ):
         measurements = []
         if value is not None:
+            properties = None
+            lo, hi = (_finite(x) for x in (ci95 or (None, None)))
+            if lo is not None and hi is not None and lo <= value <= hi:
+                # TID 310: the 95 % interval as the ranges of upper / lower uncertainty
+                properties = hd.sr.MeasurementProperties(
+                    upper_measurement_uncertainty=float(hi) - float(value),
+                    lower_measurement_uncertainty=float(value) - float(lo),
+                )
             measurements.append(
                 hd.sr.Measurement(
                     name=_code("TBS"),
                     value=float(value),
                     unit=unit,
                     derivation=derivation,
+                    properties=properties,
                     algorithm_id=algorithm,
                 )
             )
@@ -368,7 +562,16 @@ def write_sr(
             status = "OK" if value is not None else "INVALID"
         else:
             status = _STATUS_CODE.get(v.status, "INVALID")
-        groups.append(group(v.label, v.label, value, _finite(v.calibrated_value), status))
+        groups.append(
+            group(
+                v.label,
+                v.label,
+                value,
+                _finite(v.calibrated_value),
+                status,
+                ci95=getattr(v, "ci95", None),
+            )
+        )
     l14 = _finite(result.l1_l4)
     groups.append(
         group(
@@ -378,11 +581,21 @@ def write_sr(
             _finite(result.l1_l4_calibrated),
             "OK" if l14 is not None else "NOT-REPORTED",
             derivation=codes.SCT.Mean,
+            ci95=getattr(result, "l1_l4_ci95", None),
         )
     )
     if verification is not None:
         try:
-            groups.append(_interpretation_group(hd, verification, method, algorithm, source_image))
+            groups.append(
+                _interpretation_group(
+                    hd,
+                    verification,
+                    method,
+                    algorithm,
+                    source_image,
+                    generate_uid(entropy_srcs=[uids["sop_instance_uid"], "Interpretation"]),
+                )
+            )
         except (ValueError, TypeError) as exc:
             raise SRError(f"cannot encode the interpretation ({exc})", name) from exc
 
@@ -401,9 +614,10 @@ def write_sr(
         imaging_measurements=groups,
     )
     try:
-        sr = hd.sr.EnhancedSR(
-            evidence=[_with_type2(ds)],
-            content=report[0],
+        sr = _document(
+            hd,
+            ds,
+            report[0],
             series_instance_uid=uids["series_instance_uid"],
             series_number=series_number,
             sop_instance_uid=uids["sop_instance_uid"],
@@ -437,7 +651,7 @@ def write_sr(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(out) as tmp:
-            sr.save_as(tmp, enforce_file_format=True)
+            _save(sr, tmp)
     except OSError as exc:
         raise SRError(f"cannot write the SR ({exc.strerror or exc})", str(out)) from exc
     return out
@@ -465,6 +679,27 @@ def _text_items(seq: Any) -> dict[str, str]:
     return found
 
 
+#: SNOMED CT codes of the TID 310 uncertainty ranges (upper, lower)
+_UNCERTAINTY = ("371886008", "371885007")
+
+
+def _interval(measurement: Any, value: float) -> tuple[float, float] | None:
+    """The 95 % interval of a TID 300 measurement from its TID 310 uncertainty ranges."""
+    found: dict[str, float] = {}
+    root = measurement[0]  # the NUM content item of the TID 300 template
+    for item in root.get("ContentSequence", []):
+        if item.get("ValueType") != "NUM" or item.get("RelationshipType") != "HAS PROPERTIES":
+            continue
+        code = item.ConceptNameCodeSequence[0]
+        if code.CodingSchemeDesignator == "SCT" and str(code.CodeValue) in _UNCERTAINTY:
+            mv = item.MeasuredValueSequence[0]
+            x = mv.get("FloatingPointValue", None)
+            found[str(code.CodeValue)] = float(x if x is not None else mv.NumericValue)
+    if len(found) != 2:
+        return None
+    return value - found[_UNCERTAINTY[1]], value + found[_UNCERTAINTY[0]]
+
+
 def read_sr(path: str | Path) -> dict[str, Any]:
     """Read the values of an SR written by :func:`write_sr`.
 
@@ -480,8 +715,9 @@ def read_sr(path: str | Path) -> dict[str, Any]:
         ``study_instance_uid``, ``referenced_images`` (list of
         ``{"sop_class_uid", "sop_instance_uid"}``), ``algorithm`` (``name``,
         ``version``, ``parameters`` as a ``{key: value}`` dict), ``vertebrae``
-        (``{label: {"value", "calibrated_value", "status", "finding_site"}}``),
-        ``l1_l4``, ``l1_l4_calibrated``, ``l1_l4_labels``.
+        (``{label: {"value", "calibrated_value", "ci95", "status", "finding_site"}}``),
+        ``l1_l4``, ``l1_l4_calibrated``, ``l1_l4_labels``, ``l1_l4_ci95``; ``ci95``
+        is the 95 % interval ``(low, high)`` of the raw value, or None.
 
     Raises
     ------
@@ -510,14 +746,16 @@ def read_sr(path: str | Path) -> dict[str, Any]:
         "l1_l4": None,
         "l1_l4_calibrated": None,
         "l1_l4_labels": [],
+        "l1_l4_ci95": None,
     }
     refs: list[dict[str, str]] = []
     algo: dict[str, Any] = {}
     for g in report.get_image_measurement_groups():
         ident = g.tracking_identifier or ""
-        value = cal = None
+        value = cal = ci95 = None
         for m in g.get_measurements(name=tbs):
             value = float(m.value)
+            ci95 = _interval(m, value)
         for m in g.get_measurements(name=tbs_cal):
             cal = float(m.value)
         status = None
@@ -539,10 +777,12 @@ def read_sr(path: str | Path) -> dict[str, Any]:
             out["l1_l4"] = value
             out["l1_l4_calibrated"] = cal
             out["l1_l4_labels"] = (m14.group(1) or "").split()
+            out["l1_l4_ci95"] = ci95
         elif ident in _LABELS:
             out["vertebrae"][ident] = {
                 "value": value,
                 "calibrated_value": cal,
+                "ci95": ci95,
                 "status": status,
                 "finding_site": sites[0] if sites else None,
             }
@@ -616,10 +856,13 @@ def _category_code_value(code: str) -> str:
     return code.upper().replace("PARTIALLY_", "PART-").replace("_", "-")[:16]
 
 
-def _interpretation_group(hd, v: SRVerification, method, algorithm, source_image):
-    """TID 1501 group ``Interpretation``: category (qualitative) and adjusted FRAX (%)."""
+def _interpretation_group(hd, v: SRVerification, method, algorithm, source_image, uid: str):
+    """TID 1501 group ``Interpretation``: category (qualitative) and adjusted FRAX (%).
+
+    ``uid`` is its tracking UID (derived from the document's, so a signed SR too is
+    the same bytes for the same inputs).
+    """
     from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
 
     evaluations = []
     if v.category_code:
@@ -652,9 +895,7 @@ def _interpretation_group(hd, v: SRVerification, method, algorithm, source_image
         if _finite(val) is not None
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier="Interpretation"
-        ),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier="Interpretation"),
         method=method,
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.LumbarSpine)],
