@@ -28,6 +28,8 @@ __all__ = [
     "ReferenceTableError",
     "PdfDicomError",
     "ReportError",
+    "NetError",
+    "AssociationError",
 ]
 
 
@@ -219,3 +221,19 @@ class CalibrationError(TBSError):
     """Bad paired data, a fit that cannot be made, or an unreadable calibration file."""
 
     code = "calibration_error"
+
+
+class NetError(TBSError):
+    """A DICOM network operation failed (bad address, missing pynetdicom, spool problem).
+
+    ``source`` names the peer (``AET@HOST:PORT``) or the spool folder.
+    """
+
+    code = "net_error"
+
+
+class AssociationError(NetError):
+    """No DICOM association could be established with a peer (refused, rejected,
+    timed out) or it ended before the operation completed."""
+
+    code = "association_failed"

@@ -36,6 +36,11 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.summarize",  # summarize (cohort report)
     "tbscore.cli.sign",  # sign (77092 sign-off)
     "tbscore.cli.precision",  # precision (ISCD LSC)
+    "tbscore.cli.serve",  # serve (DICOM node)
+    "tbscore.cli.echo",  # echo
+    "tbscore.cli.send",  # send
+    "tbscore.cli.pull",  # pull
+    "tbscore.cli.queue",  # queue
 )
 
 

@@ -1,0 +1,311 @@
+"""DICOM client side (SCU): echo, send files, query and retrieve, with timeouts on
+every association.
+
+Every association is opened, used and released (or, after a failure, aborted) in the
+thread that opened it; nothing here aborts an association from another thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tbscore.errors import AssociationError, NetError
+from tbscore.net.address import Peer, check_ae_title
+
+__all__ = [
+    "Timeouts",
+    "DEFAULT_TIMEOUTS",
+    "pynetdicom",
+    "make_ae",
+    "associate",
+    "echo",
+    "send_files",
+    "SendOutcome",
+    "status_text",
+    "is_success",
+    "is_temporary",
+]
+
+#: C-STORE statuses that mean "try again later" (out of resources, PS3.4 B.2.3).
+_TEMPORARY = range(0xA700, 0xA800)
+#: Warning statuses: the instance was stored.
+_WARNINGS = (0xB000, 0xB006, 0xB007)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Timeouts of every association (s): TCP connect, association negotiation
+    (ACSE), waiting for a DIMSE response, and an idle network connection."""
+
+    connect_s: float = 10.0
+    acse_s: float = 30.0
+    dimse_s: float = 60.0
+    network_s: float = 60.0
+
+
+#: The default timeouts.
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+def pynetdicom():
+    """The ``pynetdicom`` module, or :class:`NetError` with the install hint."""
+    try:
+        import pynetdicom as pnd
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise NetError("DICOM networking needs pynetdicom: pip install 'tbscore[net]'") from exc
+    return pnd
+
+
+def make_ae(ae_title: str, timeouts: Timeouts = Timeouts()) -> Any:
+    """A pynetdicom ``AE`` with our AE title and every timeout set."""
+    pnd = pynetdicom()
+    ae = pnd.AE(ae_title=check_ae_title(ae_title))
+    ae.connection_timeout = timeouts.connect_s
+    ae.acse_timeout = timeouts.acse_s
+    ae.dimse_timeout = timeouts.dimse_s
+    ae.network_timeout = timeouts.network_s
+    return ae
+
+
+def status_text(status: int) -> str:
+    """``0xA700 (Out of resources)`` style text of a DIMSE status."""
+    try:
+        from pynetdicom.status import code_to_category
+
+        category = code_to_category(status)
+    except Exception:  # pragma: no cover
+        category = ""
+    return f"0x{status:04X}" + (f" ({category})" if category else "")
+
+
+def is_success(status: int) -> bool:
+    return status == 0x0000 or status in _WARNINGS
+
+
+def is_temporary(status: int) -> bool:
+    return status in _TEMPORARY
+
+
+def _rejection(assoc: Any, peer: Peer) -> str:
+    if assoc.is_rejected:
+        rsp = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+        parts = []
+        for attr in ("result_str", "source_str", "reason_str"):
+            value = getattr(rsp, attr, None) if rsp is not None else None
+            if value:
+                parts.append(str(value))
+        return "association rejected by " + str(peer) + (f" ({'; '.join(parts)})" if parts else "")
+    if assoc.is_aborted:
+        return f"association aborted by {peer}"
+    return f"no association with {peer} (connection refused or timed out)"
+
+
+@contextmanager
+def associate(
+    ae: Any, peer: Peer, *, ext_neg: Sequence[Any] | None = None, evt_handlers: Any = None
+) -> Iterator[Any]:
+    """An established association with ``peer`` (released at the end, aborted after
+    an error), or :class:`AssociationError` with the reason."""
+    kwargs: dict[str, Any] = {"ae_title": peer.aet}
+    if ext_neg:
+        kwargs["ext_neg"] = list(ext_neg)
+    if evt_handlers:
+        kwargs["evt_handlers"] = list(evt_handlers)
+    try:
+        assoc = ae.associate(peer.host, peer.port, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise AssociationError(f"cannot connect ({exc})", str(peer)) from exc
+    if not assoc.is_established:
+        raise AssociationError(_rejection(assoc, peer), str(peer))
+    ok = False
+    try:
+        yield assoc
+        ok = True
+    finally:
+        if assoc.is_established:
+            if ok:
+                assoc.release()
+            else:
+                assoc.abort()
+
+
+def echo(peer: Peer, ae_title: str = "TBSCORE", timeouts: Timeouts = Timeouts()) -> float:
+    """C-ECHO ``peer``; the round trip in seconds.
+
+    Raises
+    ------
+    AssociationError
+        No association, or no (or a failed) C-ECHO response.
+    """
+    from tbscore.net.sop import VERIFICATION
+
+    ae = make_ae(ae_title, timeouts)
+    ae.add_requested_context(VERIFICATION)
+    t0 = time.perf_counter()
+    with associate(ae, peer) as assoc:
+        status = assoc.send_c_echo()
+        if not status or int(status.Status) != 0:
+            text = status_text(int(status.Status)) if status else "no response"
+            raise AssociationError(f"C-ECHO failed: {text}", str(peer))
+    return time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What became of one file sent with :func:`send_files`.
+
+    ``state`` is ``"sent"``, ``"temporary"`` (try again later: no association, out of
+    resources, connection lost) or ``"refused"`` (the peer refused this file, or it is
+    not a DICOM file we can send)."""
+
+    path: str
+    state: str
+    reason: str = ""
+    status: int | None = None
+
+
+def _file_header(path: Path) -> tuple[str, str, str] | None:
+    """``(SOPClassUID, SOPInstanceUID, TransferSyntaxUID)`` of a Part-10 file."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return (
+            str(ds.SOPClassUID),
+            str(ds.SOPInstanceUID),
+            str(ds.file_meta.TransferSyntaxUID),
+        )
+    except Exception:
+        return None
+
+
+def send_files(
+    paths: Iterable[str | Path],
+    peer: Peer,
+    ae_title: str = "TBSCORE",
+    timeouts: Timeouts = Timeouts(),
+    *,
+    on_result: Callable[[SendOutcome], None] | None = None,
+    before_send: Callable[[str], None] | None = None,
+) -> list[SendOutcome]:
+    """C-STORE each file to ``peer`` as stored (the file's own bytes and transfer
+    syntax), over as few associations as the 128-context limit allows.
+
+    Never raises for a file or a peer problem: each file gets a :class:`SendOutcome`.
+    ``before_send(path)`` is called just before a file goes out, ``on_result`` as soon
+    as its outcome is known.
+    """
+    pnd = pynetdicom()
+    # Send each file's own bytes (no decode / re-encode): a retry resends exactly the
+    # stored file. Process-wide pynetdicom option; every send of tbscore is of a file.
+    pnd._config.STORE_SEND_CHUNKED_DATASET = True
+    items: list[tuple[str, tuple[str, str, str]]] = []
+    out: list[SendOutcome] = []
+
+    def done(o: SendOutcome) -> None:
+        out.append(o)
+        if on_result is not None:
+            on_result(o)
+
+    for p in paths:
+        head = _file_header(Path(p))
+        if head is None:
+            done(SendOutcome(str(p), "refused", "not a readable DICOM Part-10 file"))
+        else:
+            items.append((str(p), head))
+    # one association per group of at most 128 (class, syntax) contexts
+    groups: list[list[tuple[str, tuple[str, str, str]]]] = []
+    current: list[tuple[str, tuple[str, str, str]]] = []
+    contexts: set[tuple[str, str]] = set()
+    for item in items:
+        key = (item[1][0], item[1][2])
+        if key not in contexts and len(contexts) >= 128:
+            groups.append(current)
+            current, contexts = [], set()
+        contexts.add(key)
+        current.append(item)
+    if current:
+        groups.append(current)
+    for group in groups:
+        ae = make_ae(ae_title, timeouts)
+        for cls, ts in sorted({(h[0], h[2]) for _, h in group}):
+            ae.add_requested_context(cls, ts)
+        try:
+            with associate(ae, peer) as assoc:
+                lost = None
+                for path, (cls, _uid, ts) in group:
+                    if lost is not None:
+                        done(SendOutcome(path, "temporary", lost))
+                        continue
+                    if not any(
+                        c.abstract_syntax == cls and c.transfer_syntax[0] == ts
+                        for c in assoc.accepted_contexts
+                    ):
+                        done(
+                            SendOutcome(
+                                path,
+                                "refused",
+                                f"{peer} does not accept SOP class {cls} with transfer syntax {ts}",
+                            )
+                        )
+                        continue
+                    if before_send is not None:
+                        before_send(path)
+                    try:
+                        status = assoc.send_c_store(Path(path))
+                    except (ValueError, AttributeError, OSError) as exc:
+                        done(SendOutcome(path, "refused", f"cannot send ({exc})"))
+                        continue
+                    if not status:
+                        lost = "association lost during C-STORE (timeout or abort)"
+                        done(SendOutcome(path, "temporary", lost))
+                        continue
+                    code = int(status.Status)
+                    if is_success(code):
+                        done(SendOutcome(path, "sent", "", code))
+                    elif is_temporary(code):
+                        done(SendOutcome(path, "temporary", f"C-STORE {status_text(code)}", code))
+                    else:
+                        done(SendOutcome(path, "refused", f"C-STORE {status_text(code)}", code))
+                    if not assoc.is_established:
+                        lost = "association ended by the peer"
+        except AssociationError as exc:
+            sent = {o.path for o in out}
+            for path, _h in group:
+                if path not in sent:
+                    done(SendOutcome(path, "temporary", exc.reason))
+    return out
+
+
+def start_server(ae: Any, address: tuple[str, int], evt_handlers: list[Any]) -> Any:
+    """``ae.start_server(address, block=False, evt_handlers=...)`` with one addition:
+    every accepted connection gets the AE's network timeout as its socket timeout.
+
+    pynetdicom reads a PDU with blocking ``recv`` calls; a peer that sends a few
+    garbage bytes (or a PDU header announcing more data than it sends) and then stays
+    silent would otherwise hold its connection and thread forever (the ARTIM and
+    network timers are only checked between PDUs). With the socket timeout the read
+    fails after ``network_timeout`` seconds and pynetdicom closes the connection in
+    its own thread. Returns the running server (stop it with ``shutdown()``).
+    """
+    import threading
+
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    class _Server(ThreadedAssociationServer):
+        def get_request(self):  # type: ignore[override]
+            sock, addr = super().get_request()
+            sock.settimeout(self.ae.network_timeout)
+            return sock, addr
+
+    server = ae.make_server(address, evt_handlers=evt_handlers, server_class=_Server)
+    # as AE.start_server does: the server's shutdown() removes itself from this list
+    ae._servers.append(server)
+    thread = threading.Thread(target=server.serve_forever, name="tbscore-scp", daemon=True)
+    thread.start()
+    return server

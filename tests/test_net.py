@@ -1,0 +1,485 @@
+"""Tier 1 network tests: the node against a pynetdicom fake PACS on 127.0.0.1.
+
+One rule per test (docs/network.md, "Failure semantics"): acknowledge after the
+fsync, duplicates never rescored, non-DXA classes refused at association, bad images
+set aside with tbscore's typed reason, job time limit, worker killed, garbage and idle
+connections, calling AE restriction, destination down / rejecting / cutting the
+connection / refusing, kill -9 mid-queue, free-space floor and a real full disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+pytest.importorskip("pynetdicom")
+
+from conftest import make_dataset  # noqa: E402
+from netutil import (  # noqa: E402
+    SAMPLE,
+    CutProxy,
+    FakePACS,
+    NodeProcess,
+    free_port,
+    image_copies,
+    uid_of,
+    wait_until,
+)
+from tbscore.errors import AssociationError  # noqa: E402
+from tbscore.net.address import parse_peer  # noqa: E402
+from tbscore.net.scu import Timeouts, echo, send_files  # noqa: E402
+
+STALL = ".999"  # UID marker of images whose job stalls (TBSCORE_NET_TEST_STALL)
+T = Timeouts(connect_s=5, acse_s=5, dimse_s=15, network_s=15)
+
+
+def send(paths, node, aet="DXA1"):
+    return send_files(paths, parse_peer(node.peer), aet, T)
+
+
+@pytest.fixture(scope="module")
+def pacs():
+    p = FakePACS().start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, pacs):
+    spool = tmp_path_factory.mktemp("net") / "spool"
+    n = NodeProcess(
+        spool,
+        free_port(),
+        [
+            "--forward",
+            pacs.peer,
+            "--workers",
+            "2",
+            "--job-timeout",
+            "10",
+            "--max-pixels",
+            "1000000",
+            "--min-free-mb",
+            "1",
+            "--network-timeout",
+            "2",
+            "--allow-aet",
+            "DXA1",
+            "--allow-aet",
+            "TBSCORE",
+            "--retry-base",
+            "0.2",
+            "--retry-cap",
+            "1",
+        ],
+        env={"TBSCORE_NET_TEST_STALL": "3680043.10.1.999."},
+    ).start()
+    yield n
+    n.stop()
+
+
+def _state(node, uid, states=("scored", "set_aside"), timeout=120.0):
+    return wait_until(
+        lambda: (r := node.images().get(uid)) and r["state"] in states and r,
+        timeout,
+        f"image {uid} to reach {states}",
+    )
+
+
+def test_round_trip_sr_in_same_study_and_value_matches_calc(node, pacs, tmp_path):
+    from tbscore.api import calc
+    from tbscore.io.sr import read_sr
+
+    (path,) = image_copies(tmp_path, 1)
+    src = pydicom.dcmread(path)
+    out = send([path], node)
+    assert [o.state for o in out] == ["sent"]
+    rec = _state(node, src.SOPInstanceUID)
+    assert rec["state"] == "scored" and rec["attempts"] == 1
+    sr_uid = wait_until(
+        lambda: next(
+            (
+                u
+                for u, ds in list(pacs.datasets.items())
+                if ds.get("StudyInstanceUID") == src.StudyInstanceUID
+            ),
+            None,
+        ),
+        20,
+        "the SR at the PACS",
+    )
+    sr = pacs.datasets[sr_uid]
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"
+    assert sr.PatientID == src.PatientID
+    # what the PACS got is byte for byte the SR file stored in the spool
+    stored = pydicom.dcmread(rec["sr_path"])
+    assert stored.SOPInstanceUID == sr_uid
+    saved = tmp_path / "got.sr.dcm"
+    sr.save_as(saved, enforce_file_format=False)
+    assert read_sr(rec["sr_path"])["l1_l4"] == pytest.approx(calc(path).l1_l4, abs=1e-12)
+
+
+def test_duplicates_acknowledged_not_rescored_not_resent(node, pacs, tmp_path):
+    (path,) = image_copies(tmp_path, 1)
+    uid = uid_of(path)
+    assert send([path], node)[0].state == "sent"
+    rec = _state(node, uid)
+    wait_until(
+        lambda: any(s["state"] == "sent" for s in node.sends() if s["sop_instance_uid"] == uid),
+        20,
+        "the SR sent",
+    )
+    before = pacs.count()
+    assert [o.state for o in send([path, path], node)] == ["sent", "sent"]
+    time.sleep(1.0)
+    again = node.images()[uid]
+    assert again["duplicates"] == 2
+    assert again["scored_at"] == rec["scored_at"] and again["attempts"] == 1
+    assert pacs.count() == before
+    assert len([s for s in node.sends() if s["sop_instance_uid"] == uid]) == 1
+
+
+def test_non_dxa_sop_class_refused_at_association(node, tmp_path):
+    ct = make_dataset(np.zeros((8, 8), np.uint16), modality="CT")
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ct.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    (ok,) = image_copies(tmp_path, 1)
+    out = {Path(o.path).name: o for o in send([tmp_path / "ct.dcm", ok], node)}
+    assert out["ct.dcm"].state == "refused"
+    assert "does not accept SOP class 1.2.840.10008.5.1.4.1.1.2" in out["ct.dcm"].reason
+    assert out[ok.name].state == "sent"
+    assert ct.SOPInstanceUID not in node.images()
+
+
+def test_calling_aet_restricted(node):
+    with pytest.raises(AssociationError, match="rejected"):
+        echo(parse_peer(node.peer), "STRANGER", T)
+    assert echo(parse_peer(node.peer), "DXA1", T) < 5
+
+
+def _bad_images(folder: Path) -> dict[str, tuple[Path, str]]:
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    cases = {}
+
+    def save(name, ds, code):
+        ds.save_as(folder / name, enforce_file_format=True)
+        cases[str(ds.SOPInstanceUID)] = (folder / name, code)
+
+    save(
+        "colour.dcm",
+        make_dataset(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), photometric="RGB"),
+        "colour_image",
+    )
+    nopix = make_dataset(np.zeros((16, 16), np.uint16))
+    del nopix.PixelData
+    save("nopix.dcm", nopix, "not_an_image")
+    save(
+        "nospacing.dcm",
+        make_dataset(rng.integers(0, 4000, (200, 160), dtype=np.uint16), spacing=None),
+        "missing_pixel_spacing",
+    )
+    save(
+        "noise.dcm",
+        make_dataset(rng.integers(0, 4000, (200, 160), dtype=np.uint16)),
+        "detection_failed",
+    )
+    broken = make_dataset(np.zeros((200, 160), np.uint16))
+    broken.PixelData = broken.PixelData[:1000]
+    save("truncated.dcm", broken, "dicom_read_error")
+    save("large.dcm", make_dataset(np.zeros((1100, 1000), np.uint16)), "image_too_large")
+    return cases
+
+
+def test_bad_images_accepted_and_set_aside_with_typed_reason(node, tmp_path):
+    cases = _bad_images(tmp_path / "bad")
+    out = send([p for p, _ in cases.values()], node)
+    assert {o.state for o in out} == {"sent"}, [(o.path, o.reason) for o in out]
+    for uid, (path, code) in cases.items():
+        rec = _state(node, uid)
+        assert rec["state"] == "set_aside", (path.name, rec)
+        assert rec["code"] == code, (path.name, rec["code"], rec["reason"])
+        assert rec["reason"]
+    assert not [s for s in node.sends() if s["sop_instance_uid"] in cases]
+
+
+def test_stalled_job_set_aside_after_time_limit_and_worker_restarted(node, tmp_path):
+    (stall,) = image_copies(tmp_path, 1, marker=STALL)
+    (ok,) = image_copies(tmp_path / "ok", 1)
+    t0 = time.monotonic()
+    send([stall], node)
+    rec = _state(node, uid_of(stall))
+    assert rec["code"] == "job_timeout" and "10 s" in rec["reason"]
+    assert time.monotonic() - t0 >= 10
+    send([ok], node)
+    rec = _state(node, uid_of(ok))
+    assert rec["state"] == "scored", rec
+
+
+def test_killed_worker_job_set_aside_and_worker_replaced(node, tmp_path):
+    (stall,) = image_copies(tmp_path, 1, marker=STALL)
+    (ok,) = image_copies(tmp_path / "ok", 1)
+    send([stall], node)
+    rec = _state(node, uid_of(stall), states=("scoring",), timeout=120)
+    os.kill(rec["worker_pid"], signal.SIGKILL)
+    rec = _state(node, uid_of(stall))
+    assert rec["code"] == "worker_died" and "signal 9" in rec["reason"]
+    send([ok], node)
+    rec = _state(node, uid_of(ok))
+    assert rec["state"] == "scored", rec
+
+
+def _closed_after(sock: socket.socket, limit: float) -> float:
+    """Seconds until the node closes ``sock`` (fails after ``limit``)."""
+    t0 = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    finally:
+        sock.close()
+    return time.monotonic() - t0
+
+
+def test_garbage_bytes_and_idle_connections_closed_by_timeout(node):
+    """Garbage (an HTTP request, a PDU header announcing 1 GB) and a silent client
+    are closed after the 2 s network timeout; the node serves others meanwhile."""
+    peer = parse_peer(node.peer)
+    socks = []
+    for payload in (
+        b"GET / HTTP/1.1\r\n\r\n" + os.urandom(200),
+        b"\x07\x00GET / HTTP/1.1\r\n" + os.urandom(50),
+        b"",
+    ):
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+        if payload:
+            s.sendall(payload)
+        socks.append(s)
+    assert echo(peer, "DXA1", T) < 5
+    for s in socks:
+        assert _closed_after(s, 20) < 15
+
+
+def test_free_space_floor_refuses_with_a700(tmp_path):
+    n = NodeProcess(
+        tmp_path / "spool", free_port(), ["--workers", "1", "--min-free-mb", str(10**9)]
+    ).start()
+    try:
+        out = send([SAMPLE], n, "TBSCORE")
+        assert out[0].state == "temporary" and out[0].status == 0xA700
+        assert "0xA700" in out[0].reason
+        assert list((tmp_path / "spool" / "incoming").iterdir()) == []
+        assert n.images() == {}
+    finally:
+        n.stop()
+
+
+def test_destinations_down_rejecting_cutting_refusing_then_fixed(tmp_path):
+    """Four destinations fail in four ways; each recovers; 0 lost, 0 duplicates."""
+    down_port = free_port()
+    rejecting = FakePACS(ae_title="REJ").start()
+    rejecting.ae.require_calling_aet = ["SOMEONE"]
+    behind_proxy = FakePACS(ae_title="CUT").start()
+    proxy = CutProxy(behind_proxy.port, cuts=2, after=3000)
+    refusing = FakePACS(ae_title="REF").start()
+    refusing.status = 0xC000
+    dests = {
+        "down": f"DOWN@127.0.0.1:{down_port}",
+        "rej": rejecting.peer,
+        "cut": f"CUT@127.0.0.1:{proxy.port}",
+        "ref": refusing.peer,
+    }
+    args = ["--workers", "2", "--min-free-mb", "1", "--retry-base", "0.2", "--retry-cap", "1"]
+    for d in dests.values():
+        args += ["--forward", d]
+    n = NodeProcess(tmp_path / "spool", free_port(), args).start()
+    down = None
+    try:
+        paths = image_copies(tmp_path / "in", 5)
+        uids = {uid_of(p) for p in paths}
+        assert {o.state for o in send(paths, n, "TBSCORE")} == {"sent"}
+
+        def by_dest():
+            out = {}
+            for s in n.sends():
+                out.setdefault(s["destination"], []).append(s)
+            return out
+
+        wait_until(
+            lambda: all(len(by_dest().get(d, [])) == 5 for d in dests.values()),
+            60,
+            "all results queued",
+        )
+        wait_until(
+            lambda: all(s["state"] == "refused" for s in by_dest()[dests["ref"]]),
+            20,
+            "permanent refusals set aside",
+        )
+        assert all("0xC000" in s["last_error"] for s in by_dest()[dests["ref"]])
+        wait_until(
+            lambda: all(
+                s["attempts"] >= 2 and s["state"] == "pending"
+                for d in ("down", "rej")
+                for s in by_dest()[dests[d]]
+            ),
+            20,
+            "retries with backoff",
+        )
+        assert all("rejected" in s["last_error"] for s in by_dest()[dests["rej"]])
+        # fix everything
+        down = FakePACS(port=down_port, ae_title="DOWN").start()
+        rejecting.ae.require_calling_aet = []
+        refusing.status = 0x0000
+        rc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tbscore",
+                "queue",
+                "retry",
+                "--spool",
+                str(n.spool),
+                "--destination",
+                dests["ref"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert rc.returncode == 0, rc.stderr
+        for pacs in (down, rejecting, behind_proxy, refusing):
+            wait_until(lambda p=pacs: p.count() == 5, 30, f"{pacs.ae_title} drained")
+        time.sleep(0.5)
+        for pacs in (down, rejecting, behind_proxy, refusing):
+            assert all(len(v) == 1 for v in pacs.received.values()), pacs.ae_title
+            refs = {
+                str(
+                    ds.CurrentRequestedProcedureEvidenceSequence[0]
+                    .ReferencedSeriesSequence[0]
+                    .ReferencedSOPSequence[0]
+                    .ReferencedSOPInstanceUID
+                )
+                for ds in pacs.datasets.values()
+            }
+            assert refs == uids, pacs.ae_title
+        assert proxy.cut_done == 2
+        assert all(s["state"] == "sent" for s in n.sends())
+    finally:
+        n.stop()
+        proxy.stop()
+        for p in (down, rejecting, behind_proxy, refusing):
+            if p is not None:
+                p.stop()
+
+
+def test_kill9_mid_queue_then_restart_nothing_lost_nothing_rescored(tmp_path):
+    pacs = FakePACS().start()
+    pacs.delay = 0.25
+    port = free_port()
+    args = [
+        "--forward",
+        pacs.peer,
+        "--workers",
+        "2",
+        "--min-free-mb",
+        "1",
+        "--retry-base",
+        "0.2",
+        "--retry-cap",
+        "1",
+    ]
+    n = NodeProcess(tmp_path / "spool", port, args).start()
+    try:
+        paths = image_copies(tmp_path / "in", 8)
+        uids = {uid_of(p) for p in paths}
+        assert {o.state for o in send(paths, n, "TBSCORE")} == {"sent"}
+        wait_until(lambda: pacs.count() >= 2, 60, "the first results at the PACS")
+        n.kill9()
+        before = {u: r for u, r in n.images().items()}
+        assert len(before) == 8  # every acknowledged image is in the record
+        assert pacs.count() < 8  # killed mid-queue
+        n.start()
+        wait_until(lambda: pacs.count() == 8, 60, "the queue to drain after the restart")
+        time.sleep(0.5)
+        after = n.images()
+        assert {r["state"] for r in after.values()} == {"scored"}
+        for u, r in before.items():
+            if r["state"] == "scored":  # never rescored
+                assert after[u]["scored_at"] == r["scored_at"]
+        refs = set()
+        for ds in pacs.datasets.values():
+            ev = ds.CurrentRequestedProcedureEvidenceSequence[0]
+            refs.add(
+                str(
+                    ev.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                )
+            )
+        assert refs == uids
+        # the only possible repeat is the one send in flight at the kill, and it is
+        # the identical file (same SOP Instance UID, same bytes)
+        repeats = [v for v in pacs.received.values() if len(v) > 1]
+        assert len(repeats) <= 1 and all(len(set(v)) == 1 for v in repeats)
+    finally:
+        n.stop()
+        pacs.stop()
+
+
+def _tmpfs_ok() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
+        capture_output=True,
+        timeout=20,
+    )
+    return r.returncode == 0
+
+
+def test_real_full_disk_on_small_tmpfs_is_temporary(tmp_path):
+    """The spool on a 2 MiB tmpfs (private mount namespace): images that no longer
+    fit answer 0xA700; every accepted image is scored and its SR sent; the node and
+    its workers stay alive and answer."""
+    if not _tmpfs_ok():
+        pytest.skip("no user+mount namespace for a private tmpfs here")
+    pacs = FakePACS().start()
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    port = free_port()
+    n = NodeProcess(
+        mnt / "spool",
+        port,
+        ["--forward", pacs.peer, "--workers", "1", "--min-free-mb", "0.5"],
+        prefix=[
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=2m none "{mnt}" && exec "$0" "$@"',
+        ],
+    )
+    n.log = tmp_path / "node.log"
+    try:
+        n.start()
+        paths = image_copies(tmp_path / "in", 40)
+        out = send(paths, n, "TBSCORE")
+        accepted = [o for o in out if o.state == "sent"]
+        full = [o for o in out if o.state == "temporary"]
+        assert accepted and full, [o.reason for o in out][:3]
+        assert all(o.status == 0xA700 for o in full)
+        wait_until(lambda: pacs.count() == len(accepted), 60, "every accepted image's SR")
+        assert echo(parse_peer(n.peer), "TBSCORE", T) < 5
+    finally:
+        n.stop()
+        pacs.stop()
