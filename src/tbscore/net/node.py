@@ -270,6 +270,13 @@ class Node:
     def _make_server_ae(self) -> Any:
         pnd = pynetdicom()
         ae = make_ae(self.config.ae_title, self.config.timeouts())
+        # On the acceptor side pynetdicom uses the ACSE timeout for the ARTIM timer:
+        # how long a new connection may stay without an A-ASSOCIATE-RQ, and how long
+        # a connection that sent garbage (answered with an A-ABORT) is kept open
+        # waiting for the peer to close it. Both are idle connections; bound them by
+        # the network timeout too (the socket timeout in start_server only covers a
+        # PDU that stops half way, because pynetdicom reads only after select()).
+        ae.acse_timeout = min(self.config.acse_timeout, self.config.network_timeout)
         syntaxes = available_syntaxes()
         ae.add_supported_context(VERIFICATION)
         classes = accepted_classes(self.config.accept)
