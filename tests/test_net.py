@@ -338,6 +338,7 @@ def test_destinations_down_rejecting_cutting_refusing_then_fixed(tmp_path):
             "retries with backoff",
         )
         assert all("rejected" in s["last_error"] for s in by_dest()[dests["rej"]])
+        assert all("connection refused" in s["last_error"] for s in by_dest()[dests["down"]])
         # fix everything
         down = FakePACS(port=down_port, ae_title="DOWN").start()
         rejecting.ae.require_calling_aet = []
@@ -483,3 +484,30 @@ def test_real_full_disk_on_small_tmpfs_is_temporary(tmp_path):
     finally:
         n.stop()
         pacs.stop()
+
+
+def test_ledger_backoff_counts_tries_that_never_reached_the_file(tmp_path):
+    """A destination that is down never gets send_started (no association): its tries
+    are still counted and the delay doubles up to the cap, as for a mid-send failure."""
+    from tbscore.net.ledger import Ledger, backoff_s
+
+    led = Ledger(tmp_path / "ledger.sqlite")
+    led.add_image("1.2.3", "1.2.840.10008.5.1.4.1.1.7", "DXA1", "x.dcm", 10, score=True)
+    led.scored("1.2.3", "x.sr.dcm", 1.2, ["A@127.0.0.1:1", "B@127.0.0.1:2"])
+    down, mid = led.sends()
+    delays = {"down": [], "mid": []}
+    for _ in range(5):
+        t0 = time.time()
+        led.send_failed(down["id"], "no connection", base_s=1.0, cap_s=4.0, counted=False)
+        led.send_started(mid["id"])
+        led.send_failed(mid["id"], "lost", base_s=1.0, cap_s=4.0)
+        rows = {r["id"]: r for r in led.sends()}
+        delays["down"].append(round(rows[down["id"]]["next_try"] - t0))
+        delays["mid"].append(round(rows[mid["id"]]["next_try"] - t0))
+    assert delays["down"] == delays["mid"] == [backoff_s(i, 1.0, 4.0) for i in range(1, 6)]
+    assert delays["down"] == [1, 2, 4, 4, 4]
+    rows = {r["id"]: r for r in led.sends()}
+    assert rows[down["id"]]["attempts"] == rows[mid["id"]]["attempts"] == 5
+    led.send_refused(down["id"], "no presentation context", counted=False)
+    assert {r["id"]: r for r in led.sends()}[down["id"]]["attempts"] == 6
+    led.close()

@@ -299,24 +299,50 @@ class Ledger:
             ]
         )
 
-    def send_failed(self, send_id: int, reason: str, *, base_s: float, cap_s: float) -> None:
-        """A temporary failure: try again after the capped backoff."""
+    def send_failed(
+        self,
+        send_id: int,
+        reason: str,
+        *,
+        base_s: float,
+        cap_s: float,
+        counted: bool = True,
+    ) -> None:
+        """A temporary failure: try again after the capped backoff.
+
+        ``counted`` says whether :meth:`send_started` already counted this try. A try
+        that failed before the file went out (destination down, association rejected
+        or timed out) was not counted there and is counted here, so the backoff of a
+        destination that never answers grows like that of one that fails mid-send.
+        """
         with self._lock:
             row = self._db.execute("SELECT attempts FROM sends WHERE id = ?", (send_id,)).fetchone()
-            attempts = int(row[0]) if row else 1
+            attempts = (int(row[0]) if row else 0) + (0 if counted else 1)
             self._tx(
                 [
                     (
-                        "UPDATE sends SET next_try = ?, last_error = ? WHERE id = ?",
-                        (time.time() + backoff_s(attempts, base_s, cap_s), reason, send_id),
+                        "UPDATE sends SET attempts = ?, next_try = ?, last_error = ? WHERE id = ?",
+                        (
+                            attempts,
+                            time.time() + backoff_s(attempts, base_s, cap_s),
+                            reason,
+                            send_id,
+                        ),
                     )
                 ]
             )
 
-    def send_refused(self, send_id: int, reason: str) -> None:
-        """A permanent refusal: set aside with the reason."""
+    def send_refused(self, send_id: int, reason: str, *, counted: bool = True) -> None:
+        """A permanent refusal: set aside with the reason (``counted`` as in
+        :meth:`send_failed`)."""
         self._tx(
-            [("UPDATE sends SET state = 'refused', last_error = ? WHERE id = ?", (reason, send_id))]
+            [
+                (
+                    "UPDATE sends SET state = 'refused', last_error = ?, attempts = attempts + ? "
+                    "WHERE id = ?",
+                    (reason, 0 if counted else 1, send_id),
+                )
+            ]
         )
 
     def sends(self, state: str | None = None) -> list[dict[str, Any]]:

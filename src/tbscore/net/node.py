@@ -141,12 +141,15 @@ class _Sender(threading.Thread):
                     self.wake.clear()
                     continue
                 by_path = {r.path: r for r in rows}
+                started: set[str] = set()  # tries already counted by send_started
 
-                def before(path: str, by_path: dict = by_path) -> None:
+                def before(path: str, by_path: dict = by_path, started: set = started) -> None:
                     ledger.send_started(by_path[path].id)
+                    started.add(path)
 
-                def result(o: Any, by_path: dict = by_path) -> None:
+                def result(o: Any, by_path: dict = by_path, started: set = started) -> None:
                     row = by_path[o.path]
+                    counted = o.path in started
                     if o.state == "sent":
                         ledger.sent(row.id)
                         self.node.stats["sent"] += 1
@@ -154,10 +157,14 @@ class _Sender(threading.Thread):
                         log.warning(
                             "%s refused %s: %s", self.destination, row.sop_instance_uid, o.reason
                         )
-                        ledger.send_refused(row.id, o.reason)
+                        ledger.send_refused(row.id, o.reason, counted=counted)
                     else:
                         ledger.send_failed(
-                            row.id, o.reason, base_s=cfg.retry_base, cap_s=cfg.retry_cap
+                            row.id,
+                            o.reason,
+                            base_s=cfg.retry_base,
+                            cap_s=cfg.retry_cap,
+                            counted=counted,
                         )
 
                 missing = [r for r in rows if not Path(r.path).is_file()]

@@ -91,7 +91,9 @@ def is_temporary(status: int) -> bool:
     return status in _TEMPORARY
 
 
-def _rejection(assoc: Any, peer: Peer) -> str:
+def _rejection(assoc: Any, peer: Peer, connected: bool = True) -> str:
+    if not connected:
+        return f"no connection to {peer} (connection refused or timed out)"
     if assoc.is_rejected:
         rsp = getattr(getattr(assoc, "acceptor", None), "primitive", None)
         parts = []
@@ -111,17 +113,20 @@ def associate(
 ) -> Iterator[Any]:
     """An established association with ``peer`` (released at the end, aborted after
     an error), or :class:`AssociationError` with the reason."""
+    # pynetdicom reports a refused TCP connection as an aborted association; the
+    # connection-open event tells the two apart for the reason recorded.
+    connected: list[bool] = []
+    handlers = [(pynetdicom().evt.EVT_CONN_OPEN, lambda _e: connected.append(True))]
     kwargs: dict[str, Any] = {"ae_title": peer.aet}
     if ext_neg:
         kwargs["ext_neg"] = list(ext_neg)
-    if evt_handlers:
-        kwargs["evt_handlers"] = list(evt_handlers)
+    kwargs["evt_handlers"] = handlers + list(evt_handlers or [])
     try:
         assoc = ae.associate(peer.host, peer.port, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         raise AssociationError(f"cannot connect ({exc})", str(peer)) from exc
     if not assoc.is_established:
-        raise AssociationError(_rejection(assoc, peer), str(peer))
+        raise AssociationError(_rejection(assoc, peer, bool(connected)), str(peer))
     ok = False
     try:
         yield assoc
