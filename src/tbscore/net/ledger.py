@@ -65,6 +65,12 @@ CREATE INDEX IF NOT EXISTS sends_due ON sends(destination, state, next_try);
 """
 
 
+#: WAL pages between automatic checkpoints (4 KiB each).
+WAL_CHECKPOINT_PAGES = 32
+#: Size the WAL file is cut back to after a checkpoint (bytes).
+WAL_SIZE_LIMIT_BYTES = 256 * 1024
+
+
 def backoff_s(attempts: int, base_s: float, cap_s: float) -> float:
     """Delay before the next try after ``attempts`` failed tries (s): ``base_s``
     doubled per failure, never more than ``cap_s``."""
@@ -100,6 +106,13 @@ class Ledger:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Keep the journal small: sqlite's default checkpoints the WAL only every
+            # 1000 pages (4 MiB), which on a nearly full spool eats the room kept
+            # for results (and a commit that cannot grow the WAL fails with "disk
+            # full"). Checkpoint every 32 pages (128 KiB) and cut the file back to
+            # 256 KiB after a checkpoint a reader had held up.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise NetError(f"cannot open the node record ({exc})", str(self.path)) from exc
@@ -183,6 +196,14 @@ class Ledger:
                 "UPDATE images SET state = 'received', worker_pid = NULL WHERE state = 'scoring'"
             )
             return cur.rowcount
+
+    def unscored(self) -> int:
+        """Images accepted for scoring whose result is not written yet."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM images WHERE state IN ('received', 'scoring')"
+            ).fetchone()
+        return int(row[0])
 
     def next_jobs(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` images waiting for a worker, oldest first."""

@@ -235,7 +235,7 @@ class Node:
             if self.ledger.seen(sop_uid):
                 self.stats["duplicates"] += 1
                 return 0x0000
-            if not self.spool.has_room(len(data)):
+            if not self.spool.has_room(len(data), self.ledger.unscored()):
                 self.stats["refused_space"] += 1
                 log.warning("refused %s: free space below the floor", sop_uid)
                 return 0xA700

@@ -20,9 +20,15 @@ from tbscore.batch.naming import safe_path
 from tbscore.batch.output import _fsync_dir, atomic_file
 from tbscore.errors import NetError
 
-__all__ = ["Spool", "durable_write", "free_bytes"]
+__all__ = ["Spool", "durable_write", "free_bytes", "RESULT_RESERVE_BYTES"]
 
 MiB = 1024 * 1024
+
+#: Bytes kept free for every accepted image not scored yet: its result SR (about
+#: 20 KiB for four vertebrae) and the rows and journal pages of the record that its
+#: scoring and sends will write. Counted against the free-space floor on receipt, so
+#: an image is only acknowledged when there is room for everything it promises.
+RESULT_RESERVE_BYTES = 64 * 1024
 
 
 def free_bytes(folder: str | Path) -> int:
@@ -85,10 +91,13 @@ class Spool:
     def result_path(self, sop_instance_uid: str) -> Path:
         return safe_path(self.results, sop_instance_uid, ".sr.dcm")
 
-    def has_room(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` more still leave the free-space floor."""
+    def has_room(self, nbytes: int, unscored: int = 0) -> bool:
+        """Whether ``nbytes`` more, plus the result of that image and of the
+        ``unscored`` images already accepted (:data:`RESULT_RESERVE_BYTES` each), still
+        leave the free-space floor."""
+        need = int(nbytes) + (int(unscored) + 1) * RESULT_RESERVE_BYTES
         try:
-            return free_bytes(self.root) - int(nbytes) >= self.min_free_bytes
+            return free_bytes(self.root) - need >= self.min_free_bytes
         except OSError:
             return False
 

@@ -231,6 +231,8 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.restarts = 0
+        # (uid, outcome) of finished jobs the record could not take yet (disk full)
+        self._unrecorded: list[tuple[str, dict[str, Any]]] = []
 
     # ------------------------------------------------------------- processes
     def _spawn(self) -> _Worker:
@@ -296,6 +298,20 @@ class Supervisor:
 
     def _finish(self, w: _Worker, uid: str, out: dict[str, Any]) -> None:
         w.job = None
+        try:
+            self._record(uid, out)
+        except Exception as exc:  # record full or locked: keep the outcome, retry later
+            log.warning("cannot record the outcome of %s yet: %s", uid, exc)
+            self._unrecorded.append((uid, out))
+
+    def _record_pending(self) -> None:
+        """Record outcomes a full disk kept out of the record before (oldest first)."""
+        while self._unrecorded:
+            uid, out = self._unrecorded[0]
+            self._record(uid, out)  # raises again while the disk is still full
+            self._unrecorded.pop(0)
+
+    def _record(self, uid: str, out: dict[str, Any]) -> None:
         if out["outcome"] == "scored":
             self.ledger.scored(
                 uid,
@@ -330,6 +346,7 @@ class Supervisor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._record_pending()
                 self._dispatch()
                 waitables: list[Any] = [self._wake_r]
                 for w in self._workers:
