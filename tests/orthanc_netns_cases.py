@@ -249,7 +249,10 @@ def test_pull_by_date_with_move_and_get(orthanc, ports, tmp_path):
         _storescu(p, "DXA1", "ORTHANC", orthanc.port)
     wanted = {str(i["SOPInstanceUID"]) for i in orthanc.instances() if i.get("StudyDate") == TODAY}
     assert {uid_of(p) for p in paths} <= wanted
-    for extra in (["--port", str(ports["puller"]), "--ae-title", "PULLER"], ["--get"]):
+    # Orthanc answers C-FIND/C-MOVE/C-GET only from AE titles in its DicomModalities
+    # (DicomAlwaysAllowFind/Get are false by default): both pulls call as PULLER
+    for extra in (["--port", str(ports["puller"])], ["--get"]):
+        extra = [*extra, "--ae-title", "PULLER"]
         out = tmp_path / ("move" if "--port" in extra else "get")
         r = subprocess.run(
             [
@@ -273,6 +276,17 @@ def test_pull_by_date_with_move_and_get(orthanc, ports, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         got = {uid_of(p) for p in out.rglob("*.dcm")}
         assert got == wanted, (extra, r.stdout)
+    # an AE title Orthanc does not know: refused, and the message says what to check
+    r = subprocess.run(
+        [sys.executable, "-m", "tbscore", "pull", "--from", orthanc.peer, "--date", TODAY]
+        + ["--to", str(tmp_path / "stranger"), "--get", "--ae-title", "STRANGER"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert r.returncode == 2 and "allow C-FIND from AE title STRANGER" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_export_package_sent_to_second_ae(tmp_path):

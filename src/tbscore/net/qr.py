@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,9 +94,23 @@ def _c_find(peer: Peer, ae_title: str, timeouts: Timeouts, ident: Any) -> list[A
     ae.add_requested_context(FIND)
     out = []
     with associate(ae, peer) as assoc:
+        waited_from = time.monotonic()
         for status, found in assoc.send_c_find(ident, FIND):
             if not status:
-                raise AssociationError("C-FIND: no response (timeout or abort)", str(peer))
+                # pynetdicom yields an empty status both after the DIMSE timeout and
+                # at once when the peer aborts (its is_aborted flag is set a moment
+                # later, by another thread); the time waited tells them apart
+                if time.monotonic() - waited_from < 0.9 * timeouts.dimse_s:
+                    # what Orthanc does with a query from an AE title it does not know
+                    raise AssociationError(
+                        "C-FIND: the peer ended the association without an answer (does "
+                        f"it allow C-FIND from AE title {ae_title}?)",
+                        str(peer),
+                    )
+                raise AssociationError(
+                    f"C-FIND: no response within {timeouts.dimse_s:g} s", str(peer)
+                )
+            waited_from = time.monotonic()
             code = int(status.Status)
             if code in (0xFF00, 0xFF01):
                 if found is not None:
