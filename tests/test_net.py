@@ -57,26 +57,26 @@ def pacs():
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, pacs):
     spool = tmp_path_factory.mktemp("net") / "spool"
+    # part of the settings from a serve.toml (options override its keys)
+    config = spool.parent / "serve.toml"
+    config.write_text(
+        'accept = "study"\njob_timeout = 10\nmax_pixels = 1000000\n'
+        'allow_aet = ["DXA1", "TBSCORE"]\nworkers = 1\n'
+    )
     n = NodeProcess(
         spool,
         free_port(),
         [
+            "--config",
+            str(config),
             "--forward",
             pacs.peer,
             "--workers",
             "2",
-            "--job-timeout",
-            "10",
-            "--max-pixels",
-            "1000000",
             "--min-free-mb",
             "1",
             "--network-timeout",
             "2",
-            "--allow-aet",
-            "DXA1",
-            "--allow-aet",
-            "TBSCORE",
             "--retry-base",
             "0.2",
             "--retry-cap",
@@ -159,6 +159,65 @@ def test_non_dxa_sop_class_refused_at_association(node, tmp_path):
     assert "does not accept SOP class 1.2.840.10008.5.1.4.1.1.2" in out["ct.dcm"].reason
     assert out[ok.name].state == "sent"
     assert ct.SOPInstanceUID not in node.images()
+
+
+def test_accept_study_stores_the_rest_unscored_and_queue_list_purge(node, pacs, tmp_path):
+    """--accept study (from serve.toml): the densitometer's PDF and colour screenshot
+    are acknowledged and kept, never scored or forwarded; ``tbscore queue list`` shows
+    them, ``purge`` deletes finished files and a resent image is still not rescored."""
+    import json
+    import re
+    from datetime import UTC, datetime
+
+    from tbscore.io.pdf_dicom import encapsulated_pdf
+
+    (img,) = image_copies(tmp_path, 1)
+    src = pydicom.dcmread(img)
+    pdf = encapsulated_pdf(b"%PDF-1.4\n%%EOF\n", src, title="vendor report", when=datetime.now(UTC))
+    pdf.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    shot = make_dataset(np.zeros((32, 32, 3), np.uint8), photometric="RGB", NumberOfFrames=1)
+    shot.SOPClassUID = shot.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.4"
+    shot.StudyInstanceUID = src.StudyInstanceUID
+    shot.save_as(tmp_path / "shot.dcm", enforce_file_format=True)
+    out = send([img, tmp_path / "report.dcm", tmp_path / "shot.dcm"], node)
+    assert [o.state for o in out] == ["sent"] * 3, [o.reason for o in out]
+    for uid in (pdf.SOPInstanceUID, shot.SOPInstanceUID):
+        assert node.images()[uid]["state"] == "stored"
+    rec = _state(node, src.SOPInstanceUID)
+    assert rec["state"] == "scored"
+    wait_until(
+        lambda: all(
+            s["state"] == "sent"
+            for s in node.sends()
+            if s["sop_instance_uid"] == rec["sop_instance_uid"]
+        ),
+        20,
+        "the SR sent",
+    )
+    sent_uids = {s["sop_instance_uid"] for s in node.sends()}
+    assert pdf.SOPInstanceUID not in sent_uids and shot.SOPInstanceUID not in sent_uids
+
+    def queue(*args):
+        r = subprocess.run(
+            [sys.executable, "-m", "tbscore", "queue", *args, "--spool", str(node.spool)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    doc = json.loads(queue("list", "--json"))
+    assert doc["counts"]["images"]["stored"] >= 2 and doc["counts"]["images"]["scored"] >= 1
+    purged = re.search(r"purged the files of (\d+) finished", queue("purge"))
+    assert purged and int(purged[1]) >= 3  # at least this test's image, PDF and screenshot
+    for uid in (src.SOPInstanceUID, pdf.SOPInstanceUID, shot.SOPInstanceUID):
+        assert node.images()[uid]["path"] == ""
+    assert not Path(rec["path"]).exists() and not Path(rec["sr_path"]).exists()
+    # the record stays: the image sent again is a duplicate, not rescored
+    assert send([img], node)[0].state == "sent"
+    again = node.images()[src.SOPInstanceUID]
+    assert again["duplicates"] == 1 and again["scored_at"] == rec["scored_at"]
 
 
 def test_calling_aet_restricted(node):
