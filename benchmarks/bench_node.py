@@ -18,9 +18,11 @@ L1-L4 detection.
   network overhead compares with;
 * ``burst``: ``--burst`` images sent over one association as fast as possible, drained
   rate = images / (last SR stored - first image sent);
-Not measured here yet: the pull of one day's studies (the fake PACS has no
-Query/Retrieve SCP; the tier-2 Orthanc test exercises ``tbscore pull`` but times
-nothing).
+* ``pull``: ``tbscore pull --from QR@127.0.0.1:PORT --date TODAY --get --to DIR`` (the
+  command, as a user runs it, Python start included) against a pynetdicom Study Root
+  Query/Retrieve SCP in this process (``FakeQR`` below) holding ``--pull-studies``
+  studies of that day, one image each: C-FIND, then one C-GET per study. The peer
+  beside it is ``tbscore --help`` (the start-up of the same command).
 
 Wall-clock figures on a shared machine vary with its load; the ``load`` line says
 what it was. Report ratios against the in-process scoring peer, not absolute times.
@@ -66,6 +68,105 @@ def _sr_time(pacs: FakePACS, uid: str, timeout: float = 120.0) -> float:
     raise TimeoutError(f"no SR for {uid}")
 
 
+class FakeQR:
+    """A Study Root C-FIND / C-GET SCP serving the Part-10 files of ``files``
+    (pynetdicom, 127.0.0.1, this process); matches StudyDate (single date) or
+    StudyInstanceUID."""
+
+    FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+    GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+    def __init__(self, files: list[Path]) -> None:
+        import pydicom
+        from pynetdicom import AE, StoragePresentationContexts, evt
+
+        self.datasets = [pydicom.dcmread(f) for f in files]
+        self.port = free_port()
+        ae = AE("QR")
+        ae.add_supported_context(self.FIND)
+        ae.add_supported_context(self.GET)
+        for cx in StoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, scu_role=False, scp_role=True)
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_GET, self._get)],
+        )
+
+    @property
+    def peer(self) -> str:
+        return f"QR@127.0.0.1:{self.port}"
+
+    def _match(self, ident) -> list:
+        date = str(ident.get("StudyDate", "") or "")
+        study = str(ident.get("StudyInstanceUID", "") or "")
+        return [
+            ds
+            for ds in self.datasets
+            if (not date or str(ds.StudyDate) == date)
+            and (not study or str(ds.StudyInstanceUID) == study)
+        ]
+
+    def _find(self, event):
+        from pydicom.dataset import Dataset
+
+        seen = set()
+        for ds in self._match(event.identifier):
+            if ds.StudyInstanceUID in seen:
+                continue
+            seen.add(ds.StudyInstanceUID)
+            rsp = Dataset()
+            rsp.QueryRetrieveLevel = "STUDY"
+            rsp.StudyInstanceUID = ds.StudyInstanceUID
+            rsp.StudyDate = ds.StudyDate
+            rsp.AccessionNumber = ""
+            yield 0xFF00, rsp
+
+    def _get(self, event):
+        matches = self._match(event.identifier)
+        yield len(matches)
+        for ds in matches:
+            yield 0xFF00, ds
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def _pull_one_day(tmp: Path, n_studies: int) -> tuple[float, float, int]:
+    """Wall seconds of ``tbscore pull --get`` of one day (n studies), of ``tbscore
+    --help`` (its start-up), and the number of files pulled."""
+    import datetime as dt
+    import subprocess
+
+    import pydicom
+
+    day = dt.date.today().strftime("%Y%m%d")
+    files = image_copies(tmp / "qr", n_studies, marker=".7")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.StudyDate = day
+        ds.save_as(f, enforce_file_format=True)
+    qr = FakeQR(files)
+    try:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tbscore", "--help"], capture_output=True, check=True)
+        help_s = time.perf_counter() - t0
+        out = tmp / "pulled"
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-m", "tbscore", "pull", "--from", qr.peer, "--date", day]
+            + ["--get", "--to", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        pull_s = time.perf_counter() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        qr.stop()
+    return pull_s, help_s, len(list(out.rglob("*.dcm")))
+
+
 def _peer_cpu(path: Path, n: int = 5) -> tuple[float, float]:
     """CPU seconds of calc (detection) and write_sr in this process, median of n."""
     import pydicom
@@ -91,6 +192,7 @@ def main() -> None:
     ap.add_argument("--n-latency", type=int, default=20)
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pull-studies", type=int, default=20, help="studies in the pulled day")
     a = ap.parse_args()
     print(
         f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, python {sys.version.split()[0]}"
@@ -140,6 +242,7 @@ def main() -> None:
             node.stop()
             pacs.stop()
         calc_cpu, sr_cpu = _peer_cpu(imgs[0])
+        pull_s, help_s, pulled = _pull_one_day(tmp, a.pull_studies)
     q = statistics.quantiles(warm, n=10)
     print(f"start (warm-up included)     {start_s:7.2f} s   workers={a.workers}")
     print(f"first image -> SR in PACS    {first * 1000:7.0f} ms")
@@ -155,6 +258,10 @@ def main() -> None:
     print(
         f"burst of {a.burst}: all acknowledged in {acked:.2f} s ({a.burst / acked:.0f} img/s), "
         f"drained at {rate:.1f} images/s with {a.workers} workers"
+    )
+    print(
+        f"pull of one day ({a.pull_studies} studies, C-FIND + C-GET): {pull_s:.2f} s for "
+        f"{pulled} files; peer tbscore --help {help_s:.2f} s; pull / peer = {pull_s / help_s:.1f}"
     )
 
 
