@@ -17,8 +17,9 @@ import shutil
 from pathlib import Path
 
 from tbscore.batch.naming import safe_path
-from tbscore.batch.output import _fsync_dir, atomic_file
+from tbscore.batch.output import _fsync_dir
 from tbscore.errors import NetError
+from tbscore.io.atomic import atomic_file
 
 __all__ = ["Spool", "durable_write", "free_bytes", "RESULT_RESERVE_BYTES"]
 

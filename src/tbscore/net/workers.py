@@ -73,8 +73,7 @@ def score_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     ``{"outcome": "set_aside", "code", "reason"}`` or ``{"outcome": "retry", "reason"}``
     (temporary: disk full).
     """
-    from tbscore.api import calc
-    from tbscore.batch.output import atomic_file
+    from tbscore.api import as_image, calc
     from tbscore.errors import TBSError
     from tbscore.io.sr import write_sr
 
@@ -90,14 +89,16 @@ def score_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
                 "code": "image_too_large",
                 "reason": f"{n} pixels, more than the limit of {cfg['max_pixels']} (--max-pixels)",
             }
-        result = calc(path, settings=cfg.get("settings"), calibration=cfg.get("calibration"))
-        import pydicom
-
-        src = pydicom.dcmread(path, stop_before_pixels=True)
-        sop, series = sr_uids(uid, str(src.get("StudyInstanceUID", "")), result.settings.digest())
+        image = as_image(path)
+        result = calc(image, settings=cfg.get("settings"), calibration=cfg.get("calibration"))
+        # the header the loader kept: the spooled file is not read a second time
+        src = image.header if image.header is not None else path
+        study = str(image.header.get("StudyInstanceUID", "")) if image.header is not None else ""
+        sop, series = sr_uids(uid, study, result.settings.digest())
         target = Path(sr_path)
-        with atomic_file(target) as tmp:
-            write_sr(result, src, tmp, sop_instance_uid=sop, series_instance_uid=series)
+        # write_sr writes atomically itself (tbscore.io.atomic: temporary file, fsync,
+        # rename): a full disk or a kill never leaves a partial result file
+        write_sr(result, src, target, sop_instance_uid=sop, series_instance_uid=series)
     except TBSError as exc:
         return {"outcome": "set_aside", "code": exc.code, "reason": exc.reason}
     except OSError as exc:
