@@ -576,3 +576,31 @@ def test_ledger_backoff_counts_tries_that_never_reached_the_file(tmp_path):
     led.send_refused(down["id"], "no presentation context", counted=False)
     assert {r["id"]: r for r in led.sends()}[down["id"]]["attempts"] == 6
     led.close()
+
+
+def test_store_session_keeps_one_association_between_sends(tmp_path):
+    """The node's sender keeps its association open between results that come one at
+    a time, reopens it after the idle time, and reports a destination that went away
+    as temporary (then opens a new association once it is back)."""
+    from tbscore.net.scu import StoreSession
+
+    pacs = FakePACS().start()
+    try:
+        paths = image_copies(tmp_path, 4)
+        session = StoreSession(parse_peer(pacs.peer), "TBSCORE", T, idle_s=60)
+        for p in paths[:2]:
+            assert [o.state for o in session.send([p])] == ["sent"]
+        assert session.opened == 1 and pacs.count() == 2
+        session.close_if_idle()  # not idle long enough: kept
+        assert [o.state for o in session.send([paths[2]])] == ["sent"]
+        assert session.opened == 1
+        session.idle_s = 0
+        session.close_if_idle()
+        assert [o.state for o in session.send([paths[3]])] == ["sent"]
+        assert session.opened == 2 and pacs.count() == 4
+        session.close()
+    finally:
+        pacs.stop()
+    down = StoreSession(parse_peer(f"GONE@127.0.0.1:{free_port()}"), "TBSCORE", T)
+    (o,) = down.send([paths[0]])
+    assert o.state == "temporary" and "no connection" in o.reason and down.opened == 0

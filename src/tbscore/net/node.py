@@ -25,7 +25,7 @@ from typing import Any
 from tbscore.errors import NetError
 from tbscore.net.address import check_ae_title, parse_peer
 from tbscore.net.ledger import Ledger
-from tbscore.net.scu import Timeouts, make_ae, pynetdicom, send_files, start_server
+from tbscore.net.scu import StoreSession, Timeouts, make_ae, pynetdicom, start_server
 from tbscore.net.sop import DXA_IMAGE_CLASSES, VERIFICATION, accepted_classes, available_syntaxes
 from tbscore.net.spool import Spool, durable_write
 from tbscore.net.workers import Supervisor
@@ -33,6 +33,9 @@ from tbscore.net.workers import Supervisor
 __all__ = ["NodeConfig", "Node", "load_config"]
 
 log = logging.getLogger("tbscore.net")
+
+#: Seconds a sender keeps its association to a destination open without sending.
+SENDER_IDLE_S = 5.0
 
 #: Series modalities that hold no image to score (reconcile skips them).
 _NOT_IMAGES = frozenset({"SR", "KO", "PR", "DOC"})
@@ -128,13 +131,27 @@ class _Sender(threading.Thread):
         self.destination = destination
         self.peer = parse_peer(destination)
         self.wake = threading.Event()
+        cfg = node.config
+        # one association kept open between sends (opened, used and released in
+        # this thread only)
+        self.session = StoreSession(self.peer, cfg.ae_title, cfg.timeouts(), SENDER_IDLE_S)
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            try:
+                self.session.close()
+            except Exception:  # pragma: no cover - never let stop() hang on a peer
+                log.exception("sender %s: closing the association", self.destination)
+
+    def _run(self) -> None:
         cfg, ledger = self.node.config, self.node.ledger
         while not self.node.stopping.is_set():
             try:
                 rows = ledger.due_sends(self.destination)
                 if not rows:
+                    self.session.close_if_idle()
                     nxt = ledger.next_due(self.destination)
                     wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - time.time()))
                     self.wake.wait(wait)
@@ -170,11 +187,8 @@ class _Sender(threading.Thread):
                 missing = [r for r in rows if not Path(r.path).is_file()]
                 for r in missing:
                     ledger.send_refused(r.id, "result file missing from the spool")
-                send_files(
+                self.session.send(
                     [r.path for r in rows if r not in missing],
-                    self.peer,
-                    cfg.ae_title,
-                    cfg.timeouts(),
                     on_result=result,
                     before_send=before,
                 )

@@ -25,6 +25,8 @@ __all__ = [
     "associate",
     "echo",
     "send_files",
+    "StoreSession",
+    "open_association",
     "SendOutcome",
     "status_text",
     "is_success",
@@ -113,6 +115,24 @@ def associate(
 ) -> Iterator[Any]:
     """An established association with ``peer`` (released at the end, aborted after
     an error), or :class:`AssociationError` with the reason."""
+    assoc = open_association(ae, peer, ext_neg=ext_neg, evt_handlers=evt_handlers)
+    ok = False
+    try:
+        yield assoc
+        ok = True
+    finally:
+        if assoc.is_established:
+            if ok:
+                assoc.release()
+            else:
+                assoc.abort()
+
+
+def open_association(
+    ae: Any, peer: Peer, *, ext_neg: Sequence[Any] | None = None, evt_handlers: Any = None
+) -> Any:
+    """An established association with ``peer``, or :class:`AssociationError` with the
+    reason; the caller releases it (in the same thread)."""
     # pynetdicom reports a refused TCP connection as an aborted association; the
     # connection-open event tells the two apart for the reason recorded.
     connected: list[bool] = []
@@ -127,16 +147,7 @@ def associate(
         raise AssociationError(f"cannot connect ({exc})", str(peer)) from exc
     if not assoc.is_established:
         raise AssociationError(_rejection(assoc, peer, bool(connected)), str(peer))
-    ok = False
-    try:
-        yield assoc
-        ok = True
-    finally:
-        if assoc.is_established:
-            if ok:
-                assoc.release()
-            else:
-                assoc.abort()
+    return assoc
 
 
 def echo(peer: Peer, ae_title: str = "TBSCORE", timeouts: Timeouts = Timeouts()) -> float:
@@ -189,6 +200,74 @@ def _file_header(path: Path) -> tuple[str, str, str] | None:
         return None
 
 
+def _headers(
+    paths: Iterable[str | Path], done: Callable[[SendOutcome], None]
+) -> list[tuple[str, tuple[str, str, str]]]:
+    items = []
+    for p in paths:
+        head = _file_header(Path(p))
+        if head is None:
+            done(SendOutcome(str(p), "refused", "not a readable DICOM Part-10 file"))
+        else:
+            items.append((str(p), head))
+    return items
+
+
+def _store_group(
+    assoc: Any,
+    peer: Peer,
+    group: list[tuple[str, tuple[str, str, str]]],
+    done: Callable[[SendOutcome], None],
+    before_send: Callable[[str], None] | None,
+) -> None:
+    """C-STORE each file of ``group`` on the established ``assoc``."""
+    lost = None
+    for path, (cls, _uid, ts) in group:
+        if lost is not None:
+            done(SendOutcome(path, "temporary", lost))
+            continue
+        if not any(
+            c.abstract_syntax == cls and c.transfer_syntax[0] == ts
+            for c in assoc.accepted_contexts
+        ):
+            done(
+                SendOutcome(
+                    path,
+                    "refused",
+                    f"{peer} does not accept SOP class {cls} with transfer syntax {ts}",
+                )
+            )
+            continue
+        if before_send is not None:
+            before_send(path)
+        try:
+            status = assoc.send_c_store(Path(path))
+        except (ValueError, AttributeError, OSError) as exc:
+            done(SendOutcome(path, "refused", f"cannot send ({exc})"))
+            continue
+        if not status:
+            lost = "association lost during C-STORE (timeout or abort)"
+            done(SendOutcome(path, "temporary", lost))
+            continue
+        code = int(status.Status)
+        if is_success(code):
+            done(SendOutcome(path, "sent", "", code))
+        elif is_temporary(code):
+            done(SendOutcome(path, "temporary", f"C-STORE {status_text(code)}", code))
+        else:
+            done(SendOutcome(path, "refused", f"C-STORE {status_text(code)}", code))
+        if not assoc.is_established:
+            lost = "association ended by the peer"
+
+
+def _chunked_file_sending() -> Any:
+    pnd = pynetdicom()
+    # Send each file's own bytes (no decode / re-encode): a retry resends exactly the
+    # stored file. Process-wide pynetdicom option; every send of tbscore is of a file.
+    pnd._config.STORE_SEND_CHUNKED_DATASET = True
+    return pnd
+
+
 def send_files(
     paths: Iterable[str | Path],
     peer: Peer,
@@ -205,11 +284,7 @@ def send_files(
     ``before_send(path)`` is called just before a file goes out, ``on_result`` as soon
     as its outcome is known.
     """
-    pnd = pynetdicom()
-    # Send each file's own bytes (no decode / re-encode): a retry resends exactly the
-    # stored file. Process-wide pynetdicom option; every send of tbscore is of a file.
-    pnd._config.STORE_SEND_CHUNKED_DATASET = True
-    items: list[tuple[str, tuple[str, str, str]]] = []
+    _chunked_file_sending()
     out: list[SendOutcome] = []
 
     def done(o: SendOutcome) -> None:
@@ -217,12 +292,7 @@ def send_files(
         if on_result is not None:
             on_result(o)
 
-    for p in paths:
-        head = _file_header(Path(p))
-        if head is None:
-            done(SendOutcome(str(p), "refused", "not a readable DICOM Part-10 file"))
-        else:
-            items.append((str(p), head))
+    items = _headers(paths, done)
     # one association per group of at most 128 (class, syntax) contexts
     groups: list[list[tuple[str, tuple[str, str, str]]]] = []
     current: list[tuple[str, tuple[str, str, str]]] = []
@@ -242,49 +312,128 @@ def send_files(
             ae.add_requested_context(cls, ts)
         try:
             with associate(ae, peer) as assoc:
-                lost = None
-                for path, (cls, _uid, ts) in group:
-                    if lost is not None:
-                        done(SendOutcome(path, "temporary", lost))
-                        continue
-                    if not any(
-                        c.abstract_syntax == cls and c.transfer_syntax[0] == ts
-                        for c in assoc.accepted_contexts
-                    ):
-                        done(
-                            SendOutcome(
-                                path,
-                                "refused",
-                                f"{peer} does not accept SOP class {cls} with transfer syntax {ts}",
-                            )
-                        )
-                        continue
-                    if before_send is not None:
-                        before_send(path)
-                    try:
-                        status = assoc.send_c_store(Path(path))
-                    except (ValueError, AttributeError, OSError) as exc:
-                        done(SendOutcome(path, "refused", f"cannot send ({exc})"))
-                        continue
-                    if not status:
-                        lost = "association lost during C-STORE (timeout or abort)"
-                        done(SendOutcome(path, "temporary", lost))
-                        continue
-                    code = int(status.Status)
-                    if is_success(code):
-                        done(SendOutcome(path, "sent", "", code))
-                    elif is_temporary(code):
-                        done(SendOutcome(path, "temporary", f"C-STORE {status_text(code)}", code))
-                    else:
-                        done(SendOutcome(path, "refused", f"C-STORE {status_text(code)}", code))
-                    if not assoc.is_established:
-                        lost = "association ended by the peer"
+                _store_group(assoc, peer, group, done, before_send)
         except AssociationError as exc:
             sent = {o.path for o in out}
             for path, _h in group:
                 if path not in sent:
                     done(SendOutcome(path, "temporary", exc.reason))
     return out
+
+
+class StoreSession:
+    """Sends files to one peer over an association kept open between calls.
+
+    The node's sender of a destination uses one: results that come one at a time
+    (the usual case) do not each pay for a new association. The association is opened
+    when needed (with a context for every (SOP class, transfer syntax) seen so far),
+    reopened when a file needs a context it lacks or the peer ended it, and released
+    after ``idle_s`` seconds without a send (:meth:`close_if_idle`). Every call must
+    come from the same thread (pynetdicom associations are never touched from another
+    thread here).
+
+    Parameters
+    ----------
+    peer : Peer
+    ae_title : str
+        Our (calling) AE title.
+    timeouts : Timeouts
+    idle_s : float
+        Seconds an unused association stays open (s).
+    """
+
+    def __init__(
+        self, peer: Peer, ae_title: str, timeouts: Timeouts = Timeouts(), idle_s: float = 5.0
+    ) -> None:
+        self.peer = peer
+        self.ae_title = ae_title
+        self.timeouts = timeouts
+        self.idle_s = float(idle_s)
+        self._assoc: Any = None
+        self._contexts: set[tuple[str, str]] = set()
+        self._last_use = 0.0
+        self.opened = 0  # associations opened (for tests and benchmarks)
+
+    def _usable(self, keys: set[tuple[str, str]]) -> bool:
+        a = self._assoc
+        if a is None or not a.is_established:
+            return False
+        accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in a.accepted_contexts}
+        # a key the peer refused before is not asked again on this association
+        return keys <= self._contexts and bool(accepted) and len(self._contexts) <= 128
+
+    def send(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        on_result: Callable[[SendOutcome], None] | None = None,
+        before_send: Callable[[str], None] | None = None,
+    ) -> list[SendOutcome]:
+        """Like :func:`send_files`, on the kept association (never raises for a file
+        or a peer problem)."""
+        _chunked_file_sending()
+        out: list[SendOutcome] = []
+
+        def done(o: SendOutcome) -> None:
+            out.append(o)
+            if on_result is not None:
+                on_result(o)
+
+        items = _headers(paths, done)
+        if not items:
+            return out
+        keys = {(h[0], h[2]) for _, h in items}
+        if not self._usable(keys):
+            self.close()
+            wanted = self._contexts | keys
+            if len(wanted) > 128:
+                wanted = keys
+            if len(wanted) > 128:  # pragma: no cover - the node sends SR files only
+                return out + send_files(
+                    [p for p, _ in items],
+                    self.peer,
+                    self.ae_title,
+                    self.timeouts,
+                    on_result=on_result,
+                    before_send=before_send,
+                )
+            ae = make_ae(self.ae_title, self.timeouts)
+            for cls, ts in sorted(wanted):
+                ae.add_requested_context(cls, ts)
+            try:
+                self._assoc = open_association(ae, self.peer)
+            except AssociationError as exc:
+                for path, _h in items:
+                    done(SendOutcome(path, "temporary", exc.reason))
+                return out
+            self.opened += 1
+            self._contexts = wanted
+        try:
+            _store_group(self._assoc, self.peer, items, done, before_send)
+        finally:
+            self._last_use = time.monotonic()
+            if any(o.state == "temporary" for o in out):
+                self.close()  # lost or refused for resources: start afresh next time
+        return out
+
+    def close_if_idle(self) -> None:
+        """Release the association when unused for ``idle_s`` seconds."""
+        if self._assoc is not None and time.monotonic() - self._last_use >= self.idle_s:
+            self.close()
+
+    def close(self) -> None:
+        """Release (or, when it is broken, abort) the association, in this thread."""
+        a, self._assoc = self._assoc, None
+        if a is None:
+            return
+        try:
+            if a.is_established:
+                a.release()
+        except Exception:  # pragma: no cover - a peer gone mid-release
+            try:
+                a.abort()
+            except Exception:
+                pass
 
 
 def start_server(ae: Any, address: tuple[str, int], evt_handlers: list[Any]) -> Any:
