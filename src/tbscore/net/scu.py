@@ -227,8 +227,7 @@ def _store_group(
             done(SendOutcome(path, "temporary", lost))
             continue
         if not any(
-            c.abstract_syntax == cls and c.transfer_syntax[0] == ts
-            for c in assoc.accepted_contexts
+            c.abstract_syntax == cls and c.transfer_syntax[0] == ts for c in assoc.accepted_contexts
         ):
             done(
                 SendOutcome(
