@@ -93,6 +93,24 @@ def is_temporary(status: int) -> bool:
     return status in _TEMPORARY
 
 
+def no_delay(sock: Any) -> None:
+    """Set TCP_NODELAY on ``sock`` (a no-op for anything else).
+
+    A C-STORE goes out as a small command PDU followed by data PDUs of at most the
+    peer's maximum PDU size (16 KiB by default). With Nagle's algorithm on, a PDU
+    smaller than the segment size (every one of them on loopback, the last piece of
+    each one elsewhere) waits for the ACK of the previous segment, which the peer
+    delays by up to 40 ms: about 40 ms lost per image and per response. DCMTK sets
+    TCP_NODELAY for the same reason.
+    """
+    import socket
+
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
+
+
 def _rejection(assoc: Any, peer: Peer, connected: bool = True) -> str:
     if not connected:
         return f"no connection to {peer} (connection refused or timed out)"
@@ -136,7 +154,12 @@ def open_association(
     # pynetdicom reports a refused TCP connection as an aborted association; the
     # connection-open event tells the two apart for the reason recorded.
     connected: list[bool] = []
-    handlers = [(pynetdicom().evt.EVT_CONN_OPEN, lambda _e: connected.append(True))]
+
+    def opened(event: Any) -> None:
+        connected.append(True)
+        no_delay(getattr(event.assoc.dul.socket, "socket", None))
+
+    handlers = [(pynetdicom().evt.EVT_CONN_OPEN, opened)]
     kwargs: dict[str, Any] = {"ae_title": peer.aet}
     if ext_neg:
         kwargs["ext_neg"] = list(ext_neg)
@@ -437,7 +460,8 @@ class StoreSession:
 
 def start_server(ae: Any, address: tuple[str, int], evt_handlers: list[Any]) -> Any:
     """``ae.start_server(address, block=False, evt_handlers=...)`` with one addition:
-    every accepted connection gets the AE's network timeout as its socket timeout.
+    every accepted connection gets the AE's network timeout as its socket timeout
+    (and TCP_NODELAY, see :func:`no_delay`).
 
     pynetdicom reads a PDU with blocking ``recv`` calls; a peer that sends a few
     garbage bytes (or a PDU header announcing more data than it sends) and then stays
@@ -454,6 +478,7 @@ def start_server(ae: Any, address: tuple[str, int], evt_handlers: list[Any]) -> 
         def get_request(self):  # type: ignore[override]
             sock, addr = super().get_request()
             sock.settimeout(self.ae.network_timeout)
+            no_delay(sock)
             return sock, addr
 
     server = ae.make_server(address, evt_handlers=evt_handlers, server_class=_Server)
