@@ -234,7 +234,8 @@ def main() -> None:
             uids = [uid_of(p) for p in burst]
             t_send = time.time()
             out = send_files(burst, peer, "BENCH", T)
-            assert all(o.state == "sent" for o in out)
+            bad = [(o.state, o.reason) for o in out if o.state != "sent"]
+            assert not bad, bad[:3]
             acked = time.time() - t_send
             last = max(_sr_time(pacs, u, 600) for u in uids)
             rate = a.burst / (last - t_send)
