@@ -17,7 +17,8 @@ L1-L4 detection.
   (``calc`` with detection, ``write_sr``) measured in the same run, the peer the
   network overhead compares with;
 * ``burst``: ``--burst`` images sent over one association as fast as possible, drained
-  rate = images / (last SR stored - first image sent);
+  rate = images / (last SR stored - first image sent); beside it the CPU time the node
+  and its workers used per image in the burst (/proc), against the in-process peer;
 * ``pull``: ``tbscore pull --from QR@127.0.0.1:PORT --date TODAY --get --to DIR`` (the
   command, as a user runs it, Python start included) against a pynetdicom Study Root
   Query/Retrieve SCP in this process (``FakeQR`` below) holding ``--pull-studies``
@@ -48,24 +49,50 @@ from tbscore.net.scu import Timeouts, send_files  # noqa: E402
 T = Timeouts(connect_s=10, acse_s=30, dimse_s=60, network_s=60)
 
 
+#: SR SOP Instance UID -> the image it references, filled as SRs arrive (each SR is
+#: looked at once, so waiting for results costs this process almost no CPU: on a
+#: 2-core machine a busy poll would take it from the node's workers)
+_REFS: dict[str, str] = {}
+
+
 def _sr_time(pacs: FakePACS, uid: str, timeout: float = 120.0) -> float:
     """Time the SR referencing image ``uid`` was stored at the PACS."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for sr_uid, ds in list(pacs.datasets.items()):
+            if sr_uid in _REFS:
+                continue
             try:
-                ref = (
+                _REFS[sr_uid] = str(
                     ds.CurrentRequestedProcedureEvidenceSequence[0]
                     .ReferencedSeriesSequence[0]
                     .ReferencedSOPSequence[0]
                     .ReferencedSOPInstanceUID
                 )
             except (AttributeError, IndexError):
-                continue
-            if str(ref) == uid:
+                _REFS[sr_uid] = ""
+        for sr_uid, ref in _REFS.items():
+            if ref == uid:
                 return pacs.times[sr_uid]
         time.sleep(0.002)
     raise TimeoutError(f"no SR for {uid}")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live
+    descendants (Linux /proc; the node and its worker processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 class FakeQR:
@@ -232,6 +259,7 @@ def main() -> None:
             first, warm = lat[0], lat[1:]
             burst = image_copies(tmp / "burst", a.burst)
             uids = [uid_of(p) for p in burst]
+            cpu0 = _tree_cpu_s(node.proc.pid)
             t_send = time.time()
             out = send_files(burst, peer, "BENCH", T)
             bad = [(o.state, o.reason) for o in out if o.state != "sent"]
@@ -239,6 +267,7 @@ def main() -> None:
             acked = time.time() - t_send
             last = max(_sr_time(pacs, u, 600) for u in uids)
             rate = a.burst / (last - t_send)
+            burst_cpu = _tree_cpu_s(node.proc.pid) - cpu0
         finally:
             node.stop()
             pacs.stop()
@@ -259,6 +288,12 @@ def main() -> None:
     print(
         f"burst of {a.burst}: all acknowledged in {acked:.2f} s ({a.burst / acked:.0f} img/s), "
         f"drained at {rate:.1f} images/s with {a.workers} workers"
+    )
+    print(
+        f"  node + workers CPU in the burst: {burst_cpu / a.burst * 1000:.0f} ms per image "
+        f"({a.burst / burst_cpu:.1f} images per CPU-s); peer calc+write_sr "
+        f"{(calc_cpu + sr_cpu) * 1000:.0f} ms; node / peer = "
+        f"{burst_cpu / a.burst / (calc_cpu + sr_cpu):.2f}"
     )
     print(
         f"pull of one day ({a.pull_studies} studies, C-FIND + C-GET): {pull_s:.2f} s for "
