@@ -29,23 +29,41 @@ def cmd_pull(args: argparse.Namespace) -> int:
             ae.add_supported_context(cls, available_syntaxes())
         server = start_server(ae, (args.bind, args.port), [(pnd.evt.EVT_C_STORE, store)])
     try:
-        for study in studies:
-            try:
+        # every study over one association; should that fail part way, the studies
+        # not finished are retrieved one association each (one failing does not stop
+        # the others)
+        keys = [{"StudyInstanceUID": s["study_instance_uid"]} for s in studies]
+        method = "get" if args.get else "move"
+        from tbscore.errors import TBSError
+
+        try:
+            if keys:
                 retrieve(
                     peer,
                     "STUDY",
-                    {"StudyInstanceUID": study["study_instance_uid"]},
-                    method="get" if args.get else "move",
+                    keys,
+                    method=method,
                     ae_title=args.ae_title,
                     store=store,
                     timeouts=t,
                     summary=summary,
                 )
-            except Exception as exc:  # one study failing does not stop the others
-                from tbscore.errors import TBSError
-
-                if not isinstance(exc, TBSError):
-                    raise
+            keys = []
+        except TBSError:
+            keys = keys[summary.keys_done :]
+        for k in keys:
+            try:
+                retrieve(
+                    peer,
+                    "STUDY",
+                    k,
+                    method=method,
+                    ae_title=args.ae_title,
+                    store=store,
+                    timeouts=t,
+                    summary=summary,
+                )
+            except TBSError as exc:
                 summary.errors.append(str(exc))
     finally:
         if server is not None:

@@ -196,6 +196,8 @@ class PullSummary:
     failed: int = 0
     warning: int = 0
     errors: list[str] = field(default_factory=list)
+    #: key sets (studies) whose retrieve got its final response
+    keys_done: int = 0
 
 
 #: ``store(event) -> status``: what to do with each instance received.
@@ -215,7 +217,7 @@ def _retrieve_ident(level: str, keys: dict[str, str]) -> Any:
 def retrieve(
     peer: Peer,
     level: str,
-    keys: dict[str, str],
+    keys: dict[str, str] | list[dict[str, str]],
     *,
     method: str,
     ae_title: str,
@@ -224,7 +226,9 @@ def retrieve(
     summary: PullSummary | None = None,
 ) -> PullSummary:
     """Retrieve the instances matching ``keys`` at ``level`` (``STUDY``, ``SERIES``,
-    ``IMAGE``).
+    ``IMAGE``). A list of key sets is retrieved one after the other over one
+    association (a day of studies does not pay for one association each); a key set
+    whose retrieve fails is counted in ``summary.errors`` and the others go on.
 
     ``method="get"``: C-GET; the instances come back on this association and go to
     ``store``. ``method="move"``: C-MOVE to our own AE title ``ae_title``; the peer
@@ -232,7 +236,7 @@ def retrieve(
     """
     pnd = pynetdicom()
     summary = summary or PullSummary()
-    ident = _retrieve_ident(level, keys)
+    idents = [_retrieve_ident(level, k) for k in (keys if isinstance(keys, list) else [keys])]
     ae = make_ae(ae_title, timeouts)
     ext_neg: list[Any] = []
     handlers: list[Any] = []
@@ -252,22 +256,28 @@ def retrieve(
     else:
         raise NetError(f"retrieve method must be 'get' or 'move', not {method!r}")
     with associate(ae, peer, ext_neg=ext_neg, evt_handlers=handlers) as assoc:
-        if method == "get":
-            responses = assoc.send_c_get(ident, model)
-        else:
-            responses = assoc.send_c_move(ident, ae_title, model)
-        final = None
-        for status, _ds in responses:
-            if not status:
-                raise AssociationError(f"C-{method.upper()}: no response", str(peer))
-            final = status
-        if final is not None:
-            code = int(final.Status)
-            summary.completed += int(final.get("NumberOfCompletedSuboperations", 0) or 0)
-            summary.failed += int(final.get("NumberOfFailedSuboperations", 0) or 0)
-            summary.warning += int(final.get("NumberOfWarningSuboperations", 0) or 0)
-            if code not in (0x0000, 0xB000):
-                summary.errors.append(f"C-{method.upper()} {status_text(code)}")
+        for ident in idents:
+            if not assoc.is_established:
+                raise AssociationError(
+                    f"C-{method.upper()}: the peer ended the association", str(peer)
+                )
+            if method == "get":
+                responses = assoc.send_c_get(ident, model)
+            else:
+                responses = assoc.send_c_move(ident, ae_title, model)
+            final = None
+            for status, _ds in responses:
+                if not status:
+                    raise AssociationError(f"C-{method.upper()}: no response", str(peer))
+                final = status
+            if final is not None:
+                code = int(final.Status)
+                summary.completed += int(final.get("NumberOfCompletedSuboperations", 0) or 0)
+                summary.failed += int(final.get("NumberOfFailedSuboperations", 0) or 0)
+                summary.warning += int(final.get("NumberOfWarningSuboperations", 0) or 0)
+                if code not in (0x0000, 0xB000):
+                    summary.errors.append(f"C-{method.upper()} {status_text(code)}")
+            summary.keys_done += 1
     return summary
 
 
