@@ -21,7 +21,7 @@ L1-L4 detection.
   and its workers used per image in the burst (/proc), against the in-process peer;
 * ``pull``: ``tbscore pull --from QR@127.0.0.1:PORT --date TODAY --get --to DIR`` (the
   command, as a user runs it, Python start included) against a pynetdicom Study Root
-  Query/Retrieve SCP in this process (``FakeQR`` below) holding ``--pull-studies``
+  Query/Retrieve SCP in this process (``tests/netutil.FakeQR``) holding ``--pull-studies``
   studies of that day, one image each: C-FIND, then one C-GET per study. The peer
   beside it is ``tbscore --help`` (the start-up of the same command).
 
@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from netutil import FakePACS, NodeProcess, free_port, image_copies, uid_of  # noqa: E402
+from netutil import FakePACS, FakeQR, NodeProcess, free_port, image_copies, uid_of  # noqa: E402
 from tbscore.net.address import parse_peer  # noqa: E402
 from tbscore.net.scu import Timeouts, send_files  # noqa: E402
 
@@ -93,70 +93,6 @@ def _tree_cpu_s(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total
-
-
-class FakeQR:
-    """A Study Root C-FIND / C-GET SCP serving the Part-10 files of ``files``
-    (pynetdicom, 127.0.0.1, this process); matches StudyDate (single date) or
-    StudyInstanceUID."""
-
-    FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-    GET = "1.2.840.10008.5.1.4.1.2.2.3"
-
-    def __init__(self, files: list[Path]) -> None:
-        import pydicom
-        from pynetdicom import AE, StoragePresentationContexts, evt
-
-        self.datasets = [pydicom.dcmread(f) for f in files]
-        self.port = free_port()
-        ae = AE("QR")
-        ae.add_supported_context(self.FIND)
-        ae.add_supported_context(self.GET)
-        for cx in StoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, scu_role=False, scp_role=True)
-        self.server = ae.start_server(
-            ("127.0.0.1", self.port),
-            block=False,
-            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_GET, self._get)],
-        )
-
-    @property
-    def peer(self) -> str:
-        return f"QR@127.0.0.1:{self.port}"
-
-    def _match(self, ident) -> list:
-        date = str(ident.get("StudyDate", "") or "")
-        study = str(ident.get("StudyInstanceUID", "") or "")
-        return [
-            ds
-            for ds in self.datasets
-            if (not date or str(ds.StudyDate) == date)
-            and (not study or str(ds.StudyInstanceUID) == study)
-        ]
-
-    def _find(self, event):
-        from pydicom.dataset import Dataset
-
-        seen = set()
-        for ds in self._match(event.identifier):
-            if ds.StudyInstanceUID in seen:
-                continue
-            seen.add(ds.StudyInstanceUID)
-            rsp = Dataset()
-            rsp.QueryRetrieveLevel = "STUDY"
-            rsp.StudyInstanceUID = ds.StudyInstanceUID
-            rsp.StudyDate = ds.StudyDate
-            rsp.AccessionNumber = ""
-            yield 0xFF00, rsp
-
-    def _get(self, event):
-        matches = self._match(event.identifier)
-        yield len(matches)
-        for ds in matches:
-            yield 0xFF00, ds
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def _pull_one_day(tmp: Path, n_studies: int) -> tuple[float, float, int]:

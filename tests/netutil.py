@@ -100,6 +100,86 @@ class FakePACS:
             return len(self.received)
 
 
+class FakeQR:
+    """A Study Root C-FIND / C-GET SCP serving the Part-10 files of ``files``
+    (pynetdicom, 127.0.0.1, this process); matches StudyDate (single date) or
+    StudyInstanceUID."""
+
+    FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+    GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+    def __init__(self, files: list[Path]) -> None:
+        import pydicom
+        from pynetdicom import AE, StoragePresentationContexts, evt
+
+        self.datasets = [pydicom.dcmread(f) for f in files]
+        self.port = free_port()
+        self.associations = 0
+        #: abort the association after this many C-GET responses (a PACS failing)
+        self.abort_after: int | None = None
+        self.gets = 0  # C-GET requests answered
+        ae = AE("QR")
+        ae.add_supported_context(self.FIND)
+        ae.add_supported_context(self.GET)
+        for cx in StoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, scu_role=False, scp_role=True)
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[
+                (evt.EVT_C_FIND, self._find),
+                (evt.EVT_C_GET, self._get),
+                (evt.EVT_REQUESTED, self._requested),
+            ],
+        )
+
+    @property
+    def peer(self) -> str:
+        return f"QR@127.0.0.1:{self.port}"
+
+    def _match(self, ident) -> list:
+        date = str(ident.get("StudyDate", "") or "")
+        study = str(ident.get("StudyInstanceUID", "") or "")
+        return [
+            ds
+            for ds in self.datasets
+            if (not date or str(ds.StudyDate) == date)
+            and (not study or str(ds.StudyInstanceUID) == study)
+        ]
+
+    def _find(self, event):
+        from pydicom.dataset import Dataset
+
+        seen = set()
+        for ds in self._match(event.identifier):
+            if ds.StudyInstanceUID in seen:
+                continue
+            seen.add(ds.StudyInstanceUID)
+            rsp = Dataset()
+            rsp.QueryRetrieveLevel = "STUDY"
+            rsp.StudyInstanceUID = ds.StudyInstanceUID
+            rsp.StudyDate = ds.StudyDate
+            rsp.AccessionNumber = ""
+            yield 0xFF00, rsp
+
+    def _requested(self, event) -> None:
+        self.associations += 1
+
+    def _get(self, event):
+        self.gets += 1
+        if self.abort_after is not None and self.gets > self.abort_after:
+            self.abort_after = None
+            event.assoc.abort()
+            return
+        matches = self._match(event.identifier)
+        yield len(matches)
+        for ds in matches:
+            yield 0xFF00, ds
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
 class CutProxy:
     """A TCP proxy 127.0.0.1:port -> target that cuts its first ``cuts`` connections
     after ``after`` bytes from the client (an association lost mid-send)."""

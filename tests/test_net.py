@@ -29,6 +29,7 @@ from netutil import (  # noqa: E402
     SAMPLE,
     CutProxy,
     FakePACS,
+    FakeQR,
     NodeProcess,
     free_port,
     image_copies,
@@ -604,3 +605,36 @@ def test_store_session_keeps_one_association_between_sends(tmp_path):
     down = StoreSession(parse_peer(f"GONE@127.0.0.1:{free_port()}"), "TBSCORE", T)
     (o,) = down.send([paths[0]])
     assert o.state == "temporary" and "no connection" in o.reason and down.opened == 0
+
+
+def test_pull_a_day_over_one_association_and_after_an_abort(tmp_path):
+    """tbscore pull --get: one association for the C-FIND, one for every C-GET of the
+    day; when the PACS aborts it part way, the studies not finished are retrieved one
+    association each and nothing is missing."""
+    import datetime as dt
+
+    day = dt.date.today().strftime("%Y%m%d")
+    files = image_copies(tmp_path / "pacs", 4)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.StudyDate = day
+        ds.save_as(f, enforce_file_format=True)
+    other = image_copies(tmp_path / "other", 1)  # another day: not pulled
+    qr = FakeQR(files + other)
+    try:
+        for abort_after, associations in ((None, 2), (1, 5)):
+            qr.associations = qr.gets = 0
+            qr.abort_after = abort_after
+            out = tmp_path / f"pulled-{abort_after}"
+            r = subprocess.run(
+                [sys.executable, "-m", "tbscore", "pull", "--from", qr.peer, "--date", day]
+                + ["--get", "--to", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert {uid_of(p) for p in out.rglob("*.dcm")} == {uid_of(f) for f in files}
+            assert qr.associations == associations, (abort_after, qr.associations)
+    finally:
+        qr.stop()
