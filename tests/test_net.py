@@ -10,7 +10,6 @@ connection / refusing, kill -9 mid-queue, free-space floor and a real full disk.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 
 pytest.importorskip("pynetdicom")
 
-from conftest import make_dataset  # noqa: E402
+from conftest import REQUIRE_TOOLS_ENV, make_dataset, require_tool  # noqa: E402
 from netutil import (  # noqa: E402
     SAMPLE,
     CutProxy,
@@ -497,23 +496,27 @@ def test_kill9_mid_queue_then_restart_nothing_lost_nothing_rescored(tmp_path):
         pacs.stop()
 
 
-def _tmpfs_ok() -> bool:
-    if not shutil.which("unshare"):
-        return False
+def _require_private_tmpfs() -> None:
+    """Skip (fail in CI, TBSCORE_REQUIRE_TOOLS=1) without unshare or without a user
+    and mount namespace in which a tmpfs can be mounted."""
+    require_tool("unshare")
     r = subprocess.run(
         ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
         capture_output=True,
         timeout=20,
     )
-    return r.returncode == 0
+    if r.returncode != 0:
+        msg = f"no user+mount namespace for a private tmpfs here: {r.stderr.decode()[-300:]}"
+        if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
 
 
 def test_real_full_disk_on_small_tmpfs_is_temporary(tmp_path):
     """The spool on a 2 MiB tmpfs (private mount namespace): images that no longer
     fit answer 0xA700; every accepted image is scored and its SR sent; the node and
     its workers stay alive and answer."""
-    if not _tmpfs_ok():
-        pytest.skip("no user+mount namespace for a private tmpfs here")
+    _require_private_tmpfs()
     pacs = FakePACS().start()
     mnt = tmp_path / "small"
     mnt.mkdir()
