@@ -641,3 +641,32 @@ def test_pull_a_day_over_one_association_and_after_an_abort(tmp_path):
             assert qr.associations == associations, (abort_after, qr.associations)
     finally:
         qr.stop()
+
+
+def test_report_pdf_sent_as_encapsulated_pdf_in_the_same_study(tmp_path):
+    """--report-pdf: beside the SR, the 77089 report goes to the PACS as DICOM
+    Encapsulated PDF in the image's study; both are queued sends of the one image."""
+    from tbscore.io.pdf_dicom import ENCAPSULATED_PDF_SOP_CLASS
+
+    pacs = FakePACS().start()
+    n = NodeProcess(
+        tmp_path / "spool",
+        free_port(),
+        ["--forward", pacs.peer, "--workers", "1", "--min-free-mb", "1", "--report-pdf"],
+    ).start()
+    try:
+        (img,) = image_copies(tmp_path / "in", 1)
+        src = pydicom.dcmread(img, stop_before_pixels=True)
+        assert send([img], n, "TBSCORE")[0].state == "sent"
+        wait_until(lambda: pacs.count() == 2, 60, "the SR and the PDF report at the PACS")
+        by_class = {str(ds.SOPClassUID): ds for ds in pacs.datasets.values()}
+        assert set(by_class) == {"1.2.840.10008.5.1.4.1.1.88.22", ENCAPSULATED_PDF_SOP_CLASS}
+        pdf = by_class[ENCAPSULATED_PDF_SOP_CLASS]
+        assert pdf.StudyInstanceUID == src.StudyInstanceUID and pdf.PatientID == src.PatientID
+        assert bytes(pdf.EncapsulatedDocument).startswith(b"%PDF-")
+        sends = [s for s in n.sends() if s["sop_instance_uid"] == src.SOPInstanceUID]
+        assert sorted(Path(s["path"]).name.split(".")[-2] for s in sends) == ["pdf", "sr"]
+        assert n.images()[src.SOPInstanceUID]["code"] is None
+    finally:
+        n.stop()
+        pacs.stop()

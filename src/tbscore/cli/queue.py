@@ -61,7 +61,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
             return 0
         n = 0
         for r in ledger.purgeable():
-            for p in (r["path"], r["sr_path"]):
+            for p in {r["path"], r["sr_path"], *ledger.send_paths(r["sop_instance_uid"])}:
                 if p:
                     Path(p).unlink(missing_ok=True)
             ledger.purged(r["sop_instance_uid"])

@@ -19,7 +19,7 @@ See docs/network.md.
 _FIELDS = (
     "spool ae_title bind port forward allow_aet accept workers job_timeout max_pixels "
     "min_free_mb retry_base retry_cap reconcile reconcile_every reconcile_days "
-    "connect_timeout acse_timeout dimse_timeout network_timeout settings calibration"
+    "connect_timeout acse_timeout dimse_timeout network_timeout settings calibration report_pdf"
 ).split()
 
 
@@ -154,5 +154,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
     p.add_argument("--settings", metavar="FILE", help="computation settings file")
     p.add_argument("--calibration", metavar="calib.json", help="calibration to apply")
+    p.add_argument(
+        "--report-pdf",
+        dest="report_pdf",
+        action="store_true",
+        default=None,
+        help="also send the 77089 report (interpretation from the image's age and sex) as "
+        "DICOM Encapsulated PDF in the image's study (needs tbscore[pdf])",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log each event")
     p.set_defaults(func=cmd_serve)

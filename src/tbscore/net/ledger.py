@@ -256,9 +256,11 @@ class Ledger:
         *,
         code: str | None = None,
         reason: str | None = None,
+        extra_paths: Iterable[str] = (),
     ) -> None:
-        """Record the result file and queue it for every destination, in one
-        transaction (a crash leaves either both or neither)."""
+        """Record the result file and queue it (and the ``extra_paths``, e.g. the PDF
+        report) for every destination, in one transaction (a crash leaves either both
+        or neither)."""
         now = time.time()
         stmts: list[tuple[str, tuple[Any, ...]]] = [
             (
@@ -271,8 +273,9 @@ class Ledger:
             (
                 "INSERT OR IGNORE INTO sends (sop_instance_uid, destination, path, state, "
                 "created_at) VALUES (?, ?, ?, 'pending', ?)",
-                (sop_instance_uid, dest, sr_path, now),
+                (sop_instance_uid, dest, path, now),
             )
+            for path in (sr_path, *extra_paths)
             for dest in destinations
         ]
         self._tx(stmts)
@@ -392,6 +395,13 @@ class Ledger:
             "path != '' AND NOT EXISTS (SELECT 1 FROM sends s WHERE "
             "s.sop_instance_uid = i.sop_instance_uid AND s.state != 'sent')"
         )
+
+    def send_paths(self, sop_instance_uid: str) -> list[str]:
+        """The result files queued for this image (SR, PDF report)."""
+        rows = self._all(
+            "SELECT DISTINCT path FROM sends WHERE sop_instance_uid = ?", (sop_instance_uid,)
+        )
+        return [r["path"] for r in rows]
 
     def purged(self, sop_instance_uid: str) -> None:
         """The files of this image were deleted; the row stays so a duplicate is still

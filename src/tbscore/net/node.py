@@ -27,7 +27,7 @@ from tbscore.net.address import check_ae_title, parse_peer
 from tbscore.net.ledger import Ledger
 from tbscore.net.scu import StoreSession, Timeouts, make_ae, pynetdicom, start_server
 from tbscore.net.sop import DXA_IMAGE_CLASSES, VERIFICATION, accepted_classes, available_syntaxes
-from tbscore.net.spool import Spool, durable_write
+from tbscore.net.spool import REPORT_RESERVE_BYTES, RESULT_RESERVE_BYTES, Spool, durable_write
 from tbscore.net.workers import Supervisor
 
 __all__ = ["NodeConfig", "Node", "load_config"]
@@ -68,6 +68,7 @@ class NodeConfig:
     network_timeout: float = 60.0
     settings: str | None = None
     calibration: str | None = None
+    report_pdf: bool = False
 
     def timeouts(self) -> Timeouts:
         return Timeouts(
@@ -207,7 +208,8 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config.check()
-        self.spool = Spool(config.spool, config.min_free_mb)
+        reserve = RESULT_RESERVE_BYTES + (REPORT_RESERVE_BYTES if config.report_pdf else 0)
+        self.spool = Spool(config.spool, config.min_free_mb, reserve)
         self.ledger = Ledger(self.spool.ledger_path)
         self.stopping = threading.Event()
         self.stats: dict[str, int] = {"received": 0, "duplicates": 0, "refused_space": 0, "sent": 0}
@@ -218,6 +220,7 @@ class Node:
             "max_pixels": int(config.max_pixels),
             "settings": config.settings,
             "calibration": config.calibration,
+            "report_pdf": bool(config.report_pdf),
         }
         self.supervisor = Supervisor(
             self.ledger,

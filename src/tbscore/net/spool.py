@@ -21,7 +21,7 @@ from tbscore.batch.output import _fsync_dir
 from tbscore.errors import NetError
 from tbscore.io.atomic import atomic_file
 
-__all__ = ["Spool", "durable_write", "free_bytes", "RESULT_RESERVE_BYTES"]
+__all__ = ["Spool", "durable_write", "free_bytes", "RESULT_RESERVE_BYTES", "REPORT_RESERVE_BYTES"]
 
 MiB = 1024 * 1024
 
@@ -30,6 +30,8 @@ MiB = 1024 * 1024
 #: scoring and sends will write. Counted against the free-space floor on receipt, so
 #: an image is only acknowledged when there is room for everything it promises.
 RESULT_RESERVE_BYTES = 64 * 1024
+#: Added to it when the node also writes the PDF report (about 190 KiB).
+REPORT_RESERVE_BYTES = 512 * 1024
 
 
 def free_bytes(folder: str | Path) -> int:
@@ -65,9 +67,13 @@ class Spool:
         would leave less than this, so there is always room for what was promised.
     """
 
-    def __init__(self, root: str | Path, min_free_mb: float = 200.0) -> None:
+    def __init__(
+        self, root: str | Path, min_free_mb: float = 200.0, result_reserve: int = 0
+    ) -> None:
         self.root = Path(root)
         self.min_free_bytes = int(float(min_free_mb) * MiB)
+        #: bytes kept per unscored image (default :data:`RESULT_RESERVE_BYTES`)
+        self.result_reserve = int(result_reserve) or RESULT_RESERVE_BYTES
         try:
             self.incoming.mkdir(parents=True, exist_ok=True)
             self.results.mkdir(parents=True, exist_ok=True)
@@ -92,11 +98,14 @@ class Spool:
     def result_path(self, sop_instance_uid: str) -> Path:
         return safe_path(self.results, sop_instance_uid, ".sr.dcm")
 
+    def report_path(self, sop_instance_uid: str) -> Path:
+        return safe_path(self.results, sop_instance_uid, ".pdf.dcm")
+
     def has_room(self, nbytes: int, unscored: int = 0) -> bool:
         """Whether ``nbytes`` more, plus the result of that image and of the
-        ``unscored`` images already accepted (:data:`RESULT_RESERVE_BYTES` each), still
+        ``unscored`` images already accepted (``result_reserve`` bytes each), still
         leave the free-space floor."""
-        need = int(nbytes) + (int(unscored) + 1) * RESULT_RESERVE_BYTES
+        need = int(nbytes) + (int(unscored) + 1) * self.result_reserve
         try:
             return free_bytes(self.root) - need >= self.min_free_bytes
         except OSError:

@@ -99,6 +99,12 @@ def score_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         # write_sr writes atomically itself (tbscore.io.atomic: temporary file, fsync,
         # rename): a full disk or a kill never leaves a partial result file
         write_sr(result, src, target, sop_instance_uid=sop, series_instance_uid=series)
+        pdf_path, report_error = None, None
+        if cfg.get("report_pdf") and job.get("pdf_path") and image.header is not None:
+            try:
+                pdf_path = str(_write_report_pdf(result, image, uid, Path(job["pdf_path"])))
+            except TBSError as exc:  # the SR still goes; the record says why no report
+                report_error = exc.reason
     except TBSError as exc:
         return {"outcome": "set_aside", "code": exc.code, "reason": exc.reason}
     except OSError as exc:
@@ -113,16 +119,56 @@ def score_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             "code": "internal_error",
             "reason": f"{type(exc).__name__}: {exc}",
         }
+    code = None if result.l1_l4 is not None else "incomplete"
+    reason = result.l1_l4_reason if result.l1_l4 is None else None
+    if report_error is not None and code is None:
+        code, reason = "report_failed", f"no PDF report: {report_error}"
     return {
         "outcome": "scored",
         "sr_path": str(target),
+        "pdf_path": pdf_path,
         "l1_l4": result.l1_l4,
-        "code": None if result.l1_l4 is not None else "incomplete",
-        "reason": result.l1_l4_reason if result.l1_l4 is None else None,
+        "code": code,
+        "reason": reason,
     }
 
 
-def _warm_up() -> None:
+def _write_report_pdf(result: Any, image: Any, uid: str, target: Path) -> Path:
+    """The 77089 report (interpretation from the DICOM header's age and sex, when
+    present) as DICOM Encapsulated PDF in the image's study, written atomically to
+    ``target`` once (its SOP Instance UID derives from the image's and the settings
+    digest, so a rescore would give the same UID).
+
+    Raises
+    ------
+    TBSError
+        ReportError without xhtml2pdf, PdfDicomError, or an interpretation error.
+    """
+    from datetime import UTC, datetime
+
+    from pydicom.uid import generate_uid
+
+    from tbscore.clinical.interpret import interpret_result, reported_tbs
+    from tbscore.io.atomic import atomic_file
+    from tbscore.io.pdf_dicom import encapsulated_pdf
+    from tbscore.render.report import build_report, render_pdf
+
+    interp = interpret_result(result, use_metadata=True) if reported_tbs(result)[0] else None
+    report = build_report(result, interp, image=image, service="score", include_phi=True)
+    sop = generate_uid(entropy_srcs=["tbscore-net-pdf", uid, result.settings.digest()])
+    ds = encapsulated_pdf(
+        render_pdf(report),
+        image.header,
+        title="Trabecular Bone Score report (CPT 77089)",
+        when=datetime.now(UTC),
+        sop_instance_uid=str(sop),
+    )
+    with atomic_file(target) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return target
+
+
+def _warm_up(report_pdf: bool = False) -> None:
     """Load every library and JIT kernel the first job needs: one detection-free
     computation and one SR written to a temporary folder."""
     import tempfile
@@ -135,6 +181,13 @@ def _warm_up() -> None:
     from tbscore.io.write import write_secondary_capture
 
     warm_up()
+    if report_pdf:
+        try:  # xhtml2pdf and reportlab take a second to import
+            import xhtml2pdf.pisa  # noqa: F401
+
+            import tbscore.render.report  # noqa: F401
+        except ImportError:
+            pass
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="tbscore-warm-") as tmp:
         src = write_secondary_capture(
@@ -164,7 +217,7 @@ def worker_main(conn: Connection, cfg: dict[str, Any]) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _warm_up()
+    _warm_up(bool(cfg.get("report_pdf")))
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -321,6 +374,7 @@ class Supervisor:
                 self.destinations,
                 code=out["code"],
                 reason=out["reason"],
+                extra_paths=[out["pdf_path"]] if out.get("pdf_path") else [],
             )
             if self.on_scored is not None:
                 self.on_scored()
@@ -339,7 +393,12 @@ class Supervisor:
             w.job, w.started = uid, time.monotonic()
             try:
                 w.conn.send(
-                    {"uid": uid, "path": job["path"], "sr_path": str(self.spool.result_path(uid))}
+                    {
+                        "uid": uid,
+                        "path": job["path"],
+                        "sr_path": str(self.spool.result_path(uid)),
+                        "pdf_path": str(self.spool.report_path(uid)),
+                    }
                 )
             except OSError:
                 pass  # a dead worker: found by its sentinel below
