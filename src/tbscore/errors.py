@@ -29,6 +29,8 @@ __all__ = [
     "ReferenceTableError",
     "PdfDicomError",
     "ReportError",
+    "NetError",
+    "AssociationError",
 ]
 
 
@@ -227,3 +229,19 @@ class ReviewError(TBSError):
     edit of a signed study, a missing or bad users file, a refused login."""
 
     code = "review_error"
+
+
+class NetError(TBSError):
+    """A DICOM network operation failed (bad address, missing pynetdicom, spool problem).
+
+    ``source`` names the peer (``AET@HOST:PORT``) or the spool folder.
+    """
+
+    code = "net_error"
+
+
+class AssociationError(NetError):
+    """No DICOM association could be established with a peer (refused, rejected,
+    timed out) or it ended before the operation completed."""
+
+    code = "association_failed"

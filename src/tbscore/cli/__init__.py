@@ -37,6 +37,11 @@ COMMANDS: tuple[str, ...] = (
     "tbscore.cli.sign",  # sign (77092 sign-off)
     "tbscore.cli.precision",  # precision (ISCD LSC)
     "tbscore.cli.review",  # review (77092 reading station)
+    "tbscore.cli.serve",  # serve (DICOM node)
+    "tbscore.cli.echo",  # echo
+    "tbscore.cli.send",  # send
+    "tbscore.cli.pull",  # pull
+    "tbscore.cli.queue",  # queue
 )
 
 

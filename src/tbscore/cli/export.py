@@ -35,6 +35,11 @@ def cmd_export(args: Any) -> int:
     for i in report.excluded:
         print(f"excluded {i.item}: {i.reason}")
     print(f"mapping  {report.mapping_path}  (identifying: keep apart from the package)")
+    if getattr(args, "send", None):
+        # 77090 "transmission": C-STORE the de-identified package (never the mapping)
+        from tbscore.cli.send import dicom_files, send_and_report
+
+        return send_and_report(dicom_files([str(report.package)]), args.send, args)
     return 0
 
 
@@ -69,4 +74,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-age-cap", action="store_true", help="keep ages over 89 instead of writing 090Y"
     )
+    p.add_argument(
+        "--send",
+        metavar="AET@HOST:PORT",
+        help="then C-STORE the de-identified images of the package to the analysis site "
+        "(needs tbscore[net]); exit 1 when any was not stored",
+    )
+    from tbscore.cli.echo import add_scu_args
+
+    add_scu_args(p)
     p.set_defaults(func=cmd_export)
