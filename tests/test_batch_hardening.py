@@ -246,6 +246,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children of ``pid`` and theirs (the workers of a fork server are grandchildren)."""
+    out = []
+    for kid in _children(pid):
+        out += [kid, *_descendants(kid)]
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -266,7 +274,7 @@ def _start(src: Path, out: Path, env: dict) -> tuple[subprocess.Popen, list[int]
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # until a row is written: the workers run
         if out.exists() and out.read_bytes().count(b"\n") >= 2:
-            kids = _children(proc.pid)
+            kids = _descendants(proc.pid)
             if len(kids) >= 2:
                 return proc, kids
         time.sleep(0.05)
