@@ -301,12 +301,12 @@ def start_watchdog(parent_pid: int, poll_s: float = 0.25) -> threading.Thread:
     still there: this process's parent (``spawn`` workers), or its grandparent through
     the fork server (``forkserver`` workers; the server outlives the batch process while
     its workers run); when the batch process died (``kill -9``) or the parent changed,
-    the worker exits at once instead of waiting forever for work; (2) that the current input has not run past
-    :func:`hard_limit_s` of its time limit (native code the soft limit cannot stop):
-    then the worker exits, the parent sees the pool break and scores the inputs that
-    were in flight again, one at a time (the stuck one gets a ``timeout`` row).
+    the worker exits at once instead of waiting forever for work; (2) that the current
+    input has not run past :func:`hard_limit_s` of its time limit (native code the
+    soft limit cannot stop): then the worker exits, the parent sees the pool break
+    and scores the inputs that were in flight again, one at a time (the stuck one gets
+    a ``timeout`` row).
     """
-
     direct = os.getppid()
 
     def watch() -> None:
