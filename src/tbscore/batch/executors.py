@@ -84,6 +84,30 @@ PRELOAD = "tbscore.batch.preload"
 _SERVER_ENV: list[tuple[tuple[str, str], ...] | None] = [None]
 
 
+def fork_server_pid() -> int | None:
+    """The process id of this process's running fork server, or None."""
+    import multiprocessing.forkserver as mpfs
+
+    return getattr(getattr(mpfs, "_forkserver", None), "_forkserver_pid", None)
+
+
+def stop_fork_server() -> None:
+    """Stop this process's fork server if one runs (the next pool starts a new one).
+
+    Its workers must have ended (pools closed); the server is waited for, so its CPU
+    time and that of its workers count in ``RUSAGE_CHILDREN`` of this process.
+    """
+    import multiprocessing.forkserver as mpfs
+
+    server = getattr(mpfs, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None and fork_server_pid() is not None:
+        try:
+            stop()
+        except OSError:  # pragma: no cover - already gone
+            pass
+
+
 def _context() -> multiprocessing.context.BaseContext:
     """The start method of the worker processes: ``forkserver`` where there is one.
 
@@ -96,17 +120,9 @@ def _context() -> multiprocessing.context.BaseContext:
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
         return multiprocessing.get_context("spawn")
-    import multiprocessing.forkserver as mpfs
-
     env = tuple(sorted(os.environ.items()))
     if _SERVER_ENV[0] != env:
-        server = getattr(mpfs, "_forkserver", None)
-        stop = getattr(server, "_stop", None)
-        if stop is not None and getattr(server, "_forkserver_pid", None) is not None:
-            try:
-                stop()
-            except OSError:  # pragma: no cover - already gone
-                pass
+        stop_fork_server()
         _SERVER_ENV[0] = env
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])
