@@ -584,9 +584,9 @@ def _load(
         raise UnsupportedImageError(f"pixel array has {stored.ndim} dimensions, expected 2", name)
     if min(stored.shape) < 8:
         raise UnsupportedImageError(f"image too small ({stored.shape[0]}x{stored.shape[1]})", name)
-    pixel_sha = hashlib.sha256(
-        f"{stored.dtype.str}{stored.shape}".encode() + np.ascontiguousarray(stored).tobytes()
-    ).hexdigest()
+    digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
+    digest.update(np.ascontiguousarray(stored).data)  # the bytes in place, no copy
+    pixel_sha = digest.hexdigest()
     pixels = stored.astype(np.float64)
     if photometric == "MONOCHROME1":
         # Invert on the stored-value range so that bone is bright, as in MONOCHROME2.
@@ -604,7 +604,15 @@ def _load(
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     if slope != 1.0 or intercept != 0.0:
         pixels = pixels * slope + intercept
-    if not np.all(np.isfinite(pixels)):
+    # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
+    # 1e300 stay finite: the pass over the pixels is needed only for other data
+    bounded = (
+        np.issubdtype(stored.dtype, np.integer)
+        and abs(slope) < 1e280
+        and math.isfinite(intercept)
+        and abs(intercept) < 1e300
+    )
+    if not bounded and not np.all(np.isfinite(pixels)):
         raise UnsupportedImageError("pixel data contains non-finite values", name)
     return DXAImage(
         pixels=pixels,
