@@ -479,9 +479,11 @@ def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
     spacing options, calibration). Two inputs with one key give the same result; a
     change in any of these gives another key.
     """
+    import numpy as np
+
     pixels = image.pixels
     parts = {
-        "pixels": hashlib.sha256(pixels.tobytes()).hexdigest(),
+        "pixels": hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest(),  # no copy
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
         "spacing_mm": [repr(float(v)) for v in image.spacing_mm],
