@@ -322,3 +322,38 @@ def test_parent_killed_or_terminated_leaves_no_process(tmp_path, worker_hooks):
         for pid in procs:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform (workers are spawned)",
+)
+def test_pool_workers_come_from_a_warm_fork_server_in_the_current_environment(monkeypatch):
+    """Pool workers are forked from the fork server, which has imported tbscore and the
+    kernels (its preload); a pool made after os.environ changed gets a new server, so
+    workers see the environment a spawned worker would (the test hooks rely on it)."""
+    from tbscore.batch.executors import LocalExecutor, fork_server_pid, stop_fork_server
+    from tbscore.batch.worker import Job
+
+    probe = "(__import__('os').getppid(), 'tbscore.core.variogram' in __import__('sys').modules)"
+    env_probe = "__import__('os').environ.get('TBSCORE_FORKSERVER_PROBE')"
+    monkeypatch.setenv("TBSCORE_FORKSERVER_PROBE", "one")
+    ex = LocalExecutor(Job(), jobs=1)
+    try:
+        first = fork_server_pid()
+        ppid, loaded = ex._pool.submit(eval, probe).result(timeout=60)
+        assert first is not None and ppid == first  # forked by the server
+        assert loaded  # the preload imported the kernels before the fork
+        got = ex._pool.submit(eval, env_probe).result(timeout=60)
+        assert got == "one"
+    finally:
+        ex.close()
+    monkeypatch.setenv("TBSCORE_FORKSERVER_PROBE", "two")
+    ex = LocalExecutor(Job(), jobs=1)
+    try:
+        assert fork_server_pid() not in (None, first)  # a new server, new environment
+        got = ex._pool.submit(eval, env_probe).result(timeout=60)
+        assert got == "two"
+    finally:
+        ex.close()
+        stop_fork_server()
