@@ -587,14 +587,14 @@ def _load(
     digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
     digest.update(np.ascontiguousarray(stored).data)  # the bytes in place, no copy
     pixel_sha = digest.hexdigest()
-    pixels = stored.astype(np.float64)
+    pixels = stored.astype(np.float64)  # a new array: the steps below work in place
     if photometric == "MONOCHROME1":
         # Invert on the stored-value range so that bone is bright, as in MONOCHROME2.
         if np.issubdtype(stored.dtype, np.unsignedinteger):
             bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
-            pixels = (2.0**bits - 1.0) - pixels
+            np.subtract(2.0**bits - 1.0, pixels, out=pixels)
         else:
-            pixels = -pixels
+            np.negative(pixels, out=pixels)
     raw_slope = ds.get("RescaleSlope")
     slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
     if slope == 0 or not math.isfinite(slope):
@@ -602,8 +602,9 @@ def _load(
             f"RescaleSlope is {raw_slope}: the gray levels would be meaningless", name
         )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope != 1.0 or intercept != 0.0:
-        pixels = pixels * slope + intercept
+    if slope != 1.0 or intercept != 0.0:  # pixels * slope + intercept, in place
+        pixels *= slope
+        pixels += intercept
     # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
     # 1e300 stay finite: the pass over the pixels is needed only for other data
     bounded = (
