@@ -13,6 +13,10 @@ All figures are CPU time of this process (``time.process_time``), in-process, wa
   (needs the ``sr`` extra), from the file path (the file read again) and from the
   header :class:`~tbscore.io.load.DXAImage` keeps (what ``tbscore calc --sr`` and batch
   pass);
+* ``pool worker start``: CPU seconds of one batch pool worker forked from the warm
+  fork server (:class:`tbscore.batch.executors.LocalExecutor`), from the fork to its
+  first task (its own ``getrusage``), and those of the fork server itself, paid once
+  per batch whatever the number of workers;
 * ``worker warm-up``: CPU seconds of a fresh ``python -c`` process that imports
   :mod:`tbscore.batch.worker` and runs :func:`~tbscore.batch.worker.warm_up` (numba
   cache already populated), minus that of a bare ``python -c pass`` measured in the same
@@ -66,6 +70,30 @@ def _child_cpu(code: str, runs: int = 5) -> float:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         samples.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return statistics.median(samples)
+
+
+def pool_start(runs: int = 3) -> None:
+    """Print the CPU seconds of a pool worker and of the fork server (median of runs)."""
+    from tbscore.batch.executors import LocalExecutor, fork_server_pid, stop_fork_server
+    from tbscore.batch.worker import Job
+
+    workers, servers = [], []
+    for _ in range(runs):
+        stop_fork_server()  # a fresh server each run
+        ex = LocalExecutor(Job(), jobs=1)
+        use = ex._pool.submit(resource.getrusage, resource.RUSAGE_SELF).result()
+        workers.append(use.ru_utime + use.ru_stime)  # the child's own, since its fork
+        pid = fork_server_pid()
+        if pid is not None:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            servers.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        ex.close()
+    stop_fork_server()
+    server = f"{statistics.median(servers):.3f}" if servers else "n/a"
+    print(
+        f"pool worker start: {statistics.median(workers):.3f} CPU-s per worker forked from "
+        f"the warm fork server; the fork server itself {server} CPU-s once per batch"
+    )
 
 
 def main(argv=None) -> None:
@@ -122,6 +150,7 @@ def main(argv=None) -> None:
     for name, values in rows.items():
         print(f"{name}: mean {1e3 * float(np.mean(values)):.2f} ms/scan over {len(values)} images")
     if not args.no_warm:
+        pool_start()
         bare = _child_cpu("pass")
         warm = _child_cpu("from tbscore.batch.worker import warm_up; warm_up()")
         print(

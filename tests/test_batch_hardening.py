@@ -246,6 +246,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children of ``pid`` and theirs (the workers of a fork server are grandchildren)."""
+    out = []
+    for kid in _children(pid):
+        out += [kid, *_descendants(kid)]
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -266,7 +274,7 @@ def _start(src: Path, out: Path, env: dict) -> tuple[subprocess.Popen, list[int]
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # until a row is written: the workers run
         if out.exists() and out.read_bytes().count(b"\n") >= 2:
-            kids = _children(proc.pid)
+            kids = _descendants(proc.pid)
             if len(kids) >= 2:
                 return proc, kids
         time.sleep(0.05)
@@ -314,3 +322,38 @@ def test_parent_killed_or_terminated_leaves_no_process(tmp_path, worker_hooks):
         for pid in procs:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform (workers are spawned)",
+)
+def test_pool_workers_come_from_a_warm_fork_server_in_the_current_environment(monkeypatch):
+    """Pool workers are forked from the fork server, which has imported tbscore and the
+    kernels (its preload); a pool made after os.environ changed gets a new server, so
+    workers see the environment a spawned worker would (the test hooks rely on it)."""
+    from tbscore.batch.executors import LocalExecutor, fork_server_pid, stop_fork_server
+    from tbscore.batch.worker import Job
+
+    probe = "(__import__('os').getppid(), 'tbscore.core.variogram' in __import__('sys').modules)"
+    env_probe = "__import__('os').environ.get('TBSCORE_FORKSERVER_PROBE')"
+    monkeypatch.setenv("TBSCORE_FORKSERVER_PROBE", "one")
+    ex = LocalExecutor(Job(), jobs=1)
+    try:
+        first = fork_server_pid()
+        ppid, loaded = ex._pool.submit(eval, probe).result(timeout=60)
+        assert first is not None and ppid == first  # forked by the server
+        assert loaded  # the preload imported the kernels before the fork
+        got = ex._pool.submit(eval, env_probe).result(timeout=60)
+        assert got == "one"
+    finally:
+        ex.close()
+    monkeypatch.setenv("TBSCORE_FORKSERVER_PROBE", "two")
+    ex = LocalExecutor(Job(), jobs=1)
+    try:
+        assert fork_server_pid() not in (None, first)  # a new server, new environment
+        got = ex._pool.submit(eval, env_probe).result(timeout=60)
+        assert got == "two"
+    finally:
+        ex.close()
+        stop_fork_server()

@@ -183,3 +183,31 @@ def test_every_bundled_pydicom_file_loads_or_raises_a_tbscore_error(modalities):
             assert img.pixels.ndim == 2 and np.all(np.isfinite(img.pixels))
             outcomes["loaded"] += 1
     assert outcomes["loaded"] > 0 and outcomes["error"] > 0
+
+
+_SAMPLE_A = Path(__file__).resolve().parents[1] / "sample_dicom" / "phantom_a_square.dcm"
+
+
+@pytest.mark.parametrize("alloc", [8, 16, 32])
+@pytest.mark.parametrize("signed", [0, 1])
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+def test_native_pixel_read_equals_pydicom(alloc, signed, ts):
+    """The loader's direct read of native pixel data gives pydicom's pixel_array (values
+    and dtype), with unused high bits cleared or sign-extended as pydicom does."""
+    from tbscore.io.load import _native_pixels
+
+    rng = np.random.default_rng(alloc + signed)
+    ds = pydicom.dcmread(_SAMPLE_A)
+    ds.file_meta.TransferSyntaxUID = ts
+    for stored in sorted({1, alloc // 2 + 1, alloc - 1, alloc}):
+        raw = rng.integers(0, 2**alloc, (7, 9), dtype=np.uint64).astype(f"<u{alloc // 8}")
+        ds.Rows, ds.Columns = raw.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = alloc, stored, stored - 1
+        ds.PixelRepresentation = signed
+        ds.PixelData = raw.tobytes() + (b"\0" if raw.nbytes % 2 else b"")
+        want = ds.pixel_array
+        got = _native_pixels(ds, ds.file_meta.TransferSyntaxUID)
+        assert got is not None and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    ds.PixelData = ds.PixelData[:-4]  # short pixel data: left to pydicom (its error)
+    assert _native_pixels(ds, ds.file_meta.TransferSyntaxUID) is None

@@ -319,3 +319,27 @@ def test_compiled_nugget_objective_equals_the_numpy_one(d, reps, c0, a0, n0, noi
     fin = clear & np.isfinite(want)
     tol = 1e-12 * want[fin].max(initial=0.0)
     np.testing.assert_allclose(got[fin], want[fin], rtol=1e-9, atol=tol)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.3, 12.0), min_size=3, max_size=12, unique=True),
+    st.lists(st.integers(1, 2), min_size=12, max_size=12),
+    st.floats(0.05, 1.95),
+    st.floats(0.0, 10.0),
+    st.lists(st.floats(0.7, 1.4), min_size=24, max_size=24),
+)
+def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
+    """The compiled profile search of the nugget fit returns exactly (bit for bit) what
+    _grid_argmin (np.linspace grids, np.nanargmin) returns on the same objective."""
+    from tbscore.core.estimators import _A_HI, _A_LO, _grid_argmin, _nugget_argmin, _nugget_ss
+
+    d = np.repeat(np.sort(np.asarray(d)), reps[: len(d)])
+    v = (d**a0 + n0) * np.asarray(noise[: d.size])
+    vs = v / v.min()
+    try:
+        want = _grid_argmin(lambda aa: _nugget_ss(aa, d, vs))
+    except ValueError:  # all nan: the compiled search says nan
+        want = math.nan
+    got = _nugget_argmin(d, vs, _A_LO, _A_HI)
+    assert got == want or (math.isnan(got) and math.isnan(want))

@@ -65,13 +65,68 @@ def _crash_outcome(
 def _worker_init(parent_pid: int | None = None) -> None:
     """Worker-process initializer: leave Ctrl-C and SIGTERM to the parent (which shuts
     the workers down), exit when the parent dies (:func:`start_watchdog`), load the
-    kernels once."""
+    kernels once (already loaded in a worker forked from the warm fork server).
+
+    ``parent_pid`` is the batch process: this worker's parent (``spawn``) or the parent
+    of its fork server (``forkserver``)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     start_watchdog(parent_pid if parent_pid is not None else os.getppid())
     warm_up()
+
+
+#: The module the fork server imports before forking workers (:mod:`.preload`).
+PRELOAD = "tbscore.batch.preload"
+
+#: The environment the running fork server was started with (see :func:`_context`).
+_SERVER_ENV: list[tuple[tuple[str, str], ...] | None] = [None]
+
+
+def fork_server_pid() -> int | None:
+    """The process id of this process's running fork server, or None."""
+    import multiprocessing.forkserver as mpfs
+
+    return getattr(getattr(mpfs, "_forkserver", None), "_forkserver_pid", None)
+
+
+def stop_fork_server() -> None:
+    """Stop this process's fork server if one runs (the next pool starts a new one).
+
+    Its workers must have ended (pools closed); the server is waited for, so its CPU
+    time and that of its workers count in ``RUSAGE_CHILDREN`` of this process.
+    """
+    import multiprocessing.forkserver as mpfs
+
+    server = getattr(mpfs, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None and fork_server_pid() is not None:
+        try:
+            stop()
+        except OSError:  # pragma: no cover - already gone
+            pass
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The start method of the worker processes: ``forkserver`` where there is one.
+
+    The fork server is started (once per batch process, by multiprocessing, on first
+    use) with :data:`PRELOAD`, so workers are forked warm. It keeps the environment it
+    was started with; when ``os.environ`` has changed since (a second batch in one
+    process with other variables), the old server is stopped so that the next pool
+    starts a new one in the current environment, as ``spawn`` workers would see it.
+    Elsewhere (no ``forkserver``: Windows) workers are spawned and warm up themselves.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
+        return multiprocessing.get_context("spawn")
+    env = tuple(sorted(os.environ.items()))
+    if _SERVER_ENV[0] != env:
+        stop_fork_server()
+        _SERVER_ENV[0] = env
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([PRELOAD])
+    return ctx
 
 
 def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
@@ -153,7 +208,9 @@ class _Chunked:
 
 
 class LocalExecutor(_Chunked):
-    """A pool of ``jobs`` worker processes (``spawn``), each warmed up once.
+    """A pool of ``jobs`` worker processes, forked warm from a fork server that has
+    imported and loaded everything once (:func:`_context`; ``spawn`` where there is no
+    fork server), each with its watchdog (:func:`~tbscore.batch.worker.start_watchdog`).
 
     If a worker process dies (the pool breaks), the inputs that were in flight are
     scored again one at a time in a fresh pool; an input that kills the pool while
@@ -164,7 +221,6 @@ class LocalExecutor(_Chunked):
     def __init__(self, job: Job, jobs: int, chunk: int = 2) -> None:
         super().__init__(job, chunk)
         self.slots = jobs
-        self._ctx = multiprocessing.get_context("spawn")
         self._waiting: list[Input] = []  # sent while the pool was broken
         self._pool = self._new_pool()
 
@@ -172,7 +228,7 @@ class LocalExecutor(_Chunked):
         """A started pool; :class:`BatchError` if worker processes cannot start at all."""
         pool = cf.ProcessPoolExecutor(
             max_workers=self.slots,
-            mp_context=self._ctx,
+            mp_context=_context(),
             initializer=_worker_init,
             initargs=(os.getpid(),),
         )

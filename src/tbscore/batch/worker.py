@@ -279,21 +279,40 @@ def timeout_reason(timeout: float | None) -> str:
     )
 
 
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (no such process, or a zombie not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, not ours to signal
+        return False
+    try:  # Linux: a killed process stays a zombie until its own parent reaps it
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
 def start_watchdog(parent_pid: int, poll_s: float = 0.25) -> threading.Thread:
     """Start the watchdog thread of a worker process.
 
     Every ``poll_s`` seconds it checks (1) that the batch process ``parent_pid`` is
-    still this process's parent: when it died (``kill -9``), the worker exits at once
-    instead of waiting forever for work; (2) that the current input has not run past
-    :func:`hard_limit_s` of its time limit (native code the soft limit cannot stop):
-    then the worker exits, the parent sees the pool break and scores the inputs that
-    were in flight again, one at a time (the stuck one gets a ``timeout`` row).
+    still there: this process's parent (``spawn`` workers), or its grandparent through
+    the fork server (``forkserver`` workers; the server outlives the batch process while
+    its workers run); when the batch process died (``kill -9``) or the parent changed,
+    the worker exits at once instead of waiting forever for work; (2) that the current
+    input has not run past :func:`hard_limit_s` of its time limit (native code the
+    soft limit cannot stop): then the worker exits, the parent sees the pool break
+    and scores the inputs that were in flight again, one at a time (the stuck one gets
+    a ``timeout`` row).
     """
+    direct = os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(poll_s)
-            if os.getppid() != parent_pid:
+            if os.getppid() != direct or (parent_pid != direct and _gone(parent_pid)):
                 os._exit(0)
             current = _CURRENT[0]
             if current is not None and time.monotonic() - current[0] > hard_limit_s(current[1]):
@@ -460,9 +479,11 @@ def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
     spacing options, calibration). Two inputs with one key give the same result; a
     change in any of these gives another key.
     """
+    import numpy as np
+
     pixels = image.pixels
     parts = {
-        "pixels": hashlib.sha256(pixels.tobytes()).hexdigest(),
+        "pixels": hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest(),  # no copy
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
         "spacing_mm": [repr(float(v)) for v in image.spacing_mm],

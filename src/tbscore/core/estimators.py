@@ -199,6 +199,56 @@ def _nugget_ss(a, d, v):  # pragma: no cover - compiled
     return out
 
 
+@njit(cache=True, nogil=True)
+def _linspace_into(lo, hi, n):  # pragma: no cover - compiled
+    # np.linspace(lo, hi, n) element for element: i * step + lo, the last exactly hi
+    out = np.empty(n)
+    step = (hi - lo) / (n - 1)
+    for i in range(n):
+        out[i] = i * step + lo
+    out[n - 1] = hi
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _first_min(vals):  # pragma: no cover - compiled
+    # np.nanargmin: the first smallest value ignoring nan; -1 when all are nan
+    idx = -1
+    best = 0.0
+    for i in range(vals.shape[0]):
+        x = vals[i]
+        if x == x and (idx < 0 or x < best):
+            idx = i
+            best = x
+    return idx
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _nugget_argmin(d, v, lo, hi):  # pragma: no cover - compiled
+    # _grid_argmin(lambda aa: _nugget_ss(aa, d, v), lo, hi) in one compiled call, the
+    # same grids and steps; nan when a grid is all nan (np.nanargmin would raise)
+    grid = _linspace_into(lo, hi, 201)
+    vals = np.empty(0)
+    i = 0
+    step = 0.0
+    for it in range(3):
+        vals = _nugget_ss(grid, d, v)
+        i = _first_min(vals)
+        if i < 0:
+            return np.nan
+        step = grid[1] - grid[0]
+        if it == 2:
+            break
+        grid = _linspace_into(max(lo, grid[i] - step), min(hi, grid[i] + step), 41)
+    a = grid[i]
+    if 0 < i < grid.shape[0] - 1:
+        y0, y1, y2 = vals[i - 1], vals[i], vals[i + 1]
+        den = y0 - 2.0 * y1 + y2
+        if np.isfinite(den) and den > 0:
+            a = min(max(a + 0.5 * step * (y0 - y2) / den, lo), hi)
+    return a
+
+
 def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     """Least-squares fit of ``V = c d^a + n``, ``a`` in (0, 2), ``n >= 0``.
 
@@ -224,7 +274,9 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
         raise ComputationError("the nugget model needs at least three lags")
     scale = float(v.min())
     vs = v / scale
-    a = _grid_argmin(lambda aa: _nugget_ss(aa, d, vs))
+    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
+    if not math.isfinite(a):
+        raise ComputationError("the nugget model's objective is undefined (all nan)")
     c_arr, n_arr, ss = _nugget_solve(np.array([a]), d, vs)
     c, n = float(c_arr[0]), float(n_arr[0])
     if not (np.isfinite(ss[0]) and c > 0):

@@ -180,6 +180,96 @@ def json_safe(obj: Any) -> Any:
 _clean = json_safe
 
 
+class _NotPlain(Exception):
+    """A value :func:`dumps_indented` leaves to :func:`json.dumps`."""
+
+
+_enc = json.encoder.encode_basestring_ascii
+_isfinite = math.isfinite
+
+
+def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
+    enc = _enc
+    t = type(o)
+    if t is list:  # the bulk of a result: lists of plain floats or ints, joined at once
+        kinds = set(map(type, o))
+        if kinds == {float} and all(map(_isfinite, o)):
+            nl = "\n" + ind * (level + 1)
+            out.append("[" + nl + ("," + nl).join(map(float.__repr__, o)))
+            out.append("\n" + ind * level + "]")
+            return
+        if kinds == {int}:
+            nl = "\n" + ind * (level + 1)
+            out.append("[" + nl + ("," + nl).join(map(int.__repr__, o)))
+            out.append("\n" + ind * level + "]")
+            return
+    if isinstance(o, str):
+        out.append(enc(o))
+    elif o is None:
+        out.append("null")
+    elif o is True:
+        out.append("true")
+    elif o is False:
+        out.append("false")
+    elif isinstance(o, int):
+        out.append(int.__repr__(o))
+    elif isinstance(o, float):
+        if o != o or o in (math.inf, -math.inf):
+            out.append("NaN" if o != o else ("Infinity" if o > 0 else "-Infinity"))
+        else:
+            out.append(float.__repr__(o))
+    elif isinstance(o, list | tuple):
+        if not o:
+            out.append("[]")
+            return
+        nl = "\n" + ind * (level + 1)
+        out.append("[" + nl)
+        first = True
+        for v in o:
+            if not first:
+                out.append("," + nl)
+            first = False
+            _encode_into(v, level + 1, out, ind)
+        out.append("\n" + ind * level + "]")
+    elif isinstance(o, dict):
+        if not o:
+            out.append("{}")
+            return
+        nl = "\n" + ind * (level + 1)
+        out.append("{" + nl)
+        first = True
+        for k, v in o.items():
+            if not isinstance(k, str):
+                raise _NotPlain
+            if not first:
+                out.append("," + nl)
+            first = False
+            out.append(enc(k))
+            out.append(": ")
+            _encode_into(v, level + 1, out, ind)
+        out.append("\n" + ind * level + "}")
+    else:
+        raise _NotPlain
+
+
+def dumps_indented(obj: Any, indent: int | str | None = 2) -> str:
+    """``json.dumps(obj, indent=indent)``, the same text, without the pure-Python
+    encoder's generator chain that ``json`` uses whenever ``indent`` is given.
+
+    For plain JSON trees (dicts with str keys, lists, tuples, str, int, float, bool,
+    None); anything else (and ``indent=None``) goes to :func:`json.dumps` itself.
+    """
+    if indent is None:
+        return json.dumps(obj)
+    ind = " " * indent if isinstance(indent, int) else str(indent)
+    out: list[str] = []
+    try:
+        _encode_into(obj, 0, out, ind)
+    except (_NotPlain, RecursionError):
+        return json.dumps(obj, indent=indent)
+    return "".join(out)
+
+
 #: Largest magnitude accepted for an index value read from a result file (the index is a
 #: slope of order 1; 1e308 would overflow the rounding of reports).
 _MAX_ABS_VALUE = 1e3
@@ -370,7 +460,7 @@ class TBSResult:
         self, path: str | Path | None = None, *, include_phi: bool = True, indent: int = 2
     ) -> str:
         """Serialise to JSON; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(include_phi=include_phi), indent=indent) + "\n"
+        text = dumps_indented(self.to_dict(include_phi=include_phi), indent) + "\n"
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text

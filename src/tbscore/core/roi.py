@@ -376,9 +376,11 @@ def rois_from_dict(
             )
         )
     ordered = _sorted(rois, source)
-    stack = np.sum([r.mask for r in ordered], axis=0)
-    if np.any(stack > 1):
-        raise ROIError("vertebra ROIs overlap", source)
+    seen = np.zeros(shape, dtype=bool)  # a pixel in two masks: overlap (no int stack)
+    for r in ordered:
+        if np.logical_and(seen, r.mask).any():
+            raise ROIError("vertebra ROIs overlap", source)
+        seen |= r.mask
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
     return VertebraROIs(ordered, shape, source, spacing_mm=spacing)
 

@@ -360,8 +360,58 @@ def _read(path: Path) -> Dataset:
     return read_dicom(path)
 
 
+#: Native (uncompressed) little-endian transfer syntaxes read by :func:`_native_pixels`.
+_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+def _native_pixels(ds: Dataset, ts: Any) -> np.ndarray | None:
+    """The stored values of a plain native little-endian single-frame grayscale image
+    read straight from the Pixel Data bytes, or None when pydicom must decode it.
+
+    Gives what pydicom's ``pixel_array`` gives for these images (same dtype; bits above
+    BitsStored cleared, or sign-extended when PixelRepresentation is 1) without its
+    per-call set-up; anything else (compressed, big-endian, 1-bit, multi-frame, colour,
+    short or float pixel data) goes to pydicom.
+    """
+    if ts is None or str(ts) not in _NATIVE_LE:
+        return None
+    try:
+        rows, cols = int(ds["Rows"].value), int(ds["Columns"].value)
+        alloc, stored = int(ds["BitsAllocated"].value), int(ds["BitsStored"].value)
+        signed = int(ds["PixelRepresentation"].value)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        data = ds["PixelData"].value
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if (
+        alloc not in (8, 16, 32)
+        or not 0 < stored <= alloc
+        or signed not in (0, 1)
+        or samples != 1
+        or frames != 1
+        or not isinstance(data, bytes)
+        or rows < 1
+        or cols < 1
+        or len(data) < rows * cols * (alloc // 8)
+    ):
+        return None
+    arr = np.frombuffer(data, dtype=f"<{'iu'[signed == 0]}{alloc // 8}", count=rows * cols)
+    arr = arr.reshape(rows, cols)
+    if stored < alloc:
+        shift = alloc - stored
+        if signed:  # sign-extend from bit stored - 1, as pydicom does
+            arr = (arr << shift) >> shift
+        else:  # clear the unused high bits, as pydicom does
+            arr = arr & arr.dtype.type((1 << stored) - 1)
+    return arr
+
+
 def _decode(ds: Dataset, source: str) -> np.ndarray:
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    fast = _native_pixels(ds, ts)
+    if fast is not None:
+        return fast
     try:
         arr = ds.pixel_array
     except Exception as exc:
@@ -534,17 +584,17 @@ def _load(
         raise UnsupportedImageError(f"pixel array has {stored.ndim} dimensions, expected 2", name)
     if min(stored.shape) < 8:
         raise UnsupportedImageError(f"image too small ({stored.shape[0]}x{stored.shape[1]})", name)
-    pixel_sha = hashlib.sha256(
-        f"{stored.dtype.str}{stored.shape}".encode() + np.ascontiguousarray(stored).tobytes()
-    ).hexdigest()
-    pixels = stored.astype(np.float64)
+    digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
+    digest.update(np.ascontiguousarray(stored).data)  # the bytes in place, no copy
+    pixel_sha = digest.hexdigest()
+    pixels = stored.astype(np.float64)  # a new array: the steps below work in place
     if photometric == "MONOCHROME1":
         # Invert on the stored-value range so that bone is bright, as in MONOCHROME2.
         if np.issubdtype(stored.dtype, np.unsignedinteger):
             bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
-            pixels = (2.0**bits - 1.0) - pixels
+            np.subtract(2.0**bits - 1.0, pixels, out=pixels)
         else:
-            pixels = -pixels
+            np.negative(pixels, out=pixels)
     raw_slope = ds.get("RescaleSlope")
     slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
     if slope == 0 or not math.isfinite(slope):
@@ -552,9 +602,18 @@ def _load(
             f"RescaleSlope is {raw_slope}: the gray levels would be meaningless", name
         )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope != 1.0 or intercept != 0.0:
-        pixels = pixels * slope + intercept
-    if not np.all(np.isfinite(pixels)):
+    if slope != 1.0 or intercept != 0.0:  # pixels * slope + intercept, in place
+        pixels *= slope
+        pixels += intercept
+    # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
+    # 1e300 stay finite: the pass over the pixels is needed only for other data
+    bounded = (
+        np.issubdtype(stored.dtype, np.integer)
+        and abs(slope) < 1e280
+        and math.isfinite(intercept)
+        and abs(intercept) < 1e300
+    )
+    if not bounded and not np.all(np.isfinite(pixels)):
         raise UnsupportedImageError("pixel data contains non-finite values", name)
     return DXAImage(
         pixels=pixels,
