@@ -235,20 +235,44 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
 
-def _parabolic(values: np.ndarray, i: int) -> float:
-    """Sub-sample position of the extremum at index ``i`` (parabola through 3 points)."""
-    if 0 < i < len(values) - 1:
-        a, b, c = values[i - 1], values[i], values[i + 1]
-        den = a - 2 * b + c
-        if np.isfinite(den) and abs(den) > 1e-12:
-            return float(i + np.clip(0.5 * (a - c) / den, -0.5, 0.5))
-    return float(i)
+def _parabolic_rows(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sub-sample positions of the extrema at ``idx[b]`` of every row ``b`` of ``values``
+    (a parabola through 3 points; the index itself at the ends, or where the three
+    points are not finite or lie on a line)."""
+    n = values.shape[1]
+    rows = np.arange(values.shape[0])
+    a = values[rows, np.maximum(idx - 1, 0)]
+    b = values[rows, idx]
+    c = values[rows, np.minimum(idx + 1, n - 1)]
+    den = a - 2 * b + c
+    good = (idx > 0) & (idx < n - 1) & np.isfinite(den) & (np.abs(den) > 1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.clip(0.5 * (a - c) / np.where(good, den, 1.0), -0.5, 0.5)
+    return np.where(good, idx + off, idx.astype(float))
+
+
+def _median_inplace(x: np.ndarray) -> float:
+    """``np.median`` of a finite 1-D array, partitioning ``x`` in place (no copy)."""
+    n = x.size
+    h = n // 2
+    if n % 2:
+        x.partition(h)
+        return float(x[h])
+    x.partition([h - 1, h])
+    return float((x[h - 1] + x[h]) / 2)
 
 
 def _noise_sd(norm: np.ndarray) -> float:
     """Robust fine-scale noise level (normalised units) from row/column differences."""
-    d = np.concatenate([np.diff(norm, axis=0).ravel(), np.diff(norm, axis=1).ravel()])
-    mad = float(np.median(np.abs(d - np.median(d))))
+    ny, nx = norm.shape
+    d = np.empty((ny - 1) * nx + ny * (nx - 1))
+    k = (ny - 1) * nx
+    np.subtract(norm[1:], norm[:-1], out=d[:k].reshape(ny - 1, nx))
+    np.subtract(norm[:, 1:], norm[:, :-1], out=d[k:].reshape(ny, nx - 1))
+    med = _median_inplace(d)
+    np.subtract(d, med, out=d)
+    np.abs(d, out=d)
+    mad = _median_inplace(d)
     return max(1.4826 * mad / math.sqrt(2.0), 1e-6)
 
 
@@ -270,8 +294,15 @@ def _nanmean(a: np.ndarray, axis: int, min_count: int = 1) -> np.ndarray:
 
 
 def _nanmedian(a: np.ndarray) -> float:
-    """Median of the finite values (NaN when there are none)."""
+    """Median of the finite values (NaN when there are none); exactly ``np.median``."""
     a = np.asarray(a, dtype=float)
+    if a.size <= 32:  # a few band edges: sorting in Python beats numpy's call overhead
+        vals = sorted(x for x in a.ravel().tolist() if math.isfinite(x))
+        n = len(vals)
+        if not n:
+            return math.nan
+        h = n // 2
+        return vals[h] if n % 2 else (vals[h - 1] + vals[h]) / 2
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else math.nan
 
@@ -472,35 +503,105 @@ def _frame_coords(center, angle_deg, u, v, spacing):
     return y / spacing[0], x / spacing[1]
 
 
+def _grid_coords(center, angle_deg, u, v, spacing):
+    """:func:`_frame_coords` of the grid ``u`` x ``v`` (1-D, mm): two ``(len(u), len(v))``
+    arrays of pixel coordinates."""
+    a = math.radians(angle_deg)
+    ca, sa = math.cos(a), math.sin(a)
+    y = (center[0] + u * ca)[:, None] - (v * sa)[None, :]
+    x = (center[1] + u * sa)[:, None] + (v * ca)[None, :]
+    y /= spacing[0]
+    x /= spacing[1]
+    return y, x
+
+
+def _bilinear(img: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """``img`` at pixel coordinates ``(rr, cc)``, bilinear, NaN outside ``[0, n - 1]``.
+
+    The values of ``scipy.ndimage.map_coordinates(img, [rr, cc], order=1,
+    mode="constant", cval=nan)`` (same weights, same order of the products and sums),
+    in a few whole-array numpy operations (``img`` at least 2 x 2, float64).
+    """
+    ny, nx = img.shape
+    with np.errstate(invalid="ignore"):
+        out_of = (rr < 0) | (rr > ny - 1) | (cc < 0) | (cc > nx - 1) | np.isnan(rr) | np.isnan(cc)
+    r0 = np.floor(rr)
+    c0 = np.floor(cc)
+    wr1 = rr - r0
+    wc1 = cc - c0
+    # The last row / column: start one cell earlier with weight 1 on the far corner.
+    last_r = r0 >= ny - 1
+    last_c = c0 >= nx - 1
+    wr1[last_r] = 1.0
+    wc1[last_c] = 1.0
+    r0[last_r] -= 1.0
+    c0[last_c] -= 1.0
+    wr0 = 1.0 - wr1
+    wc0 = 1.0 - wc1
+    i = r0 * nx + c0
+    i[out_of] = 0.0
+    i = i.astype(np.intp)
+    f = img.ravel()
+    out = f[i] * wr0 * wc0
+    out += f[i + 1] * wr0 * wc1
+    out += f[i + nx] * wr1 * wc0
+    out += f[i + nx + 1] * wr1 * wc1
+    out[out_of] = np.nan
+    return out
+
+
 def _sample_frame(fine, center, angle_deg, u, v, spacing) -> np.ndarray:
-    rr, cc = _frame_coords(center, angle_deg, u[:, None], v[None, :], spacing)
-    rr, cc = np.broadcast_arrays(rr, cc)
-    return ndi.map_coordinates(fine, [rr, cc], order=1, mode="constant", cval=np.nan)
+    rr, cc = _grid_coords(center, angle_deg, u, v, spacing)
+    return _bilinear(fine, rr, cc)
 
 
 def _median_slope(x: np.ndarray, y: np.ndarray) -> float | None:
     """Theil-Sen slope (median of pairwise slopes) of finite points, or None."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 2:
+    pts = [
+        (a, b)
+        for a, b in zip(x.tolist(), y.tolist(), strict=True)
+        if math.isfinite(a) and math.isfinite(b)
+    ]
+    slopes = sorted(
+        (pts[j][1] - pts[i][1]) / (pts[j][0] - pts[i][0])
+        for i in range(len(pts))
+        for j in range(i + 1, len(pts))
+        if abs(pts[j][0] - pts[i][0]) > 1e-9
+    )
+    n = len(slopes)
+    if not n:
         return None
-    i, j = np.triu_indices(x.size, 1)
-    dx = x[j] - x[i]
-    keep = np.abs(dx) > 1e-9
-    if not keep.any():
-        return None
-    return float(np.median((y[j] - y[i])[keep] / dx[keep]))
+    h = n // 2
+    return slopes[h] if n % 2 else (slopes[h - 1] + slopes[h]) / 2
 
 
-def _band_profiles(patch, across, centre, half, axis):
-    """Mean profiles of 5 bands across the body (rows of the result) and the band
-    centres. ``axis`` 0: bands of rows of ``patch``, profiles along its columns."""
-    profs, mid = [], []
-    for f0 in np.linspace(-0.6, 0.36, 5):
-        sel = (across >= centre + f0 * half) & (across <= centre + (f0 + 0.24) * half)
-        profs.append(_nanmean(patch[sel], 0) if axis == 0 else _nanmean(patch[:, sel], 1))
-        mid.append(centre + (f0 + 0.12) * half)
-    return np.array(profs), np.array(mid)
+#: Start of the five bands across a body, in half sizes from its centre (each 0.24 wide).
+_BAND_F0 = np.linspace(-0.6, 0.36, 5)
+
+
+def _bands(
+    across: np.ndarray, centre: float, half: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index ranges ``[lo[b], hi[b])`` of the sorted coordinates ``across`` in each of
+    the five bands ``centre + [f0, f0 + 0.24] * half`` (both ends included), and the
+    band centres."""
+    lo = np.searchsorted(across, centre + _BAND_F0 * half, "left")
+    hi = np.searchsorted(across, centre + (_BAND_F0 + 0.24) * half, "right")
+    return lo, np.maximum(hi, lo), centre + (_BAND_F0 + 0.12) * half
+
+
+def _band_profiles(sub: np.ndarray, lo, hi, first: int, axis: int) -> np.ndarray:
+    """Mean profiles (finite values) of the bands ``[lo[b], hi[b])`` of ``sub``, whose
+    index 0 along ``axis`` is band index ``first``; one band per row of the result."""
+    finite = bool(np.isfinite(sub).all())
+    profs = []
+    for a, b in zip((lo - first).tolist(), (hi - first).tolist(), strict=True):
+        band = sub[a:b] if axis == 0 else sub[:, a:b]
+        if finite and b > a:
+            profs.append(band.sum(axis=axis) / (b - a))
+        else:
+            profs.append(_nanmean(band, axis))
+    return np.array(profs)
 
 
 def _profile_edges(grad, along, lo, hi, rising):
@@ -512,8 +613,13 @@ def _profile_edges(grad, along, lo, hi, rising):
     sel = ((along >= lo) & (along <= hi))[None, :] & np.isfinite(grad)
     ok = sel.sum(axis=1) >= 3
     idx = np.argmax(np.where(sel, signed, -np.inf), axis=1)
-    pos = np.array([_parabolic(signed[b], int(i)) for b, i in enumerate(idx)])
+    pos = _parabolic_rows(signed, idx)
     return np.where(ok, np.interp(pos, np.arange(len(along)), along), np.nan)
+
+
+_STEP_HALF = _PATCH_STEP_MM / 2
+#: Columns of the lateral-edge patches (mm across the body frame).
+_V_LATERAL = np.arange(-45.0, 45.0 + _STEP_HALF, _PATCH_STEP_MM)
 
 
 def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
@@ -524,27 +630,34 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
     transverse process disturbs one or two bands, not the median); the Theil-Sen
     slope of the endplates corrects the rotation (at most 8 degrees per iteration,
     20 degrees from the axis in all).
+
+    Only the rows (columns) of the patch that fall in a band are sampled (the same
+    points as a whole patch, fewer of them).
     """
     step = _PATCH_STEP_MM
     angle0 = angle
+    v = _V_LATERAL
     for _ in range(n_iter):
-        u = np.arange(-hu - 12.0, hu + 12.0 + step / 2, step)
-        v = np.arange(-45.0, 45.0 + step / 2, step)
-        patch = _sample_frame(fine, center, angle, u, v, spacing)
+        u = np.arange(-hu - 12.0, hu + 12.0 + _STEP_HALF, step)
         # one set of band profiles and one gradient serve both edges of a direction
-        grad = np.gradient(_band_profiles(patch, u, 0.0, hu, 0)[0], v, axis=1)
+        lo, hi, _mid = _bands(u, 0.0, hu)
+        r0, r1 = int(lo.min()), int(hi.max())
+        rows = _sample_frame(fine, center, angle, u[r0:r1], v, spacing)
+        grad = np.gradient(_band_profiles(rows, lo, hi, r0, 0), v, axis=1)
         lefts = _profile_edges(grad, v, -40.0, -7.0, True)
         rights = _profile_edges(grad, v, 7.0, 40.0, False)
         left, right = _nanmedian(lefts), _nanmedian(rights)
-        if not (np.isfinite(left) and np.isfinite(right)):
+        if not (math.isfinite(left) and math.isfinite(right)):
             return None
         vc, new_hw = 0.5 * (left + right), 0.5 * (right - left)
-        profs, mid = _band_profiles(patch, v, vc, new_hw, 1)
-        grad = np.gradient(profs, u, axis=1)
+        lo, hi, mid = _bands(v, vc, new_hw)
+        c0, c1 = int(lo.min()), int(hi.max())
+        cols = _sample_frame(fine, center, angle, u, v[c0:c1], spacing)
+        grad = np.gradient(_band_profiles(cols, lo, hi, c0, 1), u, axis=1)
         tops = _profile_edges(grad, u, -hu - 7.0, min(-hu + 7.0, -3.0), True)
         bottoms = _profile_edges(grad, u, max(hu - 7.0, 3.0), hu + 7.0, False)
         top, bottom = _nanmedian(tops), _nanmedian(bottoms)
-        if not (np.isfinite(top) and np.isfinite(bottom)):
+        if not (math.isfinite(top) and math.isfinite(bottom)):
             return None
         slopes = [m for m in (_median_slope(mid, tops), _median_slope(mid, bottoms)) if m]
         delta = -math.degrees(math.atan(float(np.mean(slopes)))) if slopes else 0.0
@@ -561,25 +674,27 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
 def _score_body(fine, spacing, shape_mm, center, angle, hu, hw, noise):
     """Edge agreement, contrast-to-noise and border contact of one body outline."""
     step = _PATCH_STEP_MM
-    u = np.arange(-hu - 6.0, hu + 6.0 + step / 2, step)
-    v = np.arange(-hw - 6.0, hw + 6.0 + step / 2, step)
-    patch = _sample_frame(fine, center, angle, u, v, spacing)
+    u = np.arange(-hu - 6.0, hu + 6.0 + _STEP_HALF, step)
+    v = np.arange(-hw - 6.0, hw + 6.0 + _STEP_HALF, step)
+    rr, cc = _grid_coords(center, angle, u, v, spacing)
+    patch = _bilinear(fine, rr, cc)
     sd = rounded_rect_distance(u[:, None], v[None, :], hu, hw, _CORNER_MM)
-    inside = (sd <= -1.5) & np.isfinite(patch)
-    ring = (sd >= 1.5) & (sd <= 5.0) & np.isfinite(patch)
-    # Border contact: part of the outline outside the image.
-    rr, cc = _frame_coords(center, angle, u[:, None], v[None, :], spacing)
-    rr, cc = np.broadcast_arrays(rr, cc)
-    # The outline, grown by 1.5 mm, reaches beyond the image: the body is cut.
+    finite = np.isfinite(patch)
+    inside = (sd <= -1.5) & finite
+    ring = (sd >= 1.5) & (sd <= 5.0) & finite
+    # Border contact: the outline, grown by 1.5 mm, reaches beyond the image: the body
+    # is cut.
     body = sd <= 1.5
     out = (rr < -0.5) | (cc < -0.5) | (rr > shape_mm[0] - 0.5) | (cc > shape_mm[1] - 0.5)
     truncated = bool(np.any(out & body))
-    if inside.sum() < 20 or ring.sum() < 20:
+    p_in = patch[inside]
+    p_ring = patch[ring]
+    if p_in.size < 20 or p_ring.size < 20:
         return 0.5, 0.0, truncated
-    m_in = float(np.median(patch[inside]))
-    m_out = float(np.median(patch[ring]))
+    m_in = float(np.median(p_in))
+    m_out = float(np.median(p_ring))
     thr = 0.5 * (m_in + m_out)
-    agree = 0.5 * (np.mean(patch[inside] > thr) + np.mean(patch[ring] < thr))
+    agree = 0.5 * (np.mean(p_in > thr) + np.mean(p_ring < thr))
     if m_in <= m_out:
         agree = 1.0 - agree
     return float(agree), float((m_in - m_out) / noise), truncated
