@@ -325,21 +325,35 @@ def _spine_path(iso: np.ndarray) -> np.ndarray:
     margin = min(f0, max(n // 2 - 1, 0))
     response[:, :margin] = -np.inf
     response[:, n - margin :] = -np.inf
+    # Forward pass: score[i, j] = response[i, j] + the best of score[i - 1, j - 1 .. j + 1]
+    # (a step sideways costs ``penalty``); the choices are recovered on the way back.
     penalty = 0.01
-    score = response[0].copy()
-    back = np.zeros(iso.shape, dtype=np.int8)
-    for i in range(1, iso.shape[0]):
-        left = np.concatenate([[-np.inf], score[:-1]]) - penalty
-        right = np.concatenate([score[1:], [-np.inf]]) - penalty
-        stack = np.stack([left, score, right])
-        k = np.argmax(stack, axis=0)
-        back[i] = k - 1
-        score = stack[k, np.arange(n)] + response[i]
-    path = np.empty(iso.shape[0], dtype=float)
-    j = int(np.argmax(score))
-    for i in range(iso.shape[0] - 1, -1, -1):
+    nr = iso.shape[0]
+    score = np.empty((nr, n))
+    score[0] = response[0]
+    buf = np.full(n + 2, -np.inf)
+    best = np.empty(n)
+    for i in range(1, nr):
+        buf[1:-1] = score[i - 1]
+        np.maximum(buf[:-2], buf[2:], out=best)
+        best -= penalty  # == max(left - penalty, right - penalty): rounding is monotone
+        np.maximum(best, score[i - 1], out=best)
+        np.add(best, response[i], out=score[i])
+    path = np.empty(nr, dtype=float)
+    j = int(np.argmax(score[-1]))
+    for i in range(nr - 1, -1, -1):
         path[i] = j
-        j += int(back[i, j])
+        if i == 0:
+            break
+        prev = score[i - 1]
+        left = prev[j - 1] - penalty if j > 0 else -math.inf
+        here = prev[j]
+        right = prev[j + 1] - penalty if j < n - 1 else -math.inf
+        # the first of equal maxima, as np.argmax over (left, here, right)
+        if not (left >= here and left >= right):
+            j += 0 if here >= right else 1
+        else:
+            j -= 1
     return path
 
 
