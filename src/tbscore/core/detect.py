@@ -227,12 +227,17 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     sy, sx = spacing
     sigma = (max(0.0, (step / sy - 1.0) / 2.0), max(0.0, (step / sx - 1.0) / 2.0))
     src = ndi.gaussian_filter(norm, sigma) if max(sigma) > 0 else norm
+    if sy == step and sx == step:  # the grid itself (what the interpolation returns)
+        return np.array(src, dtype=np.float64, order="C")
     ny = int(math.floor((norm.shape[0] - 1) * sy / step)) + 1
     nx = int(math.floor((norm.shape[1] - 1) * sx / step)) + 1
     rr = (np.arange(ny) * step / sy)[:, None]
     cc = (np.arange(nx) * step / sx)[None, :]
-    coords = np.broadcast_arrays(rr, cc)
-    return ndi.map_coordinates(src, coords, order=1, mode="nearest")
+    # mode "nearest": a coordinate rounded past the last pixel takes the edge value
+    rr = np.minimum(rr, norm.shape[0] - 1.0)
+    cc = np.minimum(cc, norm.shape[1] - 1.0)
+    src = np.ascontiguousarray(src, dtype=np.float64)
+    return _bilinear(src, rr, cc)  # broadcast: the weights are computed per row / column
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -406,7 +411,7 @@ def _line_frame(
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
     yy = origin[0] + s[:, None] * t[0] + v[None, :] * nrm[0]
     xx = origin[1] + s[:, None] * t[1] + v[None, :] * nrm[1]
-    out = ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
+    out = _bilinear(iso, yy / step, xx / step)
     return out, float(s0)
 
 
@@ -416,7 +421,7 @@ def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float) -> np
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
     yy = axis.points[:, 0:1] + v[None, :] * axis.normals[:, 0:1]
     xx = axis.points[:, 1:2] + v[None, :] * axis.normals[:, 1:2]
-    return ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
+    return _bilinear(iso, yy / step, xx / step)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -665,7 +670,8 @@ def _profile_edges(grad, along, lo, hi, rising):
             if rising
             else np.argmin(np.where(fin, win, np.inf), axis=1)
         )
-    near = grad[np.arange(nb)[:, None], np.clip(idx[:, None] + _OFFSETS3, 0, n - 1)].tolist()
+    cols = np.minimum(np.maximum(idx[:, None] + _OFFSETS3, 0), n - 1)
+    near = grad[np.arange(nb)[:, None], cols].tolist()
     xs = along.tolist()
     out = []
     for i, (pa, pb, pc), good in zip(idx.tolist(), near, ok, strict=True):
@@ -757,14 +763,14 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
         if not (math.isfinite(top) and math.isfinite(bottom)):
             return None
         slopes = [m for m in (_median_slope(mid, tops), _median_slope(mid, bottoms)) if m]
-        delta = -math.degrees(math.atan(float(np.mean(slopes)))) if slopes else 0.0
-        delta = float(np.clip(delta, -8.0, 8.0))
+        delta = -math.degrees(math.atan(sum(slopes) / len(slopes))) if slopes else 0.0
+        delta = min(max(delta, -8.0), 8.0)
         uc = 0.5 * (top + bottom)
         hu = 0.5 * (bottom - top)
         hw = new_hw
         cy, cx = _frame_coords(center, angle, uc, vc, (1.0, 1.0))
         center = (float(cy), float(cx))
-        angle = float(np.clip(angle + delta, angle0 - 20.0, angle0 + 20.0))
+        angle = min(max(angle + delta, angle0 - 20.0), angle0 + 20.0)
     return center, angle, hu, hw
 
 
