@@ -233,11 +233,8 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     nx = int(math.floor((norm.shape[1] - 1) * sx / step)) + 1
     rr = (np.arange(ny) * step / sy)[:, None]
     cc = (np.arange(nx) * step / sx)[None, :]
-    # mode "nearest": a coordinate rounded past the last pixel takes the edge value
-    rr = np.minimum(rr, norm.shape[0] - 1.0)
-    cc = np.minimum(cc, norm.shape[1] - 1.0)
-    src = np.ascontiguousarray(src, dtype=np.float64)
-    return _bilinear(src, rr, cc)  # broadcast: the weights are computed per row / column
+    coords = np.broadcast_arrays(rr, cc)
+    return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -411,7 +408,7 @@ def _line_frame(
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
     yy = origin[0] + s[:, None] * t[0] + v[None, :] * nrm[0]
     xx = origin[1] + s[:, None] * t[1] + v[None, :] * nrm[1]
-    out = _bilinear(iso, yy / step, xx / step)
+    out = ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
     return out, float(s0)
 
 
@@ -421,7 +418,7 @@ def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float) -> np
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
     yy = axis.points[:, 0:1] + v[None, :] * axis.normals[:, 0:1]
     xx = axis.points[:, 1:2] + v[None, :] * axis.normals[:, 1:2]
-    return _bilinear(iso, yy / step, xx / step)
+    return ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
 
 
 # --------------------------------------------------------------------------- bodies
