@@ -237,28 +237,45 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
 
-def _median_inplace(x: np.ndarray) -> float:
-    """``np.median`` of a finite 1-D array, partitioning ``x`` in place (no copy)."""
-    n = x.size
-    h = n // 2
-    if n % 2:
-        x.partition(h)
-        return float(x[h])
-    x.partition([h - 1, h])
-    return float((x[h - 1] + x[h]) / 2)
+def _kth_of_sorted_pair(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """The ``k``-th smallest (0-based) of the union of the ascending arrays ``a``, ``b``
+    (binary search over how many of the ``k + 1`` smallest come from ``a``)."""
+    lo, hi = max(0, k + 1 - b.size), min(k + 1, a.size)
+    while lo < hi:
+        i = (lo + hi) // 2
+        j = k + 1 - i
+        if j > 0 and i < a.size and b[j - 1] > a[i]:
+            lo = i + 1
+        else:
+            hi = i
+    j = k + 1 - lo
+    return float(max(a[lo - 1] if lo > 0 else -math.inf, b[j - 1] if j > 0 else -math.inf))
 
 
 def _noise_sd(norm: np.ndarray) -> float:
-    """Robust fine-scale noise level (normalised units) from row/column differences."""
+    """Robust fine-scale noise level (normalised units) from row/column differences.
+
+    The median absolute deviation of all row and column differences, exactly as
+    ``np.median(np.abs(d - np.median(d)))``: the differences are sorted once; their
+    absolute deviations from the median are then two ascending runs (below and above
+    it), whose middle values a binary search finds.
+    """
     ny, nx = norm.shape
-    d = np.empty((ny - 1) * nx + ny * (nx - 1))
     k = (ny - 1) * nx
+    d = np.empty(k + ny * (nx - 1))
     np.subtract(norm[1:], norm[:-1], out=d[:k].reshape(ny - 1, nx))
     np.subtract(norm[:, 1:], norm[:, :-1], out=d[k:].reshape(ny, nx - 1))
-    med = _median_inplace(d)
-    np.subtract(d, med, out=d)
-    np.abs(d, out=d)
-    mad = _median_inplace(d)
+    d.sort()
+    n = d.size
+    h = n // 2
+    med = float(d[h]) if n % 2 else float((d[h - 1] + d[h]) / 2)
+    p = int(np.searchsorted(d, med, "left"))
+    below = med - d[:p][::-1]  # |d - med| of the values below the median, ascending
+    above = d[p:] - med  # and of the others, ascending
+    if n % 2:
+        mad = _kth_of_sorted_pair(below, above, h)
+    else:
+        mad = (_kth_of_sorted_pair(below, above, h - 1) + _kth_of_sorted_pair(below, above, h)) / 2
     return max(1.4826 * mad / math.sqrt(2.0), 1e-6)
 
 
