@@ -237,6 +237,20 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
 
+def _median_inplace(x: np.ndarray) -> float:
+    """``np.median`` of a finite 1-D array, exactly (``x`` is reordered, not copied).
+
+    One ``partition`` around the upper middle; for an even size the lower middle is
+    the largest value below it (a partition around two ranks costs several times one).
+    """
+    n = x.size
+    h = n // 2
+    x.partition(h)
+    if n % 2:
+        return float(x[h])
+    return float((x[:h].max() + x[h]) / 2)
+
+
 def _kth_of_sorted_pair(a: np.ndarray, b: np.ndarray, k: int) -> float:
     """The ``k``-th smallest (0-based) of the union of the ascending arrays ``a``, ``b``
     (binary search over how many of the ``k + 1`` smallest come from ``a``)."""
@@ -794,22 +808,24 @@ def _score_body(fine, spacing, shape_mm, center, angle, hu, hw, noise):
     u = np.arange(-hu - 6.0, hu + 6.0 + _STEP_HALF, step)
     v = np.arange(-hw - 6.0, hw + 6.0 + _STEP_HALF, step)
     rr, cc = _grid_coords(center, angle, u, v, spacing)
-    patch = _bilinear(fine, rr, cc)
+    patch = _bilinear(fine, rr, cc, grid=True)
     sd = rounded_rect_distance(u[:, None], v[None, :], hu, hw, _CORNER_MM)
     finite = np.isfinite(patch)
     inside = (sd <= -1.5) & finite
     ring = (sd >= 1.5) & (sd <= 5.0) & finite
     # Border contact: the outline, grown by 1.5 mm, reaches beyond the image: the body
     # is cut.
-    body = sd <= 1.5
-    out = (rr < -0.5) | (cc < -0.5) | (rr > shape_mm[0] - 0.5) | (cc > shape_mm[1] - 0.5)
-    truncated = bool(np.any(out & body))
+    if _corners_within(rr, cc, -0.5, shape_mm[0] - 0.5, shape_mm[1] - 0.5):
+        truncated = False  # the whole patch lies in the image
+    else:
+        out = (rr < -0.5) | (cc < -0.5) | (rr > shape_mm[0] - 0.5) | (cc > shape_mm[1] - 0.5)
+        truncated = bool(np.any(out & (sd <= 1.5)))
     p_in = patch[inside]
     p_ring = patch[ring]
     if p_in.size < 20 or p_ring.size < 20:
         return 0.5, 0.0, truncated
-    m_in = float(np.median(p_in))
-    m_out = float(np.median(p_ring))
+    m_in = _median_inplace(p_in)  # reorders p_in, p_ring: only counts are taken below
+    m_out = _median_inplace(p_ring)
     thr = 0.5 * (m_in + m_out)
     agree = 0.5 * (np.mean(p_in > thr) + np.mean(p_ring < thr))
     if m_in <= m_out:
