@@ -420,14 +420,30 @@ def _make_axis(path_x: np.ndarray, step: float) -> _Axis:
     return _Axis(pts, tan, nor)
 
 
+def _sample_columns(iso, yy, xx, step, keep):
+    """``iso`` at the mm points ``(yy, xx)`` (bilinear, NaN outside), computed only in
+    the columns ``keep`` (the others NaN)."""
+    out = np.full(yy.shape, np.nan)
+    out[:, keep] = ndi.map_coordinates(
+        iso, [yy[:, keep] / step, xx[:, keep] / step], order=1, mode="constant", cval=np.nan
+    )
+    return out
+
+
 def _line_frame(
-    iso: np.ndarray, origin: np.ndarray, tangent: np.ndarray, step: float, half_mm: float
+    iso: np.ndarray,
+    origin: np.ndarray,
+    tangent: np.ndarray,
+    step: float,
+    half_mm: float,
+    lateral: tuple[float, float] = (0.0, math.inf),
 ) -> tuple[np.ndarray, float]:
     """Working grid resampled in a straight frame through ``origin`` along ``tangent``.
 
     Returns ``(S, s0)``: ``S[k, j]`` is the image at ``origin + (s0 + k) t + v_j n``
     (1 mm steps, ``v_j`` from ``-half_mm`` to ``half_mm``, NaN outside), covering the
-    whole image along ``t``.
+    whole image along ``t``. Only the columns with ``lateral[0] <= |v_j| <= lateral[1]``
+    are sampled (the others are NaN).
     """
     t = tangent / np.hypot(*tangent)
     nrm = np.array([-t[1], t[0]])
@@ -439,17 +455,26 @@ def _line_frame(
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
     yy = origin[0] + s[:, None] * t[0] + v[None, :] * nrm[0]
     xx = origin[1] + s[:, None] * t[1] + v[None, :] * nrm[1]
-    out = ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
-    return out, float(s0)
+    keep = (np.abs(v) >= lateral[0]) & (np.abs(v) <= lateral[1])
+    return _sample_columns(iso, yy, xx, step, keep), float(s0)
 
 
-def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float) -> np.ndarray:
+def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float, keep=None) -> np.ndarray:
     """``S[s, j]``: working grid sampled at ``axis(s) + v_j * normal(s)``, ``v_j`` from
-    ``-half_mm`` to ``half_mm`` (1 mm steps); NaN outside the image."""
+    ``-half_mm`` to ``half_mm`` (1 mm steps); NaN outside the image, and in the columns
+    where ``keep(|v_j|)`` (a boolean function of the distance from the axis, mm) is
+    false (default: all columns are sampled)."""
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
     yy = axis.points[:, 0:1] + v[None, :] * axis.normals[:, 0:1]
     xx = axis.points[:, 1:2] + v[None, :] * axis.normals[:, 1:2]
-    return ndi.map_coordinates(iso, [yy / step, xx / step], order=1, mode="constant", cval=np.nan)
+    cols = np.ones(v.size, dtype=bool) if keep is None else keep(np.abs(v))
+    return _sample_columns(iso, yy, xx, step, cols)
+
+
+def _straight_columns(dist: np.ndarray) -> np.ndarray:
+    """The columns of the straightened image that detection reads: the central band
+    (axial profile) and the rib band."""
+    return (dist <= int(_BAND_HALF_MM)) | ((dist >= _RIB_BAND_MM[0]) & (dist <= _RIB_BAND_MM[1]))
 
 
 # --------------------------------------------------------------------------- bodies
@@ -1082,7 +1107,7 @@ def locate_vertebrae(
     warnings: list[str] = []
 
     axis = _make_axis(_spine_path(iso), step)
-    straight = _straighten(iso, axis, step, _CREST_BAND_MM[1])
+    straight = _straighten(iso, axis, step, _CREST_BAND_MM[1], _straight_columns)
     half = (straight.shape[1] - 1) // 2
     centre_band = straight[:, half - int(_BAND_HALF_MM) : half + int(_BAND_HALF_MM) + 1]
     profile = _nanmean(centre_band, 1, min_count=int(_BAND_HALF_MM))
@@ -1158,7 +1183,7 @@ def locate_vertebrae(
     a = math.radians(float(np.mean([b.angle_deg for b in low])))
     t_low = np.array([math.cos(a), math.sin(a)])
     origin = np.mean([b.center_mm for b in low], axis=0)
-    frame, s0 = _line_frame(iso, origin, t_low, step, _CREST_BAND_MM[1])
+    frame, s0 = _line_frame(iso, origin, t_low, step, _CREST_BAND_MM[1], _CREST_BAND_MM)
     s_of = [float((np.asarray(b.center_mm) - origin) @ t_low) for b in bodies]
     s_top = [s - b.half_size_mm[0] for s, b in zip(s_of, bodies, strict=True)]
     finite = profile[np.isfinite(profile)]
