@@ -683,6 +683,10 @@ def _band_profiles(sub: np.ndarray, lo, hi, first: int, axis: int) -> np.ndarray
     """Mean profiles (finite values) of the bands ``[lo[b], hi[b])`` of ``sub``, whose
     index 0 along ``axis`` is band index ``first``; one band per row of the result."""
     finite = bool(np.isfinite(sub).all())
+    if finite and axis == 0 and lo[0] == first and hi[-1] == first + len(sub):
+        n = hi - lo
+        if (n > 0).all() and (lo[1:] == hi[:-1]).all():  # adjacent bands: one call
+            return np.add.reduceat(sub, lo - first, axis=0) / n[:, None]
     profs = []
     for a, b in zip((lo - first).tolist(), (hi - first).tolist(), strict=True):
         band = sub[a:b] if axis == 0 else sub[:, a:b]
@@ -696,60 +700,66 @@ def _band_profiles(sub: np.ndarray, lo, hi, first: int, axis: int) -> np.ndarray
 _OFFSETS3 = np.array([-1, 0, 1])
 
 
-def _profile_edges(grad, along, lo, hi, rising):
-    """Position (mm) of the strongest rising / falling gradient in ``[lo, hi]`` of each
-    band (rows of ``grad``, the gradients of the band profiles along the sorted
-    ``along``), to a sub-sample by a parabola through the peak; NaN where a band has
-    fewer than three finite gradients in the window.
+def _edge_pair(grad, along, rise, fall):
+    """Positions (mm) of the strongest rising gradient in the window ``rise = (lo, hi)``
+    and of the strongest falling one in ``fall``, for each band (rows of ``grad``, the
+    gradients of the band profiles along the sorted ``along``), to a sub-sample by a
+    parabola through the peak; NaN where a band has fewer than three finite gradients in
+    the window. Returns ``(rising, falling)``, one value per band.
 
-    One masked arg-max over the window's columns for all bands; the parabola and the
-    interpolation into ``along`` (the arithmetic of ``np.interp``) are done on the five
-    peaks in plain Python floats, which give the same IEEE results as numpy.
+    One arg-max (arg-min) over each window's columns for all bands; the parabola and the
+    interpolation into ``along`` (the arithmetic of ``np.interp``) are done on the peaks
+    in plain Python floats, which give the same IEEE results as numpy.
     """
     nb, n = grad.shape
-    a = int(np.searchsorted(along, lo, "left"))  # along[a:b] is the window [lo, hi]
-    b = int(np.searchsorted(along, hi, "right"))
-    if b - a < 3:
-        return np.full(nb, np.nan)
-    win = grad[:, a:b]
-    fin = np.isfinite(win)
-    if fin.all():
-        ok = [True] * nb
-        idx = a + (np.argmax(win, axis=1) if rising else np.argmin(win, axis=1))
-    else:
-        ok = (np.count_nonzero(fin, axis=1) >= 3).tolist()
-        idx = a + (
-            np.argmax(np.where(fin, win, -np.inf), axis=1)
-            if rising
-            else np.argmin(np.where(fin, win, np.inf), axis=1)
-        )
-    cols = np.minimum(np.maximum(idx[:, None] + _OFFSETS3, 0), n - 1)
-    near = grad[np.arange(nb)[:, None], cols].tolist()
+    starts = np.searchsorted(along, (rise[0], fall[0]), "left").tolist()
+    stops = np.searchsorted(along, (rise[1], fall[1]), "right").tolist()
+    finite = bool(np.isfinite(grad).all())
     xs = along.tolist()
-    out = []
-    for i, (pa, pb, pc), good in zip(idx.tolist(), near, ok, strict=True):
-        if not good:
-            out.append(math.nan)
+    result = []
+    for a, b, rising in zip(starts, stops, (True, False), strict=True):
+        if b - a < 3:  # along[a:b] is the window
+            result.append(np.full(nb, np.nan))
             continue
-        if not rising:  # the falling edge is the rising edge of -grad (negation is exact)
-            pa, pb, pc = -pa, -pb, -pc
-        pos = float(i)
-        if 0 < i < n - 1:
-            den = pa - 2 * pb + pc
-            if math.isfinite(den) and abs(den) > 1e-12:
-                pos = i + min(max(0.5 * (pa - pc) / den, -0.5), 0.5)
-        # np.interp(pos, arange(n), along)
-        j = math.floor(pos)
-        if j >= n - 1:
-            out.append(xs[-1])
-        elif j < 0:
-            out.append(xs[0])
-        elif j == pos:
-            out.append(xs[j])
+        win = grad[:, a:b]
+        if finite:
+            ok = [True] * nb
+            idx = a + (np.argmax(win, axis=1) if rising else np.argmin(win, axis=1))
         else:
-            slope = (xs[j + 1] - xs[j]) / ((j + 1.0) - j)
-            out.append(slope * (pos - j) + xs[j])
-    return np.array(out)
+            fin = np.isfinite(win)
+            ok = (np.count_nonzero(fin, axis=1) >= 3).tolist()
+            idx = a + (
+                np.argmax(np.where(fin, win, -np.inf), axis=1)
+                if rising
+                else np.argmin(np.where(fin, win, np.inf), axis=1)
+            )
+        cols = np.minimum(np.maximum(idx[:, None] + _OFFSETS3, 0), n - 1)
+        near = grad[np.arange(nb)[:, None], cols].tolist()
+        out = []
+        for i, (pa, pb, pc), good in zip(idx.tolist(), near, ok, strict=True):
+            if not good:
+                out.append(math.nan)
+                continue
+            if not rising:  # a falling edge is a rising edge of -grad (negation is exact)
+                pa, pb, pc = -pa, -pb, -pc
+            pos = float(i)
+            if 0 < i < n - 1:
+                den = pa - 2 * pb + pc
+                if math.isfinite(den) and abs(den) > 1e-12:
+                    pos = i + min(max(0.5 * (pa - pc) / den, -0.5), 0.5)
+            # np.interp(pos, arange(n), along)
+            j = math.floor(pos)
+            if j >= n - 1:
+                out.append(xs[-1])
+            elif j < 0:
+                out.append(xs[0])
+            elif j == pos:
+                out.append(xs[j])
+            else:
+                slope = (xs[j + 1] - xs[j]) / ((j + 1.0) - j)
+                out.append(slope * (pos - j) + xs[j])
+        result.append(np.array(out))
+    return result[0], result[1]
 
 
 def _gradient(f: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -800,8 +810,7 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
         r0, r1 = int(lo.min()), int(hi.max())
         rows = _sample_frame(fine, center, angle, u[r0:r1], v, spacing)
         grad = _gradient(_band_profiles(rows, lo, hi, r0, 0), v)
-        lefts = _profile_edges(grad, v, -40.0, -7.0, True)
-        rights = _profile_edges(grad, v, 7.0, 40.0, False)
+        lefts, rights = _edge_pair(grad, v, (-40.0, -7.0), (7.0, 40.0))
         left, right = _nanmedian(lefts), _nanmedian(rights)
         if not (math.isfinite(left) and math.isfinite(right)):
             return None
@@ -810,8 +819,9 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
         c0, c1 = int(lo.min()), int(hi.max())
         cols = _sample_frame(fine, center, angle, u, v[c0:c1], spacing)
         grad = _gradient(_band_profiles(cols, lo, hi, c0, 1), u)
-        tops = _profile_edges(grad, u, -hu - 7.0, min(-hu + 7.0, -3.0), True)
-        bottoms = _profile_edges(grad, u, max(hu - 7.0, 3.0), hu + 7.0, False)
+        tops, bottoms = _edge_pair(
+            grad, u, (-hu - 7.0, min(-hu + 7.0, -3.0)), (max(hu - 7.0, 3.0), hu + 7.0)
+        )
         top, bottom = _nanmedian(tops), _nanmedian(bottoms)
         if not (math.isfinite(top) and math.isfinite(bottom)):
             return None
