@@ -700,29 +700,44 @@ def _band_profiles(sub: np.ndarray, lo, hi, first: int, axis: int) -> np.ndarray
 _OFFSETS3 = np.array([-1, 0, 1])
 
 
-def _edge_pair(grad, along, rise, fall):
-    """Positions (mm) of the strongest rising gradient in the window ``rise = (lo, hi)``
-    and of the strongest falling one in ``fall``, for each band (rows of ``grad``, the
-    gradients of the band profiles along the sorted ``along``), to a sub-sample by a
-    parabola through the peak; NaN where a band has fewer than three finite gradients in
-    the window. Returns ``(rising, falling)``, one value per band.
+def _edge_windows(along: np.ndarray, rise, fall):
+    """Index windows ``[a, b)`` of ``along`` (sorted) in the mm windows ``rise`` and
+    ``fall``, and the index ranges of ``along`` the edge search reads for each: the
+    window and two samples either side (the profile points its gradients and their
+    neighbours use), clipped to ``along``; overlapping ranges are merged."""
+    n = along.size
+    starts = np.searchsorted(along, (rise[0], fall[0]), "left").tolist()
+    stops = np.searchsorted(along, (rise[1], fall[1]), "right").tolist()
+    windows = list(zip(starts, stops, strict=True))
+    ranges = [(max(a - 2, 0), min(b + 2, n)) for a, b in windows]
+    if ranges[1][0] <= ranges[0][1]:
+        ranges = [(min(ranges[0][0], ranges[1][0]), max(ranges[0][1], ranges[1][1]))]
+    return windows, ranges
+
+
+def _edge_pair(along, windows, blocks):
+    """Positions (mm) of the strongest rising gradient in ``windows[0]`` and of the
+    strongest falling one in ``windows[1]`` (index windows ``[a, b)`` of the sorted
+    ``along``), for each band, to a sub-sample by a parabola through the peak; NaN where a
+    band has fewer than three finite gradients in the window. ``blocks`` holds, per
+    window, ``(first, grad)``: the gradients of the band profiles (one band per row) at
+    ``along[first : first + grad.shape[1]]``, covering the window and two samples either
+    side. Returns ``(rising, falling)``, one value per band.
 
     One arg-max (arg-min) over each window's columns for all bands; the parabola and the
     interpolation into ``along`` (the arithmetic of ``np.interp``) are done on the peaks
     in plain Python floats, which give the same IEEE results as numpy.
     """
-    nb, n = grad.shape
-    starts = np.searchsorted(along, (rise[0], fall[0]), "left").tolist()
-    stops = np.searchsorted(along, (rise[1], fall[1]), "right").tolist()
-    finite = bool(np.isfinite(grad).all())
+    n = along.size
     xs = along.tolist()
     result = []
-    for a, b, rising in zip(starts, stops, (True, False), strict=True):
-        if b - a < 3:  # along[a:b] is the window
+    for (a, b), (first, grad), rising in zip(windows, blocks, (True, False), strict=True):
+        nb, ncol = grad.shape
+        if b - a < 3:
             result.append(np.full(nb, np.nan))
             continue
-        win = grad[:, a:b]
-        if finite:
+        win = grad[:, a - first : b - first]
+        if np.isfinite(win).all():
             ok = [True] * nb
             idx = a + (np.argmax(win, axis=1) if rising else np.argmin(win, axis=1))
         else:
@@ -733,7 +748,7 @@ def _edge_pair(grad, along, rise, fall):
                 if rising
                 else np.argmin(np.where(fin, win, np.inf), axis=1)
             )
-        cols = np.minimum(np.maximum(idx[:, None] + _OFFSETS3, 0), n - 1)
+        cols = np.minimum(np.maximum(idx[:, None] - first + _OFFSETS3, 0), ncol - 1)
         near = grad[np.arange(nb)[:, None], cols].tolist()
         out = []
         for i, (pa, pb, pc), good in zip(idx.tolist(), near, ok, strict=True):
@@ -762,12 +777,30 @@ def _edge_pair(grad, along, rise, fall):
     return result[0], result[1]
 
 
-def _gradient(f: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _block_gradients(profs, along, windows, ranges):
+    """Per window, ``(first, gradient)`` of the profile columns ``profs`` sampled at the
+    concatenated ``ranges`` of ``along`` (each range's gradient as ``np.gradient`` of
+    the whole profile gives it there, the spacing judged uniform or not over all of
+    ``along``)."""
+    dx = along[1:] - along[:-1]
+    uniform = bool((dx == dx[0]).all())
+    grads, k = [], 0
+    for first, stop in ranges:
+        m = stop - first
+        grads.append((first, _gradient(profs[:, k : k + m], along[first:stop], uniform)))
+        k += m
+    if len(grads) == 1:
+        grads = grads * len(windows)
+    return grads
+
+
+def _gradient(f: np.ndarray, x: np.ndarray, uniform: bool | None = None) -> np.ndarray:
     """``np.gradient(f, x, axis=1)`` of a 2-D ``f`` (same formulas, same values), without
-    its per-call overhead."""
+    its per-call overhead. ``uniform``: use the formula for evenly spaced ``x`` (what
+    ``np.gradient`` picks when all steps are equal); ``None`` decides from ``x``."""
     dx = x[1:] - x[:-1]
     out = np.empty_like(f)
-    if (dx == dx[0]).all():
+    if (dx == dx[0]).all() if uniform is None else uniform:
         d = dx[0]
         out[:, 1:-1] = (f[:, 2:] - f[:, :-2]) / (2.0 * d)
         d0 = dn = d
@@ -786,6 +819,10 @@ def _gradient(f: np.ndarray, x: np.ndarray) -> np.ndarray:
 _STEP_HALF = _PATCH_STEP_MM / 2
 #: Columns of the lateral-edge patches (mm across the body frame).
 _V_LATERAL = np.arange(-45.0, 45.0 + _STEP_HALF, _PATCH_STEP_MM)
+#: The lateral-edge search windows (left edge rising, right edge falling), the index
+#: ranges of _V_LATERAL they read, and those columns (the only ones sampled).
+_V_WINDOWS, _V_RANGES = _edge_windows(_V_LATERAL, (-40.0, -7.0), (7.0, 40.0))
+_V_SEARCHED = np.concatenate([_V_LATERAL[a:b] for a, b in _V_RANGES])
 
 
 def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
@@ -808,20 +845,22 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
         # one set of band profiles and one gradient serve both edges of a direction
         lo, hi, _mid = _bands(u, 0.0, hu)
         r0, r1 = int(lo.min()), int(hi.max())
-        rows = _sample_frame(fine, center, angle, u[r0:r1], v, spacing)
-        grad = _gradient(_band_profiles(rows, lo, hi, r0, 0), v)
-        lefts, rights = _edge_pair(grad, v, (-40.0, -7.0), (7.0, 40.0))
+        rows = _sample_frame(fine, center, angle, u[r0:r1], _V_SEARCHED, spacing)
+        blocks = _block_gradients(_band_profiles(rows, lo, hi, r0, 0), v, _V_WINDOWS, _V_RANGES)
+        lefts, rights = _edge_pair(v, _V_WINDOWS, blocks)
         left, right = _nanmedian(lefts), _nanmedian(rights)
         if not (math.isfinite(left) and math.isfinite(right)):
             return None
         vc, new_hw = 0.5 * (left + right), 0.5 * (right - left)
         lo, hi, mid = _bands(v, vc, new_hw)
         c0, c1 = int(lo.min()), int(hi.max())
-        cols = _sample_frame(fine, center, angle, u, v[c0:c1], spacing)
-        grad = _gradient(_band_profiles(cols, lo, hi, c0, 1), u)
-        tops, bottoms = _edge_pair(
-            grad, u, (-hu - 7.0, min(-hu + 7.0, -3.0)), (max(hu - 7.0, 3.0), hu + 7.0)
+        windows, ranges = _edge_windows(
+            u, (-hu - 7.0, min(-hu + 7.0, -3.0)), (max(hu - 7.0, 3.0), hu + 7.0)
         )
+        u_read = np.concatenate([u[a:b] for a, b in ranges])
+        cols = _sample_frame(fine, center, angle, u_read, v[c0:c1], spacing)
+        blocks = _block_gradients(_band_profiles(cols, lo, hi, c0, 1), u, windows, ranges)
+        tops, bottoms = _edge_pair(u, windows, blocks)
         top, bottom = _nanmedian(tops), _nanmedian(bottoms)
         if not (math.isfinite(top) and math.isfinite(bottom)):
             return None
