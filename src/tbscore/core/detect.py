@@ -346,13 +346,12 @@ def _spine_path(iso: np.ndarray) -> np.ndarray:
     # (a step sideways costs ``penalty``); the choices are recovered on the way back.
     penalty = 0.01
     nr = iso.shape[0]
-    score = np.empty((nr, n))
+    padded = np.full((nr, n + 2), -np.inf)  # one -inf column either side
+    score = padded[:, 1:-1]
     score[0] = response[0]
-    buf = np.full(n + 2, -np.inf)
     best = np.empty(n)
     for i in range(1, nr):
-        buf[1:-1] = score[i - 1]
-        np.maximum(buf[:-2], buf[2:], out=best)
+        np.maximum(padded[i - 1, :-2], padded[i - 1, 2:], out=best)
         best -= penalty  # == max(left - penalty, right - penalty): rounding is monotone
         np.maximum(best, score[i - 1], out=best)
         np.add(best, response[i], out=score[i])
