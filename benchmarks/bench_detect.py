@@ -9,7 +9,8 @@ docs/detection.md, 10 phantoms per condition).
   bundled ``sample_dicom`` images; median of ``--repeat`` blocks of 3 calls after one
   warm-up, one thread, this machine. ``--peer SRC`` times another source tree's
   detector (e.g. the commit before a speed change) in a child process of the same run
-  and prints the speed-up beside it.
+  and prints the speed-up beside it, and whether both returned the same ROIs (a digest
+  of labels, polygon vertices, confidences, exclusions and warnings).
 * **Accuracy.** Per condition (tilt, curvature, soft tissue, noise, non-square pixels,
   MONOCHROME1 / 8-bit / 16-bit DICOM round trips), ``N`` phantoms with seeds
   ``--seed .. --seed + N - 1`` and Hurst exponents cycling through 0.3-0.7:
@@ -34,6 +35,7 @@ docs/detection.md, 10 phantoms per condition).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -337,23 +339,34 @@ def _timing_cases():
         yield f"sample_dicom/{path.name}", dxa.pixels, dxa.spacing_mm
 
 
-def cpu_times(repeat: int) -> dict[str, tuple[int, float]]:
-    """``{name: (pixels, CPU ms per detect call)}``: median over ``repeat`` blocks of 3
-    calls (``time.process_time``), after one warm-up call."""
+def _digest(rois) -> str:
+    """SHA-256 of everything detect returned: labels, polygon vertices, confidences,
+    exclusions, warnings and the overall confidence (to compare two implementations)."""
+    doc = [
+        [(r.label, r.polygon.tolist(), r.confidence, r.excluded) for r in rois.rois],
+        list(rois.warnings),
+        rois.confidence,
+    ]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+def cpu_times(repeat: int) -> dict[str, tuple[int, float, str]]:
+    """``{name: (pixels, CPU ms per detect call, output digest)}``: median over
+    ``repeat`` blocks of 3 calls (``time.process_time``), after one warm-up call."""
     out = {}
     for name, image, spacing in _timing_cases():
-        detect(image, spacing)  # warm-up
+        digest = _digest(detect(image, spacing))  # warm-up
         samples = []
         for _ in range(repeat):
             t0 = time.process_time()
             for _ in range(3):
                 detect(image, spacing)
             samples.append((time.process_time() - t0) / 3)
-        out[name] = (int(image.size), 1000 * statistics.median(samples))
+        out[name] = (int(image.size), 1000 * statistics.median(samples), digest)
     return out
 
 
-def _peer_times(src: str, repeat: int) -> dict[str, tuple[int, float]]:
+def _peer_times(src: str, repeat: int) -> dict[str, tuple[int, float, str]]:
     """:func:`cpu_times` of another tbscore source tree (``src`` put first on
     ``PYTHONPATH``), in a child process running this script."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
@@ -383,15 +396,16 @@ def timing_table(repeat: int, peer: str | None = None) -> None:
     if theirs is None:
         print("| image | pixels | CPU ms |")
         print("|---|---|---|")
-        for name, (px, ms) in ours.items():
+        for name, (px, ms, _) in ours.items():
             print(f"| {name} | {px:,} | {ms:.1f} |")
         return
     print(f"peer: `{peer}`\n")
-    print("| image | pixels | peer CPU ms | this CPU ms | speed-up |")
-    print("|---|---|---|---|---|")
-    for name, (px, ms) in ours.items():
+    print("| image | pixels | peer CPU ms | this CPU ms | speed-up | same output |")
+    print("|---|---|---|---|---|---|")
+    for name, (px, ms, digest) in ours.items():
         old = theirs[name][1]
-        print(f"| {name} | {px:,} | {old:.1f} | {ms:.1f} | {old / ms:.2f}x |")
+        same = "yes" if theirs[name][2] == digest else "**no**"
+        print(f"| {name} | {px:,} | {old:.1f} | {ms:.1f} | {old / ms:.2f}x | {same} |")
     samples = [k for k in ours if k.startswith("sample_dicom/")]
     mo = statistics.mean(ours[k][1] for k in samples)
     mt = statistics.mean(theirs[k][1] for k in samples)
