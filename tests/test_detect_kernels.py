@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from tbscore.core import detect as d
+from tbscore.errors import DetectionError
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -118,3 +120,12 @@ def test_median_slope_equals_theil_sen(seed, n):
     keep = np.abs(dx) > 1e-9
     want = float(np.median((ys[j] - ys[i])[keep] / dx[keep])) if keep.any() else None
     assert d._median_slope(x, y) == want
+
+
+def test_single_row_or_column_image_is_refused():
+    # a 120 mm field in one row of pixels passed the field-of-view check and failed
+    # with a numpy LinAlgError in the axis fit
+    rng = np.random.default_rng(0)
+    for shape, spacing in (((1, 60), (120.0, 1.0)), ((130, 1), (1.0, 50.0))):
+        with pytest.raises(DetectionError, match="at least 2 rows and 2 columns"):
+            d.detect(rng.random(shape), spacing)

@@ -192,6 +192,12 @@ def _check_input(
         raise DetectionError(f"image must be 2-D, got shape {arr.shape}", source)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
         raise DetectionError(f"image must be numeric, got dtype {arr.dtype}", source)
+    if min(arr.shape) < 2:
+        raise DetectionError(
+            f"image of {arr.shape[0]} x {arr.shape[1]} pixels cannot hold a spine "
+            "(need at least 2 rows and 2 columns)",
+            source,
+        )
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         raise DetectionError("image has non-finite pixel values", source)
