@@ -239,6 +239,9 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     nx = int(math.floor((norm.shape[1] - 1) * sx / step)) + 1
     rr = (np.arange(ny) * step / sy)[:, None]
     cc = (np.arange(nx) * step / sx)[None, :]
+    if np.all(rr == np.floor(rr)) and np.all(cc == np.floor(cc)):
+        # every grid point is a pixel (e.g. 0.5 mm pixels): the interpolation returns it
+        return src[rr.astype(np.intp)[:, 0]][:, cc.astype(np.intp)[0]]
     coords = np.broadcast_arrays(rr, cc)
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
