@@ -4,9 +4,13 @@ Run: ``python benchmarks/bench_detect.py`` (timing table) and
 ``python benchmarks/bench_detect.py --accuracy 10`` (also the accuracy table of
 docs/detection.md, 10 phantoms per condition).
 
-* **Timing.** :func:`tbscore.core.detect.detect` on :func:`tbscore.sim.phantom.synthetic_spine`
-  images of typical DXA sizes; median of ``--repeat`` calls after one warm-up, one
-  thread, this machine.
+* **Timing.** CPU time (``time.process_time``) of :func:`tbscore.core.detect.detect` on
+  :func:`tbscore.sim.phantom.synthetic_spine` images of typical DXA sizes and on the four
+  bundled ``sample_dicom`` images; median of ``--repeat`` blocks of 3 calls after one
+  warm-up, one thread, this machine. ``--peer SRC`` times another source tree's
+  detector (e.g. the commit before a speed change) in a child process of the same run
+  and prints the speed-up beside it, and whether both returned the same ROIs (a digest
+  of labels, polygon vertices, confidences, exclusions and warnings).
 * **Accuracy.** Per condition (tilt, curvature, soft tissue, noise, non-square pixels,
   MONOCHROME1 / 8-bit / 16-bit DICOM round trips), ``N`` phantoms with seeds
   ``--seed .. --seed + N - 1`` and Hurst exponents cycling through 0.3-0.7:
@@ -31,8 +35,13 @@ docs/detection.md, 10 phantoms per condition).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +55,8 @@ from tbscore.errors import DetectionError
 from tbscore.io.load import load_dicom
 from tbscore.io.write import write_secondary_capture
 from tbscore.sim.phantom import LUMBAR_LABELS, synthetic_spine, vertebra_mask
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
 
 SIZES = (
     ("200 x 160 px, 1.0 mm", (200, 160), (1.0, 1.0)),
@@ -317,24 +328,99 @@ def label_stress_table(n: int, seed: int, verbose: bool = False) -> dict:
     return total
 
 
-def timing_table(repeat: int) -> None:
-    print("\n## Detection time per image (median, 1 thread)\n")
-    print("| image | pixels | time (ms) |")
-    print("|---|---|---|")
+def _timing_cases():
+    """``(name, image, spacing)``: the synthetic sizes of :data:`SIZES` and the four
+    bundled ``sample_dicom`` images (as ``tbscore calc`` reads them)."""
     for name, shape, spacing in SIZES:
         image, _ = synthetic_spine(0.6, shape=shape, spacing_mm=spacing, rng=1)
-        detect(image, spacing)  # warm-up
+        yield name, image, spacing
+    for path in sorted(SAMPLES.glob("*.dcm")):
+        dxa = load_dicom(path)
+        yield f"sample_dicom/{path.name}", dxa.pixels, dxa.spacing_mm
+
+
+def _digest(rois) -> str:
+    """SHA-256 of everything detect returned: labels, polygon vertices, confidences,
+    exclusions, warnings and the overall confidence (to compare two implementations)."""
+    doc = [
+        [(r.label, r.polygon.tolist(), r.confidence, r.excluded) for r in rois.rois],
+        list(rois.warnings),
+        rois.confidence,
+    ]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+def cpu_times(repeat: int) -> dict[str, tuple[int, float, str]]:
+    """``{name: (pixels, CPU ms per detect call, output digest)}``: median over
+    ``repeat`` blocks of 3 calls (``time.process_time``), after one warm-up call."""
+    out = {}
+    for name, image, spacing in _timing_cases():
+        digest = _digest(detect(image, spacing))  # warm-up
         samples = []
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            detect(image, spacing)
-            samples.append(time.perf_counter() - t0)
-        print(f"| {name} | {shape[0] * shape[1]:,} | {1000 * statistics.median(samples):.0f} |")
+            t0 = time.process_time()
+            for _ in range(3):
+                detect(image, spacing)
+            samples.append((time.process_time() - t0) / 3)
+        out[name] = (int(image.size), 1000 * statistics.median(samples), digest)
+    return out
+
+
+def _peer_times(src: str, repeat: int) -> dict[str, tuple[int, float, str]]:
+    """:func:`cpu_times` of another tbscore source tree (``src`` put first on
+    ``PYTHONPATH``), in a child process running this script."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import bench_detect as b; "
+        "print(json.dumps(b.cpu_times(int(sys.argv[2]))))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(repeat)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return {k: tuple(v) for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def timing_table(repeat: int, peer: str | None = None) -> None:
+    """CPU time per image; with ``peer``, that tree's detector timed in the same run
+    (before this one) and the ratio."""
+    print(
+        f"\n## Detection CPU time per image (median of {repeat} blocks of 3 calls, "
+        f"one thread; load average {os.getloadavg()[0]:.2f})\n"
+    )
+    theirs = _peer_times(peer, repeat) if peer else None
+    ours = cpu_times(repeat)
+    if theirs is None:
+        print("| image | pixels | CPU ms |")
+        print("|---|---|---|")
+        for name, (px, ms, _) in ours.items():
+            print(f"| {name} | {px:,} | {ms:.1f} |")
+        return
+    print(f"peer: `{peer}`\n")
+    print("| image | pixels | peer CPU ms | this CPU ms | speed-up | same output |")
+    print("|---|---|---|---|---|---|")
+    for name, (px, ms, digest) in ours.items():
+        old = theirs[name][1]
+        same = "yes" if theirs[name][2] == digest else "**no**"
+        print(f"| {name} | {px:,} | {old:.1f} | {ms:.1f} | {old / ms:.2f}x | {same} |")
+    samples = [k for k in ours if k.startswith("sample_dicom/")]
+    mo = statistics.mean(ours[k][1] for k in samples)
+    mt = statistics.mean(theirs[k][1] for k in samples)
+    print(f"\nsample_dicom mean: peer {mt:.1f} ms, this {mo:.1f} ms ({mt / mo:.2f}x)")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=10, help="timed calls per size")
+    ap.add_argument("--repeat", type=int, default=10, help="timed blocks of 3 calls per image")
+    ap.add_argument(
+        "--peer",
+        metavar="SRC",
+        help="also time the detector of another tbscore source tree (its src/ folder, e.g. "
+        "from `git archive BASE src | tar -x -C /tmp/old`) in the same run, with the ratio",
+    )
     ap.add_argument(
         "--accuracy",
         type=int,
@@ -361,7 +447,7 @@ def main(argv=None) -> None:
         f"python {platform.python_version()}, numpy {np.__version__}"
     )
     if not args.no_timing:
-        timing_table(args.repeat)
+        timing_table(args.repeat, args.peer)
     if args.labels:
         label_stress_table(args.labels, args.seed, args.verbose)
     if args.accuracy:
