@@ -103,6 +103,12 @@ def test_roi_edit_rescores_like_calc_and_is_audited(local):
     station, key, client, token = local
     hdr = {"X-CSRF-Token": token}
     auto = client.get(f"/api/study/{key}").get_json()
+    # the SNR column as `tbscore calc` prints it: "no noise" where the ratio is unbounded
+    from tbscore.core.result import format_snr
+
+    snr = {x["label"]: (x["snr"], x["snr_text"]) for x in auto["vertebrae"]}
+    assert ("no noise" in [t for _, t in snr.values()]) and any(v for v, _ in snr.values())
+    assert all(t == format_snr(v) for v, t in snr.values())
     r = client.post(
         f"/api/study/{key}/roi", json={"label": "L1", "box": [36, 66, 58, 98]}, headers=hdr
     )
@@ -187,6 +193,14 @@ def test_signed_is_immutable_addendum_and_append_only_audit(local):
     sr = pydicom.dcmread(folder / "sr-1.dcm")
     assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "VERIFIED")
     assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Roe^Jane"
+    # the station's signed SR and Encapsulated PDF pass dciodvfy (installed in CI)
+    dciodvfy = require_tool("dciodvfy")
+    for name in ("sr-1.dcm", "report-1.dcm"):
+        proc = subprocess.run(
+            [dciodvfy, str(folder / name)], capture_output=True, text=True, timeout=60
+        )
+        errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+        assert not errors, (name, errors)
     rec = station.record(key)
     assert rec.status == "final" and rec.inputs["bone_density"]["bmd_g_cm2"] == SR_BMD
     assert rec.inputs["age"] == 66 and len(rec.inputs["priors"]) == 1

@@ -706,7 +706,7 @@ class Station:
     # -- page data -------------------------------------------------------------------
     def view(self, key: str) -> dict[str, Any]:
         """What the study page shows: ROIs, values, diagnostics, warnings (JSON-safe)."""
-        from tbscore.core.result import json_safe
+        from tbscore.core.result import format_snr, json_safe
         from tbscore.render.report import orientation_marks
 
         roi = self.roi(key)
@@ -730,6 +730,8 @@ class Station:
                     "n_pixels": v.n_pixels,
                     "n_lags": v.n_lags,
                     "snr": v.snr,
+                    # as tbscore calc prints it: "no noise" when the ratio is unbounded
+                    "snr_text": format_snr(v.snr, v.value is not None),
                     "roi_confidence": v.roi_confidence,
                 }
             )
