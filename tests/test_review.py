@@ -460,3 +460,112 @@ def test_browser_edit_exclude_sign_addendum(server):
         drv.quit()
         if other is not None:
             other.quit()
+
+
+# ----------------------------------------------------------------- node worklist
+def _node_spool(root: Path, tmp: Path) -> dict[str, str]:
+    """A node spool built with the node's own code (tbscore.net: Spool, Ledger and the
+    worker's score_job): a scored image, an image set aside, a companion PDF. Returns
+    the SOP Instance UIDs by role."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pydicom
+
+    from conftest import make_dataset
+    from netutil import image_copies
+    from tbscore.io.pdf_dicom import encapsulated_pdf
+    from tbscore.net.ledger import Ledger
+    from tbscore.net.sop import DXA_IMAGE_CLASSES
+    from tbscore.net.spool import Spool
+    from tbscore.net.workers import score_job
+
+    spool = Spool(root, min_free_mb=0)
+    ledger = Ledger(spool.ledger_path)
+    (good,) = image_copies(tmp / "sent", 1)
+    broken = make_dataset(np.zeros((200, 160), np.uint16))
+    broken.PixelData = broken.PixelData[:1000]
+    broken.save_as(tmp / "sent" / "truncated.dcm", enforce_file_format=True)
+    src = pydicom.dcmread(good)
+    pdf = encapsulated_pdf(b"%PDF-1.4\n%%EOF\n", src, title="vendor report", when=datetime.now(UTC))
+    pdf.save_as(tmp / "sent" / "report.dcm", enforce_file_format=True)
+    uids = {}
+    for role, path in (("scored", good), ("set_aside", tmp / "sent" / "truncated.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        uid = uids[role] = str(ds.SOPInstanceUID)
+        target = spool.incoming_path(uid)
+        target.write_bytes(path.read_bytes())
+        assert str(ds.SOPClassUID) in DXA_IMAGE_CLASSES
+        ledger.add_image(uid, str(ds.SOPClassUID), "DXA1", str(target), 1, score=True)
+        job = {"uid": uid, "path": str(target), "sr_path": str(spool.result_path(uid))}
+        out = score_job(job, {"max_pixels": 0, "settings": None, "calibration": None})
+        if out["outcome"] == "scored":  # as the node's supervisor records it
+            ledger.scored(uid, out["sr_path"], out["l1_l4"], ["PACS"], code=out["code"],
+                          reason=out["reason"])  # fmt: skip
+        else:
+            ledger.set_aside(uid, out["code"], out["reason"])
+    uids["companion"] = str(pdf.SOPInstanceUID)
+    target = spool.incoming_path(uids["companion"])
+    target.write_bytes((tmp / "sent" / "report.dcm").read_bytes())
+    ledger.add_image(uids["companion"], str(pdf.SOPClassUID), "DXA1", str(target), 1, score=False)
+    ledger.close()
+    return uids
+
+
+def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
+    """Issue 17: `tbscore review --node-spool` (or the spool given as DIR) lists what the
+    node received: the scored image with the node's value and SR (not rescored for the
+    worklist), the set-aside image as "error" with the node's typed reason (never
+    scored, not even when opened), and not the unscored companion PDF."""
+    import tbscore.api
+    from tbscore.cli.review import node_items
+    from tbscore.net.ledger import read_record
+
+    spool = tmp_path / "spool"
+    uids = _node_spool(spool, tmp_path)
+    from tbscore.net.ledger import Ledger
+
+    running = Ledger(spool / "ledger.sqlite")  # as a running node holds it
+    record = {r["sop_instance_uid"]: r for r in read_record(spool / "ledger.sqlite")}
+    assert record[uids["scored"]]["state"] == "scored"
+    assert record[uids["set_aside"]]["code"] == "dicom_read_error"
+    items, companions = node_items(spool)
+    assert companions == 1 and len(items) == 2
+
+    calls = []
+    real_calc = tbscore.api.calc
+    monkeypatch.setattr(tbscore.api, "calc", lambda *a, **k: calls.append(a) or real_calc(*a, **k))
+    station = Station([], Database(tmp_path / "db.sqlite"), tmp_path / "work", node_items=items)
+    app = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost"])
+    client = app.test_client()
+    html = client.get("/").get_data(as_text=True)
+    rows = {r["file"]: r for r in station.worklist()}
+    assert set(rows) == {f"{uids['scored']}.dcm", f"{uids['set_aside']}.dcm"}
+    scored, aside = rows[f"{uids['scored']}.dcm"], rows[f"{uids['set_aside']}.dcm"]
+    assert {scored["source"], aside["source"]} == {"node"}
+    node_value = record[uids["scored"]]["l1_l4"]
+    assert scored["status"] == (
+        "scored" if record[uids["scored"]]["code"] is None else "needs review"
+    )
+    assert scored["l1_l4"] == node_value and scored["node_sr"] == f"{uids['scored']}.sr.dcm"
+    assert aside["status"] == "error" and aside["l1_l4"] is None
+    assert "dicom_read_error" in aside["reason"] and "set aside by the node" in aside["reason"]
+    assert not calls  # the worklist shows the node's results without rescoring
+    assert uids["companion"] not in html and "dicom_read_error" in html
+    assert f"{node_value:.3f}" in html and "status-error" in html
+
+    r = client.get(f"/study/{aside['key']}")
+    assert r.status_code == 400 and "dicom_read_error" in r.get_data(as_text=True)
+    assert not calls  # a set-aside image is never scored
+    r = client.get(f"/study/{scored['key']}")
+    assert r.status_code == 200 and f"{uids['scored']}.sr.dcm" in r.get_data(as_text=True)
+    assert station.score(scored["key"]).l1_l4 == pytest.approx(node_value, rel=1e-12)
+
+    # the command line: the spool given as DIR is recognised as one
+    seen = {}
+    monkeypatch.setattr("werkzeug.serving.run_simple", lambda *a, **k: seen.update(app=a[2]))
+    assert main(["review", str(spool), "--db", str(tmp_path / "cli.sqlite"), "--port", "1"]) == 0
+    listed = seen["app"].test_client().get("/").get_data(as_text=True)
+    assert "dicom_read_error" in listed and uids["companion"] not in listed
+    assert running.counts()["images"] == {"scored": 1, "set_aside": 1, "stored": 1}
+    running.close()

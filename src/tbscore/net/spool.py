@@ -21,7 +21,15 @@ from tbscore.batch.output import _fsync_dir
 from tbscore.errors import NetError
 from tbscore.io.atomic import atomic_file
 
-__all__ = ["Spool", "durable_write", "free_bytes", "RESULT_RESERVE_BYTES", "REPORT_RESERVE_BYTES"]
+__all__ = [
+    "Spool",
+    "is_spool",
+    "LEDGER_NAME",
+    "durable_write",
+    "free_bytes",
+    "RESULT_RESERVE_BYTES",
+    "REPORT_RESERVE_BYTES",
+]
 
 MiB = 1024 * 1024
 
@@ -32,6 +40,16 @@ MiB = 1024 * 1024
 RESULT_RESERVE_BYTES = 64 * 1024
 #: Added to it when the node also writes the PDF report (about 190 KiB).
 REPORT_RESERVE_BYTES = 512 * 1024
+
+
+#: File name of the node record in the spool folder.
+LEDGER_NAME = "ledger.sqlite"
+
+
+def is_spool(folder: str | Path) -> bool:
+    """Whether ``folder`` is a node spool (its record and its ``incoming/`` folder)."""
+    root = Path(folder)
+    return (root / LEDGER_NAME).is_file() and (root / "incoming").is_dir()
 
 
 def free_bytes(folder: str | Path) -> int:
@@ -90,7 +108,7 @@ class Spool:
 
     @property
     def ledger_path(self) -> Path:
-        return self.root / "ledger.sqlite"
+        return self.root / LEDGER_NAME
 
     def incoming_path(self, sop_instance_uid: str) -> Path:
         return safe_path(self.incoming, sop_instance_uid, ".dcm")

@@ -34,7 +34,9 @@ from tbscore.errors import AlreadySignedError, ReviewError, TBSError
 __all__ = ["Study", "Station", "STATUSES", "REVIEW_CONFIDENCE"]
 
 #: Worklist statuses.
-STATUSES = ("scored", "needs review", "signed", "amended", "error")
+STATUSES = ("scored", "needs review", "signed", "amended", "error", "waiting")
+#: Node statuses the station never scores itself (set aside, or not scored by the node yet).
+UNSCORED_NODE_STATUSES = ("error", "waiting")
 #: Detected ROIs with an overall confidence below this need review.
 REVIEW_CONFIDENCE = 0.8
 #: Clinical input fields of the form (name -> type).
@@ -81,6 +83,8 @@ class Study:
         The ``tbscore batch`` row it came from.
     header : dict
         Patient ID, study date and UID, SOP Instance UID (from the header).
+    node : dict or None
+        What the DICOM node recorded for it (``status``, ``reason``, ``l1_l4``, ``sr``).
     """
 
     key: str
@@ -88,6 +92,12 @@ class Study:
     roi_file: Path | None = None
     batch: dict | None = None
     header: dict = field(default_factory=dict)
+    node: dict | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where the study came from: ``node``, ``batch`` or ``folder``."""
+        return "node" if self.node is not None else "batch" if self.batch else "folder"
 
 
 def _header(path: Path) -> dict[str, str]:
@@ -153,6 +163,12 @@ class Station:
         from (``tbscore precision``), for the change call against priors.
     include_phi_pdf : bool
         Patient identifiers in the signed report.
+    node_items : list of dict, optional
+        What a ``tbscore serve`` node received, as plain data (the CLI reads the node's
+        record: :func:`tbscore.cli.review.node_items`): ``image`` (path), ``status``
+        (``scored``, ``needs review``, ``error`` = set aside, ``waiting``), ``reason``,
+        ``l1_l4`` (the node's value), ``sr`` (its result SR). Set-aside and waiting
+        images are listed with their reason and never scored here.
 
     Raises
     ------
@@ -170,6 +186,7 @@ class Station:
         lsc: float | None = None,
         lsc_source: str | None = None,
         include_phi_pdf: bool = True,
+        node_items: list[dict[str, Any]] | None = None,
     ) -> None:
         self.db = db
         self.work_dir = Path(work_dir)
@@ -183,6 +200,8 @@ class Station:
         self._lock = threading.RLock()
         for src in sources:
             self._add_source(Path(src))
+        for item in node_items or []:
+            self._add_node_item(item)
 
     # -- discovery -------------------------------------------------------------------
     def _add_image(self, path: Path, batch: dict | None = None) -> None:
@@ -198,6 +217,32 @@ class Station:
         key = study_key(path)
         roi_file = find_roi_file(path)
         self.studies[key] = Study(key, path.resolve(), roi_file, batch, header)
+
+    def _add_node_item(self, item: dict[str, Any]) -> None:
+        """A study the DICOM node received; a set-aside one may not even be readable."""
+        from tbscore.errors import DicomReadError
+
+        path = Path(item["image"])
+        try:
+            header = _header(path)
+        except (DicomReadError, OSError):
+            header = {}
+        node = {
+            "status": str(item.get("status") or "waiting"),
+            "reason": str(item.get("reason") or ""),
+            "l1_l4": _num(item.get("l1_l4")),
+            "sr": None if item.get("sr") is None else Path(item["sr"]),
+        }
+        key = study_key(path)
+        self.studies[key] = Study(key, path.resolve(), None, None, header, node)
+
+    def _check_scorable(self, key: str) -> None:
+        """Refuse to score an image the node set aside or has not scored yet."""
+        node = self.study(key).node
+        if node is not None and node["status"] in UNSCORED_NODE_STATUSES:
+            raise ReviewError(
+                f"not scored: {node['reason'] or node['status']}", self.study(key).image.name
+            )
 
     def _add_source(self, src: Path) -> None:
         from tbscore.io.sidecar import is_roi_sidecar
@@ -269,6 +314,7 @@ class Station:
 
         with self._lock:
             if key not in self._auto:
+                self._check_scorable(key)
                 st = self.study(key)
                 image = as_image(st.image)
                 rois = resolve_rois(st.roi_file, image)
@@ -295,6 +341,7 @@ class Station:
 
         if roi is None and self.record(key) is not None:
             return TBSResult.from_json(self.folder(key) / "result.json")
+        self._check_scorable(key)
         doc = roi if roi is not None else self.roi(key)
         text = json.dumps(doc, sort_keys=True)
         ck = (key, hashlib.sha256(text.encode()).hexdigest())
@@ -518,6 +565,10 @@ class Station:
                 f"{last.physician}, {last.display_time()}"
             )
         st = self.study(key)
+        if st.node is not None and st.node["status"] in UNSCORED_NODE_STATUSES:
+            return st.node["status"], st.node["reason"]
+        if st.node is not None and self.db.state(key).get("roi") is None:
+            return st.node["status"], st.node["reason"]
         if st.batch is not None and self.db.state(key).get("roi") is None:
             warnings = st.batch.get("warnings") or ""
             if st.batch.get("status") != "ok" or warnings:
@@ -549,13 +600,14 @@ class Station:
         ):
             status, reason = self.status(key)
             value = None
-            if status != "error":
+            if status not in UNSCORED_NODE_STATUSES:
                 if (
-                    st.batch is not None
+                    (st.batch is not None or st.node is not None)
                     and self.db.state(key).get("roi") is None
                     and status in ("scored", "needs review")
                 ):
-                    value = _num(st.batch.get("l1_l4"))
+                    # the batch's or the node's value: listed without rescoring
+                    value = st.node["l1_l4"] if st.node is not None else _num(st.batch.get("l1_l4"))
                 else:
                     try:
                         value = self.score(key).l1_l4
@@ -571,7 +623,8 @@ class Station:
                     "patient_name": st.header.get("PatientName", ""),
                     "study_date": st.header.get("StudyDate", ""),
                     "file": st.image.name,
-                    "source": "batch" if st.batch else "folder",
+                    "source": st.origin,
+                    "node_sr": None if st.node is None or not st.node["sr"] else st.node["sr"].name,
                 }
             )
         return rows
