@@ -166,12 +166,11 @@ def cmd_review(args: argparse.Namespace) -> int:
         (spools if is_spool(src) else sources).append(src)  # a spool given as DIR
     if not sources and not spools:
         raise ReviewError("give at least one folder, batch output or --node-spool to review")
-    items: list[dict[str, Any]] = []
-    companions = 0
-    for spool in spools:
-        got, n = node_items(spool)
-        items += got
-        companions += n
+
+    def from_node() -> list[dict[str, Any]]:
+        return [item for spool in spools for item in node_items(spool)[0]]
+
+    companions = sum(node_items(spool)[1] for spool in spools)
     lsc, lsc_source = _lsc(args)
 
     import logging
@@ -192,7 +191,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         lsc=lsc,
         lsc_source=lsc_source,
         include_phi_pdf=not args.no_phi,
-        node_items=items,
+        node_items=from_node if spools else None,
     )
     # on loopback, answer only requests addressed to loopback (no DNS rebinding)
     trusted = [args.host, "localhost", "127.0.0.1", "[::1]"] if is_loopback(args.host) else None

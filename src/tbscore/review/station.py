@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,14 @@ class Station:
         from (``tbscore precision``), for the change call against priors.
     include_phi_pdf : bool
         Patient identifiers in the signed report.
-    node_items : list of dict, optional
+    node_items : list of dict, or a callable returning one, optional
         What a ``tbscore serve`` node received, as plain data (the CLI reads the node's
         record: :func:`tbscore.cli.review.node_items`): ``image`` (path), ``status``
         (``scored``, ``needs review``, ``error`` = set aside, ``waiting``), ``reason``,
         ``l1_l4`` (the node's value), ``sr`` (its result SR). Set-aside and waiting
-        images are listed with their reason and never scored here.
+        images are listed with their reason and never scored here. A callable is
+        called again by :meth:`refresh` (every worklist view), so what a running node
+        receives appears without restarting the station.
 
     Raises
     ------
@@ -186,7 +189,7 @@ class Station:
         lsc: float | None = None,
         lsc_source: str | None = None,
         include_phi_pdf: bool = True,
-        node_items: list[dict[str, Any]] | None = None,
+        node_items: list[dict[str, Any]] | Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.db = db
         self.work_dir = Path(work_dir)
@@ -200,8 +203,26 @@ class Station:
         self._lock = threading.RLock()
         for src in sources:
             self._add_source(Path(src))
-        for item in node_items or []:
+        self._node_source = node_items if callable(node_items) else None
+        for item in node_items() if callable(node_items) else node_items or []:
             self._add_node_item(item)
+
+    def refresh(self) -> None:
+        """Read the node's items again (when given as a callable): new images appear,
+        statuses change, purged ones leave the list. A failing read keeps the list."""
+        if self._node_source is None:
+            return
+        try:
+            items = self._node_source()
+        except TBSError:
+            return
+        with self._lock:
+            old = {k for k, st in self.studies.items() if st.node is not None}
+            for item in items:
+                self._add_node_item(item)
+            for key in old - {study_key(Path(i["image"])) for i in items}:
+                self.studies.pop(key, None)
+                self._auto.pop(key, None)
 
     # -- discovery -------------------------------------------------------------------
     def _add_image(self, path: Path, batch: dict | None = None) -> None:
@@ -589,6 +610,7 @@ class Station:
 
     def worklist(self) -> list[dict[str, Any]]:
         """One row per study: key, status, reason, patient ID, study date, L1–L4."""
+        self.refresh()
         rows = []
         for key, st in sorted(
             self.studies.items(),
