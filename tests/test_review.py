@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE_DIR, require_tool
-from review_fixture import SR_BMD, SR_T, make_study_folder
+from review_fixture import SR_BMD, SR_T, make_node_spool, make_study_folder
 
 pytest.importorskip("flask")
 
@@ -463,55 +463,6 @@ def test_browser_edit_exclude_sign_addendum(server):
 
 
 # ----------------------------------------------------------------- node worklist
-def _node_spool(root: Path, tmp: Path) -> dict[str, str]:
-    """A node spool built with the node's own code (tbscore.net: Spool, Ledger and the
-    worker's score_job): a scored image, an image set aside, a companion PDF. Returns
-    the SOP Instance UIDs by role."""
-    from datetime import UTC, datetime
-
-    import numpy as np
-    import pydicom
-
-    from conftest import make_dataset
-    from netutil import image_copies
-    from tbscore.io.pdf_dicom import encapsulated_pdf
-    from tbscore.net.ledger import Ledger
-    from tbscore.net.sop import DXA_IMAGE_CLASSES
-    from tbscore.net.spool import Spool
-    from tbscore.net.workers import score_job
-
-    spool = Spool(root, min_free_mb=0)
-    ledger = Ledger(spool.ledger_path)
-    (good,) = image_copies(tmp / "sent", 1)
-    broken = make_dataset(np.zeros((200, 160), np.uint16))
-    broken.PixelData = broken.PixelData[:1000]
-    broken.save_as(tmp / "sent" / "truncated.dcm", enforce_file_format=True)
-    src = pydicom.dcmread(good)
-    pdf = encapsulated_pdf(b"%PDF-1.4\n%%EOF\n", src, title="vendor report", when=datetime.now(UTC))
-    pdf.save_as(tmp / "sent" / "report.dcm", enforce_file_format=True)
-    uids = {}
-    for role, path in (("scored", good), ("set_aside", tmp / "sent" / "truncated.dcm")):
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        uid = uids[role] = str(ds.SOPInstanceUID)
-        target = spool.incoming_path(uid)
-        target.write_bytes(path.read_bytes())
-        assert str(ds.SOPClassUID) in DXA_IMAGE_CLASSES
-        ledger.add_image(uid, str(ds.SOPClassUID), "DXA1", str(target), 1, score=True)
-        job = {"uid": uid, "path": str(target), "sr_path": str(spool.result_path(uid))}
-        out = score_job(job, {"max_pixels": 0, "settings": None, "calibration": None})
-        if out["outcome"] == "scored":  # as the node's supervisor records it
-            ledger.scored(uid, out["sr_path"], out["l1_l4"], ["PACS"], code=out["code"],
-                          reason=out["reason"])  # fmt: skip
-        else:
-            ledger.set_aside(uid, out["code"], out["reason"])
-    uids["companion"] = str(pdf.SOPInstanceUID)
-    target = spool.incoming_path(uids["companion"])
-    target.write_bytes((tmp / "sent" / "report.dcm").read_bytes())
-    ledger.add_image(uids["companion"], str(pdf.SOPClassUID), "DXA1", str(target), 1, score=False)
-    ledger.close()
-    return uids
-
-
 def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
     """Issue 17: `tbscore review --node-spool` (or the spool given as DIR) lists what the
     node received: the scored image with the node's value and SR (not rescored for the
@@ -522,7 +473,7 @@ def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
     from tbscore.net.ledger import read_record
 
     spool = tmp_path / "spool"
-    uids = _node_spool(spool, tmp_path)
+    uids = make_node_spool(spool, tmp_path)
     from tbscore.net.ledger import Ledger
 
     running = Ledger(spool / "ledger.sqlite")  # as a running node holds it
@@ -544,9 +495,16 @@ def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
     scored, aside = rows[f"{uids['scored']}.dcm"], rows[f"{uids['set_aside']}.dcm"]
     assert {scored["source"], aside["source"]} == {"node"}
     node_value = record[uids["scored"]]["l1_l4"]
-    assert scored["status"] == (
-        "scored" if record[uids["scored"]]["code"] is None else "needs review"
-    )
+    # the node's result JSON beside its SR, judged by the station's rules (warnings)
+    from tbscore.core.result import TBSResult
+    from tbscore.net.spool import result_json_beside
+
+    node_result = TBSResult.from_json(result_json_beside(record[uids["scored"]]["sr_path"]))
+    assert node_result.l1_l4 == node_value
+    if node_result.warnings:  # phantom A without ROI file: "... check the labels"
+        assert (scored["status"], scored["reason"]) == ("needs review", node_result.warnings[0])
+    else:
+        assert scored["status"] == "scored"
     assert scored["l1_l4"] == node_value and scored["node_sr"] == f"{uids['scored']}.sr.dcm"
     assert aside["status"] == "error" and aside["l1_l4"] is None
     assert "dicom_read_error" in aside["reason"] and "set aside by the node" in aside["reason"]
@@ -559,6 +517,7 @@ def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
     assert not calls  # a set-aside image is never scored
     r = client.get(f"/study/{scored['key']}")
     assert r.status_code == 200 and f"{uids['scored']}.sr.dcm" in r.get_data(as_text=True)
+    assert not calls  # opened from the node's result JSON, not scored again
     assert station.score(scored["key"]).l1_l4 == pytest.approx(node_value, rel=1e-12)
 
     # the command line: the spool given as DIR is recognised as one

@@ -71,12 +71,12 @@ def node_items(spool: str | Path) -> tuple[list[dict[str, Any]], int]:
     command is the one place that knows both the node and the station, which must not
     import each other). Returns the items (one per received image still in the spool:
     ``image``, ``origin`` ``"node"``, ``status``, ``reason``, ``l1_l4``, ``sr``,
-    ``result_files``) and the number of unscored study companions (``--accept study``:
-    PDFs, screenshots), which are not studies and are not listed.
+    ``result_json``, ``result_files``) and the number of unscored study companions
+    (``--accept study``: PDFs, screenshots), which are not studies and are not listed.
 
-    Statuses: ``scored`` (the node's result, its SR), ``needs review`` (scored without
-    an L1–L4 value, or without its PDF report), ``error`` (set aside by the node, with
-    its reason; never scored), ``waiting`` (received, not scored yet).
+    Statuses: ``scored`` (the node's result: its SR and result JSON), ``needs review``
+    (scored without an L1–L4 value, or without its PDF report), ``error`` (set aside
+    by the node, with its reason; never scored), ``waiting`` (received, not scored yet).
 
     Raises
     ------
@@ -84,7 +84,7 @@ def node_items(spool: str | Path) -> tuple[list[dict[str, Any]], int]:
         Not a readable node record.
     """
     from tbscore.net.ledger import read_record
-    from tbscore.net.spool import LEDGER_NAME
+    from tbscore.net.spool import LEDGER_NAME, result_json_beside
 
     root = Path(spool).resolve()
     incoming, results = root / "incoming", root / "results"
@@ -111,7 +111,7 @@ def node_items(spool: str | Path) -> tuple[list[dict[str, Any]], int]:
             reason = f"set aside by the node ({code}): {reason}" if code else reason
         elif state == "scored":
             status = "needs review" if code else "scored"
-            reason = f"node: {reason or code}" if code else "node"
+            reason = f"scored by the node: {reason or code}" if code else "scored by the node"
         else:
             status, reason = "waiting", "received by the node, not scored yet"
         sr = inside(row.get("sr_path") or "", results)
@@ -123,6 +123,7 @@ def node_items(spool: str | Path) -> tuple[list[dict[str, Any]], int]:
                 "reason": reason[:200],
                 "l1_l4": row.get("l1_l4") if state == "scored" else None,
                 "sr": sr,
+                "result_json": None if sr is None else inside(str(result_json_beside(sr)), results),
                 "result_files": [f for f in (inside(p, results) for p in row["result_files"]) if f],
             }
         )

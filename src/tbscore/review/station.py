@@ -168,7 +168,9 @@ class Station:
         What a ``tbscore serve`` node received, as plain data (the CLI reads the node's
         record: :func:`tbscore.cli.review.node_items`): ``image`` (path), ``status``
         (``scored``, ``needs review``, ``error`` = set aside, ``waiting``), ``reason``,
-        ``l1_l4`` (the node's value), ``sr`` (its result SR). Set-aside and waiting
+        ``l1_l4`` (the node's value), ``sr`` (its result SR), ``result_json`` (its full
+        result: the study is listed and opened from it, not scored again, until its
+        ROIs are edited). Set-aside and waiting
         images are listed with their reason and never scored here. A callable is
         called again by :meth:`refresh` (every worklist view), so what a running node
         receives appears without restarting the station.
@@ -253,6 +255,7 @@ class Station:
             "reason": str(item.get("reason") or ""),
             "l1_l4": _num(item.get("l1_l4")),
             "sr": None if item.get("sr") is None else Path(item["sr"]),
+            "result_json": None if not item.get("result_json") else Path(item["result_json"]),
         }
         key = study_key(path)
         self.studies[key] = Study(key, path.resolve(), None, None, header, node)
@@ -362,6 +365,14 @@ class Station:
 
         if roi is None and self.record(key) is not None:
             return TBSResult.from_json(self.folder(key) / "result.json")
+        node = self.study(key).node
+        if roi is None and node is not None and node.get("result_json") is not None:
+            if self.db.state(key).get("roi") is None:  # the node's result, not rescored
+                with self._lock:
+                    ck = (key, "node")
+                    if ck not in self._cache:
+                        self._cache[ck] = TBSResult.from_json(node["result_json"])
+                    return self._cache[ck]
         self._check_scorable(key)
         doc = roi if roi is not None else self.roi(key)
         text = json.dumps(doc, sort_keys=True)
@@ -588,7 +599,11 @@ class Station:
         st = self.study(key)
         if st.node is not None and st.node["status"] in UNSCORED_NODE_STATUSES:
             return st.node["status"], st.node["reason"]
-        if st.node is not None and self.db.state(key).get("roi") is None:
+        if (
+            st.node is not None
+            and st.node.get("result_json") is None
+            and self.db.state(key).get("roi") is None
+        ):  # no result JSON of the node: its record's status
             return st.node["status"], st.node["reason"]
         if st.batch is not None and self.db.state(key).get("roi") is None:
             warnings = st.batch.get("warnings") or ""
@@ -606,7 +621,9 @@ class Station:
         conf = result.roi_confidence
         if conf is not None and conf < REVIEW_CONFIDENCE:
             return "needs review", f"ROI confidence {conf:.2f} < {REVIEW_CONFIDENCE:.2f}"
-        return "scored", ""
+        if st.node is not None and st.node["status"] == "needs review":
+            return st.node["status"], st.node["reason"]  # e.g. the node's report failed
+        return "scored", "scored by the node" if st.node is not None else ""
 
     def worklist(self) -> list[dict[str, Any]]:
         """One row per study: key, status, reason, patient ID, study date, L1–L4."""
