@@ -120,7 +120,7 @@ def node_items(spool: str | Path) -> tuple[list[dict[str, Any]], int]:
                 "image": image,
                 "origin": "node",
                 "status": status,
-                "reason": reason[:200],
+                "reason": reason if len(reason) <= 200 else reason[:199] + "…",
                 "l1_l4": row.get("l1_l4") if state == "scored" else None,
                 "sr": sr,
                 "result_json": None if sr is None else inside(str(result_json_beside(sr)), results),
