@@ -520,6 +520,16 @@ def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
     assert not calls  # opened from the node's result JSON, not scored again
     assert station.score(scored["key"]).l1_l4 == pytest.approx(node_value, rel=1e-12)
 
+    # an ROI edit (here an exclusion) of a node study is re-scored like any other
+    token = _token(client, scored["key"])
+    r = client.post(
+        f"/api/study/{scored['key']}/exclude",
+        json={"label": "L1", "reason": "artefact"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert r.status_code == 200 and calls
+    assert r.get_json()["l1_l4"] != pytest.approx(node_value, rel=1e-9)
+
     # the command line: the spool given as DIR is recognised as one
     seen = {}
     monkeypatch.setattr("werkzeug.serving.run_simple", lambda *a, **k: seen.update(app=a[2]))
@@ -531,3 +541,32 @@ def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
     listed = seen["app"].test_client().get("/").get_data(as_text=True)
     assert uids["scored"] not in listed and uids["set_aside"] in listed
     running.close()
+
+
+def test_node_images_waiting_are_listed_not_scored(tmp_path, monkeypatch):
+    """An image the node has received but not scored yet is "waiting": the station does
+    not score it (an image that stalls the node's worker must not stall the station)."""
+    import tbscore.api
+    from netutil import image_copies
+    from tbscore.cli.review import node_items
+    from tbscore.net.ledger import Ledger
+    from tbscore.net.spool import Spool
+
+    spool = Spool(tmp_path / "spool", min_free_mb=0)
+    (img,) = image_copies(tmp_path / "in", 1)
+    import pydicom
+
+    uid = str(pydicom.dcmread(img, stop_before_pixels=True).SOPInstanceUID)
+    target = spool.incoming_path(uid)
+    target.write_bytes(img.read_bytes())
+    ledger = Ledger(spool.ledger_path)
+    ledger.add_image(uid, "1.2.840.10008.5.1.4.1.1.7", "DXA1", str(target), 1, score=True)
+    ledger.close()
+    items, _ = node_items(spool.root)
+    monkeypatch.setattr(tbscore.api, "calc", lambda *a, **k: pytest.fail("scored"))
+    station = Station([], Database(tmp_path / "db.sqlite"), tmp_path / "work", node_items=items)
+    (row,) = station.worklist()
+    assert (row["status"], row["l1_l4"], row["source"]) == ("waiting", None, "node")
+    client = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost"]).test_client()
+    r = client.get(f"/study/{row['key']}")
+    assert r.status_code == 400 and "not scored yet" in r.get_data(as_text=True)

@@ -246,10 +246,6 @@ class Station:
         from tbscore.errors import DicomReadError
 
         path = Path(item["image"])
-        try:
-            header = _header(path)
-        except (DicomReadError, OSError):
-            header = {}
         node = {
             "status": str(item.get("status") or "waiting"),
             "reason": str(item.get("reason") or ""),
@@ -258,7 +254,15 @@ class Station:
             "result_json": None if not item.get("result_json") else Path(item["result_json"]),
         }
         key = study_key(path)
+        known = self.studies.get(key)
+        if known is not None and known.node == node:
+            return  # unchanged since the last read: the header is not read again
+        try:
+            header = _header(path)
+        except (DicomReadError, OSError):
+            header = {}
         self.studies[key] = Study(key, path.resolve(), None, None, header, node)
+        self._cache.pop((key, "node"), None)
 
     def _check_scorable(self, key: str) -> None:
         """Refuse to score an image the node set aside or has not scored yet."""
