@@ -1,6 +1,7 @@
 """A reading-station study folder for tests and screenshots: a current scan and a prior
 of the same patient (phantom A, with ROI side-cars) and a vendor DXA SR of the current
-study (a GE-Lunar-like Comprehensive SR built with pydicom)."""
+study (a GE-Lunar-like Comprehensive SR built with pydicom); and a DICOM node spool
+built with the node's own code (:func:`make_node_spool`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import SAMPLE_DIR
+from conftest import SAMPLE_DIR, make_dataset
 
 #: Values the vendor SR carries for L1–L4 (and decoys for L2 alone and the Z-score).
 SR_BMD, SR_T, SR_L2_BMD, SR_Z = 0.987, -1.3, 1.104, -0.4
@@ -134,3 +135,51 @@ def make_study_folder(folder: Path) -> dict[str, Path]:
     (folder / "prior.roi.json").write_text(json.dumps(proi))
     sr = write_vendor_dxa_sr(folder / "vendor_dxa.dcm", current)
     return {"current": current, "prior": prior, "sr": sr}
+
+
+def make_node_spool(root: Path, tmp: Path) -> dict[str, str]:
+    """A node spool built with the node's own code (tbscore.net: Spool, Ledger and the
+    worker's score_job): a scored image, an image set aside, a companion PDF. Returns
+    the SOP Instance UIDs by role."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pydicom
+
+    from netutil import image_copies
+    from tbscore.io.pdf_dicom import encapsulated_pdf
+    from tbscore.net.ledger import Ledger
+    from tbscore.net.sop import DXA_IMAGE_CLASSES
+    from tbscore.net.spool import Spool
+    from tbscore.net.workers import score_job
+
+    spool = Spool(root, min_free_mb=0)
+    ledger = Ledger(spool.ledger_path)
+    (good,) = image_copies(tmp / "sent", 1)  # phantom A, new UIDs
+    broken = make_dataset(np.zeros((200, 160), np.uint16))
+    broken.PixelData = broken.PixelData[:1000]
+    broken.save_as(tmp / "sent" / "truncated.dcm", enforce_file_format=True)
+    src = pydicom.dcmread(good)
+    pdf = encapsulated_pdf(b"%PDF-1.4\n%%EOF\n", src, title="vendor report", when=datetime.now(UTC))
+    pdf.save_as(tmp / "sent" / "report.dcm", enforce_file_format=True)
+    uids = {}
+    for role, path in (("scored", good), ("set_aside", tmp / "sent" / "truncated.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        uid = uids[role] = str(ds.SOPInstanceUID)
+        target = spool.incoming_path(uid)
+        target.write_bytes(path.read_bytes())
+        assert str(ds.SOPClassUID) in DXA_IMAGE_CLASSES
+        ledger.add_image(uid, str(ds.SOPClassUID), "DXA1", str(target), 1, score=True)
+        job = {"uid": uid, "path": str(target), "sr_path": str(spool.result_path(uid))}
+        out = score_job(job, {"max_pixels": 0, "settings": None, "calibration": None})
+        if out["outcome"] == "scored":  # as the node's supervisor records it
+            ledger.scored(uid, out["sr_path"], out["l1_l4"], ["PACS"], code=out["code"],
+                          reason=out["reason"])  # fmt: skip
+        else:
+            ledger.set_aside(uid, out["code"], out["reason"])
+    uids["companion"] = str(pdf.SOPInstanceUID)
+    target = spool.incoming_path(uids["companion"])
+    target.write_bytes((tmp / "sent" / "report.dcm").read_bytes())
+    ledger.add_image(uids["companion"], str(pdf.SOPClassUID), "DXA1", str(target), 1, score=False)
+    ledger.close()
+    return uids

@@ -38,6 +38,7 @@ from netutil import (  # noqa: E402
 from tbscore.errors import AssociationError  # noqa: E402
 from tbscore.net.address import parse_peer  # noqa: E402
 from tbscore.net.scu import Timeouts, echo, send_files  # noqa: E402
+from tbscore.net.spool import result_json_beside  # noqa: E402
 
 STALL = ".999"  # UID marker of images whose job stalls (TBSCORE_NET_TEST_STALL)
 T = Timeouts(connect_s=5, acse_s=5, dimse_s=15, network_s=15)
@@ -184,7 +185,7 @@ def test_accept_study_stores_the_rest_unscored_and_queue_list_purge(node, pacs, 
     for uid in (pdf.SOPInstanceUID, shot.SOPInstanceUID):
         assert node.images()[uid]["state"] == "stored"
     rec = _state(node, src.SOPInstanceUID)
-    assert rec["state"] == "scored"
+    assert rec["state"] == "scored" and result_json_beside(rec["sr_path"]).is_file()
     wait_until(
         lambda: all(
             s["state"] == "sent"
@@ -214,6 +215,7 @@ def test_accept_study_stores_the_rest_unscored_and_queue_list_purge(node, pacs, 
     for uid in (src.SOPInstanceUID, pdf.SOPInstanceUID, shot.SOPInstanceUID):
         assert node.images()[uid]["path"] == ""
     assert not Path(rec["path"]).exists() and not Path(rec["sr_path"]).exists()
+    assert not result_json_beside(rec["sr_path"]).exists()  # the JSON kept for tbscore review
     # the record stays: the image sent again is a duplicate, not rescored
     assert send([img], node)[0].state == "sent"
     again = node.images()[src.SOPInstanceUID]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE_DIR, require_tool
-from review_fixture import SR_BMD, SR_T, make_study_folder
+from review_fixture import SR_BMD, SR_T, make_node_spool, make_study_folder
 
 pytest.importorskip("flask")
 
@@ -103,6 +103,12 @@ def test_roi_edit_rescores_like_calc_and_is_audited(local):
     station, key, client, token = local
     hdr = {"X-CSRF-Token": token}
     auto = client.get(f"/api/study/{key}").get_json()
+    # the SNR column as `tbscore calc` prints it: "no noise" where the ratio is unbounded
+    from tbscore.core.result import format_snr
+
+    snr = {x["label"]: (x["snr"], x["snr_text"]) for x in auto["vertebrae"]}
+    assert ("no noise" in [t for _, t in snr.values()]) and any(v for v, _ in snr.values())
+    assert all(t == format_snr(v) for v, t in snr.values())
     r = client.post(
         f"/api/study/{key}/roi", json={"label": "L1", "box": [36, 66, 58, 98]}, headers=hdr
     )
@@ -187,6 +193,14 @@ def test_signed_is_immutable_addendum_and_append_only_audit(local):
     sr = pydicom.dcmread(folder / "sr-1.dcm")
     assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "VERIFIED")
     assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Roe^Jane"
+    # the station's signed SR and Encapsulated PDF pass dciodvfy (installed in CI)
+    dciodvfy = require_tool("dciodvfy")
+    for name in ("sr-1.dcm", "report-1.dcm"):
+        proc = subprocess.run(
+            [dciodvfy, str(folder / name)], capture_output=True, text=True, timeout=60
+        )
+        errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+        assert not errors, (name, errors)
     rec = station.record(key)
     assert rec.status == "final" and rec.inputs["bone_density"]["bmd_g_cm2"] == SR_BMD
     assert rec.inputs["age"] == 66 and len(rec.inputs["priors"]) == 1
@@ -446,3 +460,113 @@ def test_browser_edit_exclude_sign_addendum(server):
         drv.quit()
         if other is not None:
             other.quit()
+
+
+# ----------------------------------------------------------------- node worklist
+def test_worklist_from_the_dicom_node_spool(tmp_path, monkeypatch):
+    """Issue 17: `tbscore review --node-spool` (or the spool given as DIR) lists what the
+    node received: the scored image with the node's value and SR (not rescored for the
+    worklist), the set-aside image as "error" with the node's typed reason (never
+    scored, not even when opened), and not the unscored companion PDF."""
+    import tbscore.api
+    from tbscore.cli.review import node_items
+    from tbscore.net.ledger import read_record
+
+    spool = tmp_path / "spool"
+    uids = make_node_spool(spool, tmp_path)
+    from tbscore.net.ledger import Ledger
+
+    running = Ledger(spool / "ledger.sqlite")  # as a running node holds it
+    record = {r["sop_instance_uid"]: r for r in read_record(spool / "ledger.sqlite")}
+    assert record[uids["scored"]]["state"] == "scored"
+    assert record[uids["set_aside"]]["code"] == "dicom_read_error"
+    items, companions = node_items(spool)
+    assert companions == 1 and len(items) == 2
+
+    calls = []
+    real_calc = tbscore.api.calc
+    monkeypatch.setattr(tbscore.api, "calc", lambda *a, **k: calls.append(a) or real_calc(*a, **k))
+    station = Station([], Database(tmp_path / "db.sqlite"), tmp_path / "work", node_items=items)
+    app = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost"])
+    client = app.test_client()
+    html = client.get("/").get_data(as_text=True)
+    rows = {r["file"]: r for r in station.worklist()}
+    assert set(rows) == {f"{uids['scored']}.dcm", f"{uids['set_aside']}.dcm"}
+    scored, aside = rows[f"{uids['scored']}.dcm"], rows[f"{uids['set_aside']}.dcm"]
+    assert {scored["source"], aside["source"]} == {"node"}
+    node_value = record[uids["scored"]]["l1_l4"]
+    # the node's result JSON beside its SR, judged by the station's rules (warnings)
+    from tbscore.core.result import TBSResult
+    from tbscore.net.spool import result_json_beside
+
+    node_result = TBSResult.from_json(result_json_beside(record[uids["scored"]]["sr_path"]))
+    assert node_result.l1_l4 == node_value
+    if node_result.warnings:  # phantom A without ROI file: "... check the labels"
+        assert (scored["status"], scored["reason"]) == ("needs review", node_result.warnings[0])
+    else:
+        assert scored["status"] == "scored"
+    assert scored["l1_l4"] == node_value and scored["node_sr"] == f"{uids['scored']}.sr.dcm"
+    assert aside["status"] == "error" and aside["l1_l4"] is None
+    assert "dicom_read_error" in aside["reason"] and "set aside by the node" in aside["reason"]
+    assert not calls  # the worklist shows the node's results without rescoring
+    assert uids["companion"] not in html and "dicom_read_error" in html
+    assert f"{node_value:.3f}" in html and "status-error" in html
+
+    r = client.get(f"/study/{aside['key']}")
+    assert r.status_code == 400 and "dicom_read_error" in r.get_data(as_text=True)
+    assert not calls  # a set-aside image is never scored
+    r = client.get(f"/study/{scored['key']}")
+    assert r.status_code == 200 and f"{uids['scored']}.sr.dcm" in r.get_data(as_text=True)
+    assert not calls  # opened from the node's result JSON, not scored again
+    assert station.score(scored["key"]).l1_l4 == pytest.approx(node_value, rel=1e-12)
+
+    # an ROI edit (here an exclusion) of a node study is re-scored like any other
+    token = _token(client, scored["key"])
+    r = client.post(
+        f"/api/study/{scored['key']}/exclude",
+        json={"label": "L1", "reason": "artefact"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert r.status_code == 200 and calls
+    assert r.get_json()["l1_l4"] != pytest.approx(node_value, rel=1e-9)
+
+    # the command line: the spool given as DIR is recognised as one
+    seen = {}
+    monkeypatch.setattr("werkzeug.serving.run_simple", lambda *a, **k: seen.update(app=a[2]))
+    assert main(["review", str(spool), "--db", str(tmp_path / "cli.sqlite"), "--port", "1"]) == 0
+    listed = seen["app"].test_client().get("/").get_data(as_text=True)
+    assert "dicom_read_error" in listed and uids["companion"] not in listed
+    assert uids["scored"] in listed
+    running.purged(uids["scored"])  # the running node changes its record: seen at once
+    listed = seen["app"].test_client().get("/").get_data(as_text=True)
+    assert uids["scored"] not in listed and uids["set_aside"] in listed
+    running.close()
+
+
+def test_node_images_waiting_are_listed_not_scored(tmp_path, monkeypatch):
+    """An image the node has received but not scored yet is "waiting": the station does
+    not score it (an image that stalls the node's worker must not stall the station)."""
+    import tbscore.api
+    from netutil import image_copies
+    from tbscore.cli.review import node_items
+    from tbscore.net.ledger import Ledger
+    from tbscore.net.spool import Spool
+
+    spool = Spool(tmp_path / "spool", min_free_mb=0)
+    (img,) = image_copies(tmp_path / "in", 1)
+    import pydicom
+
+    uid = str(pydicom.dcmread(img, stop_before_pixels=True).SOPInstanceUID)
+    target = spool.incoming_path(uid)
+    target.write_bytes(img.read_bytes())
+    ledger = Ledger(spool.ledger_path)
+    ledger.add_image(uid, "1.2.840.10008.5.1.4.1.1.7", "DXA1", str(target), 1, score=True)
+    ledger.close()
+    items, _ = node_items(spool.root)
+    monkeypatch.setattr(tbscore.api, "calc", lambda *a, **k: pytest.fail("scored"))
+    station = Station([], Database(tmp_path / "db.sqlite"), tmp_path / "work", node_items=items)
+    (row,) = station.worklist()
+    assert (row["status"], row["l1_l4"], row["source"]) == ("waiting", None, "node")
+    client = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost"]).test_client()
+    r = client.get(f"/study/{row['key']}")
+    assert r.status_code == 400 and "not scored yet" in r.get_data(as_text=True)

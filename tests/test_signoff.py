@@ -367,3 +367,32 @@ def test_signed_outputs_not_partial_on_failure(case, tmp_path, monkeypatch):
 def test_digest_ignores_key_order():
     assert result_digest({"a": 1, "b": [1, 2]}) == result_digest({"b": [1, 2], "a": 1})
     assert result_digest({"a": 1}) != result_digest({"a": 2})
+
+
+def test_cli_sign_reads_bmd_t_score_from_vendor_dxa_sr_entered_values_win(case, tmp_path):
+    """Issue 17: with no --bmd/--t-score, the vendor DXA SR of the same study beside the
+    image gives them (as in the reading station); entered values win; --no-dxa-sr
+    leaves them out."""
+    import shutil
+
+    from review_fixture import SR_BMD, SR_T, write_vendor_dxa_sr
+
+    res, dcm, roi = case
+    sr = write_vendor_dxa_sr(tmp_path / "vendor_sr.dcm", dcm)
+
+    def bone_density(name: str, *extra: str) -> dict | None:
+        copy = shutil.copy(res, tmp_path / f"{name}.json")
+        rc = _sign(copy, dcm, roi, tmp_path / f"{name}.html", "--impression", "x", *extra)
+        assert rc == EXIT_OK
+        record = json.loads((tmp_path / f"{name}.signoff.json").read_text())
+        return record["inputs"]["bone_density"]
+
+    from_sr = bone_density("from_sr")
+    assert (from_sr["bmd_g_cm2"], from_sr["t_score"]) == (SR_BMD, SR_T)
+    assert "vendor DXA SR" in from_sr["source"] and sr.name in from_sr["source"]
+    assert f"{SR_BMD:.3f}" in (tmp_path / "from_sr.html").read_text()
+    entered = bone_density("entered", "--bmd", "0.912")
+    assert entered == {"bmd_g_cm2": 0.912, "t_score": None, "source": "entered"}
+    assert bone_density("off", "--no-dxa-sr") is None
+    sr.unlink()
+    assert bone_density("no_sr") is None

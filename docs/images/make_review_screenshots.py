@@ -2,7 +2,8 @@
 
     .venv/bin/python docs/images/make_review_screenshots.py
 
-Writes docs/images/review-worklist.png, review-study.png and review-signed-pdf-1.png
+The worklist also lists a DICOM node spool (``--node-spool``) built with the node's own
+code. Writes docs/images/review-worklist.png, review-study.png and review-signed-pdf-1.png
 (first page of a signed PDF, by pdftoppm). Needs chromium, chromium-driver, poppler-utils.
 """
 
@@ -20,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from review_fixture import make_study_folder  # noqa: E402
+from review_fixture import make_node_spool, make_study_folder  # noqa: E402
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
     for stem in ("phantom_b_nonsquare", "phantom_c_monochrome1", "phantom_d_mixed_hurst"):
         for suffix in (".dcm", ".roi.json"):
             shutil.copy(ROOT / "sample_dicom" / f"{stem}{suffix}", studies / f"{stem}{suffix}")
+    make_node_spool(tmp / "spool", tmp)  # what a DICOM node received: scored, set aside
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -46,6 +48,8 @@ def main() -> None:
             "tbscore",
             "review",
             str(studies),
+            "--node-spool",
+            str(tmp / "spool"),
             "--db",
             str(tmp / "r.sqlite"),
             "--port",
@@ -113,7 +117,7 @@ def main() -> None:
         drv.find_element(By.ID, "sign").click()
         wait.until(lambda d: d.find_elements(By.ID, "signed-block"))
         drv.get(url + "/")
-        drv.set_window_size(1480, 450)
+        drv.set_window_size(1480, 700)
         drv.save_screenshot(str(HERE / "review-worklist.png"))
         pdfs = sorted((tmp / "r-signed").glob("*/report-1.pdf"), key=lambda p: p.stat().st_mtime)
         pdf = pdfs[-1]

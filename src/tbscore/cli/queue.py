@@ -13,7 +13,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
     from tbscore.errors import NetError
     from tbscore.net.ledger import Ledger
-    from tbscore.net.spool import Spool
+    from tbscore.net.spool import Spool, result_json_beside
 
     if not (Path(args.spool) / "ledger.sqlite").is_file():
         raise NetError("no node record here (ledger.sqlite)", str(args.spool))
@@ -61,7 +61,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
             return 0
         n = 0
         for r in ledger.purgeable():
-            for p in {r["path"], r["sr_path"], *ledger.send_paths(r["sop_instance_uid"])}:
+            files = {r["path"], r["sr_path"], *ledger.send_paths(r["sop_instance_uid"])}
+            if r["sr_path"]:
+                files.add(str(result_json_beside(r["sr_path"])))  # kept for tbscore review
+            for p in files:
                 if p:
                     Path(p).unlink(missing_ok=True)
             ledger.purged(r["sop_instance_uid"])

@@ -64,6 +64,72 @@ def _lsc(args: argparse.Namespace) -> tuple[float | None, str | None]:
     return None, None
 
 
+def node_items(spool: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """What a ``tbscore serve`` node received, as plain data for the station.
+
+    Reads the node's record read-only (:func:`tbscore.net.ledger.read_record`; this
+    command is the one place that knows both the node and the station, which must not
+    import each other). Returns the items (one per received image still in the spool:
+    ``image``, ``origin`` ``"node"``, ``status``, ``reason``, ``l1_l4``, ``sr``,
+    ``result_json``, ``result_files``) and the number of unscored study companions
+    (``--accept study``: PDFs, screenshots), which are not studies and are not listed.
+
+    Statuses: ``scored`` (the node's result: its SR and result JSON), ``needs review``
+    (scored without an L1–L4 value, or without its PDF report), ``error`` (set aside
+    by the node, with its reason; never scored), ``waiting`` (received, not scored yet).
+
+    Raises
+    ------
+    NetError
+        Not a readable node record.
+    """
+    from tbscore.net.ledger import read_record
+    from tbscore.net.spool import LEDGER_NAME, result_json_beside
+
+    root = Path(spool).resolve()
+    incoming, results = root / "incoming", root / "results"
+    items: list[dict[str, Any]] = []
+    companions = 0
+
+    def inside(path: str, folder: Path) -> Path | None:
+        # the record names files the node wrote; still, nothing outside the spool
+        if not path:
+            return None
+        p = Path(path).resolve()
+        return p if p.is_relative_to(folder) and p.is_file() else None
+
+    for row in read_record(root / LEDGER_NAME):
+        image = inside(row.get("path") or "", incoming)
+        if image is None:
+            continue  # purged (tbscore queue purge) or gone
+        state, code, reason = row.get("state"), row.get("code"), row.get("reason") or ""
+        if state == "stored":
+            companions += 1
+            continue
+        if state == "set_aside":
+            status = "error"
+            reason = f"set aside by the node ({code}): {reason}" if code else reason
+        elif state == "scored":
+            status = "needs review" if code else "scored"
+            reason = f"scored by the node: {reason or code}" if code else "scored by the node"
+        else:
+            status, reason = "waiting", "received by the node, not scored yet"
+        sr = inside(row.get("sr_path") or "", results)
+        items.append(
+            {
+                "image": image,
+                "origin": "node",
+                "status": status,
+                "reason": reason if len(reason) <= 200 else reason[:199] + "…",
+                "l1_l4": row.get("l1_l4") if state == "scored" else None,
+                "sr": sr,
+                "result_json": None if sr is None else inside(str(result_json_beside(sr)), results),
+                "result_files": [f for f in (inside(p, results) for p in row["result_files"]) if f],
+            }
+        )
+    return items, companions
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     """``tbscore review``: serve the reading station until interrupted."""
     from tbscore.cli.exit import EXIT_OK
@@ -88,11 +154,24 @@ def cmd_review(args: argparse.Namespace) -> int:
             f"--host {args.host} is reachable from other machines: give --users FILE "
             "(accounts with hashed passwords; create with --add-user NAME)"
         )
-    if not args.dirs:
-        raise ReviewError("give at least one folder or batch output to review")
+    from tbscore.net.spool import is_spool
+
+    spools = list(args.node_spool or [])
+    for src in args.node_spool or []:
+        if not is_spool(src):
+            raise ReviewError("not a tbscore serve spool (no ledger.sqlite, incoming/)", src)
+    sources = []
     for src in args.dirs:
         if not Path(src).exists():
             raise ReviewError("does not exist", src)
+        (spools if is_spool(src) else sources).append(src)  # a spool given as DIR
+    if not sources and not spools:
+        raise ReviewError("give at least one folder, batch output or --node-spool to review")
+
+    def from_node() -> list[dict[str, Any]]:
+        return [item for spool in spools for item in node_items(spool)[0]]
+
+    companions = sum(node_items(spool)[1] for spool in spools)
     lsc, lsc_source = _lsc(args)
 
     import logging
@@ -106,13 +185,14 @@ def cmd_review(args: argparse.Namespace) -> int:
     db_path = Path(args.db)
     work = Path(args.work) if args.work else db_path.with_name(db_path.stem + "-signed")
     station = Station(
-        args.dirs,
+        sources,
         Database(db_path),
         work,
         time_zone=args.tz,
         lsc=lsc,
         lsc_source=lsc_source,
         include_phi_pdf=not args.no_phi,
+        node_items=from_node if spools else None,
     )
     # on loopback, answer only requests addressed to loopback (no DNS rebinding)
     trusted = [args.host, "localhost", "127.0.0.1", "[::1]"] if is_loopback(args.host) else None
@@ -125,7 +205,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING if args.quiet_requests else logging.INFO)
     sys.stdout.write(
-        f"tbscore review: {len(station.studies)} studies; http://{args.host}:{args.port}/ "
+        f"tbscore review: {len(station.studies)} studies"
+        + (f" ({companions} unscored node companions not listed)" if companions else "")
+        + f"; http://{args.host}:{args.port}/ "
         f"({'login required' if users else 'single user: ' + args.physician}); Ctrl-C stops\n"
     )
     sys.stdout.flush()
@@ -139,12 +221,20 @@ def register(sub: Any) -> None:
         "review",
         help="CPT 77092 reading station: review and edit ROIs, compare priors, sign (web app)",
         description="Serve the reading station: a worklist of studies (DICOM folders, "
-        "tbscore batch outputs), a study page with the image, editable ROIs re-scored on "
-        "every change, values, variograms, clinical inputs (BMD/T-score from a vendor DXA "
+        "tbscore batch outputs, what a tbscore serve node received), a study page with "
+        "the image, editable ROIs re-scored on every change, values, variograms, clinical "
+        "inputs (BMD/T-score from a vendor DXA "
         "SR when present), priors with the change call against the site LSC, and signing "
         "(PDF, VERIFIED SR, Encapsulated PDF) with an append-only audit trail.",
     )
     p.add_argument("dirs", nargs="*", metavar="DIR", help="folder, DICOM file or batch CSV/Parquet")
+    p.add_argument(
+        "--node-spool",
+        action="append",
+        metavar="SPOOL",
+        help="list what a tbscore serve node received (its --spool folder; repeatable; "
+        "a spool given as DIR is recognised too)",
+    )
     p.add_argument("--db", default="tbscore-review.sqlite", help="audit/state database (sqlite)")
     p.add_argument("--work", help="signed results and files (default DB-signed/ beside --db)")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")

@@ -107,6 +107,34 @@ def _priors(args: argparse.Namespace, result: Any) -> list[dict]:
     return out
 
 
+def _dxa_sr_values(args: argparse.Namespace, result: Any) -> dict | None:
+    """BMD (g/cm²) and T-score of L1–L4 from a vendor DXA SR of the same study beside
+    the image (``--image``, else the result's input file), as the reading station
+    reads them (:mod:`tbscore.io.dxa_sr`). Only used when neither ``--bmd`` nor
+    ``--t-score`` is given: entered values win."""
+    from tbscore.io.dxa_sr import find_dxa_sr, read_dxa_sr
+
+    image = Path(args.image) if args.image else None
+    if image is None:
+        source = (result.input or {}).get("source")
+        image = Path(str(source)) if source else None
+    if image is None or not image.parent.is_dir():
+        return None
+    study_uid = (result.metadata or {}).get("study_instance_uid")
+    if not study_uid and args.image:
+        from tbscore.io.sniff import read_dicom
+
+        study_uid = str(getattr(read_dicom(image, stop_before_pixels=True), "StudyInstanceUID", ""))
+    try:
+        sr = find_dxa_sr(image.parent, study_uid or None)
+    except OSError:
+        return None
+    values = None if sr is None else read_dxa_sr(sr)
+    if values is None:
+        return None
+    return {k: values[k] for k in ("bmd_g_cm2", "t_score", "source")}
+
+
 def _check_addendum_args(args: argparse.Namespace) -> None:
     """An addendum keeps the signed inputs: clinical arguments are refused."""
     given = [d for d in _CLINICAL_DESTS if getattr(args, d, None) not in (None, [])]
@@ -135,6 +163,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
             raise SignOffError("--impression is required to sign a report")
         inputs = _inputs_from_args(args)
         inputs["priors"] = _priors(args, result)
+        if inputs["bone_density"] is None and not args.no_dxa_sr:
+            inputs["bone_density"] = _dxa_sr_values(args, result)
     done = sign_result(
         result,
         args.result,
@@ -195,6 +225,12 @@ def register(sub: Any) -> None:
     g = p.add_argument_group("bone density and follow-up")
     g.add_argument("--bmd", type=float, metavar="G_CM2", help="L1-L4 BMD (g/cm^2)")
     g.add_argument("--t-score", type=float, help="L1-L4 T-score")
+    g.add_argument(
+        "--no-dxa-sr",
+        action="store_true",
+        help="do not read BMD/T-score from a vendor DXA SR of the study beside the image "
+        "(read by default when neither --bmd nor --t-score is given)",
+    )
     g.add_argument(
         "--prior", action="append", metavar="RESULT.json", help="prior scan result (repeatable)"
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 from tbscore.errors import NetError
 
-__all__ = ["Ledger", "SendRow", "backoff_s"]
+__all__ = ["Ledger", "SendRow", "backoff_s", "read_record"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -422,3 +422,38 @@ class Ledger:
         for r in self._all("SELECT state, COUNT(*) AS n FROM sends GROUP BY state"):
             out["sends"][r["state"]] = r["n"]
         return out
+
+
+def read_record(path: str | Path) -> list[dict[str, Any]]:
+    """A read-only snapshot of a node record, for other programs (the reading station).
+
+    Opens ``path`` read-only (sqlite ``mode=ro``: nothing is created, migrated or
+    written, a running node is not disturbed) and returns one dict per received
+    instance, oldest first: the ``images`` columns (see the module docstring for the
+    states) plus ``result_files``, the result files queued for it (SR, PDF report).
+
+    Raises
+    ------
+    NetError
+        No record at ``path``, or not a readable node record (naming the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise NetError("no node record (ledger.sqlite) here", str(p))
+    try:
+        con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise NetError(f"cannot open the node record ({exc})", str(p)) from exc
+    try:
+        con.row_factory = sqlite3.Row
+        rows = [dict(r) for r in con.execute("SELECT * FROM images ORDER BY received_at")]
+        files: dict[str, list[str]] = {}
+        for r in con.execute("SELECT DISTINCT sop_instance_uid, path FROM sends ORDER BY id"):
+            files.setdefault(r["sop_instance_uid"], []).append(r["path"])
+    except sqlite3.Error as exc:
+        raise NetError(f"not a readable node record ({exc})", str(p)) from exc
+    finally:
+        con.close()
+    for row in rows:
+        row["result_files"] = files.get(row["sop_instance_uid"], [])
+    return rows

@@ -5,6 +5,8 @@ Layout::
     SPOOL/ledger.sqlite      the record (:class:`tbscore.net.ledger.Ledger`)
     SPOOL/incoming/UID.dcm   received instances, as received (DICOM Part 10)
     SPOOL/results/UID.sr.dcm result files, written once and resent as they are
+    SPOOL/results/UID.result.json the full result of the SR (``tbscore calc``'s JSON),
+                             kept for the reading station (never sent)
 
 File names come from SOP Instance UIDs, which are untrusted text: they go through
 :func:`tbscore.batch.naming.safe_path`, so no name leaves the spool.
@@ -21,17 +23,44 @@ from tbscore.batch.output import _fsync_dir
 from tbscore.errors import NetError
 from tbscore.io.atomic import atomic_file
 
-__all__ = ["Spool", "durable_write", "free_bytes", "RESULT_RESERVE_BYTES", "REPORT_RESERVE_BYTES"]
+__all__ = [
+    "Spool",
+    "is_spool",
+    "result_json_beside",
+    "LEDGER_NAME",
+    "durable_write",
+    "free_bytes",
+    "RESULT_RESERVE_BYTES",
+    "REPORT_RESERVE_BYTES",
+]
 
 MiB = 1024 * 1024
 
 #: Bytes kept free for every accepted image not scored yet: its result SR (about
-#: 20 KiB for four vertebrae) and the rows and journal pages of the record that its
-#: scoring and sends will write. Counted against the free-space floor on receipt, so
-#: an image is only acknowledged when there is room for everything it promises.
+#: 20 KiB for four vertebrae), its result JSON (about 10 KiB) and the rows and
+#: journal pages of the record that its scoring and sends will write. Counted against
+#: the free-space floor on receipt, so an image is only acknowledged when there is room
+#: for everything it promises.
 RESULT_RESERVE_BYTES = 64 * 1024
 #: Added to it when the node also writes the PDF report (about 190 KiB).
 REPORT_RESERVE_BYTES = 512 * 1024
+
+
+#: File name of the node record in the spool folder.
+LEDGER_NAME = "ledger.sqlite"
+
+
+def is_spool(folder: str | Path) -> bool:
+    """Whether ``folder`` is a node spool (its record and its ``incoming/`` folder)."""
+    root = Path(folder)
+    return (root / LEDGER_NAME).is_file() and (root / "incoming").is_dir()
+
+
+def result_json_beside(sr_path: str | Path) -> Path:
+    """The result JSON kept beside a result SR (``UID.sr.dcm`` -> ``UID.result.json``)."""
+    p = Path(sr_path)
+    stem = p.name[: -len(".sr.dcm")] if p.name.endswith(".sr.dcm") else p.stem
+    return p.with_name(stem + ".result.json")
 
 
 def free_bytes(folder: str | Path) -> int:
@@ -90,7 +119,7 @@ class Spool:
 
     @property
     def ledger_path(self) -> Path:
-        return self.root / "ledger.sqlite"
+        return self.root / LEDGER_NAME
 
     def incoming_path(self, sop_instance_uid: str) -> Path:
         return safe_path(self.incoming, sop_instance_uid, ".dcm")

@@ -99,6 +99,13 @@ def score_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         # write_sr writes atomically itself (tbscore.io.atomic: temporary file, fsync,
         # rename): a full disk or a kill never leaves a partial result file
         write_sr(result, src, target, sop_instance_uid=sop, series_instance_uid=series)
+        # the full result beside it (about 10 KiB, within the reserve), so the reading
+        # station lists and opens the study without scoring it again
+        from tbscore.io.atomic import atomic_file
+        from tbscore.net.spool import result_json_beside
+
+        with atomic_file(result_json_beside(target)) as tmp:
+            result.to_json(tmp)
         pdf_path, report_error = None, None
         if cfg.get("report_pdf") and job.get("pdf_path") and image.header is not None:
             try:

@@ -85,6 +85,11 @@ def _trend_svg(priors: list[dict], current: float | None, date: str) -> str | No
 def _detail_text(detail: dict) -> str:
     """Audit details for display: ``key value`` pairs, numbers with 3 decimals."""
     parts = []
+    detail = dict(detail)
+    if "l1_l4_before" in detail or "l1_l4_after" in detail:  # one "L1–L4 a → b" entry
+        before, after = detail.pop("l1_l4_before", None), detail.pop("l1_l4_after", None)
+        fmt = [f"{x:.3f}" if isinstance(x, float) else "–" for x in (before, after)]
+        parts.append(f"L1–L4 {fmt[0]} → {fmt[1]}")
     for k, v in sorted(detail.items()):
         if isinstance(v, float):
             v = f"{v:.3f}"

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ from tbscore.errors import AlreadySignedError, ReviewError, TBSError
 __all__ = ["Study", "Station", "STATUSES", "REVIEW_CONFIDENCE"]
 
 #: Worklist statuses.
-STATUSES = ("scored", "needs review", "signed", "amended", "error")
+STATUSES = ("scored", "needs review", "signed", "amended", "error", "waiting")
+#: Node statuses the station never scores itself (set aside, or not scored by the node yet).
+UNSCORED_NODE_STATUSES = ("error", "waiting")
 #: Detected ROIs with an overall confidence below this need review.
 REVIEW_CONFIDENCE = 0.8
 #: Clinical input fields of the form (name -> type).
@@ -81,6 +84,8 @@ class Study:
         The ``tbscore batch`` row it came from.
     header : dict
         Patient ID, study date and UID, SOP Instance UID (from the header).
+    node : dict or None
+        What the DICOM node recorded for it (``status``, ``reason``, ``l1_l4``, ``sr``).
     """
 
     key: str
@@ -88,6 +93,12 @@ class Study:
     roi_file: Path | None = None
     batch: dict | None = None
     header: dict = field(default_factory=dict)
+    node: dict | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where the study came from: ``node``, ``batch`` or ``folder``."""
+        return "node" if self.node is not None else "batch" if self.batch else "folder"
 
 
 def _header(path: Path) -> dict[str, str]:
@@ -153,6 +164,16 @@ class Station:
         from (``tbscore precision``), for the change call against priors.
     include_phi_pdf : bool
         Patient identifiers in the signed report.
+    node_items : list of dict, or a callable returning one, optional
+        What a ``tbscore serve`` node received, as plain data (the CLI reads the node's
+        record: :func:`tbscore.cli.review.node_items`): ``image`` (path), ``status``
+        (``scored``, ``needs review``, ``error`` = set aside, ``waiting``), ``reason``,
+        ``l1_l4`` (the node's value), ``sr`` (its result SR), ``result_json`` (its full
+        result: the study is listed and opened from it, not scored again, until its
+        ROIs are edited). Set-aside and waiting
+        images are listed with their reason and never scored here. A callable is
+        called again by :meth:`refresh` (every worklist view), so what a running node
+        receives appears without restarting the station.
 
     Raises
     ------
@@ -170,6 +191,7 @@ class Station:
         lsc: float | None = None,
         lsc_source: str | None = None,
         include_phi_pdf: bool = True,
+        node_items: list[dict[str, Any]] | Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.db = db
         self.work_dir = Path(work_dir)
@@ -183,6 +205,26 @@ class Station:
         self._lock = threading.RLock()
         for src in sources:
             self._add_source(Path(src))
+        self._node_source = node_items if callable(node_items) else None
+        for item in node_items() if callable(node_items) else node_items or []:
+            self._add_node_item(item)
+
+    def refresh(self) -> None:
+        """Read the node's items again (when given as a callable): new images appear,
+        statuses change, purged ones leave the list. A failing read keeps the list."""
+        if self._node_source is None:
+            return
+        try:
+            items = self._node_source()
+        except TBSError:
+            return
+        with self._lock:
+            old = {k for k, st in self.studies.items() if st.node is not None}
+            for item in items:
+                self._add_node_item(item)
+            for key in old - {study_key(Path(i["image"])) for i in items}:
+                self.studies.pop(key, None)
+                self._auto.pop(key, None)
 
     # -- discovery -------------------------------------------------------------------
     def _add_image(self, path: Path, batch: dict | None = None) -> None:
@@ -198,6 +240,37 @@ class Station:
         key = study_key(path)
         roi_file = find_roi_file(path)
         self.studies[key] = Study(key, path.resolve(), roi_file, batch, header)
+
+    def _add_node_item(self, item: dict[str, Any]) -> None:
+        """A study the DICOM node received; a set-aside one may not even be readable."""
+        from tbscore.errors import DicomReadError
+
+        path = Path(item["image"])
+        node = {
+            "status": str(item.get("status") or "waiting"),
+            "reason": str(item.get("reason") or ""),
+            "l1_l4": _num(item.get("l1_l4")),
+            "sr": None if item.get("sr") is None else Path(item["sr"]),
+            "result_json": None if not item.get("result_json") else Path(item["result_json"]),
+        }
+        key = study_key(path)
+        known = self.studies.get(key)
+        if known is not None and known.node == node:
+            return  # unchanged since the last read: the header is not read again
+        try:
+            header = _header(path)
+        except (DicomReadError, OSError):
+            header = {}
+        self.studies[key] = Study(key, path.resolve(), None, None, header, node)
+        self._cache.pop((key, "node"), None)
+
+    def _check_scorable(self, key: str) -> None:
+        """Refuse to score an image the node set aside or has not scored yet."""
+        node = self.study(key).node
+        if node is not None and node["status"] in UNSCORED_NODE_STATUSES:
+            raise ReviewError(
+                f"not scored: {node['reason'] or node['status']}", self.study(key).image.name
+            )
 
     def _add_source(self, src: Path) -> None:
         from tbscore.io.sidecar import is_roi_sidecar
@@ -269,6 +342,7 @@ class Station:
 
         with self._lock:
             if key not in self._auto:
+                self._check_scorable(key)
                 st = self.study(key)
                 image = as_image(st.image)
                 rois = resolve_rois(st.roi_file, image)
@@ -295,6 +369,15 @@ class Station:
 
         if roi is None and self.record(key) is not None:
             return TBSResult.from_json(self.folder(key) / "result.json")
+        node = self.study(key).node
+        if roi is None and node is not None and node.get("result_json") is not None:
+            if self.db.state(key).get("roi") is None:  # the node's result, not rescored
+                with self._lock:
+                    ck = (key, "node")
+                    if ck not in self._cache:
+                        self._cache[ck] = TBSResult.from_json(node["result_json"])
+                    return self._cache[ck]
+        self._check_scorable(key)
         doc = roi if roi is not None else self.roi(key)
         text = json.dumps(doc, sort_keys=True)
         ck = (key, hashlib.sha256(text.encode()).hexdigest())
@@ -518,6 +601,14 @@ class Station:
                 f"{last.physician}, {last.display_time()}"
             )
         st = self.study(key)
+        if st.node is not None and st.node["status"] in UNSCORED_NODE_STATUSES:
+            return st.node["status"], st.node["reason"]
+        if (
+            st.node is not None
+            and st.node.get("result_json") is None
+            and self.db.state(key).get("roi") is None
+        ):  # no result JSON of the node: its record's status
+            return st.node["status"], st.node["reason"]
         if st.batch is not None and self.db.state(key).get("roi") is None:
             warnings = st.batch.get("warnings") or ""
             if st.batch.get("status") != "ok" or warnings:
@@ -534,10 +625,13 @@ class Station:
         conf = result.roi_confidence
         if conf is not None and conf < REVIEW_CONFIDENCE:
             return "needs review", f"ROI confidence {conf:.2f} < {REVIEW_CONFIDENCE:.2f}"
-        return "scored", ""
+        if st.node is not None and st.node["status"] == "needs review":
+            return st.node["status"], st.node["reason"]  # e.g. the node's report failed
+        return "scored", "scored by the node" if st.node is not None else ""
 
     def worklist(self) -> list[dict[str, Any]]:
         """One row per study: key, status, reason, patient ID, study date, L1–L4."""
+        self.refresh()
         rows = []
         for key, st in sorted(
             self.studies.items(),
@@ -549,13 +643,14 @@ class Station:
         ):
             status, reason = self.status(key)
             value = None
-            if status != "error":
+            if status not in UNSCORED_NODE_STATUSES:
                 if (
-                    st.batch is not None
+                    (st.batch is not None or st.node is not None)
                     and self.db.state(key).get("roi") is None
                     and status in ("scored", "needs review")
                 ):
-                    value = _num(st.batch.get("l1_l4"))
+                    # the batch's or the node's value: listed without rescoring
+                    value = st.node["l1_l4"] if st.node is not None else _num(st.batch.get("l1_l4"))
                 else:
                     try:
                         value = self.score(key).l1_l4
@@ -571,7 +666,8 @@ class Station:
                     "patient_name": st.header.get("PatientName", ""),
                     "study_date": st.header.get("StudyDate", ""),
                     "file": st.image.name,
-                    "source": "batch" if st.batch else "folder",
+                    "source": st.origin,
+                    "node_sr": None if st.node is None or not st.node["sr"] else st.node["sr"].name,
                 }
             )
         return rows
@@ -706,7 +802,7 @@ class Station:
     # -- page data -------------------------------------------------------------------
     def view(self, key: str) -> dict[str, Any]:
         """What the study page shows: ROIs, values, diagnostics, warnings (JSON-safe)."""
-        from tbscore.core.result import json_safe
+        from tbscore.core.result import format_snr, json_safe
         from tbscore.render.report import orientation_marks
 
         roi = self.roi(key)
@@ -730,6 +826,8 @@ class Station:
                     "n_pixels": v.n_pixels,
                     "n_lags": v.n_lags,
                     "snr": v.snr,
+                    # as tbscore calc prints it: "no noise" when the ratio is unbounded
+                    "snr_text": format_snr(v.snr, v.value is not None),
                     "roi_confidence": v.roi_confidence,
                 }
             )
