@@ -61,8 +61,11 @@ def test_no_wrong_label_without_a_warning_on_the_stress_subset():
     ("kw", "cue"),
     [
         ({"lumbar_count": 5, "crest_offset_mm": -35.0, "crop": "none"}, "last rib-bearing"),
-        ({"lumbar_count": 5, "crest_offset_mm": 15.0, "crop": "none"}, "last rib-bearing"),
-        ({"lumbar_count": 5, "crest_offset_mm": -35.0, "crop": "none", "seed": 1}, "L5/sacrum"),
+        ({"lumbar_count": 4, "crest_offset_mm": -35.0, "crop": "none"}, "last rib-bearing"),
+        (
+            {"lumbar_count": 6, "crest_offset_mm": 15.0, "crop": "top at T12/L1", "seed": 1},
+            "L5/sacrum",
+        ),
         ({"lumbar_count": 5, "crest_offset_mm": -35.0, "crop": "bottom at L4/L5"}, "last rib"),
         ({"lumbar_count": 4, "crest_offset_mm": -10.0, "crop": "none"}, "last rib-bearing"),
     ],
@@ -73,6 +76,25 @@ def test_a_disagreeing_cue_lowers_confidence_and_is_named(kw, cue):
     assert outcome == "wrong"  # the crest rule alone is fooled here
     assert found.confidence < WARN_CONFIDENCE
     assert any("labels uncertain" in w and cue in w for w in found.warnings), found.warnings
+
+
+@pytest.mark.parametrize(
+    ("seed", "crest_offset_mm", "direction"),
+    [
+        (11, 15.0, "up"),  # crests low: the crest rule calls L5 "L4"
+        (1, -35.0, "down"),  # crests high: the crest rule calls L3 "L4"
+    ],
+)
+def test_labels_move_when_the_rib_and_sacrum_cues_agree(seed, crest_offset_mm, direction):
+    outcome, found, _ = _outcome(seed, lumbar_count=5, crest_offset_mm=crest_offset_mm, crop="none")
+    moved = [w for w in found.warnings if w.startswith("labels moved")]
+    assert len(moved) == 1, found.warnings
+    assert f"1 level(s) {direction}" in moved[0]
+    assert "last rib-bearing" in moved[0] and "L5/sacrum" in moved[0]
+    # moved onto the anatomy the ribs define, and still doubted (the crests disagree)
+    assert outcome == "right"
+    assert found.confidence < WARN_CONFIDENCE
+    assert not any("labels uncertain" in w for w in found.warnings), found.warnings
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

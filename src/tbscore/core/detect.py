@@ -1012,11 +1012,13 @@ def _label_cues(
     ribs: list[tuple[float, float]],
     profile: np.ndarray,
     crest_in_l4: bool = False,
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str], dict[str, int]]:
     """Independent checks of a crest-based labelling ``idx`` (the bodies L1-L4).
 
     Returns the disagreeing cues and the notes (a cue that cannot be checked where
-    the labels are ambiguous), as sentences.
+    the labels are ambiguous), as sentences, and the shift each disagreeing
+    positional cue implies (``"ribs"``, ``"sacrum"``: how many bodies down, negative
+    up, the labels would have to move for that cue to agree).
 
     * **Last rib-bearing vertebra.** Rib ridges (:func:`_rib_ridges`) are assigned to the
       body whose centre lies 4 mm below to 22 mm above them; a body bears ribs when a
@@ -1031,6 +1033,7 @@ def _label_cues(
       than L1 does not fit L1-L4.
     """
     cues: list[str] = []
+    shifts: dict[str, int] = {}
     bearing: dict[int, list[float]] = {}
     for s_r, prom in ribs:
         near = [i for i, c in enumerate(s_centre) if _RIB_DROP_MM[0] <= s_r - c <= _RIB_DROP_MM[1]]
@@ -1046,6 +1049,7 @@ def _label_cues(
     last_rib = max(rib_bodies) if rib_bodies else None
     l1, l4 = idx[0], idx[-1]
     if last_rib is not None and last_rib != l1 - 1:
+        shifts["ribs"] = last_rib + 1 - l1
         where = (
             "L1 itself"
             if last_rib == l1
@@ -1061,16 +1065,20 @@ def _label_cues(
     valid = np.flatnonzero(np.isfinite(profile))
     reach = float(valid[-1]) - (s_centre[l4] + bodies[l4].half_size_mm[0]) if len(valid) else 0.0
     if len(below) >= 2:
+        # the lowest complete body is L5, the one above it L4
+        shifts["sacrum"] = below[-1] - 1 - l4
         cues.append(
             f"L5/sacrum: {len(below)} complete bodies below L4 (expected only L5 above the "
             "sacrum): labels may be one level high, or six lumbar-type vertebrae"
         )
     elif l4 == len(bodies) - 1 and reach >= 45.0:
+        shifts["sacrum"] = -1
         cues.append(
             f"L5/sacrum: no body below L4 although the image reaches {reach:.0f} mm below it: "
             "L4 may be L5"
         )
     elif l4 == len(bodies) - 1 and crest_in_l4:
+        shifts["sacrum"] = -1
         cues.append(
             "L5/sacrum: the iliac crests cross L4 above its lower endplate and no body is "
             "seen below it, as they cross L5 when the crests are low: L4 may be L5"
@@ -1090,7 +1098,7 @@ def _label_cues(
             "crests alone (T12 cannot be told from a sixth lumbar-type vertebra); check "
             "the labels"
         )
-    return cues, notes
+    return cues, notes, shifts
 
 
 def _consistency(bodies: list[DetectedBody], i: int, idx: list[int]) -> float:
@@ -1289,7 +1297,25 @@ def locate_vertebrae(
             f"only {l4 + 1} vertebral bod(y/ies) at or above L4: L1 is outside the image",
             source,
         )
+    # Independent cues: the last rib-bearing vertebra, L5 above the sacrum, the body
+    # heights. When the rib and the L5/sacrum cues agree on the same other labelling,
+    # the labels move to it (with a warning, below the warning threshold); when a cue
+    # disagrees otherwise the labels stay, the confidence drops below the warning
+    # threshold and the warning names the cue.
+    ribs = _rib_ridges(straight, max(contrast, 1e-6))
+    s_centre = sorted(s_axis)
+
+    def crest_in(l4: int) -> bool:
+        return crest_s is not None and crest_s < s_of[l4] + bodies[l4].half_size_mm[0]
+
     idx = list(range(l4 - 3, l4 + 1))
+    cues, notes, shifts = _label_cues(bodies, s_centre, idx, ribs, profile, crest_in(l4))
+    moved = None
+    shift = shifts.get("ribs")
+    if shift and shifts.get("sacrum") == shift and 0 <= idx[0] + shift <= len(bodies) - 4:
+        moved = (shift, cues)
+        idx = [i + shift for i in idx]
+        cues, notes, _ = _label_cues(bodies, s_centre, idx, ribs, profile, crest_in(idx[-1]))
     out = list(bodies)
     for lab, i in zip(LABELS, idx, strict=True):
         b = bodies[i]
@@ -1303,17 +1329,23 @@ def locate_vertebrae(
             conf = float(np.prod([b.scores[k] for k in _FACTORS[:-1]]))
             out[i] = replace(b, confidence=round(conf, 4))
     overall = float(np.mean([out[i].confidence for i in idx])) * label_factor
-    # Independent cues: the last rib-bearing vertebra, L5 above the sacrum, the body
-    # heights. When one disagrees the labels stay, but the confidence drops below the
-    # warning threshold and the warning names the cue.
-    ribs = _rib_ridges(straight, max(contrast, 1e-6))
-    crest_in_l4 = crest_s is not None and crest_s < s_of[l4] + bodies[l4].half_size_mm[0]
-    cues, notes = _label_cues(bodies, sorted(s_axis), idx, ribs, profile, crest_in_l4)
     warnings.extend(notes)
+    if moved is not None:
+        n, why = moved
+        overall = min(overall, DISAGREE_CONFIDENCE)
+        warnings.append(
+            f"labels moved {abs(n)} level(s) {'down' if n > 0 else 'up'} from the "
+            + ("iliac-crest labelling" if label_factor == 1.0 else "four lowest complete bodies")
+            + ": the last rib-bearing vertebra and the L5/sacrum cue agree on it ("
+            + "; ".join(why)
+            + "); check the labels"
+        )
     if cues:
         overall = min(overall, DISAGREE_CONFIDENCE)
         warnings.append(
-            "labels uncertain: independent cues disagree with the iliac-crest labelling ("
+            "labels uncertain: independent cues disagree with the "
+            + ("moved" if moved is not None else "iliac-crest")
+            + " labelling ("
             + "; ".join(cues)
             + "); check the labels"
         )
