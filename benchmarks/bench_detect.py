@@ -236,7 +236,9 @@ def stress_table(n: int, seed: int) -> None:
         stats[kind] += 1
         low = [r.confidence for r in outline if r.confidence < 0.6]
         flagged[kind] += bool(outline.warnings or low)
-        doubted[kind] += any(w.startswith("labels uncertain") for w in outline.warnings)
+        doubted[kind] += any(
+            w.startswith(("labels uncertain", "labels moved")) for w in outline.warnings
+        )
         noted[kind] += any(w.startswith("no ribs seen") for w in outline.warnings)
     print(f"\n## Stress set: {n} random phantoms (seed {seed})\n")
     print(
@@ -281,6 +283,7 @@ def label_outcome(image, spacing, truth) -> dict:
         "confidence": found.confidence,
         "warnings": list(found.warnings),
         "silent": bool(wrong) and not warned,
+        "moved": any(w.startswith("labels moved") for w in found.warnings),
     }
 
 
@@ -294,6 +297,7 @@ def label_stress_table(n: int, seed: int, verbose: bool = False) -> dict:
     rng = np.random.default_rng(seed)
     groups: dict[str, dict[str, int]] = {}
     total = {k: 0 for k in LABEL_OUTCOMES}
+    moved = {"right": 0, "wrong": 0}
     for k in range(n):
         case_seed = int(rng.integers(2**31))
         image, sp, truth = label_stress_case(case_seed)
@@ -308,6 +312,8 @@ def label_stress_table(n: int, seed: int, verbose: bool = False) -> dict:
         for key in keys:
             groups.setdefault(key, {o: 0 for o in LABEL_OUTCOMES})[res["outcome"]] += 1
         total[res["outcome"]] += 1
+        if res.get("moved"):
+            moved["wrong" if res["wrong"] else "right"] += 1
         if verbose and res["outcome"] != "right":
             print(f"  case {k} seed {case_seed} {keys}: {res}")
     print(f"\n## Label-safety stress set: {n} phantoms (seed {seed})\n")
@@ -324,6 +330,10 @@ def label_stress_table(n: int, seed: int, verbose: bool = False) -> dict:
         f"\nwrong labels returned with confidence >= 0.6 and no warning: {total['wrong']}; "
         f"warned {warned / n:.1%} (of which wrong {total['wrong, warned']}); "
         f"refused {total['refused'] / n:.1%}"
+    )
+    print(
+        "labels moved because the rib and L5/sacrum cues agreed: "
+        f"{moved['right'] + moved['wrong']} (then right {moved['right']}, wrong {moved['wrong']})"
     )
     return total
 

@@ -29,10 +29,11 @@ docs/detection.md):
 5b. **Label cross-checks.** The last rib-bearing vertebra (rib ridges 52-75 mm lateral
    to the axis: L1 must be the body below it), L5 above the sacrum (exactly one body
    below L4) and the body heights (L4 not much shorter than L1) check the crest-based
-   labels; a disagreeing cue caps the overall confidence at :data:`DISAGREE_CONFIDENCE`
-   (below the warning threshold) and the warning names it; a note says when no rib is
-   in view and the field starts at T11/T12 (T12 cannot then be told from a sixth
-   lumbar-type vertebra).
+   labels; when the rib and the L5/sacrum cues agree on the same other labelling the
+   labels move to it (warned); a move or a disagreeing cue caps the overall confidence
+   at :data:`DISAGREE_CONFIDENCE` (below the warning threshold) and the warning names
+   the cues; a note says when no rib is in view and the field starts at T11/T12 (T12
+   cannot then be told from a sixth lumbar-type vertebra).
 6. **Confidence.** Per body, the product of: edge agreement (how well a threshold
    halfway between body and surroundings reproduces the outline), contrast-to-noise
    ratio, plausible size and shape, not cut by the image border, and consistency with
