@@ -23,6 +23,12 @@ Columns per cell:
 * ``warned``: share of the draws with ``snr`` below ``SNR_WARN`` (3).
 
 A 95 % binomial band for 200 draws at p = 0.95 is about +-3 %.
+
+``--bound-aware`` adds two candidate intervals for ``"nugget"`` (issue 15, item 2; an
+investigation, not what ``calc`` does): ``nugget+union``, the hull of the interval and
+that of the unconstrained fit (``n`` of any sign) in the draws where the fit's
+``n >= 0`` bound is active, and ``nugget+n-free``, the slope +- 1.96 se with ``n`` kept
+free in the delta method at the bound. Their ``mean se`` is the mean half-width / 1.96.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ import argparse
 import math
 import platform
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from tbscore.core.estimators import ESTIMATORS, fit_slope
+from tbscore.core.estimators import _A_HI, _A_LO, ESTIMATORS, SlopeFit, _grid_argmin, fit_slope
 from tbscore.core.tbs import select_lags
-from tbscore.core.uncertainty import SNR_WARN, slope_uncertainty
+from tbscore.core.uncertainty import SNR_WARN, Z95, slope_uncertainty
 from tbscore.core.variogram import variogram
 from tbscore.sim.phantom import fbm_surface_pair
 
@@ -71,16 +78,67 @@ def draws(size: int | tuple[int, int], snr: float, count: int, seed: int):
     return mask, out[:count]
 
 
-def cell(n, snr: float, count: int, seed: int) -> dict[str, dict[str, float]]:
+def unconstrained_nugget(d: np.ndarray, v: np.ndarray) -> SlopeFit:
+    """The ``"nugget"`` fit ``V = c d^a + n`` without the ``n >= 0`` bound (``n`` may be
+    negative), with its delta-method gradient (all parameters free)."""
+    scale = float(v.min())
+    vs, ld = v / scale, np.log(d)
+    w = 1.0 / vs**2
+
+    def solve(a):
+        p = np.exp(np.multiply.outer(a, ld))
+        s11, s12, s22 = (w * p * p).sum(-1), (w * p).sum(-1), w.sum()
+        b1, b2 = (w * vs * p).sum(-1), (w * vs).sum()
+        det = s11 * s22 - s12 * s12
+        c, nug = (b1 * s22 - b2 * s12) / det, (s11 * b2 - s12 * b1) / det
+        r = vs - c[..., None] * p - nug[..., None]
+        return c, nug, np.where(c > 0, (w * r * r).sum(-1), np.inf)
+
+    a = _grid_argmin(lambda aa: solve(aa)[2], _A_LO, _A_HI)
+    c, nug, _ = solve(np.array([a]))
+    c, nug = float(c[0]), float(nug[0])
+    tex = c * np.exp(a * ld)
+    m = tex + nug
+    jac = np.column_stack([tex / m, tex * ld / m, 1.0 / m])
+    g = np.linalg.pinv(jac)[1] if 1e-4 < a < 2.0 - 1e-4 else np.zeros(v.size)
+    return SlopeFit(a, math.log(c * scale), nug * scale, 0.0, math.nan, v.size, g / v, "nugget")
+
+
+def _bound_aware(fit, unc, mask, lags, dists, v) -> tuple[tuple, tuple]:
+    """(union, n-free) intervals of a ``"nugget"`` fit (the plain one where ``n > 0``)."""
+    lo, hi = unc.ci95 if unc.ci95 is not None else (math.nan, math.nan)
+    if fit.nugget > 1e-9 * float(v.min()):
+        return (lo, hi), (lo, hi)
+    free = unconstrained_nugget(dists, v)
+    uu = slope_uncertainty(free, mask, lags, dists, v, (1.0, 1.0))
+    ulo, uhi = uu.ci95 if uu.ci95 is not None else (math.nan, math.nan)
+    ld = np.log(dists)
+    tex = math.exp(fit.intercept) * np.exp(fit.slope * ld)
+    # d ln m / d (ln c, a, n / min V) at n = 0, n kept free
+    jac = np.column_stack([np.ones_like(ld), ld, float(v.min()) / tex])
+    g = np.linalg.pinv(jac)[1] / v if 1e-4 < fit.slope < 2.0 - 1e-4 else np.zeros(v.size)
+    ud = slope_uncertainty(replace(fit, gradient=g), mask, lags, dists, v, (1.0, 1.0))
+    dlo, dhi = ud.ci95 if ud.ci95 is not None else (math.nan, math.nan)
+    return (min(lo, ulo), max(hi, uhi)), (dlo, dhi)
+
+
+def cell(
+    n, snr: float, count: int, seed: int, bound_aware: bool = False
+) -> dict[str, dict[str, float]]:
     """Coverage statistics of every estimator on one (size, SNR) cell."""
     lags, dists = select_lags((1.0, 1.0), 0.5, 3.0)
     mask, vs = draws(n, snr, count, seed)
     res: dict[str, dict[str, float]] = {}
+    extra: dict[str, list[tuple[float, float]]] = {"nugget+union": [], "nugget+n-free": []}
     for est in ESTIMATORS:
         slopes, ses, los, his, snrs = [], [], [], [], []
         for v in vs:
             fit = fit_slope(est, dists, v)
             unc = slope_uncertainty(fit, mask, lags, dists, v, (1.0, 1.0))
+            if bound_aware and est == "nugget":
+                union, nfree = _bound_aware(fit, unc, mask, lags, dists, v)
+                extra["nugget+union"].append(union)
+                extra["nugget+n-free"].append(nfree)
             slopes.append(fit.slope)
             ses.append(unc.se)
             lo, hi = unc.ci95 if unc.ci95 is not None else (math.nan, math.nan)
@@ -97,6 +155,17 @@ def cell(n, snr: float, count: int, seed: int) -> dict[str, dict[str, float]]:
             "cover_e": float(np.mean((lo <= e) & (e <= hi))),
             "warned": float(np.mean(np.array(snrs) < SNR_WARN)),
         }
+    for name, ivs in extra.items():
+        if not ivs:
+            continue
+        lo, hi = np.array(ivs).T
+        e = res["nugget"]["mean"]
+        res[name] = dict(
+            res["nugget"],
+            se=float(np.nanmean(hi - lo) / (2 * Z95)),
+            cover=float(np.mean((lo <= TRUTH) & (TRUTH <= hi))),
+            cover_e=float(np.mean((lo <= e) & (e <= hi))),
+        )
     return res
 
 
@@ -111,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snr", type=float, nargs="+", default=[math.inf, 10.0, 3.0, 1.0, 0.3])
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seed", type=int, default=20260)
+    ap.add_argument(
+        "--bound-aware",
+        action="store_true",
+        help="add the two candidate bound-aware intervals of 'nugget' (an investigation)",
+    )
     args = ap.parse_args(argv)
     print(
         f"# coverage study: H = {HURST}, {args.draws} draws per cell, seed {args.seed}, "
@@ -124,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{size[0]}²" if size[0] == size[1] else f"{size[0]}×{size[1]}"
         for snr in args.snr:
             t0 = time.process_time()
-            res = cell(n, snr, args.draws, args.seed + size[0] * size[1] // max(size))
+            res = cell(
+                n, snr, args.draws, args.seed + size[0] * size[1] // max(size), args.bound_aware
+            )
             label = "no noise" if not math.isfinite(snr) else f"{snr:g}"
             for est, r in res.items():
                 print(
