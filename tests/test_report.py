@@ -739,8 +739,18 @@ def test_report_json_keys_are_snake_case_labels_only_in_html(scene, tmp_path):
     data = json.loads(write_report(report, tmp_path / "r.json").read_text())
     assert set(data["patient"]) == {"name", "patient_id", "birth_date", "age", "sex", "bmi"}
     assert set(data["study"]) == {
-        "study_date", "study_time", "exam", "modality", "scanner", "station", "institution",
-        "accession_number", "referring_physician", "indication", "operator", "image",
+        "study_date",
+        "study_time",
+        "exam",
+        "modality",
+        "scanner",
+        "station",
+        "institution",
+        "accession_number",
+        "referring_physician",
+        "indication",
+        "operator",
+        "image",
     }
     assert "exam" not in data  # one study-context block
     for block in ("patient", "study", "method", "provenance"):

@@ -139,7 +139,6 @@ def _batch_rows(path: Path) -> list[dict[str, Any]]:
     return [dict(r) for r in newest_rows(rows)]
 
 
-
 def _read_result(path: Path) -> Any:
     """A result JSON the station keeps or the node wrote, as a TBSResult.
 
