@@ -344,3 +344,13 @@ def image_copies(folder: Path, n: int, *, marker: str = "", source: Path = SAMPL
 
 def uid_of(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def die_while_warming_up(conn, cfg) -> None:
+    """A scoring-worker entry point that dies before it reports ready (exit code 3)."""
+    os._exit(3)
+
+
+def hang_while_warming_up(conn, cfg) -> None:
+    """A scoring-worker entry point that never reports ready."""
+    time.sleep(3600)

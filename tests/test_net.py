@@ -672,3 +672,57 @@ def test_report_pdf_sent_as_encapsulated_pdf_in_the_same_study(tmp_path):
     finally:
         n.stop()
         pacs.stop()
+
+
+@pytest.mark.parametrize(
+    ("entry", "wait_s", "match"),
+    [
+        ("die_while_warming_up", 60.0, r"died while warming up \(exit code 3;"),
+        ("hang_while_warming_up", 1.0, r"did not warm up in 1 s"),
+    ],
+)
+def test_worker_lost_while_warming_up_is_a_typed_net_error(
+    tmp_path, monkeypatch, entry, wait_s, match
+):
+    """Issue 16: Supervisor.start raised a bare EOFError when a worker died before it was
+    ready (and RuntimeError when one hung); both are NetError naming the reason, and no
+    worker is left running."""
+    import netutil
+    from tbscore.errors import NetError
+    from tbscore.net import workers
+    from tbscore.net.ledger import Ledger
+    from tbscore.net.spool import Spool
+
+    monkeypatch.setattr(workers, "worker_main", getattr(netutil, entry))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    sup = workers.Supervisor(
+        ledger, Spool(tmp_path / "spool", min_free_mb=0), [], n_workers=2, job_timeout_s=5, cfg={}
+    )
+    try:
+        with pytest.raises(NetError, match=match):
+            sup.start(ready_timeout_s=wait_s)
+        assert len(sup._workers) == 2 and not any(w.proc.is_alive() for w in sup._workers)
+    finally:
+        sup.stop(timeout_s=1)
+        ledger.close()
+
+
+def test_echo_errors_name_the_peer_once(capsys):
+    """Issue 16: `tbscore echo` printed 'AET@HOST:PORT: no connection to AET@HOST:PORT'."""
+    from tbscore.cli import EXIT_ERROR, main
+
+    down = f"ANY@127.0.0.1:{free_port()}"
+    pacs = FakePACS()
+    pacs.ae.require_called_aet = True  # another called AE title is rejected
+    pacs.start()
+    try:
+        wrong = f"WRONG@127.0.0.1:{pacs.port}"
+        for peer, why in ((down, "no connection"), (wrong, "association rejected")):
+            assert main(["echo", peer, "--timeout", "5"]) == EXIT_ERROR
+            err = capsys.readouterr().err
+            assert err.startswith(f"tbscore: error: {peer}: {why}"), err
+            assert err.count("127.0.0.1") == 1, err
+        assert main(["echo", f"PACS@127.0.0.1:{pacs.port}", "--timeout", "5"]) == 0
+        assert "success" in capsys.readouterr().out
+    finally:
+        pacs.stop()

@@ -102,7 +102,7 @@ def test_html_has_required_blocks(scene):
         'id="variograms"',
         'id="method"',
         'id="sign-off"',
-        'id="exam"',
+        'id="study"',
     ):
         assert block in html
     assert NOT_INTERCHANGEABLE in html
@@ -257,6 +257,39 @@ def test_no_phi(scene):
     report = build_report(replace(result, metadata=meta), include_phi=False)
     text = render_html(report) + report.to_json()
     assert "DOE" not in text and "P-777" not in text and "(withheld)" in text
+
+
+def test_one_study_context_block_names_the_scanner_once(scene):
+    """Issue 17: page 1 has one patient-and-study block; the scanner (manufacturer,
+    model, serial) is one row, not a "Device" row and a second "Scanner" row."""
+    _, _, result = scene
+    meta = dict(
+        result.metadata,
+        manufacturer="Acme Medical",
+        model="Densi 9",
+        device_serial_number="SN-42",
+        study_date="20260301",
+        study_time="093015",
+        study_description="DXA lumbar spine",
+        accession_number="ACC-123",
+        operators_name="TECH^TINA",
+    )
+    html = render_html(build_report(replace(result, metadata=meta)))
+    block = html[html.index('id="patient"') : html.index('id="summary"')]
+    assert block.count('<table class="kv"') == 2  # patient | study, side by side
+    assert "Device" not in html and block.count("Scanner") == 1
+    assert "Acme Medical Densi 9, serial SN-42" in block and html.count("Densi 9") == 1
+    for label, value in (
+        ("Study date", "2026-03-01"),
+        ("Study time", "09:30"),
+        ("Exam", "DXA lumbar spine"),
+        ("Accession number", "ACC-123"),
+        ("Operator", "TECH, TINA"),
+    ):
+        assert re.search(rf'<td class="k"[^>]*>{label}</td><td>[^<]*{value}', block), label
+    withheld = render_html(build_report(replace(result, metadata=meta), include_phi=False))
+    assert "ACC-123" not in withheld and "TINA" not in withheld
+    assert re.search(r"<td class=\"k\"[^>]*>Accession number</td><td>\(withheld\)<", withheld)
 
 
 def test_report_json_record(scene, tmp_path):
@@ -705,7 +738,21 @@ def test_report_json_keys_are_snake_case_labels_only_in_html(scene, tmp_path):
     report = build_report(result, interpret_result(result, age=60))
     data = json.loads(write_report(report, tmp_path / "r.json").read_text())
     assert set(data["patient"]) == {"name", "patient_id", "birth_date", "age", "sex", "bmi"}
-    assert set(data["study"]) == {"study_date", "device", "modality", "image"}
+    assert set(data["study"]) == {
+        "study_date",
+        "study_time",
+        "exam",
+        "modality",
+        "scanner",
+        "station",
+        "institution",
+        "accession_number",
+        "referring_physician",
+        "indication",
+        "operator",
+        "image",
+    }
+    assert "exam" not in data  # one study-context block
     for block in ("patient", "study", "method", "provenance"):
         for key in data[block]:
             assert re.fullmatch(r"[a-z][a-z0-9_]*", key), (block, key)

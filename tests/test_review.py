@@ -401,6 +401,16 @@ def test_browser_edit_exclude_sign_addendum(server):
         links["current.dcm"].click()
         wait.until(lambda d: d.execute_script("return window.tbsEditor && tbsEditor.ready()"))
         before = drv.execute_script("return tbsEditor.value()")
+        # the 95 % CI ("0.724–1.143") and SNR ("no noise") cells are one line each
+        lines = drv.execute_script(
+            "return Array.from(document.querySelectorAll('#values tbody tr')).map(function (tr) {"
+            " return [3, 7].map(function (i) { var r = document.createRange();"
+            " r.selectNodeContents(tr.cells[i]); return [tr.cells[i].textContent,"
+            " r.getClientRects().length]; }); });"
+        )
+        cells = [c for row in lines for c in row]
+        assert len(cells) == 8 and any(re.fullmatch(r"\d\.\d{3}–\d\.\d{3}", t) for t, _ in cells)
+        assert all(n == 1 for _, n in cells), cells
         canvas = drv.find_element(By.ID, "editor")
         x, y = drv.execute_script("return tbsEditor.handle('L1', 'corner', 2)")
         w, h = canvas.size["width"], canvas.size["height"]
@@ -570,3 +580,65 @@ def test_node_images_waiting_are_listed_not_scored(tmp_path, monkeypatch):
     client = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost"]).test_client()
     r = client.get(f"/study/{row['key']}")
     assert r.status_code == 400 and "not scored yet" in r.get_data(as_text=True)
+
+
+def test_unexpected_error_is_a_typed_page_without_traceback_or_phi(tmp_path, monkeypatch, caplog):
+    """Issue 17: a hand-edited (truncated) node result.json is a typed error of that row
+    (the worklist still opens); any other exception inside a request is an "internal
+    error" page (500, JSON under /api/) naming only the error class, logged as one line
+    with the class and the endpoint, no traceback, message or path (unless log_details)."""
+    import logging
+
+    from tbscore.cli.review import node_items
+    from tbscore.net.ledger import read_record
+    from tbscore.net.spool import result_json_beside
+
+    spool = tmp_path / "spool"
+    uids = make_node_spool(spool, tmp_path)
+    record = {r["sop_instance_uid"]: r for r in read_record(spool / "ledger.sqlite")}
+    rj = result_json_beside(record[uids["scored"]]["sr_path"])
+    rj.write_text(rj.read_text(encoding="utf-8")[:100], encoding="utf-8")  # hand-edited
+    items, _ = node_items(spool)
+    station = Station([], Database(tmp_path / "db.sqlite"), tmp_path / "work", node_items=items)
+    client = create_app(station, local_user="Jane Roe", trusted_hosts=["localhost"]).test_client()
+    r = client.get("/")
+    assert r.status_code == 200
+    (row,) = [x for x in station.worklist() if x["file"] == f"{uids['scored']}.dcm"]
+    assert row["status"] == "error" and "result JSON cannot be read" in row["reason"]
+    r = client.get(f"/study/{row['key']}")
+    assert r.status_code == 400 and "JSONDecodeError" in r.get_data(as_text=True)
+    assert str(tmp_path) not in r.get_data(as_text=True)
+
+    # a bug: an exception that is not a TBSError, with a path and a name in its message
+    secret = f"{tmp_path}/PHANTOM^A.dcm"
+
+    def broken(*args, **kwargs):
+        raise KeyError(secret)
+
+    monkeypatch.setattr(station, "view", broken)
+    caplog.set_level(logging.DEBUG)
+    for log_details in (False, True):
+        caplog.clear()
+        app = create_app(
+            station, local_user="Jane Roe", trusted_hosts=["localhost"], log_details=log_details
+        )
+        client = app.test_client()
+        r = client.get(f"/study/{row['key']}")
+        page = r.get_data(as_text=True)
+        assert r.status_code == 500 and "Internal error" in page and "KeyError" in page
+        for leak in (str(tmp_path), "PHANTOM", "Traceback", ".py"):
+            assert leak not in page, leak
+        r = client.get(f"/api/study/{row['key']}")
+        assert r.status_code == 500 and r.get_json()["code"] == "internal_error"
+        assert "KeyError" in r.get_json()["error"] and str(tmp_path) not in r.get_data(as_text=True)
+        assert client.get("/no-such-page").status_code == 404  # HTTP errors stay Flask's
+        logged = [x for x in caplog.records if x.name.startswith(("tbscore", "flask", "werkzeug"))]
+        assert [(x.name, x.getMessage()) for x in logged] == [
+            ("tbscore.review", "internal error KeyError in study"),
+            ("tbscore.review", "internal error KeyError in api_view"),
+        ]
+        if log_details:  # the site asked for the traceback (tbscore review --log-phi)
+            assert all(x.exc_info is not None for x in logged) and "PHANTOM" in caplog.text
+        else:
+            assert all(x.exc_info is None for x in logged)
+            assert str(tmp_path) not in caplog.text and "PHANTOM" not in caplog.text

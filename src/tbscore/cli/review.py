@@ -202,6 +202,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         local_user=args.physician,
         organisation=args.organisation,
         trusted_hosts=trusted,
+        log_details=args.log_phi,
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING if args.quiet_requests else logging.INFO)
     sys.stdout.write(
@@ -254,4 +255,10 @@ def register(sub: Any) -> None:
     p.add_argument("--lsc", type=float, help="site least significant change (raw index)")
     p.add_argument("--no-phi", action="store_true", help="leave identifiers out of reports")
     p.add_argument("--quiet-requests", action="store_true", help="do not log requests")
+    p.add_argument(
+        "--log-phi",
+        action="store_true",
+        help="log the traceback of an internal error (may carry paths and PHI; "
+        "default: the error class only)",
+    )
     p.set_defaults(func=cmd_review)

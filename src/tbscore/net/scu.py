@@ -111,9 +111,12 @@ def no_delay(sock: Any) -> None:
         pass
 
 
-def _rejection(assoc: Any, peer: Peer, connected: bool = True) -> str:
+def _rejection(assoc: Any, connected: bool = True) -> str:
+    """Why no association was established. The peer is not named: the
+    :class:`AssociationError` carries it as ``source`` (``AET@HOST:PORT: reason``) and
+    the queue lists it beside each destination's last error."""
     if not connected:
-        return f"no connection to {peer} (connection refused or timed out)"
+        return "no connection (connection refused or timed out)"
     if assoc.is_rejected:
         rsp = getattr(getattr(assoc, "acceptor", None), "primitive", None)
         parts = []
@@ -121,10 +124,10 @@ def _rejection(assoc: Any, peer: Peer, connected: bool = True) -> str:
             value = getattr(rsp, attr, None) if rsp is not None else None
             if value:
                 parts.append(str(value))
-        return "association rejected by " + str(peer) + (f" ({'; '.join(parts)})" if parts else "")
+        return "association rejected" + (f" ({'; '.join(parts)})" if parts else "")
     if assoc.is_aborted:
-        return f"association aborted by {peer}"
-    return f"no association with {peer} (connection refused or timed out)"
+        return "association aborted by the peer"
+    return "no association (connection refused or timed out)"
 
 
 @contextmanager
@@ -169,7 +172,7 @@ def open_association(
     except (OSError, ValueError, RuntimeError) as exc:
         raise AssociationError(f"cannot connect ({exc})", str(peer)) from exc
     if not assoc.is_established:
-        raise AssociationError(_rejection(assoc, peer, bool(connected)), str(peer))
+        raise AssociationError(_rejection(assoc, bool(connected)), str(peer))
     return assoc
 
 

@@ -236,6 +236,20 @@ def worker_main(conn: Connection, cfg: dict[str, Any]) -> None:
         conn.send(("done", job["uid"], score_job(job, cfg)))
 
 
+def _exit_text(code: int | None) -> str:
+    """A worker's exit status in words: ``exit code 3``, ``killed by signal 9 (SIGKILL)``."""
+    import signal
+
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 @dataclass
 class _Worker:
     proc: Any
@@ -306,17 +320,46 @@ class Supervisor:
         return _Worker(proc, parent)
 
     def start(self, ready_timeout_s: float = 300.0) -> None:
-        """Start the workers and wait until each one is warmed up (bounded)."""
+        """Start the workers and wait until each one is warmed up (bounded).
+
+        Raises
+        ------
+        tbscore.errors.NetError
+            A worker died while warming up (its exit code or signal named) or did not
+            warm up within ``ready_timeout_s`` (s); every worker started is stopped.
+        """
+        from tbscore.errors import NetError
+
         self._workers = [self._spawn() for _ in range(self.n_workers)]
         deadline = time.monotonic() + ready_timeout_s
-        for w in self._workers:
-            left = max(0.0, deadline - time.monotonic())
-            if not w.conn.poll(left):
-                raise RuntimeError(f"worker {w.proc.pid} did not warm up in {ready_timeout_s} s")
-            msg = w.conn.recv()
-            w.ready = msg[0] == "ready"
+        try:
+            for w in self._workers:
+                left = max(0.0, deadline - time.monotonic())
+                if not w.conn.poll(left):
+                    raise NetError(
+                        f"scoring worker {w.proc.pid} did not warm up in {ready_timeout_s:g} s"
+                    )
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):  # the pipe closed: the worker is gone
+                    w.proc.join(timeout=5.0)
+                    raise NetError(
+                        f"scoring worker {w.proc.pid} died while warming up "
+                        f"({_exit_text(w.proc.exitcode)}; its error is on the node's stderr)"
+                    ) from None
+                w.ready = msg[0] == "ready"
+        except NetError:
+            self._kill_workers()
+            raise
         self._thread = threading.Thread(target=self._loop, name="tbscore-supervisor", daemon=True)
         self._thread.start()
+
+    def _kill_workers(self) -> None:
+        for w in self._workers:
+            if w.proc.is_alive():
+                w.proc.kill()
+            w.proc.join(timeout=5.0)
+            w.conn.close()
 
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]

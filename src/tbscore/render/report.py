@@ -124,14 +124,39 @@ def _patient(result: TBSResult, interp: Interpretation | None, include_phi: bool
     }
 
 
-def _study(result: TBSResult) -> dict:
+def _study(result: TBSResult, include_phi: bool) -> dict:
+    """The one study-context block: date and time, exam, order, equipment, operator, image.
+
+    Accession number, referring physician and operator are identifying: ``(withheld)``
+    without PHI. The scanner is named once (manufacturer, model, serial number).
+    """
     meta = result.metadata or {}
+    withheld = "(withheld)"
+
+    def phi(value: Any, person: bool = False) -> str:
+        if not include_phi:
+            return withheld
+        return _person_name(value) if person else (str(value) if value else "–")
+
     device = " ".join(str(x) for x in (meta.get("manufacturer"), meta.get("model")) if x)
+    serial = meta.get("device_serial_number")
+    time = str(meta.get("study_time") or "")
     source = str(result.input.get("source") or "")
     return {
         "study_date": _dicom_date(meta.get("study_date")),
-        "device": device or "–",
+        "study_time": f"{time[:2]}:{time[2:4]}" if len(time) >= 4 and time[:4].isdigit() else "–",
+        "exam": meta.get("study_description") or meta.get("requested_procedure") or "–",
         "modality": meta.get("modality") or "–",
+        "scanner": (device or "–") + (f", serial {serial}" if serial else ""),
+        "station": meta.get("station_name") or "–",
+        "institution": meta.get("institution_name") or "–",
+        "accession_number": phi(meta.get("accession_number")),
+        "referring_physician": phi(meta.get("referring_physician"), person=True),
+        "indication": " — ".join(
+            str(x) for x in (meta.get("requested_procedure"), meta.get("reason_for_request")) if x
+        )
+        or "–",
+        "operator": phi(meta.get("operators_name"), person=True),
         "image": Path(source).name if source else "–",
     }
 
@@ -392,7 +417,7 @@ def _warnings(result: TBSResult, interp: Interpretation | None, basis: str) -> t
 
 
 # --------------------------------------------------------------------------------------
-# reading-station blocks (CPT 77092 sign-off): study context, bone density, comparison
+# reading-station blocks (CPT 77092 sign-off): bone density, comparison
 # with prior scans, sign-off, category caveat
 # --------------------------------------------------------------------------------------
 
@@ -402,38 +427,6 @@ def _slope_ci(cal: dict) -> list[str]:
     if isinstance(ci, list | tuple) and len(ci) == 2 and None not in map(_num, ci):
         return [f"slope 95 % CI {ci[0]:.3f}–{ci[1]:.3f}"]
     return []
-
-
-def _exam(result: TBSResult, include_phi: bool) -> dict:
-    """Study context: order, exam, institution, equipment, operator."""
-    meta = result.metadata or {}
-    withheld = "(withheld)"
-
-    def phi(value: Any, person: bool = False) -> str:
-        if not include_phi:
-            return withheld
-        return _person_name(value) if person else (str(value) if value else "–")
-
-    device = " ".join(str(x) for x in (meta.get("manufacturer"), meta.get("model")) if x)
-    serial = meta.get("device_serial_number")
-    time = str(meta.get("study_time") or "")
-    when = _dicom_date(meta.get("study_date"))
-    if len(time) >= 4 and time[:4].isdigit():
-        when += f" {time[:2]}:{time[2:4]}"
-    return {
-        "Exam": meta.get("study_description") or meta.get("requested_procedure") or "–",
-        "Study date/time": when,
-        "Accession number": phi(meta.get("accession_number")),
-        "Referring physician": phi(meta.get("referring_physician"), person=True),
-        "Indication / order": " — ".join(
-            str(x) for x in (meta.get("requested_procedure"), meta.get("reason_for_request")) if x
-        )
-        or "–",
-        "Institution": meta.get("institution_name") or "–",
-        "Scanner": (device or "–") + (f", serial {serial}" if serial else ""),
-        "Station": meta.get("station_name") or "–",
-        "Operator": phi(meta.get("operators_name"), person=True),
-    }
 
 
 def _bone_density(values: dict | None) -> dict | None:
@@ -543,7 +536,10 @@ class Report:
     generated : str
         UTC time the report was built (ISO 8601).
     patient, study : dict of str to str
-        Display blocks (identifiers ``"(withheld)"`` when built without PHI).
+        Display blocks (identifiers ``"(withheld)"`` when built without PHI). ``study``
+        is the one study context from the DICOM header: date, time, exam, modality,
+        scanner (manufacturer, model, serial), station, institution, accession number,
+        referring physician, indication / order, operator and image file name.
     vertebrae : tuple of dict
         Per-vertebra table rows (``label``, ``value``, ``calibrated``, ``status``, ``r2``,
         ``slope_se``, ``lags``, ``pixels``, ``reason``).
@@ -569,9 +565,6 @@ class Report:
     result : TBSResult
     interpretation : Interpretation or None
     include_phi : bool
-    exam : dict of str to str
-        Study context: exam, accession, referring physician, indication, institution,
-        scanner model and serial, operator (DICOM header).
     sign_off : dict
         ``status`` (preliminary / final / amended), ``impression``, ``recommendation``,
         ``final`` signature line and ``addenda``.
@@ -608,8 +601,7 @@ class Report:
     result: TBSResult | None = field(default=None, repr=False)
     interpretation: Interpretation | None = field(default=None, repr=False)
     include_phi: bool = True
-    # reading-station blocks (sign-off); see _exam, _sign_off, _comparison
-    exam: dict = field(default_factory=dict)
+    # reading-station blocks (sign-off); see _sign_off, _comparison
     sign_off: dict = field(default_factory=lambda: _sign_off(None))
     bone_density: dict | None = None
     comparison: dict | None = None
@@ -822,7 +814,7 @@ def build_report(
         subtitle=f"{REPORT_SERVICES[service]} — CPT {coding['performed']['code']}",
         generated=generated,
         patient=_patient(result, interpretation, include_phi),
-        study=_study(result),
+        study=_study(result, include_phi),
         vertebrae=_vertebra_rows(result),
         l1_l4=_l1_l4(result),
         category=_category(interpretation),
@@ -840,7 +832,6 @@ def build_report(
         result=result,
         interpretation=interpretation,
         include_phi=include_phi,
-        exam=_exam(result, include_phi),
         sign_off=_sign_off(signoff),
         bone_density=_bone_density(bone_density),
         comparison=_comparison(result, list(priors or []), lsc, lsc_source),

@@ -9,19 +9,28 @@
 * **CSRF**: every POST carries the session's token (form field ``csrf_token`` or
   header ``X-CSRF-Token``); a POST without it, or with another, is refused (400);
 * **no PHI in logs**: URLs carry study keys (hashes), never names or IDs; the request
-  log of the server prints only method, URL and status.
+  log of the server prints only method, URL and status;
+* **typed errors only**: a :class:`~tbscore.errors.TBSError` is answered with its reason
+  (400, or 409 for a signed study); any other exception inside a request (a bug, a
+  hand-edited ``result.json``) with an "internal error" page (500) that names only the
+  error class, and one log line (logger ``tbscore.review``) with the error class and the
+  endpoint: no traceback, no message, no path, no PHI — unless the station was started
+  with ``log_details`` (``tbscore review --log-phi``), which logs the full traceback.
 """
 
 from __future__ import annotations
 
 import hmac
 import io
+import logging
 import secrets
 from typing import Any
 
 from tbscore.errors import AlreadySignedError, ReviewError, TBSError
 
 __all__ = ["create_app"]
+
+_log = logging.getLogger("tbscore.review")
 
 _OPEN_ENDPOINTS = {"login", "static"}
 
@@ -107,6 +116,7 @@ def create_app(
     organisation: str | None = None,
     secret_key: bytes | None = None,
     trusted_hosts: list[str] | None = None,
+    log_details: bool = False,
 ) -> Any:
     """The Flask app of a station.
 
@@ -125,6 +135,10 @@ def create_app(
         Host header values answered (others get 400): on loopback the command passes
         the loopback names, so a page of another site cannot reach the station through
         a DNS name rebound to 127.0.0.1.
+    log_details : bool
+        Log the traceback of an unexpected (non-TBSError) exception; its message and
+        paths may carry PHI, so only when the site asks for it (``--log-phi``). Off:
+        one line with the error class and the endpoint.
     """
     from flask import (
         Flask,
@@ -197,6 +211,25 @@ def create_app(
         if request.path.startswith("/api/"):
             return jsonify({"error": exc.reason, "code": exc.code}), status
         return render_template("error.html", message=exc.reason), status
+
+    @app.errorhandler(Exception)
+    def _internal_error(exc: Exception) -> Any:
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(exc, HTTPException):  # 404, 405, 413 ...: Flask's own answer
+            return exc
+        kind = type(exc).__name__
+        if log_details:
+            _log.error("internal error %s in %s", kind, request.endpoint, exc_info=exc)
+        else:
+            _log.error("internal error %s in %s", kind, request.endpoint)
+        reason = (
+            f"internal error ({kind}): the station could not complete this request; "
+            "the operator's log names the error class"
+        )
+        if request.path.startswith("/api/"):
+            return jsonify({"error": reason, "code": "internal_error"}), 500
+        return render_template("error.html", title="Internal error", message=reason), 500
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:

@@ -139,6 +139,27 @@ def _batch_rows(path: Path) -> list[dict[str, Any]]:
     return [dict(r) for r in newest_rows(rows)]
 
 
+def _read_result(path: Path) -> Any:
+    """A result JSON the station keeps or the node wrote, as a TBSResult.
+
+    Raises
+    ------
+    tbscore.errors.ReviewError
+        The file cannot be read or is not JSON (truncated, hand-edited); named by its
+        file name only. A document of the wrong shape raises ResultFormatError.
+    """
+    from tbscore.core.result import TBSResult
+
+    try:
+        return TBSResult.from_json(Path(path))
+    except TBSError:
+        raise
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise ReviewError(
+            f"the result JSON cannot be read ({type(exc).__name__})", Path(path).name
+        ) from None
+
+
 def _num(value: Any) -> float | None:
     try:
         v = float(value)
@@ -365,17 +386,16 @@ class Station:
         A signed study gives the signed result.
         """
         from tbscore.api import calc
-        from tbscore.core.result import TBSResult
 
         if roi is None and self.record(key) is not None:
-            return TBSResult.from_json(self.folder(key) / "result.json")
+            return _read_result(self.folder(key) / "result.json")
         node = self.study(key).node
         if roi is None and node is not None and node.get("result_json") is not None:
             if self.db.state(key).get("roi") is None:  # the node's result, not rescored
                 with self._lock:
                     ck = (key, "node")
                     if ck not in self._cache:
-                        self._cache[ck] = TBSResult.from_json(node["result_json"])
+                        self._cache[ck] = _read_result(node["result_json"])
                     return self._cache[ck]
         self._check_scorable(key)
         doc = roi if roi is not None else self.roi(key)
@@ -765,14 +785,13 @@ class Station:
     @_locked
     def addendum(self, key: str, user: str, text: str, organisation: str | None = None) -> Any:
         """Add an addendum (its own signature and time) to a signed study."""
-        from tbscore.core.result import TBSResult
         from tbscore.signing import sign_result
 
         if self.record(key) is None:
             raise ReviewError("the study is not signed yet: sign it before an addendum")
         st = self.study(key)
         folder = self.folder(key)
-        result = TBSResult.from_json(folder / "result.json")
+        result = _read_result(folder / "result.json")
         roi = json.loads((folder / "roi.json").read_text(encoding="utf-8"))
         n = self._next_number(key)
         done = sign_result(

@@ -213,7 +213,7 @@
       tr.id = "row-" + x.label;
       var cells = [x.label, fmt(x.value), fmt(x.se), x.ci95 ? fmt(x.ci95[0]) + "–" + fmt(x.ci95[1]) : "–",
         fmt(x.r2), x.n_lags, x.n_pixels, (x.snr_text || "–"), x.status + (x.reason ? ": " + x.reason : "")];
-      cells.forEach(function (c, i) { var td = document.createElement("td"); td.textContent = c; if (i === 1) td.className = "value"; tr.appendChild(td); });
+      cells.forEach(function (c, i) { var td = document.createElement("td"); td.textContent = c; if (i === 1) td.className = "value"; if (i === 3 || i === 7) td.className = "nowrap"; tr.appendChild(td); });
       if (!signed) {
         var td = document.createElement("td");
         var item = find(x.label);
