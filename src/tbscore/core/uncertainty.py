@@ -271,7 +271,7 @@ def _lag_runs(mask, lags):  # pragma: no cover - compiled
 #: Run path chosen while sum over pairs of T_i T_j <= RUNS_PER_CELL * pairs * grid cells
 #: (T: runs of a pair-start set; grid: the (2 rows - 1)(2 cols - 1) displacements): below
 #: it four impulses per run pair cost less than one FFT cross-correlation per pair.
-RUNS_PER_CELL = 2.0
+RUNS_PER_CELL = 4.0
 
 
 def variogram_covariance(
