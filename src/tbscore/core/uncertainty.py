@@ -270,8 +270,10 @@ def _lag_runs(mask, lags):  # pragma: no cover - compiled
 
 #: Run path chosen while sum over pairs of T_i T_j <= RUNS_PER_CELL * pairs * grid cells
 #: (T: runs of a pair-start set; grid: the (2 rows - 1)(2 cols - 1) displacements): below
-#: it four impulses per run pair cost less than one FFT cross-correlation per pair.
-RUNS_PER_CELL = 4.0
+#: it four impulses per run pair cost less than one FFT cross-correlation per pair (the
+#: two cost the same at a ratio of ~3-6 on 30 x 45 to 120 x 160 random masks, 10 and 20
+#: lags: ``benchmarks/bench_covariance.py``; detected rounded ROIs are at ~0.2-0.5).
+RUNS_PER_CELL = 2.5
 
 
 def variogram_covariance(
