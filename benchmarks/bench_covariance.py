@@ -8,7 +8,8 @@ timing), each path against the FFT path as peer in the same run, on the same inp
 * per ``sample_dicom`` image, the covariance calls ``tbscore.calc(path)`` makes on its
   automatically detected ROIs (captured from one ``calc``, then timed alone):
   ``method="auto"`` (closed form on full boxes, row runs on detected rounded or rotated
-  ROIs) vs ``method="fft"``, CPU ms per scan;
+  ROIs) vs ``method="fft"``, CPU ms per scan, and the largest difference between
+  the paths' values (relative to the largest covariance);
 * a sweep of random masks (a box less a share ``p`` of its pixels, scattered), 10 and 20
   lags: row-run path vs FFT path, and the run-cost ratio that
   ``tbscore.core.uncertainty.RUNS_PER_CELL`` is compared to when choosing the path
@@ -60,7 +61,10 @@ def _captured_calls(path: Path) -> list[tuple]:
 def samples(repeat: int) -> None:
     from tbscore.core.uncertainty import variogram_covariance
 
-    print(f"{'image':<28}{'ROIs':>5}{'boxes':>6}{'auto ms':>9}{'fft ms':>9}{'fft/auto':>9}")
+    print(
+        f"{'image':<28}{'ROIs':>5}{'boxes':>6}{'auto ms':>9}{'fft ms':>9}{'fft/auto':>9}"
+        "  max rel. diff (auto vs fft, runs)"
+    )
     for path in sorted(SAMPLES.glob("*.dcm")):
         calls = _captured_calls(path)
         boxes = sum(
@@ -73,9 +77,15 @@ def samples(repeat: int) -> None:
                 variogram_covariance(*args, method=method)
 
         auto, fft = _cpu(lambda: run("auto"), repeat), _cpu(lambda: run("fft"), repeat)
+        diff = max(
+            float(np.max(np.abs(variogram_covariance(*a) - variogram_covariance(*a, method=m))))
+            / float(np.max(np.abs(variogram_covariance(*a, method="fft"))))
+            for a in calls
+            for m in ("fft", "runs")
+        )
         print(
             f"{path.stem[:27]:<28}{len(calls):>5}{boxes:>6}{auto * 1e3:>9.2f}"
-            f"{fft * 1e3:>9.2f}{fft / auto:>9.1f}"
+            f"{fft * 1e3:>9.2f}{fft / auto:>9.1f}  {diff:.1e}"
         )
 
 
