@@ -343,7 +343,7 @@ def variogram_covariance(
             np.float64
         )
         return _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov)
-    runs, roff, counts = _lag_runs(mask, lags)
+    runs, roff, counts = _lag_runs(np.ascontiguousarray(mask), lags)  # one specialisation
     t = np.diff(roff).astype(float)
     live = counts > 0
     npairs = live.sum() * (live.sum() + 1) / 2
