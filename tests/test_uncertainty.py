@@ -289,6 +289,98 @@ def test_covariance_matches_pixel_by_pixel_sum(holed):
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
+def _brute_covariance_np(mask, lags, spacing, c, a, n):
+    """The same pixel-by-pixel double sum as _brute_covariance, vectorised per lag pair."""
+
+    def gam(hr, hc):
+        d = np.hypot(hr * spacing[0], hc * spacing[1])
+        return np.where(d == 0, 0.0, 0.5 * (c * d**a + n))
+
+    starts = [np.argwhere(_pair_starts(mask, tuple(k))) for k in lags]
+    k = len(lags)
+    cov = np.zeros((k, k))
+    for i, j in itertools.product(range(k), repeat=2):
+        if len(starts[i]) and len(starts[j]):
+            h = starts[i][:, None, :] - starts[j][None, :, :]
+            hr, hc = h[..., 0], h[..., 1]
+            (ir, ic), (jr, jc) = lags[i], lags[j]
+            cc = gam(hr + ir, hc + ic) + gam(hr - jr, hc - jc)
+            cc = cc - gam(hr + ir - jr, hc + ic - jc) - gam(hr, hc)
+            cov[i, j] = 2.0 * np.sum(cc * cc) / (len(starts[i]) * len(starts[j]))
+    return cov
+
+
+_LAG_POOL = [(0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0), (2, -1), (0, 3), (3, 1)]
+
+
+@st.composite
+def _rounded_masks(draw):
+    """Boxes less rounded/cut corners and a few holes, or salt-and-pepper masks."""
+    nr, nc = draw(st.integers(1, 14)), draw(st.integers(1, 14))
+    if draw(st.booleans()):
+        rr, cc = np.mgrid[:nr, :nc]
+        mask = np.ones((nr, nc), bool)
+        for r0, c0 in ((0, 0), (0, nc - 1), (nr - 1, 0), (nr - 1, nc - 1)):
+            rad = draw(st.integers(0, 4))
+            mask &= np.hypot(rr - r0, cc - c0) >= rad
+        for _ in range(draw(st.integers(0, 3))):
+            mask[draw(st.integers(0, nr - 1)), draw(st.integers(0, nc - 1))] = False
+    else:
+        bits = draw(st.lists(st.booleans(), min_size=nr * nc, max_size=nr * nc))
+        mask = np.array(bits, bool).reshape(nr, nc)
+    if not mask.any():
+        mask[draw(st.integers(0, nr - 1)), draw(st.integers(0, nc - 1))] = True
+    return mask
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    _rounded_masks(),
+    st.lists(st.sampled_from(_LAG_POOL), min_size=1, max_size=6, unique=True),
+    st.sampled_from([(1.0, 1.0), (0.5, 0.7), (1.05, 0.6)]),
+    st.floats(0.1, 10.0),
+    st.floats(0.1, 1.9),
+    st.floats(0.0, 5.0),
+)
+def test_run_path_equals_the_fft_path_and_the_pixel_sum(mask, lags, spacing, c, a, n):
+    """Row-run overlaps (the path detected, rounded ROIs take), the FFT path, the
+    closed form (full boxes) and the definition agree to 1e-9, lags longer than the
+    mask (no pairs) included."""
+    lags = np.array(lags)
+    want = _brute_covariance_np(mask, lags, spacing, c, a, n)
+    tol = {"rtol": 1e-9, "atol": 1e-12 * np.abs(want).max(initial=0.0)}
+    runs = variogram_covariance(mask, lags, spacing, c, a, n, method="runs")
+    np.testing.assert_allclose(runs, want, **tol)
+    np.testing.assert_allclose(variogram_covariance(mask, lags, spacing, c, a, n), want, **tol)
+    fft = variogram_covariance(mask, lags, spacing, c, a, n, method="fft")
+    np.testing.assert_allclose(runs, fft, **tol)
+
+
+def test_run_path_on_a_detected_size_rounded_roi_equals_the_fft_path(monkeypatch):
+    """A 40 x 56 box with rounded corners, a cut edge and a hole, 0.5 mm lags (k = 20):
+    the default picks the run path and gives the FFT path's values."""
+    spacing = (0.5, 0.5)
+    lags, _ = select_lags(spacing, 0.5, 3.0)
+    rr, cc = np.mgrid[:40, :56]
+    mask = np.ones((40, 56), bool)
+    for r0, c0 in ((0, 0), (0, 55), (39, 0), (39, 55)):
+        mask &= np.hypot(rr - r0, cc - c0) >= 7
+    mask &= cc < 50 + rr // 4  # a slanted right edge, as a rotated ROI has
+    mask[18:22, 30:33] = False
+    import tbscore.core.uncertainty as unc
+
+    taken = []
+    real = unc._cov_runs
+    monkeypatch.setattr(unc, "_cov_runs", lambda *args: taken.append(1) or real(*args))
+    got = variogram_covariance(mask, lags, spacing, 2.0, 1.2, 0.5)
+    assert taken, "the default did not take the run path"
+    want = variogram_covariance(mask, lags, spacing, 2.0, 1.2, 0.5, method="fft")
+    assert len(taken) == 1
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match="unknown method"):
+        variogram_covariance(mask, lags, spacing, 2.0, 1.2, 0.5, method="direct")
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(0.3, 12.0), min_size=3, max_size=12, unique=True),

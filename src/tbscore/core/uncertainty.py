@@ -19,7 +19,9 @@ so the covariance of the experimental variogram at lags ``k_i, k_j`` is exactly
 
 where ``A_ij(h)`` counts the pairs (start pixel of a lag-``k_i`` pair, start pixel of a
 lag-``k_j`` pair) that are ``h`` apart inside the mask: the cross-correlation of the two
-pair-start masks (by FFT; in closed form for a full rectangle). The sum runs over every
+pair-start masks (in closed form for a full rectangle; from the masks' row runs, each
+pair of runs adding a trapezoid, when they have few runs, as detected convex or rounded
+ROIs do; by FFT otherwise). The sum runs over every
 displacement in the ROI, so the long-range correlation of fBm increments is included.
 The slope's variance follows by the delta method, ``se^2 = g' Cov(V) g`` with ``g`` the
 estimator's gradient (:class:`tbscore.core.estimators.SlopeFit`), and the interval is
@@ -187,6 +189,93 @@ def _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov):  # pragma: no cov
     return cov
 
 
+@njit(cache=True, nogil=True)
+def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma: no cover
+    # Every (i, j) pair of a general ROI from the row runs of its pair-start sets.
+    # The cross-correlation of two runs [a, b) (row r of S_i) and [c, d) (row r' of
+    # S_j) at column displacement t is the trapezoid max(0, min(b, d + t) - max(a, c + t))
+    # = g(t - (a - d)) - g(t - (b - d)) - g(t - (a - c)) + g(t - (b - c)), g(u) =
+    # max(u, 0): four unit impulses whose double running sum is the exact count, on
+    # row r - r' of the displacement grid. A_ij is thus built exactly, in integers, at
+    # a cost of 4 T_i T_j + O(grid) for T runs, then summed as the FFT path sums it.
+    k = lags.shape[0]
+    mr, mc = 2 * nr - 1, 2 * nc - 1
+    S2 = np.empty((mr, mc + 2))
+    A = np.empty((mr, mc))
+    for i in range(k):
+        if counts[i] <= 0.0:
+            continue
+        for j in range(i, k):
+            if counts[j] <= 0.0:
+                continue
+            S2[:] = 0.0
+            for p in range(roff[i], roff[i + 1]):
+                r, a, b = runs[p, 0], runs[p, 1], runs[p, 2]
+                for q in range(roff[j], roff[j + 1]):
+                    row = r - runs[q, 0] + nr - 1
+                    c, d = runs[q, 1], runs[q, 2]
+                    S2[row, a - d + nc] += 1.0
+                    S2[row, b - d + nc] -= 1.0
+                    S2[row, a - c + nc] -= 1.0
+                    S2[row, b - c + nc] += 1.0
+            for row in range(mr):
+                s1 = 0.0
+                s2 = 0.0
+                for m in range(mc):
+                    s1 += S2[row, m]
+                    s2 += s1
+                    A[row, m] = s2
+            s = _sum_general(G, pad_r, pad_c, lags[i], lags[j], A, nr, nc)
+            cov[i, j] = 2.0 * s / (counts[i] * counts[j])
+            cov[j, i] = cov[i, j]
+    return cov
+
+
+@njit(cache=True, nogil=True)
+def _lag_runs(mask, lags):  # pragma: no cover - compiled
+    # Row runs (row, first col, last col + 1) of every lag's pair-start set
+    # (x and x + lag both in the mask), concatenated, with offsets and pixel counts.
+    nr, nc = mask.shape
+    k = lags.shape[0]
+    roff = np.zeros(k + 1, np.int64)
+    counts = np.zeros(k)
+    for fill in range(2):
+        if fill:
+            runs = np.empty((roff[k], 3), np.int64)
+        t = 0
+        for i in range(k):
+            dr, dc = lags[i, 0], lags[i, 1]
+            npx = 0
+            for r in range(max(0, -dr), min(nr, nr - dr)):
+                inside = False
+                for q in range(max(0, -dc), min(nc, nc - dc) + 1):
+                    on = q < min(nc, nc - dc) and mask[r, q] and mask[r + dr, q + dc]
+                    if on and not inside:
+                        if fill:
+                            runs[t, 0] = r
+                            runs[t, 1] = q
+                        inside = True
+                    elif inside and not on:
+                        if fill:
+                            runs[t, 2] = q
+                        t += 1
+                        inside = False
+                    if on:
+                        npx += 1
+            counts[i] = npx
+            if not fill:
+                roff[i + 1] = t
+    return runs, roff, counts
+
+
+#: Run path chosen while sum over pairs of T_i T_j <= RUNS_PER_CELL * pairs * grid cells
+#: (T: runs of a pair-start set; grid: the (2 rows - 1)(2 cols - 1) displacements): below
+#: it four impulses per run pair cost less than one FFT cross-correlation per pair (the
+#: two cost the same at a ratio of ~3-6 on 30 x 45 to 120 x 160 random masks, 10 and 20
+#: lags: ``benchmarks/bench_covariance.py``; detected rounded ROIs are at ~0.2-0.5).
+RUNS_PER_CELL = 2.5
+
+
 def variogram_covariance(
     mask: np.ndarray,
     lags: np.ndarray,
@@ -194,6 +283,8 @@ def variogram_covariance(
     c: float,
     a: float,
     n: float,
+    *,
+    method: str = "auto",
 ) -> np.ndarray:
     """Covariance of the experimental variogram under the model ``V = c d^a + n``.
 
@@ -211,6 +302,11 @@ def variogram_covariance(
         Exponent, in (0, 2].
     n : float
         Nugget (gray level squared), ``>= 0``.
+    method : {"auto", "runs", "fft"}
+        How the pair-start cross-correlations ``A_ij`` are counted; all three give the
+        same exact quantity. ``"auto"``: closed form for a full rectangle, else row runs
+        when the masks have few runs (:data:`RUNS_PER_CELL`), else FFT. ``"runs"`` and
+        ``"fft"`` force one path (for tests and benchmarks).
 
     Returns
     -------
@@ -231,7 +327,9 @@ def variogram_covariance(
     )
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
     cov = np.zeros((k, k))
-    if mask.all():
+    if method not in ("auto", "runs", "fft"):
+        raise ValueError(f"unknown method {method!r}")
+    if method == "auto" and mask.all():
         # Full rectangle: pair-start sets are rectangles, counts and overlaps are closed
         # form, and every pair is summed in one compiled call.
         iv = np.array(
@@ -245,10 +343,19 @@ def variogram_covariance(
             np.float64
         )
         return _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov)
-    import scipy.fft as sfft  # only general masks need it (a worker on boxes never does)
+    runs, roff, counts = _lag_runs(np.ascontiguousarray(mask), lags)  # one specialisation
+    t = np.diff(roff).astype(float)
+    live = counts > 0
+    npairs = live.sum() * (live.sum() + 1) / 2
+    run_cost = (np.sum(t[live]) ** 2 + np.sum(t[live] ** 2)) / 2
+    cheap = run_cost <= RUNS_PER_CELL * npairs * (2 * nr - 1) * (2 * nc - 1)
+    if method == "runs" or (method == "auto" and cheap):
+        # Few runs (convex or rounded ROIs, rectangles less corners or small holes):
+        # exact overlaps from the runs, all pairs in one compiled call.
+        return _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov)
+    import scipy.fft as sfft  # only many-run masks need it (a worker on boxes never does)
 
     starts = [_pair_starts(mask, tuple(lag)) for lag in lags]
-    counts = np.array([s.sum() for s in starts], dtype=float)
     shape = (sfft.next_fast_len(2 * nr - 1), sfft.next_fast_len(2 * nc - 1))
     spectra = [sfft.rfft2(s.astype(float), shape) for s in starts]
     pairs = [(i, j) for i in range(k) for j in range(i, k) if counts[i] > 0 and counts[j] > 0]
