@@ -538,13 +538,21 @@ def warm_up() -> None:
     from tbscore.api import calc
 
     rng = np.random.default_rng(0)
-    image = rng.normal(100.0, 10.0, (96, 64))
+    # A rough texture (integrated noise) so every vertebra gets a plausible fit and its
+    # interval: white noise has a flat variogram, an implausible fit and no interval.
+    image = 1000.0 + np.cumsum(np.cumsum(rng.normal(0.0, 1.0, (96, 64)), axis=0), axis=1)
     roi = {
         "format": "tbscore-roi/1",
         "units": "px",
         "vertebrae": [
             {"label": lab, "box": [4 + 23 * i, 4, 24 + 23 * i, 60]} for i, lab in enumerate(LABELS)
         ],
+    }
+    # The last vertebra as a slanted quadrilateral, as detection draws them, so that the
+    # kernels of non-rectangular ROIs (row runs, run-based covariance) are loaded too.
+    roi["vertebrae"][-1] = {
+        "label": LABELS[-1],
+        "polygon": [[71.0, 8.0], [75.0, 58.0], [93.0, 56.0], [89.0, 6.0]],
     }
     try:
         calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
