@@ -19,6 +19,7 @@ tbscore sign "$d/r.json" --physician "Jane Roe, MD" --organisation "Clinic X" \
   -o "$d/signed.pdf" $common
 tbscore sign "$d/r.json" --physician "John Doe, MD" \
   --addendum "Prior outside report received; no change to the impression." -o "$d/amended.pdf" $common
+n=$(pdfinfo "$d/amended.pdf" | awk "/^Pages:/{print \$2}"); echo "pages: $n"
 for i in 1 2 3; do
   pdftoppm -r 70 -png -singlefile -f $i -l $i "$d/amended.pdf" docs/images/signed_report_p$i
 done
