@@ -719,10 +719,8 @@ class Station:
             No impression, or the signing path refused.
         """
         from tbscore.io.atomic import atomic_file
-        from tbscore.signing import sign_result
 
         self._check_unsigned(key)
-        st = self.study(key)
         doc = self.roi(key)
         result = self.score(key, doc)
         folder = self.folder(key)
@@ -754,69 +752,70 @@ class Station:
             result.to_json(tmp)
         with atomic_file(folder / "roi.json") as tmp:
             tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        return self._sign(
+            key,
+            user,
+            result,
+            doc,
+            organisation,
+            "signature",
+            {"l1_l4": result.l1_l4},
+            impression=impression,
+            recommendation=recommendation,
+            inputs=inputs,
+        )
+
+    def _sign(
+        self,
+        key: str,
+        user: str,
+        result: Any,
+        roi: dict,
+        organisation: str | None,
+        what: str,
+        log_extra: dict,
+        **sign_kwargs: Any,
+    ) -> Any:
+        """Sign (or add an addendum) through the one signing path and audit it: the
+        numbered report PDF, SR and Encapsulated PDF in the study's folder."""
+        from tbscore.signing import sign_result
+
+        folder = self.folder(key)
         n = self._next_number(key)
         done = sign_result(
             result,
             folder / "result.json",
             physician=user,
             outputs=[folder / f"report-{n}.pdf"],
-            impression=impression,
-            recommendation=recommendation,
-            inputs=inputs,
             time_zone=self.time_zone,
             organisation=organisation,
-            image=st.image,
-            roi=doc,
+            image=self.study(key).image,
+            roi=roi,
             sr=folder / f"sr-{n}.dcm",
             pdf_dicom=folder / f"report-{n}.dcm",
             include_phi=self.include_phi_pdf,
+            **sign_kwargs,
         )
         self.db.log(
             user,
             key,
-            "signature",
+            what,
             number=n,
             status=done.record.status,
             files=[p.name for p in done.written],
-            l1_l4=result.l1_l4,
+            **log_extra,
         )
         return done
 
     @_locked
     def addendum(self, key: str, user: str, text: str, organisation: str | None = None) -> Any:
         """Add an addendum (its own signature and time) to a signed study."""
-        from tbscore.signing import sign_result
-
         if self.record(key) is None:
             raise ReviewError("the study is not signed yet: sign it before an addendum")
-        st = self.study(key)
         folder = self.folder(key)
         result = _read_result(folder / "result.json")
         roi = json.loads((folder / "roi.json").read_text(encoding="utf-8"))
-        n = self._next_number(key)
-        done = sign_result(
-            result,
-            folder / "result.json",
-            physician=user,
-            outputs=[folder / f"report-{n}.pdf"],
-            addendum=text,
-            time_zone=self.time_zone,
-            organisation=organisation,
-            image=st.image,
-            roi=roi,
-            sr=folder / f"sr-{n}.dcm",
-            pdf_dicom=folder / f"report-{n}.dcm",
-            include_phi=self.include_phi_pdf,
-        )
-        self.db.log(
-            user,
-            key,
-            "addendum",
-            number=n,
-            status=done.record.status,
-            files=[p.name for p in done.written],
-        )
-        return done
+        return self._sign(key, user, result, roi, organisation, "addendum", {}, addendum=text)
 
     # -- page data -------------------------------------------------------------------
     def view(self, key: str) -> dict[str, Any]:
