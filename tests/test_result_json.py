@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,3 +54,29 @@ def test_result_json_unchanged():
     res = tbscore.calc(p, p.with_name(p.stem + ".roi.json"))
     assert res.to_json() == json.dumps(res.to_dict(), indent=2) + "\n"
     assert res.to_json(indent=1) == json.dumps(res.to_dict(), indent=1) + "\n"
+
+
+def test_from_json_bad_files_are_typed_errors_naming_the_file(tmp_path):
+    """Unreadable, non-JSON, non-object and wrong-shape result files raise
+    ResultFormatError (a TBSError) naming the file, never a bare JSON/OS error."""
+    from tbscore.core.result import TBSResult
+    from tbscore.errors import ResultFormatError
+
+    cases = {
+        "cut.json": '{"format": "tbscore-result/1", "vert',
+        "list.json": "[1, 2]",
+        "shape.json": '{"format": "tbscore-result/1"}',
+        "latin1.json": None,
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is None:
+            path.write_bytes(b"\xff\xfe{\x00")
+        else:
+            path.write_text(text, encoding="utf-8")
+        with pytest.raises(ResultFormatError) as info:
+            TBSResult.from_json(path)
+        assert info.value.source == name, name
+    with pytest.raises(ResultFormatError) as info:
+        TBSResult.from_json(tmp_path / "missing.json")
+    assert info.value.source == "missing.json"

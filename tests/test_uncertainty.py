@@ -435,3 +435,14 @@ def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
         want = math.nan
     got = _nugget_argmin(d, vs, _A_LO, _A_HI)
     assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+def test_empty_mask_is_a_typed_error():
+    """An all-False mask raises ComputationError (a TBSError), not an IndexError."""
+    import numpy as np
+
+    from tbscore.core.uncertainty import variogram_covariance
+    from tbscore.errors import ComputationError
+
+    with pytest.raises(ComputationError):
+        variogram_covariance(np.zeros((8, 8), bool), np.array([[0, 1]]), (1.0, 1.0), 1.0, 1.0, 0.0)

@@ -505,11 +505,36 @@ class TBSResult:
 
     @classmethod
     def from_json(cls, source: str | Path) -> TBSResult:
-        """Read a result from a JSON file path or a JSON string."""
+        """Read a result from a JSON file path or a JSON string.
+
+        Raises
+        ------
+        ResultFormatError
+            The file cannot be read, is not JSON, or is not a ``tbscore-result/1``
+            document (the error names the file).
+        """
         text = str(source)
+        name: str | None = None
         if not text.lstrip().startswith("{"):
-            text = Path(source).read_text(encoding="utf-8")
-        return cls.from_dict(json.loads(text))
+            name = Path(source).name
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = f"the result JSON cannot be read ({exc.__class__.__name__})"
+                raise ResultFormatError(why, name) from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            why = f"the result JSON cannot be read ({type(exc).__name__}: {exc})"
+            raise ResultFormatError(why, name) from exc
+        if not isinstance(data, dict):
+            raise ResultFormatError("a result file holds one JSON object", name)
+        try:
+            return cls.from_dict(data)
+        except ResultFormatError as exc:
+            if name is None or exc.source:
+                raise
+            raise ResultFormatError(exc.reason, name) from exc
 
     def with_calibration(
         self, calibration: dict, values: dict[str, float | None], l1_l4: float | None

@@ -45,6 +45,7 @@ import numpy as np
 from numba import njit
 
 from tbscore.core.estimators import SlopeFit, fit_nugget_model
+from tbscore.errors import ComputationError
 
 __all__ = ["Uncertainty", "slope_uncertainty", "variogram_covariance", "Z95", "SNR_WARN"]
 
@@ -316,6 +317,8 @@ def variogram_covariance(
     mask = np.asarray(mask, dtype=bool)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ComputationError("the ROI mask is empty: no variogram covariance")
     mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
     nr, nc = mask.shape
