@@ -101,14 +101,9 @@ def _pull_one_day(tmp: Path, n_studies: int) -> tuple[float, float, int]:
     import datetime as dt
     import subprocess
 
-    import pydicom
 
     day = dt.date.today().strftime("%Y%m%d")
-    files = image_copies(tmp / "qr", n_studies, marker=".7")
-    for f in files:
-        ds = pydicom.dcmread(f)
-        ds.StudyDate = day
-        ds.save_as(f, enforce_file_format=True)
+    files = image_copies(tmp / "qr", n_studies, marker=".7", study_date=day)
     qr = FakeQR(files)
     try:
         t0 = time.perf_counter()

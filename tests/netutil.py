@@ -325,8 +325,16 @@ class NodeProcess:
             return [dict(r) for r in db.execute("SELECT * FROM sends ORDER BY id")]
 
 
-def image_copies(folder: Path, n: int, *, marker: str = "", source: Path = SAMPLE) -> list[Path]:
-    """``n`` copies of a sample image with new SOP Instance UIDs (and new studies)."""
+def image_copies(
+    folder: Path,
+    n: int,
+    *,
+    marker: str = "",
+    source: Path = SAMPLE,
+    study_date: str | None = None,
+) -> list[Path]:
+    """``n`` copies of a sample image with new SOP Instance UIDs (and new studies),
+    dated ``study_date`` (YYYYMMDD) when given."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
@@ -336,6 +344,8 @@ def image_copies(folder: Path, n: int, *, marker: str = "", source: Path = SAMPL
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.StudyInstanceUID = generate_uid()
         ds.SeriesInstanceUID = generate_uid()
+        if study_date is not None:
+            ds.StudyDate = study_date
         path = folder / f"img{marker}{i:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         out.append(path)

@@ -140,12 +140,7 @@ def node(tmp_path_factory, orthanc, ports):
 
 
 def _today_copies(folder: Path, n: int) -> list[Path]:
-    paths = image_copies(folder, n)
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        ds.StudyDate = TODAY
-        ds.save_as(p, enforce_file_format=True)
-    return paths
+    return image_copies(folder, n, study_date=TODAY)
 
 
 def _study_of(orthanc, study_uid):

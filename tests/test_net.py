@@ -619,11 +619,7 @@ def test_pull_a_day_over_one_association_and_after_an_abort(tmp_path):
     import datetime as dt
 
     day = dt.date.today().strftime("%Y%m%d")
-    files = image_copies(tmp_path / "pacs", 4)
-    for f in files:
-        ds = pydicom.dcmread(f)
-        ds.StudyDate = day
-        ds.save_as(f, enforce_file_format=True)
+    files = image_copies(tmp_path / "pacs", 4, study_date=day)
     other = image_copies(tmp_path / "other", 1)  # another day: not pulled
     qr = FakeQR(files + other)
     try:
