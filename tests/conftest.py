@@ -94,9 +94,27 @@ def require_tool(*names: str) -> str:
 #: ``TBSCORE_TEST_CRASH``: exit at once (``os._exit(70)``, as if killed) on an input whose
 #: path contains this text; ``TBSCORE_TEST_HANG``: on a matching input block SIGALRM and
 #: sleep ``TBSCORE_TEST_HANG_S`` seconds (600), like native code the soft time limit
-#: cannot stop. Production code has no test hooks; these live only here.
+#: cannot stop. ``TBSCORE_NET_TEST_STALL``: a DICOM node job
+#: (``tbscore.net.workers.score_job``) whose SOP Instance UID contains this text sleeps
+#: for an hour, a stalled worker for the job time limit. Production code has no test
+#: hooks; these live only here.
 WORKER_HOOKS = """\
 import os
+
+_NET_STALL = os.environ.get("TBSCORE_NET_TEST_STALL")
+if _NET_STALL:
+    import time
+
+    import tbscore.net.workers as _net
+
+    _net_real = _net.score_job
+
+    def _net_hooked(job, cfg):
+        if _NET_STALL in job["uid"]:
+            time.sleep(3600)
+        return _net_real(job, cfg)
+
+    _net.score_job = _net_hooked
 
 _DELAY = os.environ.get("TBSCORE_TEST_DELAY")
 _CRASH = os.environ.get("TBSCORE_TEST_CRASH")

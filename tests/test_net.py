@@ -23,7 +23,13 @@ import pytest
 
 pytest.importorskip("pynetdicom")
 
-from conftest import REQUIRE_TOOLS_ENV, make_dataset, require_tool  # noqa: E402
+from conftest import (  # noqa: E402
+    REQUIRE_TOOLS_ENV,
+    WORKER_HOOKS,
+    make_dataset,
+    require_tool,
+    worker_hook_env,
+)
 from netutil import (  # noqa: E402
     SAMPLE,
     CutProxy,
@@ -58,6 +64,8 @@ def pacs():
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, pacs):
     spool = tmp_path_factory.mktemp("net") / "spool"
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(WORKER_HOOKS, encoding="utf-8")
     # part of the settings from a serve.toml (options override its keys)
     config = spool.parent / "serve.toml"
     config.write_text(
@@ -83,7 +91,8 @@ def node(tmp_path_factory, pacs):
             "--retry-cap",
             "1",
         ],
-        env={"TBSCORE_NET_TEST_STALL": "3680043.10.1.999."},
+        # the stall hook lives in the test-only sitecustomize (conftest.WORKER_HOOKS)
+        env=worker_hook_env(site, TBSCORE_NET_TEST_STALL="3680043.10.1.999."),
     ).start()
     yield n
     n.stop()

@@ -31,13 +31,9 @@ from typing import Any
 from tbscore.net.ledger import Ledger
 from tbscore.net.spool import Spool
 
-__all__ = ["Supervisor", "score_job", "sr_uids", "STALL_ENV"]
+__all__ = ["Supervisor", "score_job", "sr_uids"]
 
 log = logging.getLogger("tbscore.net")
-
-#: Test hook: a job whose SOP Instance UID contains this text sleeps for an hour
-#: (a stalled worker); used by the test suite to exercise the job time limit.
-STALL_ENV = "TBSCORE_NET_TEST_STALL"
 
 #: Seconds a job waits before another try after the disk was full.
 DISK_FULL_RETRY_S = 5.0
@@ -78,9 +74,6 @@ def score_job(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     from tbscore.io.sr import write_sr
 
     uid, path, sr_path = job["uid"], job["path"], job["sr_path"]
-    stall = os.environ.get(STALL_ENV)
-    if stall and stall in uid:
-        time.sleep(3600)
     try:
         n = _pixel_count(path)
         if cfg["max_pixels"] and n > cfg["max_pixels"]:
