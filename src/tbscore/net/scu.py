@@ -212,11 +212,13 @@ class SendOutcome:
 
 
 def _file_header(path: Path) -> tuple[str, str, str] | None:
-    """``(SOPClassUID, SOPInstanceUID, TransferSyntaxUID)`` of a Part-10 file."""
-    import pydicom
+    """``(SOPClassUID, SOPInstanceUID, TransferSyntaxUID)`` of a Part-10 file, read by
+    the one DICOM read rule (:func:`tbscore.io.sniff.read_dicom`); None when it is not
+    one (a bare stream has no transfer syntax to send it with)."""
+    from tbscore.io.sniff import read_dicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom(path, stop_before_pixels=True)
         return (
             str(ds.SOPClassUID),
             str(ds.SOPInstanceUID),

@@ -53,9 +53,16 @@ def sr_uids(
 
 
 def _pixel_count(path: str) -> int:
-    import pydicom
+    """Pixels of a spooled image from its header (the size gate before decoding).
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    Raises
+    ------
+    tbscore.errors.DicomReadError
+        By the one DICOM read rule (:func:`tbscore.io.sniff.read_dicom`), naming the file.
+    """
+    from tbscore.io.sniff import read_dicom
+
+    ds = read_dicom(path, stop_before_pixels=True)
     rows = int(ds.get("Rows", 0) or 0)
     cols = int(ds.get("Columns", 0) or 0)
     frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
