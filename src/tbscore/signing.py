@@ -260,12 +260,11 @@ def sign_result(
         assert image is not None
         files[sr] = _signed_sr_bytes(result, image, interp, last)
     if pdf_dicom:
-        import pydicom
-
         from tbscore.io.pdf_dicom import encapsulated_pdf
+        from tbscore.io.sniff import read_dicom
 
         pdf_bytes = pdf_bytes or render_pdf(report)
-        src = pydicom.dcmread(image, stop_before_pixels=True)
+        src = read_dicom(image, stop_before_pixels=True)
         ds = encapsulated_pdf(
             pdf_bytes,
             src,
