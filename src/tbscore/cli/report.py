@@ -17,7 +17,7 @@ from tbscore.clinical.interpret import (
 )
 from tbscore.clinical.risk import DEFAULT_THRESHOLD_SET
 from tbscore.core.result import TBSResult
-from tbscore.errors import InputError
+from tbscore.errors import InputError, ResultFormatError
 
 if TYPE_CHECKING:  # the renderer (matplotlib, jinja2) is imported by the commands only
     from tbscore.render.report import Report
@@ -159,11 +159,9 @@ def _read_result(path: str) -> TBSResult:
         )
     try:
         return TBSResult.from_json(Path(path))
-    except FileNotFoundError:
-        raise ReportError("result file does not exist", path) from None
-    except UnicodeDecodeError:
-        raise ReportError("not a tbscore result JSON (not UTF-8 text)", path) from None
-    except (InputError, ValueError, KeyError, TypeError, OSError) as exc:
+    except ResultFormatError as exc:  # unreadable, not JSON, or not a result document
+        raise ReportError(f"not a readable tbscore result ({exc.reason})", path) from exc
+    except (InputError, ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"not a readable tbscore result ({exc})", path) from exc
 
 

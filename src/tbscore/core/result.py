@@ -519,7 +519,10 @@ class TBSResult:
             name = Path(source).name
             try:
                 text = Path(source).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError as exc:
+                why = "the result JSON cannot be read (not UTF-8 text)"
+                raise ResultFormatError(why, name) from exc
+            except OSError as exc:
                 why = f"the result JSON cannot be read ({exc.__class__.__name__})"
                 raise ResultFormatError(why, name) from exc
         try:

@@ -144,20 +144,13 @@ def _read_result(path: Path) -> Any:
 
     Raises
     ------
-    tbscore.errors.ReviewError
-        The file cannot be read or is not JSON (truncated, hand-edited); named by its
-        file name only. A document of the wrong shape raises ResultFormatError.
+    tbscore.errors.ResultFormatError
+        The file cannot be read, is not JSON (truncated, hand-edited) or is not a result
+        document; named by its file name only (:meth:`TBSResult.from_json`).
     """
     from tbscore.core.result import TBSResult
 
-    try:
-        return TBSResult.from_json(Path(path))
-    except TBSError:
-        raise
-    except (OSError, UnicodeError, ValueError) as exc:
-        raise ReviewError(
-            f"the result JSON cannot be read ({type(exc).__name__})", Path(path).name
-        ) from None
+    return TBSResult.from_json(Path(path))
 
 
 def _num(value: Any) -> float | None:
