@@ -787,3 +787,37 @@ def test_interval_estimator_and_snr_are_shown_with_every_value(scene, tmp_path, 
         path = write_report(build_report(result, image=image, rois=rois), tmp_path / "r.pdf")
         pages = "".join(_pdftotext_pages(path))
         assert f"95 % CI {lo:.3f}" in " ".join(pages.split())
+
+
+def test_pdf_layout_of_the_bundled_sample(tmp_path):
+    """What a reader sees: the values by vertebra on page 1 (not a half-empty first page
+    because the tall ROI image moved on), and the sign-off box whole on one page."""
+    pytest.importorskip("xhtml2pdf")
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "sample_dicom"
+    out = tmp_path / "sample.pdf"
+    code = main(
+        [
+            "score",
+            str(sample / "phantom_a_square.dcm"),
+            "--roi",
+            str(sample / "phantom_a_square.roi.json"),
+            "--exclude",
+            "L3:fracture",
+            "--frax-mof",
+            "18",
+            "--frax-hip",
+            "2.5",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == EXIT_OK
+    pages = _pdftotext_pages(out)
+    first = pages[0]
+    for text in ("L1–L4 TBS", "Vertebrae", "L1", "L4", "mean of L1, L2, L4"):
+        assert text in first, (text, first[-400:])
+    holding = [n for n, page in enumerate(pages) if "Sign-off" in page]
+    assert len(holding) == 1, holding
+    assert "Preliminary: not signed" in pages[holding[0]]

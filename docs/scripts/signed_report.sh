@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerate docs/images/signed_report_p{1,2,3}.png: a signed, then amended, 77092 report
+# Regenerate docs/images/signed_report_pN.png (one per page): a signed, then amended, 77092 report
 # of the bundled phantom (raw index, so the category is shown muted). Needs poppler-utils.
 set -e
 d=$(mktemp -d)
@@ -20,6 +20,6 @@ tbscore sign "$d/r.json" --physician "Jane Roe, MD" --organisation "Clinic X" \
 tbscore sign "$d/r.json" --physician "John Doe, MD" \
   --addendum "Prior outside report received; no change to the impression." -o "$d/amended.pdf" $common
 n=$(pdfinfo "$d/amended.pdf" | awk "/^Pages:/{print \$2}"); echo "pages: $n"
-for i in 1 2 3; do
+for i in $(seq 1 "$n"); do
   pdftoppm -r 70 -png -singlefile -f $i -l $i "$d/amended.pdf" docs/images/signed_report_p$i
 done
