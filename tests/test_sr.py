@@ -70,6 +70,7 @@ def test_sr_round_trip_keeps_the_asymmetric_nugget_interval(scan):
         np.testing.assert_allclose(back["vertebrae"][v.label]["ci95"], v.ci95, rtol=1e-14)
         skew.append(abs((hi - v.value) - (v.value - lo)))
     assert max(skew) > 1e-3  # at least one interval is visibly asymmetric
+    assert "profile interval" in back["algorithm"]["parameters"]["uncertainty"]
 
 
 def test_sr_round_trip(scan):

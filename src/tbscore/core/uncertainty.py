@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from tbscore.core.constants import PROFILE_INTERVAL_ESTIMATORS
 from tbscore.core.estimators import SlopeFit, fit_nugget_model
 from tbscore.errors import ComputationError
 
@@ -519,7 +520,7 @@ def slope_uncertainty(
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)
     se = math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
-    if fit.estimator == "nugget":
+    if fit.estimator in PROFILE_INTERVAL_ESTIMATORS:
         ci = profile_interval(distances_mm, values, cov, fit.slope)
     else:
         ci = (fit.slope - Z95 * se, fit.slope + Z95 * se) if math.isfinite(se) else None
