@@ -497,6 +497,30 @@ def test_profile_misfit_equals_a_plain_nnls(a0, n0, noise, size, a):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * want.max())
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    st.floats(0.2, 1.8),
+    st.floats(0.0, 3.0),
+    st.lists(st.floats(0.85, 1.15), min_size=10, max_size=10),
+    st.floats(0.05, 1.95),
+)
+def test_profile_interval_equals_a_brute_force_scan(a0, n0, noise, value):
+    """The interval's ends (grid of 0.0025, interpolated) are those of a 2001-point scan of
+    the NNLS reference misfit, to the grid step; the value is added to the hull."""
+    from tbscore.core.uncertainty import Z95, profile_interval
+
+    v = (2.0 * DISTS**a0 + n0) * np.asarray(noise)
+    cov = variogram_covariance(np.ones((64, 64), bool), LAGS, (1.0, 1.0), 2.0, a0, n0)
+    grid = np.linspace(0.0, 2.0, 2001)[1:]
+    ref = _reference_misfit(grid, DISTS, v / v.max(), cov / v.max() ** 2)
+    inside = grid[ref - ref.min() <= Z95 * Z95]
+    want = (min(inside[0], value), max(inside[-1], value))
+    if inside[0] <= 0.001:
+        want = (0.0, want[1])
+    got = profile_interval(DISTS, v, cov, value)
+    assert got == pytest.approx(want, abs=0.004)
+
+
 def _nugget_interval(v, size=64):
     fit = fit_slope("nugget", DISTS, v)
     unc = slope_uncertainty(fit, np.ones((size, size), bool), LAGS, DISTS, v, (1.0, 1.0))
