@@ -3,7 +3,8 @@
 Run: ``python benchmarks/coverage_study.py`` (the table of docs/method.md §3b: 64², 128²,
 256² and a vertebra-sized 30 x 40 px ROI, SNR inf / 10 / 3 / 1 / 0.3, the three
 estimators, 200 draws per cell) or
-``python benchmarks/coverage_study.py --sizes 64 --draws 50`` for a quick look.
+``python benchmarks/coverage_study.py --sizes 64 --draws 50`` for a quick look;
+``--disk`` makes each ROI the ellipse inscribed in its box (a rounded ROI, as detected).
 
 Ground truth: exact fractional Brownian surfaces (circulant embedding,
 :func:`tbscore.sim.phantom.fbm_surface_pair`), H = 0.6 so the log-log slope is 2H = 1.2,
@@ -62,16 +63,21 @@ def parse_size(text: str) -> tuple[int, int]:
     return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def draws(size: int | tuple[int, int], snr: float, count: int, seed: int):
+def draws(size: int | tuple[int, int], snr: float, count: int, seed: int, disk: bool = False):
     """``count`` variograms of exact fBm plus white noise on a ``size`` ROI, and the mask.
 
     A rectangular ROI is the corner of a square surface (a window of an exact fBm is
-    exact fBm)."""
+    exact fBm); ``disk``: the ellipse inscribed in it instead of the whole box."""
     rows, cols = (size, size) if isinstance(size, int) else size
     n = max(rows, cols)
     lags, _ = select_lags((1.0, 1.0), 0.5, 3.0)
     rng = np.random.default_rng(seed)
     mask = np.ones((rows, cols), bool)
+    if disk:
+        yy, xx = np.mgrid[:rows, :cols]
+        mask = ((yy - (rows - 1) / 2) / (rows / 2)) ** 2 + (
+            (xx - (cols - 1) / 2) / (cols / 2)
+        ) ** 2 <= 1.0
     out: list[np.ndarray] = []
     while len(out) < count:
         b1, b2, h = fbm_surface_pair(n, HURST, rng, return_spacing=True)
@@ -129,11 +135,11 @@ def _bound_aware(fit, unc, mask, lags, dists, v) -> tuple[tuple, tuple]:
 
 
 def cell(
-    n, snr: float, count: int, seed: int, bound_aware: bool = False
+    n, snr: float, count: int, seed: int, bound_aware: bool = False, disk: bool = False
 ) -> dict[str, dict[str, float]]:
     """Coverage statistics of every estimator on one (size, SNR) cell."""
     lags, dists = select_lags((1.0, 1.0), 0.5, 3.0)
-    mask, vs = draws(n, snr, count, seed)
+    mask, vs = draws(n, snr, count, seed, disk)
     res: dict[str, dict[str, float]] = {}
     extra: dict[str, list[tuple[float, float]]] = {
         "nugget+delta": [],
@@ -198,9 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add the delta-method and two bound-aware intervals of 'nugget' (investigations)",
     )
+    ap.add_argument(
+        "--disk",
+        action="store_true",
+        help="the ROI is the ellipse inscribed in each size (a rounded, detected-like ROI)",
+    )
     args = ap.parse_args(argv)
     print(
         f"# coverage study: H = {HURST}, {args.draws} draws per cell, seed {args.seed}, "
+        f"{'inscribed-ellipse' if args.disk else 'full-box'} ROIs, "
         f"{platform.machine()} {platform.python_version()}"
     )
     print("| size | SNR | estimator | mean (SD) | mean se | width | cover 2H | cover E | warned |")
@@ -212,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         for snr in args.snr:
             t0 = time.process_time()
             res = cell(
-                n, snr, args.draws, args.seed + size[0] * size[1] // max(size), args.bound_aware
+                n,
+                snr,
+                args.draws,
+                args.seed + size[0] * size[1] // max(size),
+                args.bound_aware,
+                args.disk,
             )
             label = "no noise" if not math.isfinite(snr) else f"{snr:g}"
             for est, r in res.items():
