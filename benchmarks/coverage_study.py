@@ -3,7 +3,8 @@
 Run: ``python benchmarks/coverage_study.py`` (the table of docs/method.md §3b: 64², 128²,
 256² and a vertebra-sized 30 x 40 px ROI, SNR inf / 10 / 3 / 1 / 0.3, the three
 estimators, 200 draws per cell) or
-``python benchmarks/coverage_study.py --sizes 64 --draws 50`` for a quick look.
+``python benchmarks/coverage_study.py --sizes 64 --draws 50`` for a quick look;
+``--disk`` makes each ROI the ellipse inscribed in its box (a rounded ROI, as detected).
 
 Ground truth: exact fractional Brownian surfaces (circulant embedding,
 :func:`tbscore.sim.phantom.fbm_surface_pair`), H = 0.6 so the log-log slope is 2H = 1.2,
@@ -24,11 +25,16 @@ Columns per cell:
 
 A 95 % binomial band for 200 draws at p = 0.95 is about +-3 %.
 
-``--bound-aware`` adds two candidate intervals for ``"nugget"`` (issue 15, item 2; an
-investigation, not what ``calc`` does): ``nugget+union``, the hull of the interval and
-that of the unconstrained fit (``n`` of any sign) in the draws where the fit's
-``n >= 0`` bound is active, and ``nugget+n-free``, the slope +- 1.96 se with ``n`` kept
-free in the delta method at the bound. Their ``mean se`` is the mean half-width / 1.96.
+* ``width``: the mean width ``hi - lo`` of the 95 % intervals (for ``"nugget"`` its
+  profile interval, not ``2 * 1.96 se``).
+
+``--bound-aware`` adds three other intervals for ``"nugget"`` (issue 15, item 2;
+investigations, not what ``calc`` does): ``nugget+delta``, the slope +- 1.96 se (the
+delta-method interval ``calc`` gave before the profile interval), ``nugget+union``, the
+hull of that interval and that of the unconstrained fit (``n`` of any sign) in the draws
+where the fit's ``n >= 0`` bound is active, and ``nugget+n-free``, the slope +- 1.96 se
+with ``n`` kept free in the delta method at the bound. Their ``mean se`` is the mean
+half-width / 1.96.
 """
 
 from __future__ import annotations
@@ -57,16 +63,21 @@ def parse_size(text: str) -> tuple[int, int]:
     return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def draws(size: int | tuple[int, int], snr: float, count: int, seed: int):
+def draws(size: int | tuple[int, int], snr: float, count: int, seed: int, disk: bool = False):
     """``count`` variograms of exact fBm plus white noise on a ``size`` ROI, and the mask.
 
     A rectangular ROI is the corner of a square surface (a window of an exact fBm is
-    exact fBm)."""
+    exact fBm); ``disk``: the ellipse inscribed in it instead of the whole box."""
     rows, cols = (size, size) if isinstance(size, int) else size
     n = max(rows, cols)
     lags, _ = select_lags((1.0, 1.0), 0.5, 3.0)
     rng = np.random.default_rng(seed)
     mask = np.ones((rows, cols), bool)
+    if disk:
+        yy, xx = np.mgrid[:rows, :cols]
+        mask = ((yy - (rows - 1) / 2) / (rows / 2)) ** 2 + (
+            (xx - (cols - 1) / 2) / (cols / 2)
+        ) ** 2 <= 1.0
     out: list[np.ndarray] = []
     while len(out) < count:
         b1, b2, h = fbm_surface_pair(n, HURST, rng, return_spacing=True)
@@ -105,38 +116,44 @@ def unconstrained_nugget(d: np.ndarray, v: np.ndarray) -> SlopeFit:
 
 
 def _bound_aware(fit, unc, mask, lags, dists, v) -> tuple[tuple, tuple]:
-    """(union, n-free) intervals of a ``"nugget"`` fit (the plain one where ``n > 0``)."""
-    lo, hi = unc.ci95 if unc.ci95 is not None else (math.nan, math.nan)
+    """(delta, union, n-free) intervals of a ``"nugget"`` fit (the delta one where
+    ``n > 0``)."""
+    lo, hi = fit.slope - Z95 * unc.se, fit.slope + Z95 * unc.se  # nan where se is
     if fit.nugget > 1e-9 * float(v.min()):
-        return (lo, hi), (lo, hi)
+        return (lo, hi), (lo, hi), (lo, hi)
     free = unconstrained_nugget(dists, v)
     uu = slope_uncertainty(free, mask, lags, dists, v, (1.0, 1.0))
-    ulo, uhi = uu.ci95 if uu.ci95 is not None else (math.nan, math.nan)
+    ulo, uhi = free.slope - Z95 * uu.se, free.slope + Z95 * uu.se
     ld = np.log(dists)
     tex = math.exp(fit.intercept) * np.exp(fit.slope * ld)
     # d ln m / d (ln c, a, n / min V) at n = 0, n kept free
     jac = np.column_stack([np.ones_like(ld), ld, float(v.min()) / tex])
     g = np.linalg.pinv(jac)[1] / v if 1e-4 < fit.slope < 2.0 - 1e-4 else np.zeros(v.size)
     ud = slope_uncertainty(replace(fit, gradient=g), mask, lags, dists, v, (1.0, 1.0))
-    dlo, dhi = ud.ci95 if ud.ci95 is not None else (math.nan, math.nan)
-    return (min(lo, ulo), max(hi, uhi)), (dlo, dhi)
+    dlo, dhi = fit.slope - Z95 * ud.se, fit.slope + Z95 * ud.se
+    return (lo, hi), (min(lo, ulo), max(hi, uhi)), (dlo, dhi)
 
 
 def cell(
-    n, snr: float, count: int, seed: int, bound_aware: bool = False
+    n, snr: float, count: int, seed: int, bound_aware: bool = False, disk: bool = False
 ) -> dict[str, dict[str, float]]:
     """Coverage statistics of every estimator on one (size, SNR) cell."""
     lags, dists = select_lags((1.0, 1.0), 0.5, 3.0)
-    mask, vs = draws(n, snr, count, seed)
+    mask, vs = draws(n, snr, count, seed, disk)
     res: dict[str, dict[str, float]] = {}
-    extra: dict[str, list[tuple[float, float]]] = {"nugget+union": [], "nugget+n-free": []}
+    extra: dict[str, list[tuple[float, float]]] = {
+        "nugget+delta": [],
+        "nugget+union": [],
+        "nugget+n-free": [],
+    }
     for est in ESTIMATORS:
         slopes, ses, los, his, snrs = [], [], [], [], []
         for v in vs:
             fit = fit_slope(est, dists, v)
             unc = slope_uncertainty(fit, mask, lags, dists, v, (1.0, 1.0))
             if bound_aware and est == "nugget":
-                union, nfree = _bound_aware(fit, unc, mask, lags, dists, v)
+                delta, union, nfree = _bound_aware(fit, unc, mask, lags, dists, v)
+                extra["nugget+delta"].append(delta)
                 extra["nugget+union"].append(union)
                 extra["nugget+n-free"].append(nfree)
             slopes.append(fit.slope)
@@ -151,6 +168,7 @@ def cell(
             "mean": e,
             "sd": float(s.std(ddof=1)),
             "se": float(np.nanmean(ses)),
+            "width": float(np.nanmean(hi - lo)),
             "cover": float(np.mean((lo <= TRUTH) & (TRUTH <= hi))),
             "cover_e": float(np.mean((lo <= e) & (e <= hi))),
             "warned": float(np.mean(np.array(snrs) < SNR_WARN)),
@@ -163,6 +181,7 @@ def cell(
         res[name] = dict(
             res["nugget"],
             se=float(np.nanmean(hi - lo) / (2 * Z95)),
+            width=float(np.nanmean(hi - lo)),
             cover=float(np.mean((lo <= TRUTH) & (TRUTH <= hi))),
             cover_e=float(np.mean((lo <= e) & (e <= hi))),
         )
@@ -183,15 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--bound-aware",
         action="store_true",
-        help="add the two candidate bound-aware intervals of 'nugget' (an investigation)",
+        help="add the delta-method and two bound-aware intervals of 'nugget' (investigations)",
+    )
+    ap.add_argument(
+        "--disk",
+        action="store_true",
+        help="the ROI is the ellipse inscribed in each size (a rounded, detected-like ROI)",
     )
     args = ap.parse_args(argv)
     print(
         f"# coverage study: H = {HURST}, {args.draws} draws per cell, seed {args.seed}, "
+        f"{'inscribed-ellipse' if args.disk else 'full-box'} ROIs, "
         f"{platform.machine()} {platform.python_version()}"
     )
-    print("| size | SNR | estimator | mean (SD) | mean se | cover 2H | cover E | warned |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| size | SNR | estimator | mean (SD) | mean se | width | cover 2H | cover E | warned |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for text in args.sizes:
         size = parse_size(text)
         n = size[0] if size[0] == size[1] else size
@@ -199,13 +224,19 @@ def main(argv: list[str] | None = None) -> int:
         for snr in args.snr:
             t0 = time.process_time()
             res = cell(
-                n, snr, args.draws, args.seed + size[0] * size[1] // max(size), args.bound_aware
+                n,
+                snr,
+                args.draws,
+                args.seed + size[0] * size[1] // max(size),
+                args.bound_aware,
+                args.disk,
             )
             label = "no noise" if not math.isfinite(snr) else f"{snr:g}"
             for est, r in res.items():
                 print(
                     f"| {name} | {label} | {est} | {r['mean']:.3f} ({r['sd']:.3f}) | "
-                    f"{r['se']:.3f} | {100 * r['cover']:.1f} % | {100 * r['cover_e']:.1f} % | "
+                    f"{r['se']:.3f} | {r['width']:.3f} | {100 * r['cover']:.1f} % | "
+                    f"{100 * r['cover_e']:.1f} % | "
                     f"{100 * r['warned']:.0f} % |",
                     flush=True,
                 )

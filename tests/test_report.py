@@ -775,6 +775,7 @@ def test_interval_estimator_and_snr_are_shown_with_every_value(scene, tmp_path, 
     assert format_value_ci(result.l1_l4, result.l1_l4_ci95) == want
     html = render_html(build_report(result, image=image, rois=rois))
     assert f"L1–L4 TBS {want}" in html and "estimator nugget" in html
+    assert "profile interval of the exponent" in html  # its interval is not value ± 1.96 se
     for v in result.vertebrae:
         assert f"{v.ci95[0]:.3f}–{v.ci95[1]:.3f}" in html
         assert f"{v.label}: {format_value_ci(v.value, v.ci95)}" in repr(v)

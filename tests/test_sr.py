@@ -57,6 +57,22 @@ def _calibration() -> Calibration:
     )
 
 
+def test_sr_round_trip_keeps_the_asymmetric_nugget_interval(scan):
+    """The "nugget" 95 % interval (a profile interval, not value -/+ 1.96 se) is written as
+    TID 310 lower and upper uncertainty ranges and read back as the same (lo, hi)."""
+    path, roi, tmp = scan
+    result = calc(path, roi=roi, settings={"estimator": "nugget"})
+    back = read_sr(write_sr(result, path, tmp / "nugget.dcm"))
+    skew = []
+    for v in result.vertebrae:
+        lo, hi = v.ci95
+        assert lo <= v.value <= hi
+        np.testing.assert_allclose(back["vertebrae"][v.label]["ci95"], v.ci95, rtol=1e-14)
+        skew.append(abs((hi - v.value) - (v.value - lo)))
+    assert max(skew) > 1e-3  # at least one interval is visibly asymmetric
+    assert "profile interval" in back["algorithm"]["parameters"]["uncertainty"]
+
+
 def test_sr_round_trip(scan):
     path, roi, tmp = scan
     result = apply_calibration(calc(path, roi=roi, exclude={"L3": "fracture"}), _calibration())

@@ -12,6 +12,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "COLOUR_PHOTOMETRICS",
     "ESTIMATORS",
+    "PROFILE_INTERVAL_ESTIMATORS",
     "DEFAULT_ROI_INSET_MM",
     "MIN_CONFIDENCE",
     "MIN_VERTEBRA_CONFIDENCE",
@@ -41,6 +42,11 @@ COLOUR_PHOTOMETRICS: frozenset[str] = frozenset(
 
 #: Slope estimators (:mod:`tbscore.core.estimators`), read by ``Settings`` validation.
 ESTIMATORS: tuple[str, ...] = ("ols", "nugget", "increment")
+
+#: Estimators whose 95 % interval per vertebra is the profile interval of the exponent
+#: (:func:`tbscore.core.uncertainty.profile_interval`: asymmetric, the ``n >= 0`` bound
+#: included); the others' is ``value -/+ 1.96 se``. Report and SR word it from this.
+PROFILE_INTERVAL_ESTIMATORS: frozenset[str] = frozenset({"nugget"})
 
 # Defaults of the automatic detection (:func:`tbscore.core.detect.detect`), here so that
 # ``Settings`` (which carries them, see :mod:`tbscore.core.settings`) and the detector

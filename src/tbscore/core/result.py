@@ -116,7 +116,9 @@ class VertebraResult:
         Standard error of ``value`` (analytic variance of the variogram, delta method;
         :mod:`tbscore.core.uncertainty`).
     ci95 : (float, float) or None
-        95 % interval ``value -/+ 1.96 se`` (raw index scale).
+        95 % interval ``value -/+ 1.96 se`` (raw index scale); for ``"nugget"`` the
+        profile interval of the exponent (asymmetric, contains ``value``;
+        :func:`tbscore.core.uncertainty.profile_interval`).
     snr : float or None
         Texture-to-noise ratio of the fitted noise model (texture variogram at the
         shortest lag over the white-noise variogram); ``None`` when no noise is detected

@@ -25,7 +25,16 @@ ROIs do; by FFT otherwise). The sum runs over every
 displacement in the ROI, so the long-range correlation of fBm increments is included.
 The slope's variance follows by the delta method, ``se^2 = g' Cov(V) g`` with ``g`` the
 estimator's gradient (:class:`tbscore.core.estimators.SlopeFit`), and the interval is
-``slope +/- 1.959964 se``.
+``slope +/- 1.959964 se`` for ``"ols"`` and ``"increment"``.
+
+For ``"nugget"`` the interval is a profile interval of the exponent instead
+(:func:`profile_interval`): the generalised least-squares misfit
+``S(a) = min_{c >= 0, n >= 0} (V - c d^a - n)' Cov(V)^-1 (V - c d^a - n)``, with the same
+covariance, and ``{a : S(a) - min S <= 1.959964^2}`` (the chi-square(1) 95 % level). The
+delta method linearises the fit at the estimate and does not see the ``n >= 0`` bound;
+where the bound is active (a weak nugget pinned at 0, the slope OLS-like and low) the
+misfit rises slowly above the estimate, as ``n`` can grow with ``a``, and the interval
+extends there. It is asymmetric and always contains the value.
 
 Validated for coverage on exact fBm (``tests/test_uncertainty.py``; docs/method.md).
 Assumptions: Gaussian texture (non-Gaussian textures add a fourth-cumulant term), the
@@ -44,15 +53,26 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from tbscore.core.constants import PROFILE_INTERVAL_ESTIMATORS
 from tbscore.core.estimators import SlopeFit, fit_nugget_model
 from tbscore.errors import ComputationError
 
-__all__ = ["Uncertainty", "slope_uncertainty", "variogram_covariance", "Z95", "SNR_WARN"]
+__all__ = [
+    "Uncertainty",
+    "profile_interval",
+    "slope_uncertainty",
+    "variogram_covariance",
+    "Z95",
+    "SNR_WARN",
+]
 
 #: Two-sided 95 % normal quantile.
 Z95 = 1.959963984540054
 #: Below this texture-to-noise ratio the OLS slope is biased by more than ~15 %.
 SNR_WARN = 3.0
+#: Exponents at which the ``"nugget"`` profile misfit is evaluated: (0, 2] in steps of
+#: 0.0025 (the interval's ends are then interpolated between two grid points).
+PROFILE_GRID = np.linspace(0.0, 2.0, 801)[1:]
 
 
 @dataclass(frozen=True)
@@ -64,7 +84,9 @@ class Uncertainty:
     se : float
         Standard error (dimensionless, same units as the index).
     ci95 : (float, float) or None
-        ``slope -/+ 1.96 se``; None when ``se`` is undefined (nan).
+        ``slope -/+ 1.96 se`` (``"ols"``, ``"increment"``; None when ``se`` is undefined,
+        nan); for ``"nugget"`` the profile interval (:func:`profile_interval`), asymmetric,
+        containing the value (None when it cannot be computed).
     snr : float
         Texture-to-noise ratio ``c d_min^a / n`` of the fitted noise model: texture
         variogram at the shortest lag over the white-noise variogram ``2 sigma^2``
@@ -378,6 +400,87 @@ def variogram_covariance(
     return cov
 
 
+def _profile_misfit(
+    a: np.ndarray, distances_mm: np.ndarray, values: np.ndarray, cov: np.ndarray
+) -> np.ndarray:
+    """``S(a) = min_{c >= 0, n >= 0} r' Cov^+ r``, ``r = V - c d^a - n``, for each ``a``.
+
+    ``Cov^+`` is the pseudo-inverse (eigenvalues below 1e-9 of the largest dropped: a
+    combination of the ``V`` that the model says is exact carries no weight). ``c`` and
+    ``n`` are closed form: both free where both come out ``>= 0``, else the better of
+    ``n = 0`` and ``c = 0`` (a non-negative least-squares problem in two unknowns).
+    ``inf`` where undefined.
+    """
+    scale = float(np.max(values))
+    lam, u = np.linalg.eigh(np.asarray(cov, dtype=float) / scale**2)
+    keep = lam > 1e-9 * lam.max() if lam.size and lam.max() > 0 else np.zeros(lam.size, bool)
+    wh = (u[:, keep] / np.sqrt(lam[keep])).T  # whitening: wh' wh = Cov^+
+    y = wh @ (np.asarray(values, dtype=float) / scale)
+    o = wh.sum(axis=1)
+    p = np.exp(np.multiply.outer(a, np.log(distances_mm))) @ wh.T  # (A, rank)
+    spp, spo, spy = (p * p).sum(-1), p @ o, p @ y
+    soo, soy, syy = float(o @ o), float(o @ y), float(y @ y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det = spp * soo - spo * spo
+        c = (spy * soo - soy * spo) / det
+        n = (spp * soy - spo * spy) / det
+        both = syy - c * spy - n * soy
+        c_only = syy - np.maximum(spy, 0.0) ** 2 / spp  # n = 0, c >= 0
+    n_only = syy - max(soy, 0.0) ** 2 / soo if soo > 0 else syy  # c = 0, n >= 0
+    s = np.where((c >= 0) & (n >= 0) & (det > 0), both, np.minimum(c_only, n_only))
+    return np.where(np.isfinite(s), s, np.inf)
+
+
+def profile_interval(
+    distances_mm: np.ndarray,
+    values: np.ndarray,
+    cov: np.ndarray,
+    value: float,
+) -> tuple[float, float] | None:
+    """95 % profile interval of the exponent ``a`` of ``V = c d^a + n`` (``"nugget"``).
+
+    ``{a in (0, 2] : S(a) - min S <= Z95^2}`` with ``S`` the generalised least-squares
+    misfit of the model under the variogram's covariance, ``c >= 0`` and ``n >= 0``
+    profiled out (:func:`_profile_misfit`), evaluated on :data:`PROFILE_GRID` with the
+    ends interpolated linearly between grid points; the hull of the set when it is not
+    one piece, widened to contain ``value`` (the least-squares estimate, which weights
+    the lags differently, can lie just outside it).
+
+    Parameters
+    ----------
+    distances_mm : ndarray, shape (k,)
+        Lag lengths (mm).
+    values : ndarray, shape (k,)
+        Experimental variogram (gray level squared).
+    cov : ndarray, shape (k, k)
+        Its covariance (gray level to the fourth; :func:`variogram_covariance` at the
+        fitted model).
+    value : float
+        The reported exponent (dimensionless).
+
+    Returns
+    -------
+    (float, float) or None
+        ``(lo, hi)`` (dimensionless), None when the misfit is undefined everywhere.
+    """
+    grid = PROFILE_GRID
+    s = _profile_misfit(grid, np.asarray(distances_mm, float), np.asarray(values, float), cov)
+    if not np.isfinite(s).any():
+        return None
+    excess = s - s.min() - Z95 * Z95  # <= 0 inside
+    inside = np.flatnonzero(excess <= 0)
+    i, j = int(inside[0]), int(inside[-1])
+
+    def cross(k: int, out: int) -> float:  # where excess crosses 0 between k and out
+        e0, e1 = excess[k], excess[out]
+        t = -e0 / (e1 - e0) if np.isfinite(e1) and e1 > e0 else 0.0
+        return float(grid[k] + t * (grid[out] - grid[k]))
+
+    lo = cross(i, i - 1) if i > 0 else 0.0  # the set reaches the grid's first point
+    hi = cross(j, j + 1) if j < grid.size - 1 else float(grid[-1])
+    return min(lo, float(value)), max(hi, float(value))
+
+
 def slope_uncertainty(
     fit: SlopeFit,
     mask: np.ndarray,
@@ -417,5 +520,8 @@ def slope_uncertainty(
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)
     se = math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
-    ci = (fit.slope - Z95 * se, fit.slope + Z95 * se) if math.isfinite(se) else None
+    if fit.estimator in PROFILE_INTERVAL_ESTIMATORS:
+        ci = profile_interval(distances_mm, values, cov, fit.slope)
+    else:
+        ci = (fit.slope - Z95 * se, fit.slope + Z95 * se) if math.isfinite(se) else None
     return Uncertainty(se=se, ci95=ci, snr=snr, model={"c": c, "a": a, "n": n})

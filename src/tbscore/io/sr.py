@@ -22,7 +22,8 @@ One TID 1501 measurement group per vertebra (L1..L4) and one for the L1–L4 val
   index)")``, UCUM unit ``1`` (dimensionless); the L1–L4 measurement carries
   derivation ``(373098007, SCT, "Mean")``; with a calibration, a second measurement
   ``(TBS-CAL, 99TBSCORE)`` holds the calibrated value; the raw measurement carries
-  its 95 % interval (``value -/+ 1.96 se``) as TID 310 measurement properties: SNOMED
+  its 95 % interval (``value -/+ 1.96 se``; for ``"nugget"`` the asymmetric profile
+  interval per vertebra) as TID 310 measurement properties: SNOMED
   CT ``371886008`` "+, range of upper measurement uncertainty" = ``high - value`` and
   ``371885007`` "-, range of lower measurement uncertainty" = ``value - low``
   (algorithm parameter ``uncertainty=...`` names the interval);
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from tbscore._version import __version__
-from tbscore.core.constants import LABELS
+from tbscore.core.constants import LABELS, PROFILE_INTERVAL_ESTIMATORS
 from tbscore.errors import SRError
 from tbscore.io.atomic import atomic_file
 
@@ -485,7 +486,12 @@ def write_sr(
         f"settings_digest={digest}",
         f"lag_range_mm={result.lag_range_mm[0]:g}-{result.lag_range_mm[1]:g}",
         f"method={result.method}",
-        "uncertainty=95% interval (value -/+ 1.96 se, raw index)",
+        (
+            "uncertainty=95% interval (profile interval of the exponent per vertebra, "
+            "L1-L4 value -/+ 1.96 se, raw index)"
+            if result.settings.estimator in PROFILE_INTERVAL_ESTIMATORS
+            else "uncertainty=95% interval (value -/+ 1.96 se, raw index)"
+        ),
     ]
     calib = result.calibration or None
     if calib:

@@ -48,6 +48,7 @@ from tbscore.clinical.interpret import (
 from tbscore.clinical.precision import compare
 from tbscore.clinical.risk import Interpretation
 from tbscore.clinical.signoff import SignOff, calibration_warnings, category_caveat
+from tbscore.core.constants import PROFILE_INTERVAL_ESTIMATORS
 from tbscore.core.result import TBSResult, format_snr, format_value_ci
 from tbscore.core.roi import VertebraROIs
 from tbscore.io.load import DXAImage
@@ -264,7 +265,12 @@ def _method(result: TBSResult) -> dict:
         "method": result.method,
         "estimator": s.estimator,
         "interval": (
-            "95 % CI = value ± 1.96 se, se from the analytic variance of the variogram "
+            "95 % CI per vertebra = profile interval of the exponent (the model's n ≥ 0 "
+            "bound included; asymmetric), L1–L4 = value ± 1.96 se, se from the analytic "
+            "variance of the variogram (delta method; docs/method.md §3b); SNR = "
+            "texture-to-noise ratio"
+            if s.estimator in PROFILE_INTERVAL_ESTIMATORS
+            else "95 % CI = value ± 1.96 se, se from the analytic variance of the variogram "
             "(delta method; docs/method.md §3b); SNR = texture-to-noise ratio"
         ),
         "lag_range": f"{_g(result.lag_range_mm[0])}–{_g(result.lag_range_mm[1])} mm",
