@@ -1,0 +1,154 @@
+"""The compiled fit and covariance kernels of issue 14 (h14g) against plain numpy
+references: the OLS fit, the input checks, the nugget fit's closing steps and the
+full-rectangle covariance sum. Each reference below is the numpy code the kernel
+replaced, kept here so the tests can fail."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tbscore.core.estimators import (
+    _check,
+    _nugget_finish,
+    _nugget_solve,
+    _ols,
+    _r2,
+    fit_nugget_model,
+)
+from tbscore.errors import ComputationError
+
+
+def _ols_reference(d, v):
+    x = np.log(d)
+    y = np.log(v)
+    xm, ym = x.mean(), y.mean()
+    sxx = float(np.sum((x - xm) ** 2))
+    w = (x - xm) / sxx
+    slope = float(w @ y)
+    intercept = float(ym - slope * xm)
+    resid = y - (intercept + slope * x)
+    ss_res = float(np.sum(resid**2))
+    se = math.sqrt(ss_res / (v.size - 2) / sxx) if v.size > 2 else math.nan
+    return slope, intercept, _r2(y, intercept + slope * x), se, w / v
+
+
+def _check_reference(d, v):
+    d = np.asarray(d, dtype=float)
+    v = np.asarray(v, dtype=float)
+    if v.size < 2 or d.size != v.size:
+        return "need at least two"
+    if np.any(~np.isfinite(v)) or np.any(v <= 0):
+        return "variogram values must be positive"
+    if np.any(~np.isfinite(d)) or np.any(d <= 0):
+        return "lag distances must be positive"
+    if np.ptp(np.log(d)) <= 0:
+        return "all lag distances are equal"
+    return None
+
+
+def _finish_reference(a, d, vs):
+    c_arr, n_arr, ss = _nugget_solve(np.array([a]), d, vs)
+    c, n = float(c_arr[0]), float(n_arr[0])
+    if not (np.isfinite(ss[0]) and c > 0):
+        return c, n, math.inf, None, None
+    ld = np.log(d)
+    tex = c * np.exp(a * ld)
+    m = tex + n
+    J = np.column_stack([tex / m, tex * ld / m, 1.0 / m])
+    free = np.array([True, 1e-4 < a < 2.0 - 1e-4, n > 1e-9])
+    grad = np.zeros(vs.size)
+    if free[1]:
+        grad = np.linalg.pinv(J[:, free])[1]
+    return c, n, float(ss[0]), _r2(np.log(vs), np.log(m)), grad
+
+
+_points = st.lists(st.floats(0.2, 12.0), min_size=2, max_size=24)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_points, st.floats(0.05, 1.95), st.lists(st.floats(0.5, 2.0), min_size=24, max_size=24))
+def test_compiled_ols_equals_numpy(d, a, noise):
+    d = np.asarray(d)
+    assume(np.ptp(np.log(d)) > 1e-3)
+    v = d**a * np.asarray(noise[: d.size])
+    got = _ols(d, v)
+    slope, intercept, r2, se, grad = _ols_reference(d, v)
+    assert got.slope == pytest.approx(slope, rel=1e-12, abs=1e-12)
+    assert got.intercept == pytest.approx(intercept, rel=1e-12, abs=1e-12)
+    assert got.r2 == pytest.approx(r2, rel=1e-10, abs=1e-12)
+    if math.isnan(se):
+        assert math.isnan(got.slope_se)
+    else:
+        assert got.slope_se == pytest.approx(se, rel=1e-9, abs=1e-13)
+    np.testing.assert_allclose(got.gradient, grad, rtol=1e-12, atol=1e-12 * np.abs(grad).max())
+    assert got.n == d.size and got.nugget == 0.0 and got.estimator == "ols"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1.0, 5.0)),
+        min_size=0,
+        max_size=6,
+    ),
+    st.lists(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1.0, 5.0)),
+        min_size=0,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_compiled_checks_give_the_numpy_verdicts(d, v, same):
+    if same and d:
+        d = [d[0]] * len(d)  # all distances equal
+    want = _check_reference(d, v)
+    with np.errstate(all="ignore"):
+        if want is None:
+            _check(d, v)
+        else:
+            with pytest.raises(ComputationError, match=want):
+                _check(d, v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(0.3, 12.0), min_size=3, max_size=12, unique=True),
+    st.lists(st.integers(1, 2), min_size=12, max_size=12),
+    st.floats(0.05, 1.95),
+    st.floats(0.0, 10.0),
+    st.lists(st.floats(0.7, 1.4), min_size=24, max_size=24),
+    st.floats(1e-6, 2.0 - 1e-6),
+)
+def test_compiled_nugget_finish_equals_numpy(d, reps, a0, n0, noise, a):
+    """c, n, the residual sum, R^2 and the gradient at an exponent, as the numpy steps
+    (the 1-point _nugget_solve, the Jacobian, pinv of its free columns, _r2) give them."""
+    d = np.sort(np.asarray(d))
+    assume(np.diff(d).min() > 0.05)
+    d = np.repeat(d, reps[: d.size])
+    v = (d**a0 + n0) * np.asarray(noise[: d.size])
+    vs = v / v.min()
+    c, n, ss, r2, grad = _nugget_finish(a, d, vs)
+    c0, n0_, ss0, r20, grad0 = _finish_reference(a, d, vs)
+    assume(abs(c0) > 1e-9)  # the sign of c not decided by rounding
+    assert c == pytest.approx(c0, rel=1e-9)
+    assert n == pytest.approx(n0_, rel=1e-9, abs=1e-9 * abs(c0))
+    if r20 is None:
+        assert not (math.isfinite(ss) and c > 0)
+        return
+    assert ss == pytest.approx(ss0, rel=1e-8, abs=1e-14)
+    assert r2 == pytest.approx(r20, rel=1e-9, abs=1e-11)
+    np.testing.assert_allclose(grad, grad0, rtol=1e-8, atol=1e-10 * np.abs(grad0).max())
+
+
+def test_nugget_fit_on_a_plain_power_law():
+    """The whole fit still recovers an exact model (the kernels are wired right)."""
+    d = np.array([1.0, 1.0, 1.5, 2.0, 2.0, 3.0, 4.0])
+    v = 3.0 * d**1.2 + 0.5
+    fit = fit_nugget_model(d, v)
+    assert fit.slope == pytest.approx(1.2, abs=1e-6)
+    assert fit.nugget == pytest.approx(0.5, rel=1e-4)
+    assert math.exp(fit.intercept) == pytest.approx(3.0, rel=1e-5)
+    assert fit.r2 == pytest.approx(1.0, abs=1e-9)
