@@ -152,3 +152,69 @@ def test_nugget_fit_on_a_plain_power_law():
     assert fit.nugget == pytest.approx(0.5, rel=1e-4)
     assert math.exp(fit.intercept) == pytest.approx(3.0, rel=1e-5)
     assert fit.r2 == pytest.approx(1.0, abs=1e-9)
+
+
+# -- the full-rectangle covariance sum (half the displacement grid, by symmetry) -----
+
+
+def _brute_covariance(mask, lags, spacing, c, a, n):
+    """The definition: 2 / (N_i N_j) sum over pair starts x, y of C_ij(x - y)^2."""
+
+    def gam(hr, hc):
+        d = np.hypot(hr * spacing[0], hc * spacing[1])
+        return np.where(d > 0, 0.5 * (c * d**a + n), 0.0)
+
+    starts = []
+    for dr, dc in lags:
+        s = np.zeros_like(mask)
+        nr, nc = mask.shape
+        if abs(dr) < nr and abs(dc) < nc:
+            a0 = (slice(max(0, -dr), nr - max(0, dr)), slice(max(0, -dc), nc - max(0, dc)))
+            b0 = (slice(max(0, dr), nr - max(0, -dr)), slice(max(0, dc), nc - max(0, -dc)))
+            s[a0] = mask[a0] & mask[b0]
+        starts.append(np.argwhere(s))
+    k = len(lags)
+    cov = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            if len(starts[i]) and len(starts[j]):
+                h = starts[i][:, None, :] - starts[j][None, :, :]
+                hr, hc = h[..., 0], h[..., 1]
+                (ir, ic), (jr, jc) = lags[i], lags[j]
+                cc = gam(hr + ir, hc + ic) + gam(hr - jr, hc - jc)
+                cc = cc - gam(hr + ir - jr, hc + ic - jc) - gam(hr, hc)
+                cov[i, j] = 2.0 * np.sum(cc * cc) / (len(starts[i]) * len(starts[j]))
+    return cov
+
+
+_LAGS = [(0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0), (2, -1), (-1, 2), (0, 3), (3, 1), (2, 2)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.lists(st.sampled_from(_LAGS), min_size=1, max_size=7, unique=True),
+    st.sampled_from([(1.0, 1.0), (0.5, 0.7), (1.05, 0.6)]),
+    st.floats(0.1, 10.0),
+    st.floats(0.1, 1.9),
+    st.floats(0.0, 5.0),
+)
+def test_full_box_covariance_equals_the_definition(nr, nc, top, left, lags, spacing, c, a, n):
+    """The closed-form path of a full box (inside a larger all-False frame, as an ROI
+    mask of a whole image is) equals the pixel double sum and the row-run path, lags
+    longer than the box (no pairs) included."""
+    from tbscore.core.uncertainty import variogram_covariance
+
+    box = np.ones((nr, nc), bool)
+    frame = np.zeros((nr + top + 2, nc + left + 1), bool)
+    frame[top : top + nr, left : left + nc] = True
+    lags = np.array(lags)
+    want = _brute_covariance(box, lags, spacing, c, a, n)
+    tol = {"rtol": 1e-10, "atol": 1e-12 * np.abs(want).max(initial=0.0)}
+    got = variogram_covariance(frame, lags, spacing, c, a, n)  # the closed-form path
+    np.testing.assert_allclose(got, want, **tol)
+    runs = variogram_covariance(frame, lags, spacing, c, a, n, method="runs")
+    np.testing.assert_allclose(got, runs, **tol)
