@@ -32,7 +32,7 @@ from tbscore.errors import (
     NotAnImageError,
     UnsupportedImageError,
 )
-from tbscore.io.sniff import read_dicom
+from tbscore.io.sniff import read_dicom, read_dicom_bytes
 
 __all__ = [
     "DXAImage",
@@ -430,11 +430,6 @@ def _check_spacing(values: Any, source: str, what: str) -> tuple[float, float]:
     return (vals[0], vals[1])
 
 
-def _read(path: Path) -> Dataset:
-    """The data set of a file, by the one DICOM rule (:func:`tbscore.io.sniff.read_dicom`)."""
-    return read_dicom(path)
-
-
 #: Native (uncompressed) little-endian transfer syntaxes read by :func:`_native_pixels`.
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
@@ -550,11 +545,9 @@ def load_dicom(
     else:
         path = Path(source)
         name = str(path)
-        ds = _read(path)
-        try:
-            file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise DicomReadError(f"cannot read file ({exc})", name) from exc
+        ds, data = read_dicom_bytes(path)  # the one DICOM rule, one read of the file
+        file_sha = hashlib.sha256(data).hexdigest()
+        del data
     try:
         image = _load(ds, name, file_sha, spacing, override_spacing, allow_modalities)
     except InputError:
