@@ -123,9 +123,7 @@ def read_dicom_bytes(path: str | Path) -> tuple[Dataset, bytes]:
     return ds, data
 
 
-def _read(
-    path: Path, stop_before_pixels: bool, from_bytes: bool
-) -> tuple[Dataset, bytes | None]:
+def _read(path: Path, stop_before_pixels: bool, from_bytes: bool) -> tuple[Dataset, bytes | None]:
     """The rule; ``from_bytes``: the file read into memory once, parsed from there and
     its bytes returned with the data set."""
     import pydicom
