@@ -221,15 +221,16 @@ def _nugget_ss(a, d, v):  # pragma: no cover - compiled
         s22 += w[q]
         b2 += w[q] * v[q]
     out = np.empty(a.shape[0])
+    p = np.empty(k)  # d^a, computed once per exponent for both passes
     for i in range(a.shape[0]):
         s11 = 0.0
         s12 = 0.0
         b1 = 0.0
         for q in range(k):
-            p = math.exp(a[i] * ld[q])
-            s11 += w[q] * p * p
-            s12 += w[q] * p
-            b1 += w[q] * v[q] * p
+            p[q] = math.exp(a[i] * ld[q])
+            s11 += w[q] * p[q] * p[q]
+            s12 += w[q] * p[q]
+            b1 += w[q] * v[q] * p[q]
         det = s11 * s22 - s12 * s12
         c = (b1 * s22 - b2 * s12) / det
         n = (s11 * b2 - s12 * b1) / det
@@ -238,7 +239,7 @@ def _nugget_ss(a, d, v):  # pragma: no cover - compiled
             n = 0.0
         ss = 0.0
         for q in range(k):
-            r = v[q] - c * math.exp(a[i] * ld[q]) - n
+            r = v[q] - c * p[q] - n
             ss += w[q] * r * r
         out[i] = ss if c > 0 else np.inf
     return out

@@ -158,12 +158,16 @@ def _semivariogram_grid(hr, hc, sr, sc, c, a, n):  # pragma: no cover - compiled
     # h = 0; |h| is symmetric in both signs, so one quadrant is computed and mirrored.
     G = np.empty((2 * hr + 1, 2 * hc + 1))
     ha = 0.5 * a
+    square = sr == sc
     for i in range(hr + 1):
         y2 = (i * sr) ** 2
         for j in range(hc + 1):
-            # |h|^a as (|h|^2)^(a/2): one pow, no hypot (same value to ~1 ulp; |h| is
-            # at most a few hundred mm, far from overflow)
-            g = 0.5 * (c * (y2 + (j * sc) ** 2) ** ha + n)
+            if square and j < i and i <= hc and j <= hr:
+                g = G[hr + j, hc + i]  # square pixels: gamma(i, j) = gamma(j, i)
+            else:
+                # |h|^a as (|h|^2)^(a/2): one pow, no hypot (same value to ~1 ulp; |h|
+                # is at most a few hundred mm, far from overflow)
+                g = 0.5 * (c * (y2 + (j * sc) ** 2) ** ha + n)
             G[hr + i, hc + j] = g
             G[hr - i, hc + j] = g
             G[hr + i, hc - j] = g
