@@ -1,7 +1,7 @@
-"""The compiled fit and covariance kernels of issue 14 (h14g) against plain numpy
-references: the OLS fit, the input checks, the nugget fit's closing steps and the
-full-rectangle covariance sum. Each reference below is the numpy code the kernel
-replaced, kept here so the tests can fail."""
+"""The fast paths of issue 14 (h14g) against plain references: the compiled OLS fit,
+input checks and nugget-fit closing steps, the full-rectangle covariance sum (numpy
+code they replaced, kept here so the tests can fail), the loader's header reads and
+single file read, and the ROI finiteness check."""
 
 import math
 
@@ -218,3 +218,109 @@ def test_full_box_covariance_equals_the_definition(nr, nc, top, left, lags, spac
     np.testing.assert_allclose(got, want, **tol)
     runs = variogram_covariance(frame, lags, spacing, c, a, n, method="runs")
     np.testing.assert_allclose(got, runs, **tol)
+
+
+# -- calc: non-finite gray levels inside an ROI, looked for in the ROI's box only -------
+
+
+@pytest.mark.parametrize(("where", "refused"), [((30, 20), True), ((5, 5), False)])
+def test_non_finite_pixels_inside_an_roi_only_are_refused(where, refused):
+    import tbscore
+    from tbscore.errors import InputError
+
+    rng = np.random.default_rng(0)
+    img = 1000 + np.cumsum(np.cumsum(rng.normal(size=(96, 64)), 0), 1)
+    img[where] = np.nan
+    roi = {
+        "format": "tbscore-roi/1",
+        "units": "px",
+        "vertebrae": [
+            {"label": "L1", "box": [25, 10, 45, 50]},
+            {"label": "L2", "polygon": [[50, 10], [50, 50], [70, 50], [70, 10]]},
+        ],
+    }
+    if refused:
+        with pytest.raises(InputError, match="1 pixel.s. of the L1 ROI are NaN or infinite"):
+            tbscore.calc(img, roi, spacing=(1.0, 1.0))
+        img[where] = 1000.0
+        img[60, 30] = np.inf  # inside the polygon
+        with pytest.raises(InputError, match="of the L2 ROI are NaN or infinite"):
+            tbscore.calc(img, roi, spacing=(1.0, 1.0))
+    else:
+        assert tbscore.calc(img, roi, spacing=(1.0, 1.0)).vertebrae[0].status == "ok"
+
+
+# -- the loader: header values and the single read of the file --------------------------
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_dicom"
+
+
+def _dicom_files():
+    from pathlib import Path
+
+    import pydicom
+
+    charset = Path(pydicom.__file__).parent / "data" / "charset_files"  # bundled, no download
+    return sorted(SAMPLES.glob("*.dcm")) + sorted(charset.glob("*.dcm"))
+
+
+def test_header_values_equal_dataset_get():
+    """_Values.get gives ds.get's value for every keyword the loader reads (and any other
+    top-level one), on the samples and pydicom's bundled character-set files, and leaves
+    the data set as it was."""
+    import warnings
+
+    from pydicom.datadict import keyword_for_tag
+
+    from tbscore.io.load import _Values
+    from tbscore.io.sniff import read_dicom
+
+    files = _dicom_files()
+    assert len(files) >= 4
+    for f in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = read_dicom(f)
+            fresh = read_dicom(f)
+        keywords = [keyword_for_tag(t) for t in ds.keys()]
+        keywords = [k for k in keywords if k] + ["PatientAge", "ReasonForStudy", "Rows"]
+        values = _Values(ds)
+        for k in keywords:
+            want = fresh.get(k)
+            got = values.get(k)
+            assert type(got) is type(want) and got == want, (f.name, k)
+            assert (k in values) == (k in fresh)
+        assert values.get("NumberOfFrames", 7) == fresh.get("NumberOfFrames", 7)
+
+
+def test_single_read_gives_the_path_read_dataset(tmp_path):
+    """read_dicom_bytes: the data set pydicom reads from the path (same elements, file
+    name and time stamp), and the file's bytes; the rule's errors unchanged."""
+    import pydicom
+
+    from tbscore.errors import DicomReadError
+    from tbscore.io.sniff import read_dicom, read_dicom_bytes
+
+    for f in sorted(SAMPLES.glob("*.dcm")):
+        ds, data = read_dicom_bytes(f)
+        ref = pydicom.dcmread(f)
+        assert data == f.read_bytes()
+        assert ds == ref and ds.file_meta == ref.file_meta and ds.preamble == ref.preamble
+        assert ds.filename == ref.filename == str(f) and ds.timestamp == ref.timestamp
+        assert ds.buffer is None
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(f.read_bytes()[132:])  # no preamble: the content decides
+    assert read_dicom_bytes(bare)[0].SOPInstanceUID == read_dicom(bare).SOPInstanceUID
+    for name, content in (("short.dcm", b"DICM"), ("text.dcm", b"hello" * 40)):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DicomReadError) as a:
+            read_dicom(tmp_path / name)
+        with pytest.raises(DicomReadError) as b:
+            read_dicom_bytes(tmp_path / name)
+        assert str(a.value) == str(b.value)
+    for missing in (tmp_path / "missing.dcm", tmp_path):
+        with pytest.raises(DicomReadError) as a:
+            read_dicom(missing)
+        with pytest.raises(DicomReadError) as b:
+            read_dicom_bytes(missing)
+        assert str(a.value) == str(b.value)
