@@ -324,3 +324,37 @@ def test_single_read_gives_the_path_read_dataset(tmp_path):
         with pytest.raises(DicomReadError) as b:
             read_dicom_bytes(missing)
         assert str(a.value) == str(b.value)
+
+
+# -- batch rows: the text rule of normalize_row, and the cached settings digest --------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=12), st.integers(), st.floats(allow_nan=True), st.none()))
+def test_row_text_rule_unchanged(value):
+    """normalize_row's text cells: control characters to spaces, then csv_safe (the
+    printable-text shortcut gives the same cell)."""
+    import re
+
+    from tbscore.batch.output import _text
+    from tbscore.io.tabular import csv_safe
+
+    want = "" if value is None else csv_safe(re.sub(r"[\x00-\x1f\x7f]", " ", str(value)))
+    assert _text(value) == want
+
+
+def test_settings_digest_cached_per_instance_and_unchanged():
+    import dataclasses
+    import pickle
+
+    from tbscore.core.settings import Settings, _digest
+
+    for kw in ({}, {"min_r2": 0}, {"min_r2": 0.0}, {"estimator": "nugget"}, {"roi_inset_mm": 1}):
+        s = Settings(**kw)
+        assert s.digest() == _digest(s) == s.digest()  # cached value = computed value
+        assert s == Settings(**kw) and hash(s) == hash(Settings(**kw))
+        assert "_digest" not in s.to_dict() and "_digest" not in repr(s)
+        assert pickle.loads(pickle.dumps(s)).digest() == s.digest()
+        assert dataclasses.replace(s, min_lags=5).digest() == _digest(Settings(**kw, min_lags=5))
+    # 0 and 0.0 are equal settings but different digests (json writes 0 / 0.0)
+    assert Settings(min_r2=0).digest() != Settings(min_r2=0.0).digest()
