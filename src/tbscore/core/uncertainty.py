@@ -200,6 +200,18 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
         iv[i, 2] = max(0, -lc)
         iv[i, 3] = nc - max(0, lc)
         counts[i] = float(max(iv[i, 1] - iv[i, 0], 0) * max(iv[i, 3] - iv[i, 2], 0))
+    # The box and G are symmetric under the column reflection (a, b) -> (a, -b), and
+    # V(k) = V(-k): Cov(V_i, V_j) = Cov(V_mi, V_mj) for the mirror lags mi, mj (the
+    # diagonal and antidiagonal lags swap, axis lags map to themselves), so a pair whose
+    # mirror pair is done is copied (about a third of the pairs at four directions).
+    mirror = np.full(k, -1, np.int64)
+    for i in range(k):
+        a, b = lags[i, 0], -lags[i, 1]
+        for j in range(k):
+            if (lags[j, 0] == a and lags[j, 1] == b) or (lags[j, 0] == -a and lags[j, 1] == -b):
+                mirror[i] = j
+                break
+    done = np.zeros((k, k), np.bool_)
     cov = np.zeros((k, k))
     orow = np.empty(2 * nr - 1)
     ocol = np.empty(2 * nc - 1)
@@ -207,13 +219,17 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
         if counts[i] <= 0.0:
             continue
         for j in range(i, k):
-            if counts[j] <= 0.0:
+            if counts[j] <= 0.0 or done[i, j]:
                 continue
             _overlap_into(orow, iv[i, 0], iv[i, 1], iv[j, 0], iv[j, 1], nr)
             _overlap_into(ocol, iv[i, 2], iv[i, 3], iv[j, 2], iv[j, 3], nc)
             s = _sum_sep(G, pad_r, pad_c, lags[i], lags[j], orow, ocol, nr, nc)
             cov[i, j] = 2.0 * s / (counts[i] * counts[j])
             cov[j, i] = cov[i, j]
+            mi, mj = mirror[i], mirror[j]
+            if mi >= 0 and mj >= 0:
+                cov[mi, mj] = cov[mj, mi] = cov[i, j]
+                done[mi, mj] = done[mj, mi] = True
     return cov
 
 
