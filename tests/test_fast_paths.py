@@ -378,3 +378,43 @@ def test_settings_digest_cached_per_instance_and_unchanged():
         assert dataclasses.replace(s, min_lags=5).digest() == _digest(Settings(**kw, min_lags=5))
     # 0 and 0.0 are equal settings but different digests (json writes 0 / 0.0)
     assert Settings(min_r2=0).digest() != Settings(min_r2=0.0).digest()
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=4)
+)
+_json_tree = st.recursive(
+    _json_leaf,
+    lambda kids: st.lists(kids, max_size=5)
+    | st.tuples(kids, kids)
+    | st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6)
+    | st.lists(st.integers(-(2**70), 2**70), max_size=6)
+    | st.dictionaries(st.text(max_size=4), kids, max_size=4),
+    max_leaves=30,
+)
+
+
+def _json_safe_reference(obj):
+    """json_safe before its list fast path: element by element."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe_reference(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe_reference(v) for v in obj]
+    return obj
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_tree)
+def test_json_safe_list_shortcut_unchanged(obj):
+    from tbscore.core.result import json_safe
+
+    got, want = json_safe(obj), _json_safe_reference(obj)
+    assert repr(got) == repr(want)  # repr: nan-free, types and nesting compared exactly
