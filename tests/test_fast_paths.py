@@ -389,11 +389,13 @@ _json_leaf = (
 )
 _json_tree = st.recursive(
     _json_leaf,
-    lambda kids: st.lists(kids, max_size=5)
-    | st.tuples(kids, kids)
-    | st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6)
-    | st.lists(st.integers(-(2**70), 2**70), max_size=6)
-    | st.dictionaries(st.text(max_size=4), kids, max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=5)
+        | st.tuples(kids, kids)
+        | st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6)
+        | st.lists(st.integers(-(2**70), 2**70), max_size=6)
+        | st.dictionaries(st.text(max_size=4), kids, max_size=4)
+    ),
     max_leaves=30,
 )
 
