@@ -420,3 +420,50 @@ def test_json_safe_list_shortcut_unchanged(obj):
 
     got, want = json_safe(obj), _json_safe_reference(obj)
     assert repr(got) == repr(want)  # repr: nan-free, types and nesting compared exactly
+
+
+# -- ROI documents: the spacing check and the overlap check in each ROI's box -----------
+
+
+@pytest.mark.parametrize(
+    ("declared", "ok"),
+    [
+        ([1.0, 0.8], True),
+        ([1.0009, 0.8], True),
+        ([1.0011, 0.8], False),
+        ([0.8, 1.0], False),
+    ],
+)
+def test_roi_document_spacing_check(declared, ok):
+    from tbscore.core.roi import rois_from_dict
+    from tbscore.errors import ROIError
+
+    doc = {"pixel_spacing_mm": declared, "vertebrae": [{"label": "L1", "box": [2, 2, 10, 10]}]}
+    if ok:
+        assert rois_from_dict(doc, (20, 20), (1.0, 0.8)).rois[0].box == (2, 2, 10, 10)
+        assert bool(np.allclose(declared, (1.0, 0.8), rtol=1e-3))  # the rule it replaces
+    else:
+        assert not np.allclose(declared, (1.0, 0.8), rtol=1e-3)
+        with pytest.raises(ROIError, match="declares pixel spacing"):
+            rois_from_dict(doc, (20, 20), (1.0, 0.8))
+
+
+@pytest.mark.parametrize(
+    ("second", "overlap"),
+    [
+        ({"box": [9, 2, 14, 10]}, True),  # one row shared with L1's box
+        ({"box": [10, 2, 14, 10]}, False),  # touching, no shared pixel
+        ({"polygon": [[9, 5], [9, 8], [13, 8], [13, 5]]}, True),
+        ({"polygon": [[11, 5], [11, 8], [13, 8], [13, 5]]}, False),
+    ],
+)
+def test_roi_overlap_check(second, overlap):
+    from tbscore.core.roi import rois_from_dict
+    from tbscore.errors import ROIError
+
+    doc = {"vertebrae": [{"label": "L1", "box": [2, 2, 10, 10]}, {"label": "L2", **second}]}
+    if overlap:
+        with pytest.raises(ROIError, match="overlap"):
+            rois_from_dict(doc, (20, 20), (1.0, 1.0))
+    else:
+        assert len(rois_from_dict(doc, (20, 20), (1.0, 1.0)).rois) == 2
