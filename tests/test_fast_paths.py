@@ -134,7 +134,8 @@ def test_compiled_nugget_finish_equals_numpy(d, reps, a0, n0, noise, a):
     s11, s12, s22 = np.sum(w * p * p), np.sum(w * p), np.sum(w)
     # a well-posed 2 x 2 solve for (c, n): rounding is not amplified past 1e-10
     assume((s11 * s22 - s12 * s12) / (s11 * s22) > 1e-6)
-    c, n, ss, r2, grad = _nugget_finish(a, d, vs)
+    c, n, ss, r2, J = _nugget_finish(a, d, vs)
+    grad = np.linalg.pinv(J)[1] if 1e-4 < a < 2.0 - 1e-4 and J.shape[1] else np.zeros(d.size)
     c0, n0_, ss0, r20, grad0 = _finish_reference(a, d, vs)
     assume(abs(c0) > 1e-9)  # the sign of c not decided by rounding
     assert c == pytest.approx(c0, rel=1e-9)

@@ -301,9 +301,10 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     #   c, n, ss = _nugget_solve(np.array([a]), d, v)   (at the one exponent a)
     #   tex = c d^a; m = tex + n; J = [tex / m, tex ln d / m, 1 / m] = d ln m / d(ln c, a, n)
     #   free = [True, 1e-4 < a < 2 - 1e-4, n > 1e-9]  (parameters at a bound held fixed)
-    #   grad = np.linalg.pinv(J[:, free])[1] if free[1] else 0   (the row of a)
     #   r2 = _r2(ln v, ln m)
-    # c, n, ss as _nugget_ss has them; the rest only when ss is finite and c > 0.
+    # and returns J[:, free] for the caller's np.linalg.pinv (numba's own pinv would
+    # import SciPy's LAPACK, ~0.2 CPU-s in every fresh process). c, n, ss as _nugget_ss
+    # has them; the rest only when ss is finite and c > 0 (else J has no columns).
     k = d.shape[0]
     ld = np.log(d)
     w = 1.0 / (v * v)
@@ -329,9 +330,8 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     for q in range(k):
         r = v[q] - c * p[q] - n
         ss += w[q] * r * r
-    grad = np.zeros(k)
     if not (math.isfinite(ss) and c > 0):
-        return c, n, np.inf, np.nan, grad
+        return c, n, np.inf, np.nan, np.empty((k, 0))
     tex = c * p
     m = tex + n
     free_a = 1e-4 < a < 2.0 - 1e-4
@@ -345,8 +345,6 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
             col = 2
         if ncol > col:
             J[q, col] = 1.0 / m[q]
-    if free_a:
-        grad = np.linalg.pinv(J)[1].copy()
     y = np.log(v)
     ym = 0.0
     for q in range(k):
@@ -358,7 +356,7 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
         ss_res += (y[q] - math.log(m[q])) ** 2
         ss_tot += (y[q] - ym) ** 2
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return c, n, ss, r2, grad
+    return c, n, ss, r2, J
 
 
 def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
@@ -389,9 +387,12 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
     if not math.isfinite(a):
         raise ComputationError("the nugget model's objective is undefined (all nan)")
-    c, n, ss, r2, grad_lnv = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
+    c, n, ss, r2, J = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
     if not (np.isfinite(ss) and c > 0):
         raise ComputationError("the variogram does not rise with the lag: no power law fits it")
+    grad_lnv = np.zeros(v.size)
+    if 1e-4 < a < 2.0 - 1e-4:  # the row of a (ln c is always free), as before
+        grad_lnv = np.linalg.pinv(J)[1]
     return SlopeFit(
         slope=a,
         intercept=float(math.log(c * scale)),
