@@ -302,9 +302,9 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     #   tex = c d^a; m = tex + n; J = [tex / m, tex ln d / m, 1 / m] = d ln m / d(ln c, a, n)
     #   free = [True, 1e-4 < a < 2 - 1e-4, n > 1e-9]  (parameters at a bound held fixed)
     #   r2 = _r2(ln v, ln m)
-    # and returns J[:, free] for the caller's np.linalg.pinv (kept in numpy: the same
-    # gradient as before, bit for bit, in plain code). c, n, ss as _nugget_ss has them;
-    # the rest only when ss is finite and c > 0 (else J has no columns).
+    # and returns J[:, free] for the caller's np.linalg.pinv (kept in numpy, in plain
+    # sight, as before). c, n, ss as _nugget_ss has them; the rest only when ss is
+    # finite and c > 0 (else J has no columns).
     k = d.shape[0]
     ld = np.log(d)
     w = 1.0 / (v * v)
