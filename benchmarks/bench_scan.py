@@ -96,11 +96,69 @@ def pool_start(runs: int = 3) -> None:
     )
 
 
+def _cpu_min(fn, block: int = 40, blocks: int = 15) -> float:
+    """Smallest mean CPU seconds per call over ``blocks`` blocks of ``block`` calls (the
+    figure a busy machine moves least), after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(blocks):
+        t0 = time.process_time()
+        for _ in range(block):
+            fn()
+        best = min(best, (time.process_time() - t0) / block)
+    return best
+
+
+def stages() -> None:
+    """Print ``calc`` + ROI file and its stages per sample, isolated and warm (CPU ms)."""
+    from tbscore.api import as_image, resolve_rois, resolve_settings
+    from tbscore.core.tbs import compute_vertebrae
+    from tbscore.io.load import load_dicom
+
+    cfg = resolve_settings(None)
+    paths = sorted(SAMPLES.glob("*.dcm"))
+    rows: dict[str, list[float]] = {}
+    for p in paths:
+        roi = p.with_name(p.stem + ".roi.json")
+        image = as_image(p)
+        rois = resolve_rois(roi, image, cfg)
+        result = tbscore.calc(p, roi)
+        for name, fn in (
+            ("calc + ROI file", lambda p=p, r=roi: tbscore.calc(p, r)),
+            ("load_dicom", lambda p=p: load_dicom(p)),
+            ("resolve_rois", lambda r=roi, i=image: resolve_rois(r, i, cfg)),
+            (
+                "compute_vertebrae",
+                lambda i=image, r=rois: compute_vertebrae(i.pixels, r, i.spacing_mm, cfg),
+            ),
+            ("to_json", result.to_json),
+        ):
+            rows.setdefault(name, []).append(_cpu_min(fn))
+    print(
+        f"\n{'stage (CPU ms, min of 15 x 40)':<32}" + "".join(f"{p.stem[:18]:>20}" for p in paths)
+    )
+    for name, values in rows.items():
+        print(
+            f"{name:<32}"
+            + "".join(f"{1e3 * v:20.3f}" for v in values)
+            + f"   mean {1e3 * float(np.mean(values)):.3f}"
+        )
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=100, help="timed calls per figure")
     ap.add_argument("--no-warm", action="store_true", help="skip the worker warm-up row")
+    ap.add_argument(
+        "--stages",
+        action="store_true",
+        help="only calc + ROI file and its stages (load, ROIs, vertebrae, to_json) per "
+        "sample, isolated, minimum over blocks",
+    )
     args = ap.parse_args(argv)
+    if args.stages:
+        stages()
+        return
     print(
         f"# tbscore {tbscore.__version__} per-scan benchmark — "
         f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "

@@ -143,7 +143,9 @@ def _check_finite(image: DXAImage, rois: VertebraROIs) -> None:
     for r in rois:
         if r.excluded:
             continue
-        bad = int(np.count_nonzero(~np.isfinite(image.pixels[r.mask])))
+        r0, c0, r1, c1 = r.bbox()  # the mask's box: no pass over the whole image
+        box = (slice(r0, r1), slice(c0, c1))
+        bad = int(np.count_nonzero(~np.isfinite(image.pixels[box][r.mask[box]])))
         if bad:
             raise InputError(
                 f"{bad} pixel(s) of the {r.label} ROI are NaN or infinite; mask them out of "

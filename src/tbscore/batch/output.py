@@ -130,7 +130,10 @@ def _int(value: Any) -> int | None:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    return csv_safe(_CONTROL.sub(" ", str(value)))
+    text = value if type(value) is str else str(value)
+    if not text.isprintable():  # printable text has no control character to replace
+        text = _CONTROL.sub(" ", text)
+    return csv_safe(text)
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,16 +146,15 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     holds the same, neutralised text). ``parse_row(csv line of normalize_row(r)) ==
     normalize_row(r)``.
     """
-    out: dict[str, Any] = {}
-    for col in COLUMNS:
-        value = row.get(col)
-        if col in FLOAT_COLUMNS:
-            out[col] = _float(value)
-        elif col in INT_COLUMNS:
-            out[col] = _int(value)
-        else:
-            out[col] = _text(value)
-    return out
+    get = row.get
+    return {col: convert(get(col)) for col, convert in _CONVERTERS}
+
+
+#: (column, its converter) in :data:`COLUMNS` order: the type rule of normalize_row.
+_CONVERTERS = tuple(
+    (col, _float if col in FLOAT_COLUMNS else _int if col in INT_COLUMNS else _text)
+    for col in COLUMNS
+)
 
 
 def parse_row(raw: Mapping[str, str]) -> dict[str, Any]:

@@ -159,6 +159,10 @@ class VertebraResult:
         )
 
 
+_PLAIN = frozenset({int, str, bool, type(None)})  # leaves json_safe returns as they are
+_FLOAT = frozenset({float})
+
+
 def json_safe(obj: Any) -> Any:
     """JSON-safe copy: tuples to lists, nan/inf to None, numpy scalars to Python.
 
@@ -168,6 +172,11 @@ def json_safe(obj: Any) -> Any:
         return obj
     if t is float:
         return obj if math.isfinite(obj) else None
+    if t is list or t is tuple:  # lists of plain numbers (the bulk of a result): copied
+        kinds = set(map(type, obj))
+        if kinds <= _PLAIN or (kinds == _FLOAT and all(map(math.isfinite, obj))):
+            return list(obj)
+        return [json_safe(v) for v in obj]
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -204,6 +213,14 @@ def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
             nl = "\n" + ind * (level + 1)
             out.append("[" + nl + ("," + nl).join(map(int.__repr__, o)))
             out.append("\n" + ind * level + "]")
+            return
+        if kinds == {list} and all(x and set(map(type, x)) == {int} for x in o):
+            # lists of int lists (the lag vectors), each joined at once
+            nl = "\n" + ind * (level + 1)
+            nl2 = "\n" + ind * (level + 2)
+            sep2 = "," + nl2
+            inner = ["[" + nl2 + sep2.join(map(int.__repr__, x)) + nl + "]" for x in o]
+            out.append("[" + nl + ("," + nl).join(inner) + "\n" + ind * level + "]")
             return
     if isinstance(o, str):
         out.append(enc(o))
@@ -248,7 +265,17 @@ def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
             first = False
             out.append(enc(k))
             out.append(": ")
-            _encode_into(v, level + 1, out, ind)
+            tv = type(v)  # plain leaves inline (most values of a result), the rest recursed
+            if tv is str:
+                out.append(enc(v))
+            elif v is None:
+                out.append("null")
+            elif tv is float and _isfinite(v):
+                out.append(float.__repr__(v))
+            elif tv is int:
+                out.append(int.__repr__(v))
+            else:
+                _encode_into(v, level + 1, out, ind)
         out.append("\n" + ind * level + "}")
     else:
         raise _NotPlain

@@ -311,7 +311,10 @@ def rois_from_dict(
             )
     if data.get("pixel_spacing_mm") is not None:
         declared = _points(data["pixel_spacing_mm"], "pixel_spacing_mm", source)
-        if declared.shape != (2,) or not np.allclose(declared, spacing_mm, rtol=1e-3):
+        if declared.shape != (2,) or not all(  # np.allclose(rtol=1e-3), on two values
+            abs(x - y) <= 1e-8 + 1e-3 * abs(y)
+            for x, y in zip(declared.tolist(), map(float, spacing_mm), strict=True)
+        ):
             raise ROIError(
                 f"ROI file declares pixel spacing {declared.tolist()} mm, the image has "
                 f"{list(spacing_mm)} mm",
@@ -356,7 +359,7 @@ def rois_from_dict(
             or polygon[:, 1].max() > shape[1] - 0.5
         ):
             raise ROIError(f"{label} polygon lies (partly) outside the image", source)
-        if not mask.any():
+        if box is None and not mask.any():  # a box is non-empty and inside (checked)
             raise ROIError(f"{label} ROI covers no pixel", source)
         excluded = bool(item.get("excluded", False))
         reason = item.get("exclusion_reason")
@@ -378,9 +381,11 @@ def rois_from_dict(
     ordered = _sorted(rois, source)
     seen = np.zeros(shape, dtype=bool)  # a pixel in two masks: overlap (no int stack)
     for r in ordered:
-        if np.logical_and(seen, r.mask).any():
+        r0, c0, r1, c1 = r.bbox()  # the mask is False outside its box: look inside only
+        inside = (slice(r0, r1), slice(c0, c1))
+        if np.logical_and(seen[inside], r.mask[inside]).any():
             raise ROIError("vertebra ROIs overlap", source)
-        seen |= r.mask
+        seen[inside] |= r.mask[inside]
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
     return VertebraROIs(ordered, shape, source, spacing_mm=spacing)
 

@@ -231,15 +231,18 @@ def vertebra_tbs(
     )
     v, counts = variogram(image, roi.mask, lag_vecs, parallel=settings.parallel)  # V = sums/counts
     usable = counts >= settings.min_pairs_per_lag
+    # the usable lags' vectors, lengths, values and counts, selected once
+    lu, du, vu, cu = lag_vecs[usable], dists[usable], v[usable], counts[usable]
     diag = dict(
-        lags=lag_vecs[usable].tolist(),
-        lag_distances_mm=dists[usable].tolist(),
-        variogram=v[usable].tolist(),
-        pair_counts=counts[usable].tolist(),
-        n_pairs=int(counts[usable].sum()),
-        n_lags=int(usable.sum()),
+        lags=lu.tolist(),
+        lag_distances_mm=du.tolist(),
+        variogram=vu.tolist(),
+        pair_counts=cu.tolist(),
+        n_pairs=int(cu.sum()),
+        n_lags=int(du.size),
     )
-    if usable.sum() < settings.min_lags or np.unique(np.round(dists[usable], 9)).size < 2:
+    rounded = np.round(du, 9)  # two or more distinct distances: min < max
+    if du.size < settings.min_lags or du.size == 0 or rounded.min() == rounded.max():
         return VertebraResult(
             status="invalid",
             reason=(
@@ -250,12 +253,12 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    if np.any(v[usable] <= 0):
+    if np.any(vu <= 0):
         return VertebraResult(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
     try:
-        fit = fit_vertebra(settings, dists[usable], v[usable])
+        fit = fit_vertebra(settings, du, vu)
     except ValueError as exc:
         return VertebraResult(
             status="invalid", reason=f"{settings.estimator} estimator: {exc}", **base, **diag
@@ -271,7 +274,7 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    unc = slope_uncertainty(fit, roi.mask, lag_vecs[usable], dists[usable], v[usable], spacing_mm)
+    unc = slope_uncertainty(fit, roi.mask, lu, du, vu, spacing_mm)
     return VertebraResult(
         status="ok",
         value=fit.slope,

@@ -119,17 +119,25 @@ def _pair_starts(mask: np.ndarray, lag: tuple[int, int]) -> np.ndarray:
 def _sum_sep(G, pad_r, pad_c, ki, kj, orow, ocol, nr, nc):  # pragma: no cover - compiled
     # sum_h orow[hr] * ocol[hc] * C(h)^2: pair-start sets that are full rectangles,
     # whose overlap counts factor into a row part and a column part.
+    # The summand is even about s / 2, s = kj - ki: C(s - h) = C(h) (G is even) and the
+    # overlap trapezoids of rectangles [max(0, -k), n - max(0, k)) are centred on s / 2
+    # too. So the rows with 2 hr < s_r are summed twice, the middle row (2 hr = s_r)
+    # once, the rest not at all: half the work of the full grid, the same sum.
     total = 0.0
+    m = 2 * nc - 1
+    oa = pad_c - (nc - 1) + ki[1]
+    ob = pad_c - (nc - 1) - kj[1]
+    oc = pad_c - (nc - 1) + ki[1] - kj[1]
+    od = pad_c - (nc - 1)
+    sr = kj[0] - ki[0]
     for ir in range(2 * nr - 1):
+        side = 2 * (ir - (nr - 1)) - sr  # < 0: below the middle row, 0: the middle row
+        if side > 0:
+            break
         wr = orow[ir]
         if wr == 0.0:
             continue
         r0 = ir - (nr - 1) + pad_r
-        m = 2 * nc - 1
-        oa = pad_c - (nc - 1) + ki[1]
-        ob = pad_c - (nc - 1) - kj[1]
-        oc = pad_c - (nc - 1) + ki[1] - kj[1]
-        od = pad_c - (nc - 1)
         # row slices indexed from 0: no negative-index checks, so the loop vectorises
         ga = G[r0 + ki[0], oa : oa + m]
         gb = G[r0 - kj[0], ob : ob + m]
@@ -139,7 +147,7 @@ def _sum_sep(G, pad_r, pad_c, ki, kj, orow, ocol, nr, nc):  # pragma: no cover -
         for ic in range(m):
             cc = ga[ic] + gb[ic] - gc[ic] - gd[ic]
             row += ocol[ic] * cc * cc
-        total += wr * row
+        total += (2.0 * wr if side < 0 else wr) * row
     return total
 
 
@@ -171,10 +179,17 @@ def _semivariogram_grid(hr, hc, sr, sc, c, a, n):  # pragma: no cover - compiled
     # G[i, j] = gamma(h) = (c |h|^a + n) / 2 at h = ((i - hr) sr, (j - hc) sc) mm, 0 at
     # h = 0; |h| is symmetric in both signs, so one quadrant is computed and mirrored.
     G = np.empty((2 * hr + 1, 2 * hc + 1))
+    ha = 0.5 * a
+    square = sr == sc
     for i in range(hr + 1):
-        y = i * sr
+        y2 = (i * sr) ** 2
         for j in range(hc + 1):
-            g = 0.5 * (c * math.hypot(y, j * sc) ** a + n)
+            if square and j < i and i <= hc and j <= hr:
+                g = G[hr + j, hc + i]  # square pixels: gamma(i, j) = gamma(j, i)
+            else:
+                # |h|^a as (|h|^2)^(a/2): one pow, no hypot (same value to ~1 ulp; |h|
+                # is at most a few hundred mm, far from overflow)
+                g = 0.5 * (c * (y2 + (j * sc) ** 2) ** ha + n)
             G[hr + i, hc + j] = g
             G[hr - i, hc + j] = g
             G[hr + i, hc - j] = g
@@ -193,23 +208,86 @@ def _overlap_into(out, lo_i, hi_i, lo_j, hi_j, n):  # pragma: no cover - compile
 
 
 @njit(cache=True, nogil=True)
-def _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov):  # pragma: no cover - compiled
-    # every (i, j) pair of a full-rectangle ROI: overlaps in closed form, then _sum_sep
+def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
+    # every (i, j) pair of a full nr x nc rectangle ROI: the pair-start sets are the
+    # rectangles [max(0, -k), n - max(0, k)) per axis, their counts and overlaps closed
+    # form, then _sum_sep
     k = lags.shape[0]
+    iv = np.empty((k, 4), np.int64)
+    counts = np.empty(k)
+    for i in range(k):
+        lr, lc = lags[i, 0], lags[i, 1]
+        iv[i, 0] = max(0, -lr)
+        iv[i, 1] = nr - max(0, lr)
+        iv[i, 2] = max(0, -lc)
+        iv[i, 3] = nc - max(0, lc)
+        counts[i] = float(max(iv[i, 1] - iv[i, 0], 0) * max(iv[i, 3] - iv[i, 2], 0))
+    # The box and G are symmetric under the column reflection (a, b) -> (a, -b), and
+    # V(k) = V(-k): Cov(V_i, V_j) = Cov(V_mi, V_mj) for the mirror lags mi, mj (the
+    # diagonal and antidiagonal lags swap, axis lags map to themselves), so a pair whose
+    # mirror pair is done is copied (about a third of the pairs at four directions).
+    mirror = np.full(k, -1, np.int64)
+    for i in range(k):
+        a, b = lags[i, 0], -lags[i, 1]
+        for j in range(k):
+            if (lags[j, 0] == a and lags[j, 1] == b) or (lags[j, 0] == -a and lags[j, 1] == -b):
+                mirror[i] = j
+                break
+    done = np.zeros((k, k), np.bool_)
+    cov = np.zeros((k, k))
     orow = np.empty(2 * nr - 1)
     ocol = np.empty(2 * nc - 1)
     for i in range(k):
         if counts[i] <= 0.0:
             continue
         for j in range(i, k):
-            if counts[j] <= 0.0:
+            if counts[j] <= 0.0 or done[i, j]:
                 continue
             _overlap_into(orow, iv[i, 0], iv[i, 1], iv[j, 0], iv[j, 1], nr)
             _overlap_into(ocol, iv[i, 2], iv[i, 3], iv[j, 2], iv[j, 3], nc)
             s = _sum_sep(G, pad_r, pad_c, lags[i], lags[j], orow, ocol, nr, nc)
             cov[i, j] = 2.0 * s / (counts[i] * counts[j])
             cov[j, i] = cov[i, j]
+            mi, mj = mirror[i], mirror[j]
+            if mi >= 0 and mj >= 0:
+                cov[mi, mj] = cov[mj, mi] = cov[i, j]
+                done[mi, mj] = done[mj, mi] = True
     return cov
+
+
+@njit(cache=True, nogil=True)
+def _mask_box(mask):  # pragma: no cover - compiled
+    # mask: a bool mask viewed as uint8 (0 / 1)
+    # (first row, last row + 1, first col, last col + 1) of the True pixels, (0,0,0,0)
+    # when there are none, and whether the box is all True (what mask.any per axis,
+    # flatnonzero and .all() of the crop told, in one compiled call)
+    nr, nc = mask.shape
+    r0, r1, c0, c1 = nr, 0, nc, 0
+    for r in range(nr):
+        on = 0
+        for q in range(nc):  # no branch: the empty rows' test vectorises
+            on |= mask[r, q]
+        if on == 0:
+            continue
+        first = 0
+        while mask[r, first] == 0:
+            first += 1
+        last = first
+        for q in range(nc - 1, first, -1):
+            if mask[r, q] != 0:
+                last = q
+                break
+        r0 = min(r0, r)
+        r1 = r + 1
+        c0 = min(c0, first)
+        c1 = max(c1, last + 1)
+    if r1 == 0:
+        return 0, 0, 0, 0, False
+    for r in range(r0, r1):
+        for q in range(c0, c1):
+            if mask[r, q] == 0:
+                return r0, r1, c0, c1, False
+    return r0, r1, c0, c1, True
 
 
 @njit(cache=True, nogil=True)
@@ -337,16 +415,14 @@ def variogram_covariance(
         ``Cov(V_i, V_j)`` (gray level to the fourth).
     """
     mask = np.asarray(mask, dtype=bool)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    r0, r1, c0, c1, full = _mask_box(mask.view(np.uint8))
+    if r1 == 0:
         raise ComputationError("the ROI mask is empty: no variogram covariance")
-    mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    mask = mask[r0:r1, c0:c1]
     lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
     nr, nc = mask.shape
     k = lags.shape[0]
-    pr = 2 * int(np.abs(lags[:, 0]).max()) if k else 0
-    pc = 2 * int(np.abs(lags[:, 1]).max()) if k else 0
+    pr, pc = (2 * int(x) for x in np.abs(lags).max(axis=0)) if k else (0, 0)
     G = _semivariogram_grid(
         nr - 1 + pr, nc - 1 + pc, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n
     )
@@ -354,20 +430,10 @@ def variogram_covariance(
     cov = np.zeros((k, k))
     if method not in ("auto", "runs", "fft"):
         raise ValueError(f"unknown method {method!r}")
-    if method == "auto" and mask.all():
+    if method == "auto" and full:
         # Full rectangle: pair-start sets are rectangles, counts and overlaps are closed
         # form, and every pair is summed in one compiled call.
-        iv = np.array(
-            [
-                (max(0, -lr), nr - max(0, lr), max(0, -lc), nc - max(0, lc))
-                for lr, lc in lags.tolist()
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 4)
-        counts = (np.maximum(iv[:, 1] - iv[:, 0], 0) * np.maximum(iv[:, 3] - iv[:, 2], 0)).astype(
-            np.float64
-        )
-        return _cov_rect(G, pad_r, pad_c, lags, iv, counts, nr, nc, cov)
+        return _cov_rect(G, pad_r, pad_c, lags, nr, nc)
     runs, roff, counts = _lag_runs(np.ascontiguousarray(mask), lags)  # one specialisation
     t = np.diff(roff).astype(float)
     live = counts > 0

@@ -32,7 +32,7 @@ from tbscore.errors import (
     NotAnImageError,
     UnsupportedImageError,
 )
-from tbscore.io.sniff import read_dicom
+from tbscore.io.sniff import read_dicom, read_dicom_bytes
 
 __all__ = [
     "DXAImage",
@@ -176,7 +176,81 @@ class DXAImage:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
 
-def _software_versions(ds: Dataset) -> str | None:
+_TAGS: dict[str, Any] = {}  # keyword -> pydicom BaseTag, filled on first use
+
+
+class _Values:
+    """The values of a data set's top-level elements by keyword, as ``ds.get`` gives
+    them, for the loader's reads of ~40 header attributes.
+
+    A value still in raw form (as read from the file, never accessed) is converted by
+    pydicom's own converter (:func:`pydicom.dataelem.convert_raw_data_element`, with the
+    character set the file was read with), as ``Dataset.__getitem__`` would do, but
+    without that method's per-access bookkeeping (nested look-ups, the converted
+    element stored back): about half the cost of the header reads of a scan. The data
+    set itself is not changed; sequences, ambiguous VRs, deferred values and data sets
+    not read from a file take ``Dataset.get`` itself.
+    """
+
+    __slots__ = ("_ds", "_keys", "_charset", "_cache")
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        self._keys = ds.keys()
+        self._charset = ds.original_character_set
+        self._cache: dict[str, Any] = {}
+
+    @staticmethod
+    def _tag(keyword: str) -> Any:
+        tag = _TAGS.get(keyword)
+        if tag is None:
+            from pydicom.datadict import tag_for_keyword
+            from pydicom.tag import BaseTag
+
+            number = tag_for_keyword(keyword)
+            if number is None:
+                raise KeyError(keyword)
+            tag = _TAGS[keyword] = BaseTag(number)
+        return tag
+
+    @property
+    def dataset(self) -> Dataset:
+        """The data set read."""
+        return self._ds
+
+    def __contains__(self, keyword: str) -> bool:
+        return self._tag(keyword) in self._keys
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        try:
+            return self._cache[keyword]
+        except KeyError:
+            pass
+        tag = self._tag(keyword)
+        if tag not in self._keys:
+            return default
+        value = self._cache[keyword] = self._value(tag)
+        return value
+
+    def _value(self, tag: Any) -> Any:
+        from pydicom.dataelem import RawDataElement, convert_raw_data_element
+        from pydicom.valuerep import AMBIGUOUS_VR, VR
+
+        elem = self._ds.get_item(tag, keep_deferred=True)
+        if isinstance(elem, RawDataElement):
+            if not self._charset or (elem.value is None and elem.length != 0):
+                return self._ds[tag].value  # not read from a file, or a deferred value
+            elem = convert_raw_data_element(elem, encoding=self._charset, ds=self._ds)
+        if elem.VR == VR.SQ or elem.VR in AMBIGUOUS_VR:
+            return self._ds[tag].value  # pydicom's own fix-ups on the data set
+        return elem.value
+
+
+def _values(ds: Dataset | _Values) -> _Values:
+    return ds if isinstance(ds, _Values) else _Values(ds)
+
+
+def _software_versions(ds: Dataset | _Values) -> str | None:
     """SoftwareVersions (LO, multi-valued) as one text, values joined by ``\\``."""
     value = ds.get("SoftwareVersions")
     if value is None or value == "":
@@ -189,14 +263,14 @@ def _software_versions(ds: Dataset) -> str | None:
         return str(value).strip() or None
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
+def _text(ds: Dataset | _Values, keyword: str) -> str | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
     return str(value).strip() or None
 
 
-def _float(ds: Dataset, keyword: str) -> float | None:
+def _float(ds: Dataset | _Values, keyword: str) -> float | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
@@ -232,7 +306,8 @@ def _age_from_dates(birth: str | None, study: str | None) -> float | None:
     return years if years >= 0 else None
 
 
-def _metadata(ds: Dataset) -> DicomMetadata:
+def _metadata(ds: Dataset | _Values) -> DicomMetadata:
+    ds = _values(ds)
     age = _parse_age(_text(ds, "PatientAge"))
     study_date = _text(ds, "StudyDate") or _text(ds, "AcquisitionDate") or _text(ds, "ContentDate")
     if age is None:
@@ -242,7 +317,7 @@ def _metadata(ds: Dataset) -> DicomMetadata:
     bmi = weight / height**2 if height and weight else None
     sex = _text(ds, "PatientSex")
     sex = sex.upper()[:1] if sex and sex.upper()[:1] in "FMO" else None
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    ts = getattr(getattr(ds.dataset, "file_meta", None), "TransferSyntaxUID", None)
     bits = ds.get("BitsStored")
     return DicomMetadata(
         patient_name=_text(ds, "PatientName"),
@@ -269,7 +344,7 @@ def _metadata(ds: Dataset) -> DicomMetadata:
     )
 
 
-def _request_text(ds: Dataset, keyword: str) -> str | None:
+def _request_text(ds: Dataset | _Values, keyword: str) -> str | None:
     """``keyword`` from the image, else from its first Request Attributes item."""
     value = _text(ds, keyword)
     if value is None:
@@ -280,7 +355,7 @@ def _request_text(ds: Dataset, keyword: str) -> str | None:
     return value
 
 
-def _orientation(ds: Dataset) -> str | None:
+def _orientation(ds: Dataset | _Values) -> str | None:
     """PatientOrientation (0020,0020) as ``"ROW\\COLUMN"`` (e.g. ``"L\\F"``), or None."""
     value = ds.get("PatientOrientation")
     if value is None or value == "":
@@ -289,7 +364,7 @@ def _orientation(ds: Dataset) -> str | None:
     return "\\".join(p for p in parts if p) or None
 
 
-def _study_context(ds: Dataset) -> dict[str, str | None]:
+def _study_context(ds: Dataset | _Values) -> dict[str, str | None]:
     """Study, order and equipment attributes shown in a signed report."""
     return {
         "study_time": _text(ds, "StudyTime"),
@@ -308,7 +383,7 @@ def _study_context(ds: Dataset) -> dict[str, str | None]:
 
 
 def _spacing(
-    ds: Dataset, user: tuple[float, float] | None, source: str, override: bool
+    ds: Dataset | _Values, user: tuple[float, float] | None, source: str, override: bool
 ) -> tuple[tuple[float, float], str]:
     if user is not None:
         user = _check_spacing(user, source, "user-supplied spacing")
@@ -355,16 +430,11 @@ def _check_spacing(values: Any, source: str, what: str) -> tuple[float, float]:
     return (vals[0], vals[1])
 
 
-def _read(path: Path) -> Dataset:
-    """The data set of a file, by the one DICOM rule (:func:`tbscore.io.sniff.read_dicom`)."""
-    return read_dicom(path)
-
-
 #: Native (uncompressed) little-endian transfer syntaxes read by :func:`_native_pixels`.
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 
 
-def _native_pixels(ds: Dataset, ts: Any) -> np.ndarray | None:
+def _native_pixels(ds: _Values, ts: Any) -> np.ndarray | None:
     """The stored values of a plain native little-endian single-frame grayscale image
     read straight from the Pixel Data bytes, or None when pydicom must decode it.
 
@@ -376,12 +446,12 @@ def _native_pixels(ds: Dataset, ts: Any) -> np.ndarray | None:
     if ts is None or str(ts) not in _NATIVE_LE:
         return None
     try:
-        rows, cols = int(ds["Rows"].value), int(ds["Columns"].value)
-        alloc, stored = int(ds["BitsAllocated"].value), int(ds["BitsStored"].value)
-        signed = int(ds["PixelRepresentation"].value)
+        rows, cols = int(ds.get("Rows")), int(ds.get("Columns"))
+        alloc, stored = int(ds.get("BitsAllocated")), int(ds.get("BitsStored"))
+        signed = int(ds.get("PixelRepresentation"))
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
-        data = ds["PixelData"].value
+        data = ds.get("PixelData")
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     if (
@@ -407,9 +477,10 @@ def _native_pixels(ds: Dataset, ts: Any) -> np.ndarray | None:
     return arr
 
 
-def _decode(ds: Dataset, source: str) -> np.ndarray:
+def _decode(values: _Values, source: str) -> np.ndarray:
+    ds = values.dataset
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    fast = _native_pixels(ds, ts)
+    fast = _native_pixels(values, ts)
     if fast is not None:
         return fast
     try:
@@ -474,11 +545,9 @@ def load_dicom(
     else:
         path = Path(source)
         name = str(path)
-        ds = _read(path)
-        try:
-            file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise DicomReadError(f"cannot read file ({exc})", name) from exc
+        ds, data = read_dicom_bytes(path)  # the one DICOM rule, one read of the file
+        file_sha = hashlib.sha256(data).hexdigest()
+        del data
     try:
         image = _load(ds, name, file_sha, spacing, override_spacing, allow_modalities)
     except InputError:
@@ -491,7 +560,7 @@ def load_dicom(
 
 
 def check_header(
-    ds: Dataset,
+    ds: Dataset | _Values,
     name: str,
     spacing: tuple[float, float] | None = None,
     override_spacing: bool = False,
@@ -507,6 +576,7 @@ def check_header(
     as :func:`load_dicom` (``NotAnImageError``, ``UnsupportedImageError``,
     ``ColourImageError``, ``MissingPixelSpacingError``, ``InputError``).
     """
+    ds = _values(ds)
     if pixels_read:
         has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     else:
@@ -562,7 +632,7 @@ def inspect_dicom(
     """
     path = Path(path)
     source = str(path)
-    ds = read_dicom(path, stop_before_pixels=True)  # the one DICOM rule
+    ds = _Values(read_dicom(path, stop_before_pixels=True))  # the one DICOM rule
     spacing_mm, spacing_source = check_header(
         ds, source, spacing, override_spacing, allow_modalities, pixels_read=False
     )
@@ -577,6 +647,8 @@ def _load(
     override_spacing: bool,
     allow_modalities: frozenset[str] | None,
 ) -> DXAImage:
+    header = ds
+    ds = _Values(header)  # the header values read once, for all the steps below
     spacing_mm, spacing_source = check_header(ds, name, spacing, override_spacing, allow_modalities)
     photometric = (_text(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     stored = _decode(ds, name)
@@ -623,5 +695,5 @@ def _load(
         source=name,
         pixel_sha256=pixel_sha,
         file_sha256=file_sha,
-        header=ds,
+        header=header,
     )

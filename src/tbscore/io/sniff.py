@@ -29,6 +29,7 @@ __all__ = [
     "head_is_dicom",
     "is_dicom",
     "read_dicom",
+    "read_dicom_bytes",
 ]
 
 #: Bytes read to sniff a file: the 128-byte preamble and the ``DICM`` prefix.
@@ -107,31 +108,75 @@ def read_dicom(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset
         Missing or not a regular file, a corrupt Part-10 header ("unreadable
         DICOM ..."), or not DICOM by the rule ("not a DICOM file ..."), naming the file.
     """
+    return _read(Path(path), stop_before_pixels, False)[0]
+
+
+def read_dicom_bytes(path: str | Path) -> tuple[Dataset, bytes]:
+    """:func:`read_dicom` of the whole file, and the file's bytes, from one read.
+
+    The data set is parsed from the bytes in memory (what the loader needs: the
+    pixels and a digest of the file), and looks as if read from the path
+    (``filename``, ``timestamp``). Same errors as :func:`read_dicom`.
+    """
+    ds, data = _read(Path(path), False, True)
+    assert data is not None
+    return ds, data
+
+
+def _read(path: Path, stop_before_pixels: bool, from_bytes: bool) -> tuple[Dataset, bytes | None]:
+    """The rule; ``from_bytes``: the file read into memory once, parsed from there and
+    its bytes returned with the data set."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    path = Path(path)
     source = str(path)
     if not path.exists():
         raise DicomReadError("file does not exist", source)
     if not path.is_file():
         raise DicomReadError("not a regular file", source)
+    src: Path | BytesIO = path
+    data = None
+    if from_bytes:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # what pydicom's own open of the path reports
+            raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
+        src = BytesIO(data)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(src, stop_before_pixels=stop_before_pixels)
+        return _as_read_from(ds, path), data
     except InvalidDicomError:
         pass  # no preamble: the content decides
     except Exception as exc:  # truncated or corrupt header
         raise DicomReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})", source) from exc
-    try:
-        head = read_head(path)
-    except OSError as exc:
-        raise DicomReadError(f"cannot read file ({exc.strerror or exc})", source) from exc
+    if data is not None:
+        head = data[:HEAD_BYTES]
+        src = BytesIO(data)
+    else:
+        try:
+            head = read_head(path)
+        except OSError as exc:
+            raise DicomReadError(f"cannot read file ({exc.strerror or exc})", source) from exc
     if head[:2] not in _BARE_STARTS:
         raise DicomReadError(_NOT_DICOM, source)
     try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(src, force=True, stop_before_pixels=stop_before_pixels)
     except Exception as exc:
         raise DicomReadError("not a DICOM file", source) from exc
     if not _has_markers(ds):
         raise DicomReadError(_NOT_DICOM, source)
+    return _as_read_from(ds, path), data
+
+
+def _as_read_from(ds: Dataset, path: Path) -> Dataset:
+    """A data set parsed from memory made to look read from ``path``, as pydicom's own
+    read of the path gives it (file name, modification time, no buffer kept)."""
+    if getattr(ds, "buffer", None) is not None:
+        ds.filename = str(path)
+        ds.buffer = None
+        ds.fileobj_type = open
+        try:
+            ds.timestamp = path.stat().st_mtime
+        except OSError:
+            ds.timestamp = None
     return ds
