@@ -60,6 +60,7 @@ from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 from skimage.draw import polygon2mask
 
+from tbscore.core import detect_kernels as _k
 from tbscore.core.constants import (  # defaults shared with Settings
     DEFAULT_ROI_INSET_MM,
     MIN_CONFIDENCE,
@@ -277,6 +278,20 @@ def _kth_of_sorted_pair(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 
 def _noise_sd(norm: np.ndarray) -> float:
+    """Robust fine-scale noise level (normalised units): the median absolute deviation
+    of all row and column differences over sqrt(2), as a normal sd (at least 1e-6).
+
+    Two compiled selections (:func:`tbscore.core.detect_kernels.diff_mad`); the same
+    value as :func:`_noise_sd_reference`.
+    """
+    return _noise_from_mad(_k.diff_mad(norm))
+
+
+def _noise_from_mad(mad: float) -> float:
+    return max(1.4826 * float(mad) / math.sqrt(2.0), 1e-6)
+
+
+def _noise_sd_reference(norm: np.ndarray) -> float:
     """Robust fine-scale noise level (normalised units) from row/column differences.
 
     The median absolute deviation of all row and column differences, exactly as
@@ -300,7 +315,7 @@ def _noise_sd(norm: np.ndarray) -> float:
         mad = _kth_of_sorted_pair(below, above, h)
     else:
         mad = (_kth_of_sorted_pair(below, above, h - 1) + _kth_of_sorted_pair(below, above, h)) / 2
-    return max(1.4826 * mad / math.sqrt(2.0), 1e-6)
+    return _noise_from_mad(mad)
 
 
 def _ramp(x: float, good: tuple[float, float], bad: tuple[float, float]) -> float:
@@ -337,8 +352,12 @@ def _nanmedian(a: np.ndarray) -> float:
 # --------------------------------------------------------------------------- axis
 
 
-def _spine_path(iso: np.ndarray) -> np.ndarray:
-    """Column (iso pixels) of the spine centre in every row, by dynamic programming."""
+_SIDE_STEP_PENALTY = 0.01  # spine path: cost of a step sideways (per row)
+
+
+def _spine_response(iso: np.ndarray) -> np.ndarray:
+    """The lateral matched filter: how much every pixel looks like the spine centre
+    (-inf where the core and part of both flanks do not lie in the image)."""
     core = ndi.uniform_filter1d(iso, 2 * _CORE_HALF_MM + 1, axis=1, mode="nearest")
     f0, f1 = _FLANK_MM
     width = f1 - f0 + 1
@@ -352,9 +371,22 @@ def _spine_path(iso: np.ndarray) -> np.ndarray:
     margin = min(f0, max(n // 2 - 1, 0))
     response[:, :margin] = -np.inf
     response[:, n - margin :] = -np.inf
+    return response
+
+
+def _spine_path(iso: np.ndarray) -> np.ndarray:
+    """Column (iso pixels) of the spine centre in every row, by dynamic programming
+    (compiled: :func:`tbscore.core.detect_kernels.spine_dp`)."""
+    return _k.spine_dp(_spine_response(iso), _SIDE_STEP_PENALTY)
+
+
+def _spine_path_reference(iso: np.ndarray) -> np.ndarray:
+    """:func:`_spine_path` in numpy (the oracle of the kernel's property test)."""
+    response = _spine_response(iso)
+    n = iso.shape[1]
     # Forward pass: score[i, j] = response[i, j] + the best of score[i - 1, j - 1 .. j + 1]
     # (a step sideways costs ``penalty``); the choices are recovered on the way back.
-    penalty = 0.01
+    penalty = _SIDE_STEP_PENALTY
     nr = iso.shape[0]
     padded = np.full((nr, n + 2), -np.inf)  # one -inf column either side
     score = padded[:, 1:-1]
@@ -835,7 +867,33 @@ _V_WINDOWS, _V_RANGES = _edge_windows(_V_LATERAL, (-40.0, -7.0), (7.0, 40.0))
 _V_SEARCHED = np.concatenate([_V_LATERAL[a:b] for a, b in _V_RANGES])
 
 
+#: Start, end and centre of the five bands (half sizes), and the lateral-edge windows
+#: and read ranges of _V_LATERAL, as the compiled refinement takes them.
+_BAND_F = (_BAND_F0, _BAND_F0 + 0.24, _BAND_F0 + 0.12)
+_V_WIN = np.array(
+    [*_V_WINDOWS[0], *_V_WINDOWS[1], len(_V_RANGES), *[i for r in _V_RANGES for i in r]]
+    + [0, 0] * (2 - len(_V_RANGES)),
+    dtype=np.int64,
+)
+
+
 def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
+    """Refine centre, angle and half sizes of one body in its own rotated frame; None
+    when an edge is not found.
+
+    :func:`_refine_body_reference` (which documents the method) in one compiled call
+    (:func:`tbscore.core.detect_kernels.refine_body`), the same numbers.
+    """
+    ok, cy, cx, angle, hu, hw = _k.refine_body(
+        fine, float(spacing[0]), float(spacing[1]), float(center[0]), float(center[1]),
+        float(angle), float(hu), float(hw), n_iter, _V_LATERAL, _V_SEARCHED, _V_WIN, *_BAND_F,
+    )  # fmt: skip
+    if not ok:
+        return None
+    return (cy, cx), angle, hu, hw
+
+
+def _refine_body_reference(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
     """Refine centre, angle and half sizes of one body in its own rotated frame.
 
     The lateral edges are the medians of the strongest gradients in five bands of
@@ -886,7 +944,20 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
     return center, angle, hu, hw
 
 
-def _score_body(fine, spacing, shape_mm, center, angle, hu, hw, noise):
+def _score_body(fine, spacing, shape_px, center, angle, hu, hw, noise):
+    """Edge agreement, contrast-to-noise and border contact of one body outline:
+    :func:`_score_body_reference` (which documents them) in one compiled call
+    (:func:`tbscore.core.detect_kernels.score_body`), the same numbers."""
+    enough, m_in, m_out, agree, truncated = _k.score_body(
+        fine, float(spacing[0]), float(spacing[1]), float(shape_px[0]), float(shape_px[1]),
+        float(center[0]), float(center[1]), float(angle), float(hu), float(hw), _CORNER_MM,
+    )  # fmt: skip
+    if not enough:
+        return 0.5, 0.0, bool(truncated)
+    return float(agree), float((m_in - m_out) / noise), bool(truncated)
+
+
+def _score_body_reference(fine, spacing, shape_mm, center, angle, hu, hw, noise):
     """Edge agreement, contrast-to-noise and border contact of one body outline."""
     step = _PATCH_STEP_MM
     u = np.arange(-hu - 6.0, hu + 6.0 + _STEP_HALF, step)
