@@ -29,43 +29,85 @@ _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
 
 @njit(cache=True, nogil=True)
-def _pairwise(a, start, n, stride):
-    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``."""
+def _pairwise_block(a, start, n, stride):
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
     if n < 8:
         res = 0.0
         for k in range(n):
             res += a[start + k * stride]
         return res
+    r0 = a[start]
+    r1 = a[start + stride]
+    r2 = a[start + 2 * stride]
+    r3 = a[start + 3 * stride]
+    r4 = a[start + 4 * stride]
+    r5 = a[start + 5 * stride]
+    r6 = a[start + 6 * stride]
+    r7 = a[start + 7 * stride]
+    i = 8
+    end = n - n % 8
+    while i < end:
+        p = start + i * stride
+        r0 += a[p]
+        r1 += a[p + stride]
+        r2 += a[p + 2 * stride]
+        r3 += a[p + 3 * stride]
+        r4 += a[p + 4 * stride]
+        r5 += a[p + 5 * stride]
+        r6 += a[p + 6 * stride]
+        r7 += a[p + 7 * stride]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i * stride]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _pairwise(a, start, n, stride):
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: blocks of
+    at most 128 as above; a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and
+    its halves added. The recursion runs on an explicit stack (numba's cache does not
+    reload recursive functions safely)."""
     if n <= _PW_BLOCK:
-        r0 = a[start]
-        r1 = a[start + stride]
-        r2 = a[start + 2 * stride]
-        r3 = a[start + 3 * stride]
-        r4 = a[start + 4 * stride]
-        r5 = a[start + 5 * stride]
-        r6 = a[start + 6 * stride]
-        r7 = a[start + 7 * stride]
-        i = 8
-        end = n - n % 8
-        while i < end:
-            p = start + i * stride
-            r0 += a[p]
-            r1 += a[p + stride]
-            r2 += a[p + 2 * stride]
-            r3 += a[p + 3 * stride]
-            r4 += a[p + 4 * stride]
-            r5 += a[p + 5 * stride]
-            r6 += a[p + 6 * stride]
-            r7 += a[p + 7 * stride]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[start + i * stride]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise(a, start, n2, stride) + _pairwise(a, start + n2 * stride, n - n2, stride)
+        return _pairwise_block(a, start, n, stride)
+    depth = 64
+    st_start = np.empty(depth, np.int64)
+    st_n = np.empty(depth, np.int64)
+    st_state = np.empty(depth, np.int64)  # 0: not expanded, 1: left half summed
+    st_left = np.empty(depth)
+    top = 0
+    st_start[0], st_n[0], st_state[0] = start, n, 0
+    result = 0.0
+    while top >= 0:
+        s0, m = st_start[top], st_n[top]
+        if m <= _PW_BLOCK:
+            val = _pairwise_block(a, s0, m, stride)
+            top -= 1
+            # hand the value to the parent
+            while top >= 0:
+                if st_state[top] == 1:  # this was the left half: now the right one
+                    st_left[top] = val
+                    st_state[top] = 2
+                    m2 = st_n[top] // 2
+                    m2 -= m2 % 8
+                    top += 1
+                    st_start[top] = st_start[top - 1] + m2 * stride
+                    st_n[top] = st_n[top - 1] - m2
+                    st_state[top] = 0
+                    break
+                val = st_left[top] + val  # both halves done
+                top -= 1
+            else:
+                result = val
+            continue
+        m2 = m // 2
+        m2 -= m2 % 8
+        st_state[top] = 1
+        top += 1
+        st_start[top], st_n[top], st_state[top] = s0, m2, 0
+    return result
 
 
 @njit(cache=True, nogil=True)
