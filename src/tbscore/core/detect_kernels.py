@@ -635,10 +635,66 @@ def spine_dp(response, penalty):
     return path
 
 
+_SELECT_BINS = 2048
+
+
+@njit(cache=True, nogil=True)
+def _kth_smallest(x, k):
+    """The ``k``-th smallest (0-based) of the finite values ``x``, exactly, by bucket
+    selection: the values are binned by a monotone map of their value (so every value of
+    a lower bin is <= every value of a higher one), only the bin holding rank ``k`` is
+    kept, and binned again until its values are all equal or few (then sorted). O(n)
+    per pass; ``x`` is not modified."""
+    cand = x
+    while True:
+        n = cand.size
+        if n <= 64:
+            return np.sort(cand)[k]
+        lo = cand[0]
+        hi = cand[0]
+        for i in range(n):
+            v = cand[i]
+            if v < lo:
+                lo = v
+            elif v > hi:
+                hi = v
+        if lo == hi:
+            return lo
+        scale = (_SELECT_BINS - 1) / (hi - lo)
+        if not math.isfinite(scale):  # a range too small to scale: sort what is left
+            return np.sort(cand)[k]
+        counts = np.zeros(_SELECT_BINS, np.int64)
+        for i in range(n):
+            counts[int((cand[i] - lo) * scale)] += 1
+        below = 0
+        b = 0
+        while below + counts[b] <= k:
+            below += counts[b]
+            b += 1
+        out = np.empty(counts[b])
+        m = 0
+        for i in range(n):
+            if int((cand[i] - lo) * scale) == b:
+                out[m] = cand[i]
+                m += 1
+        cand = out
+        k -= below
+
+
+@njit(cache=True, nogil=True)
+def _median_select(x):
+    """``np.median`` of a finite 1-D array, by :func:`_kth_smallest`."""
+    n = x.size
+    h = n // 2
+    if n % 2:
+        return _kth_smallest(x, h)
+    return (_kth_smallest(x, h - 1) + _kth_smallest(x, h)) / 2
+
+
 @njit(cache=True, nogil=True)
 def diff_mad(norm):
     """Median absolute deviation of all row and column differences of ``norm``:
-    ``np.median(np.abs(d - np.median(d)))`` (two selections, no sort)."""
+    ``np.median(np.abs(d - np.median(d)))``, exactly (bucket selections, no sort)."""
     ny, nx = norm.shape
     d = np.empty((ny - 1) * nx + ny * (nx - 1))
     k = 0
@@ -650,7 +706,7 @@ def diff_mad(norm):
         for j in range(nx - 1):
             d[k] = norm[i, j + 1] - norm[i, j]
             k += 1
-    med = np.median(d)
+    med = _median_select(d)
     for k in range(d.size):
         d[k] = abs(d[k] - med)
-    return np.median(d)
+    return _median_select(d)
