@@ -244,6 +244,9 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     if np.all(rr == np.floor(rr)) and np.all(cc == np.floor(cc)):
         # every grid point is a pixel (e.g. 0.5 mm pixels): the interpolation returns it
         return src[rr.astype(np.intp)[:, 0]][:, cc.astype(np.intp)[0]]
+    if rr[-1, 0] <= norm.shape[0] - 1 and cc[0, -1] <= norm.shape[1] - 1:
+        # inside the image (always, up to rounding): the compiled loop, scipy's values
+        return _k.resample_grid(np.ascontiguousarray(src, dtype=np.float64), rr[:, 0], cc[0])
     coords = np.broadcast_arrays(rr, cc)
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
@@ -461,16 +464,6 @@ def _make_axis(path_x: np.ndarray, step: float) -> _Axis:
     return _Axis(pts, tan, nor)
 
 
-def _sample_columns(iso, yy, xx, step, keep):
-    """``iso`` at the mm points ``(yy, xx)`` (bilinear, NaN outside), computed only in
-    the columns ``keep`` (the others NaN)."""
-    out = np.full(yy.shape, np.nan)
-    out[:, keep] = ndi.map_coordinates(
-        iso, [yy[:, keep] / step, xx[:, keep] / step], order=1, mode="constant", cval=np.nan
-    )
-    return out
-
-
 def _line_frame(
     iso: np.ndarray,
     origin: np.ndarray,
@@ -494,10 +487,11 @@ def _line_frame(
     s0 = math.floor(proj.min())
     s = np.arange(s0, math.ceil(proj.max()) + 1, 1.0)
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
-    yy = origin[0] + s[:, None] * t[0] + v[None, :] * nrm[0]
-    xx = origin[1] + s[:, None] * t[1] + v[None, :] * nrm[1]
     keep = (np.abs(v) >= lateral[0]) & (np.abs(v) <= lateral[1])
-    return _sample_columns(iso, yy, xx, step, keep), float(s0)
+    # the points origin + s t + v n, as (origin + s t) + v n
+    by, bx = origin[0] + s * t[0], origin[1] + s * t[1]
+    dy, dx = np.full(s.size, nrm[0]), np.full(s.size, nrm[1])
+    return _k.sample_lines(iso, by, dy, bx, dx, v, keep, float(step)), float(s0)
 
 
 def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float, keep=None) -> np.ndarray:
@@ -506,10 +500,9 @@ def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float, keep=
     where ``keep(|v_j|)`` (a boolean function of the distance from the axis, mm) is
     false (default: all columns are sampled)."""
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
-    yy = axis.points[:, 0:1] + v[None, :] * axis.normals[:, 0:1]
-    xx = axis.points[:, 1:2] + v[None, :] * axis.normals[:, 1:2]
     cols = np.ones(v.size, dtype=bool) if keep is None else keep(np.abs(v))
-    return _sample_columns(iso, yy, xx, step, cols)
+    p, n = np.ascontiguousarray(axis.points.T), np.ascontiguousarray(axis.normals.T)
+    return _k.sample_lines(iso, p[0], n[0], p[1], n[1], v, cols, float(step))
 
 
 def _straight_columns(dist: np.ndarray) -> np.ndarray:

@@ -710,3 +710,79 @@ def diff_mad(norm):
     for k in range(d.size):
         d[k] = abs(d[k] - med)
     return _median_select(d)
+
+
+@njit(cache=True, nogil=True)
+def _scipy_linear(f, ny, nx, r, c, nearest):
+    """``scipy.ndimage.map_coordinates(img, [[r], [c]], order=1)`` at one point, to the
+    last bit: weights ``1 - frac`` and ``1 - (1 - frac)`` (scipy's
+    ``get_spline_interpolation_weights``), the four products ``(f * w_row) * w_col``
+    summed from 0 in scipy's order, the neighbour beyond the last row / column mirrored
+    (weight 0). Outside ``[0, n - 1]``: NaN (``mode="constant"``, ``cval=nan``) or the
+    border pixel (``nearest``)."""
+    if nearest:
+        if r < 0.0:
+            r = 0.0
+        elif r > ny - 1.0:
+            r = ny - 1.0
+        if c < 0.0:
+            c = 0.0
+        elif c > nx - 1.0:
+            c = nx - 1.0
+    elif not (r >= 0.0 and r <= ny - 1.0 and c >= 0.0 and c <= nx - 1.0):
+        return np.nan
+    fr = math.floor(r)
+    fc = math.floor(c)
+    r0 = int(fr)
+    c0 = int(fc)
+    wr0 = 1.0 - (r - fr)
+    wr1 = 1.0 - wr0
+    wc0 = 1.0 - (c - fc)
+    wc1 = 1.0 - wc0
+    r1 = r0 + 1
+    if r1 >= ny:
+        r1 = ny - 2 if ny > 1 else 0
+    c1 = c0 + 1
+    if c1 >= nx:
+        c1 = nx - 2 if nx > 1 else 0
+    t = 0.0
+    t += f[r0 * nx + c0] * wr0 * wc0
+    t += f[r0 * nx + c1] * wr0 * wc1
+    t += f[r1 * nx + c0] * wr1 * wc0
+    t += f[r1 * nx + c1] * wr1 * wc1
+    return t
+
+
+@njit(cache=True, nogil=True)
+def sample_lines(img, base_y, dir_y, base_x, dir_x, v, keep, step):
+    """``S[i, j]``: ``img`` (bilinear, NaN outside) at the mm point
+    ``(base_y[i] + v[j] * dir_y[i], base_x[i] + v[j] * dir_x[i])`` of the working grid
+    (``step`` mm pixels), in the columns ``keep`` (NaN in the others): the values of
+    ``detect._sample_columns`` (``map_coordinates(order=1, mode="constant",
+    cval=nan)`` of the same coordinates)."""
+    ny, nx = img.shape
+    f = img.ravel()
+    n, m = base_y.size, v.size
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            if keep[j]:
+                r = (base_y[i] + v[j] * dir_y[i]) / step
+                c = (base_x[i] + v[j] * dir_x[i]) / step
+                out[i, j] = _scipy_linear(f, ny, nx, r, c, False)
+            else:
+                out[i, j] = np.nan
+    return out
+
+
+@njit(cache=True, nogil=True)
+def resample_grid(img, rr, cc):
+    """``map_coordinates(img, np.broadcast_arrays(rr[:, None], cc[None, :]), order=1,
+    mode="nearest")``, to the last bit."""
+    ny, nx = img.shape
+    f = img.ravel()
+    out = np.empty((rr.size, cc.size))
+    for i in range(rr.size):
+        for j in range(cc.size):
+            out[i, j] = _scipy_linear(f, ny, nx, rr[i], cc[j], True)
+    return out
