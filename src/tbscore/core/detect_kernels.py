@@ -635,60 +635,68 @@ def spine_dp(response, penalty):
     return path
 
 
-_SELECT_BINS = 2048
+_SELECT_SAMPLE = 1024  # sample size of the selection's window estimate
 
 
 @njit(cache=True, nogil=True)
-def _kth_smallest(x, k):
-    """The ``k``-th smallest (0-based) of the finite values ``x``, exactly, by bucket
-    selection: the values are binned by a monotone map of their value (so every value of
-    a lower bin is <= every value of a higher one), only the bin holding rank ``k`` is
-    kept, and binned again until its values are all equal or few (then sorted). O(n)
-    per pass; ``x`` is not modified."""
+def _select_pair(x, k):
+    """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
+    of the finite values ``x``, exactly; ``x`` is not modified.
+
+    A regular sample of ``x`` (sorted) brackets the rank: its values ``lo``, ``hi`` a few
+    standard deviations of the sample rank either side of ``k``; one pass counts the
+    values below ``lo`` and gathers those in ``[lo, hi]``; when the two ranks fall among
+    them they are selected there (repeated on the gathered values), otherwise (rare) the
+    whole array is sorted. Comparisons only, so the values are those of a sort."""
     cand = x
     while True:
         n = cand.size
-        if n <= 64:
-            return np.sort(cand)[k]
-        lo = cand[0]
-        hi = cand[0]
+        if n <= 4 * _SELECT_SAMPLE:
+            srt = np.sort(cand)
+            return srt[k], srt[min(k + 1, n - 1)]
+        stride = n // _SELECT_SAMPLE
+        sample = np.sort(cand[::stride])
+        m = sample.size
+        pos = k * m // n
+        d = int(4.0 * math.sqrt(m * 0.25)) + 2
+        lo = sample[max(pos - d, 0)]
+        hi = sample[min(pos + d, m - 1)]
+        below = 0
+        inside = 0
         for i in range(n):
             v = cand[i]
             if v < lo:
-                lo = v
-            elif v > hi:
-                hi = v
-        if lo == hi:
-            return lo
-        scale = (_SELECT_BINS - 1) / (hi - lo)
-        if not math.isfinite(scale):  # a range too small to scale: sort what is left
-            return np.sort(cand)[k]
-        counts = np.zeros(_SELECT_BINS, np.int64)
+                below += 1
+            elif v <= hi:
+                inside += 1
+        if not (below <= k and k + 1 < below + inside):
+            srt = np.sort(cand)
+            return srt[k], srt[min(k + 1, n - 1)]
+        if lo == hi:  # both ranks among values equal to lo
+            return lo, lo
+        if inside == n:  # no progress
+            srt = np.sort(cand)
+            return srt[k], srt[min(k + 1, n - 1)]
+        out = np.empty(inside)
+        j = 0
         for i in range(n):
-            counts[int((cand[i] - lo) * scale)] += 1
-        below = 0
-        b = 0
-        while below + counts[b] <= k:
-            below += counts[b]
-            b += 1
-        out = np.empty(counts[b])
-        m = 0
-        for i in range(n):
-            if int((cand[i] - lo) * scale) == b:
-                out[m] = cand[i]
-                m += 1
+            v = cand[i]
+            if v >= lo and v <= hi:
+                out[j] = v
+                j += 1
         cand = out
         k -= below
 
 
 @njit(cache=True, nogil=True)
 def _median_select(x):
-    """``np.median`` of a finite 1-D array, by :func:`_kth_smallest`."""
+    """``np.median`` of a finite 1-D array, by :func:`_select_pair`."""
     n = x.size
     h = n // 2
     if n % 2:
-        return _kth_smallest(x, h)
-    return (_kth_smallest(x, h - 1) + _kth_smallest(x, h)) / 2
+        return _select_pair(x, h)[0]
+    a, b = _select_pair(x, h - 1)
+    return (a + b) / 2
 
 
 @njit(cache=True, nogil=True)
