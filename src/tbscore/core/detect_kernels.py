@@ -643,49 +643,81 @@ def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
     of the finite values ``x``, exactly; ``x`` is not modified.
 
-    A regular sample of ``x`` (sorted) brackets the rank: its values ``lo``, ``hi`` a few
-    standard deviations of the sample rank either side of ``k``; one pass counts the
-    values below ``lo`` and gathers those in ``[lo, hi]``; when the two ranks fall among
-    them they are selected there (repeated on the gathered values), otherwise (rare) the
-    whole array is sorted. Comparisons only, so the values are those of a sort."""
+    A regular sample of ``x`` (sorted) brackets the rank: its values ``lo <= hi`` a few
+    standard deviations of the sample rank either side of ``k``. One pass counts the
+    values below ``lo``, equal to ``lo``, equal to ``hi`` and gathers those strictly
+    between; a rank among the ties at ``lo`` or ``hi`` is that value, one between is
+    selected among the gathered values (repeated), and a rank outside the bracket (rare)
+    falls back to a sort. Comparisons only, so the values are those of a sort."""
+    ranks = np.array([k, min(k + 1, x.size - 1)])
+    vals = np.empty(2)
+    todo = [True, True]
     cand = x
     while True:
         n = cand.size
         if n <= 4 * _SELECT_SAMPLE:
             srt = np.sort(cand)
-            return srt[k], srt[min(k + 1, n - 1)]
+            for t in range(2):
+                if todo[t]:
+                    vals[t] = srt[ranks[t]]
+            return vals[0], vals[1]
         stride = n // _SELECT_SAMPLE
         sample = np.sort(cand[::stride])
         m = sample.size
-        pos = k * m // n
+        first = ranks[0] if todo[0] else ranks[1]
+        pos = first * m // n
         d = int(4.0 * math.sqrt(m * 0.25)) + 2
         lo = sample[max(pos - d, 0)]
         hi = sample[min(pos + d, m - 1)]
         below = 0
-        inside = 0
+        eq_lo = 0
+        eq_hi = 0
+        between = 0
         for i in range(n):
             v = cand[i]
             if v < lo:
                 below += 1
-            elif v <= hi:
-                inside += 1
-        if not (below <= k and k + 1 < below + inside):
-            srt = np.sort(cand)
-            return srt[k], srt[min(k + 1, n - 1)]
-        if lo == hi:  # both ranks among values equal to lo
-            return lo, lo
-        if inside == n:  # no progress
-            srt = np.sort(cand)
-            return srt[k], srt[min(k + 1, n - 1)]
-        out = np.empty(inside)
+            elif v == lo:
+                eq_lo += 1
+            elif v < hi:
+                between += 1
+            elif v == hi:
+                eq_hi += 1
+        top = below + eq_lo + between + eq_hi  # ranks below this lie in [.., hi]
+        inner = False
+        for t in range(2):
+            if not todo[t]:
+                continue
+            r = ranks[t]
+            if r < below or r >= top:  # outside the bracket: sort
+                srt = np.sort(cand)
+                for q in range(2):
+                    if todo[q]:
+                        vals[q] = srt[ranks[q]]
+                return vals[0], vals[1]
+        for t in range(2):
+            if not todo[t]:
+                continue
+            r = ranks[t]
+            if r < below + eq_lo:
+                vals[t] = lo
+                todo[t] = False
+            elif r >= below + eq_lo + between:
+                vals[t] = hi
+                todo[t] = False
+            else:
+                ranks[t] = r - below - eq_lo
+                inner = True
+        if not inner:
+            return vals[0], vals[1]
+        out = np.empty(between)
         j = 0
         for i in range(n):
             v = cand[i]
-            if v >= lo and v <= hi:
+            if v > lo and v < hi:
                 out[j] = v
                 j += 1
         cand = out
-        k -= below
 
 
 @njit(cache=True, nogil=True)
