@@ -58,7 +58,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.signal import find_peaks
-from skimage.draw import polygon2mask
 
 from tbscore.core import detect_kernels as _k
 from tbscore.core.constants import (  # defaults shared with Settings
@@ -66,6 +65,7 @@ from tbscore.core.constants import (  # defaults shared with Settings
     MIN_CONFIDENCE,
     MIN_VERTEBRA_CONFIDENCE,
 )
+from tbscore.core.raster import polygon_mask
 from tbscore.core.roi import (
     LABELS,
     VertebraROI,
@@ -1614,7 +1614,7 @@ def detect(
             body = labelled[lab]
             inset_lab = min(inset[lab], 0.8 * min(body.half_size_mm))
             poly = _clip_polygon(body_polygon(body, (sy, sx), inset_mm=inset_lab), shape)
-            mask = polygon2mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
+            mask = polygon_mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
             if not mask.any():
                 raise DetectionError(f"{lab} ROI covers no pixel of the image", source)
             excluded = body.confidence < min_vertebra_confidence
@@ -1624,10 +1624,14 @@ def detect(
                 else None
             )
             rois.append(VertebraROI(lab, mask, poly, None, excluded, reason, body.confidence))
-        stack = np.sum([r.mask for r in rois], axis=0)
-        if not np.any(stack > 1):
+        covered = np.zeros(shape, dtype=bool)
+        shared = np.zeros(shape, dtype=bool)  # pixels in two or more ROIs
+        for r in rois:
+            shared |= covered & r.mask
+            covered |= r.mask
+        if not shared.any():
             break
-        overlapping = [r.label for r in rois if np.any(stack[r.mask] > 1)]
+        overlapping = [r.label for r in rois if np.any(shared[r.mask])]
         for lab in overlapping:
             inset[lab] += 0.5
     else:
