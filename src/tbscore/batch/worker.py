@@ -558,3 +558,7 @@ def warm_up() -> None:
         calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
     except TBSError:  # pragma: no cover - warm-up is best effort
         pass
+    # the detector's kernels (automatic ROIs), which the ROI-file calc above does not run
+    from tbscore.core.detect import warm_up_kernels
+
+    warm_up_kernels()

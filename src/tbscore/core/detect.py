@@ -1423,6 +1423,24 @@ def locate_vertebrae(
     )
 
 
+def warm_up_kernels() -> None:
+    """Load (or, with a cold numba cache, compile) the detector's compiled kernels in
+    this process, on a tiny image, with the argument types detection passes (so the
+    cached specialisations are the ones a detection uses). Used by
+    :func:`tbscore.batch.worker.warm_up`, so that forked batch workers have them."""
+    rng = np.random.default_rng(0)
+    img = np.ascontiguousarray(rng.random((48, 40)))
+    _noise_sd(img)
+    _spine_path(img)
+    _resample_iso(img, (0.7, 0.7), _GRID_MM)
+    _line_frame(img, np.array([20.0, 20.0]), np.array([1.0, 0.0]), _GRID_MM, 10.0, (2.0, 8.0))
+    axis = _make_axis(np.full(img.shape[0], 20.0), _GRID_MM)
+    _straighten(img, axis, _GRID_MM, 10.0, _straight_columns)
+    _refine_body(img, (1.0, 1.0), (24.0, 20.0), 0.0, 8.0, 12.0, n_iter=1)
+    _score_body(img, (1.0, 1.0), img.shape, (24.0, 20.0), 0.0, 8.0, 12.0, 0.1)
+    polygon_mask(img.shape, np.array([[5.0, 5.0], [5.0, 30.0], [40.0, 30.0], [40.0, 5.0]]))
+
+
 def body_polygon(
     body: DetectedBody,
     spacing: Sequence[float],
