@@ -673,16 +673,12 @@ def _select_pair(x, k):
         eq_lo = 0
         eq_hi = 0
         between = 0
-        for i in range(n):
+        for i in range(n):  # branch-free counts (the order of the values is random)
             v = cand[i]
-            if v < lo:
-                below += 1
-            elif v == lo:
-                eq_lo += 1
-            elif v < hi:
-                between += 1
-            elif v == hi:
-                eq_hi += 1
+            below += v < lo
+            eq_lo += v == lo
+            between += (v > lo) & (v < hi)
+            eq_hi += (v == hi) & (v != lo)
         top = below + eq_lo + between + eq_hi  # ranks below this lie in [.., hi]
         inner = False
         for t in range(2):
