@@ -12,6 +12,7 @@ reference implementation (``tests/test_detect_reference.py``).
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from tbscore.core import detect as d
+from tbscore.core import detect_kernels as k
 from tbscore.errors import DetectionError
 
 seeds = st.integers(0, 2**32 - 1)
@@ -136,12 +138,8 @@ def test_single_row_or_column_image_is_refused():
 # scipy code they replace (kept in tbscore.core.detect as the ``_reference`` versions):
 # exact equality throughout.
 
-from functools import lru_cache  # noqa: E402
 
-from tbscore.core import detect_kernels as k  # noqa: E402
-
-
-@lru_cache(maxsize=None)
+@cache
 def _phantom_fine(seed: int, spacing: tuple[float, float], tilt: float):
     """(fine image, spacing, bodies) of a phantom, as ``locate_vertebrae`` sees it."""
     from tbscore.sim.phantom import synthetic_spine

@@ -484,7 +484,16 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
         rows, _rr, _cc = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
         profs = _row_band_profiles(rows, lo, hi, r0)
         lefts, rights = _edge_pair(
-            profs, v, vwin[0], vwin[1], vwin[2], vwin[3], vwin[4], vwin[5], vwin[6], vwin[7],
+            profs,
+            v,
+            vwin[0],
+            vwin[1],
+            vwin[2],
+            vwin[3],
+            vwin[4],
+            vwin[5],
+            vwin[6],
+            vwin[7],
             vwin[8],
         )
         left = _nanmedian(lefts)
