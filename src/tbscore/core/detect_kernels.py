@@ -27,6 +27,58 @@ from numba import njit
 
 _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
+# Plain loops throughout: numba compiles whole-array expressions, boolean indexing and
+# its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
+
+
+@njit(cache=True, nogil=True)
+def _insertion_sort(a, n):
+    """Sort ``a[:n]`` in place (a few values)."""
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+
+
+@njit(cache=True, nogil=True)
+def _heap_sort(a, n):
+    """Sort ``a[:n]`` in place (no NaN), O(n log n)."""
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(a, start, n)
+    for end in range(n - 1, 0, -1):
+        a[0], a[end] = a[end], a[0]
+        _sift(a, 0, end)
+
+
+@njit(cache=True, nogil=True)
+def _sift(a, root, n):
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and a[child + 1] > a[child]:
+            child += 1
+        if a[root] >= a[child]:
+            return
+        a[root], a[child] = a[child], a[root]
+        root = child
+
+
+@njit(cache=True, nogil=True)
+def _sorted_copy(x, start, n, stride):
+    """``np.sort(x[start : start + n * stride : stride])`` (no NaN)."""
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = x[start + i * stride]
+    if n <= 16:
+        _insertion_sort(out, n)
+    else:
+        _heap_sort(out, n)
+    return out
+
 
 @njit(cache=True, nogil=True)
 def _pairwise_block(a, start, n, stride):
@@ -343,7 +395,8 @@ def _edges(along, wa, wb, first, grad, rising):
     n = along.size
     out = np.empty(nb)
     if wb - wa < 3:
-        out[:] = np.nan
+        for b in range(nb):
+            out[b] = np.nan
         return out
     sign = 1.0 if rising else -1.0
     for b in range(nb):
@@ -419,8 +472,13 @@ def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
 @njit(cache=True, nogil=True)
 def _nanmedian(x):
     """``detect._nanmedian`` of a few values: median of the finite ones (NaN if none)."""
-    vals = np.sort(x[np.isfinite(x)])
-    n = vals.size
+    vals = np.empty(x.size)
+    n = 0
+    for i in range(x.size):
+        if math.isfinite(x[i]):
+            vals[n] = x[i]
+            n += 1
+    _insertion_sort(vals, n)
     if n == 0:
         return np.nan
     h = n // 2
@@ -450,7 +508,8 @@ def _median_slope(x, y):
                 m += 1
     if m == 0:
         return np.nan
-    s = np.sort(slopes[:m])
+    s = slopes
+    _insertion_sort(s, m)
     h = m // 2
     if m % 2:
         return s[h]
@@ -459,9 +518,30 @@ def _median_slope(x, y):
 
 @njit(cache=True, nogil=True)
 def _concat_ranges(x, nr, ra0, rb0, ra1, rb1):
-    if nr == 1:
-        return x[ra0:rb0].copy()
-    return np.concatenate((x[ra0:rb0], x[ra1:rb1]))
+    n0 = rb0 - ra0
+    n1 = rb1 - ra1 if nr == 2 else 0
+    out = np.empty(n0 + n1)
+    for i in range(n0):
+        out[i] = x[ra0 + i]
+    for i in range(n1):
+        out[n0 + i] = x[ra1 + i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _imin(a):
+    m = a[0]
+    for i in range(1, a.size):
+        m = min(m, a[i])
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _imax(a):
+    m = a[0]
+    for i in range(1, a.size):
+        m = max(m, a[i])
+    return m
 
 
 @njit(cache=True, nogil=True)
@@ -480,7 +560,7 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
     for _ in range(n_iter):
         u = _arange(-hu - 12.0, hu + 12.0 + step / 2, step)
         lo, hi, _mid = _bands(u, 0.0, hu, f0, f1, fm)
-        r0, r1 = lo.min(), hi.max()
+        r0, r1 = _imin(lo), _imax(hi)
         rows, _rr, _cc = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
         profs = _row_band_profiles(rows, lo, hi, r0)
         lefts, rights = _edge_pair(
@@ -503,7 +583,7 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
         vc = 0.5 * (left + right)
         new_hw = 0.5 * (right - left)
         lo, hi, mid = _bands(v, vc, new_hw, f0, f1, fm)
-        c0, c1 = lo.min(), hi.max()
+        c0, c1 = _imin(lo), _imax(hi)
         wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1 = _edge_windows(
             u, -hu - 7.0, min(-hu + 7.0, -3.0), max(hu - 7.0, 3.0), hu + 7.0
         )
@@ -535,12 +615,6 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
         cy, cx = ncy, ncx
         angle = min(max(angle + delta, angle0 - 20.0), angle0 + 20.0)
     return True, cy, cx, angle, hu, hw
-
-
-@njit(cache=True, nogil=True)
-def _median(x):
-    """``np.median`` of a non-empty finite 1-D array (``x`` is reordered)."""
-    return np.median(x)
 
 
 @njit(cache=True, nogil=True)
@@ -589,8 +663,8 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
         return False, 0.0, 0.0, 0.5, truncated
     a = p_in[:n_in]
     b = p_ring[:n_ring]
-    m_in = _median(a)
-    m_out = _median(b)
+    m_in = _median_select(a)
+    m_out = _median_select(b)
     thr = 0.5 * (m_in + m_out)
     above = 0
     for k in range(n_in):
@@ -613,7 +687,8 @@ def spine_dp(response, penalty):
     ``penalty``)."""
     nr, n = response.shape
     score = np.empty((nr, n))
-    score[0] = response[0]
+    for j in range(n):
+        score[0, j] = response[0, j]
     for i in range(1, nr):
         for j in range(n):
             left = score[i - 1, j - 1] if j > 0 else -np.inf
@@ -658,63 +733,66 @@ def _select_pair(x, k):
     between; a rank among the ties at ``lo`` or ``hi`` is that value, one between is
     selected among the gathered values (repeated), and a rank outside the bracket (rare)
     falls back to a sort. Comparisons only, so the values are those of a sort."""
-    ranks = np.array([k, min(k + 1, x.size - 1)])
-    vals = np.empty(2)
-    todo = [True, True]
+    r0 = k
+    r1 = min(k + 1, x.size - 1)
+    v0 = 0.0
+    v1 = 0.0
+    todo0 = True
+    todo1 = True
     cand = x
     while True:
         n = cand.size
-        if n <= 4 * _SELECT_SAMPLE:
-            srt = np.sort(cand)
-            for t in range(2):
-                if todo[t]:
-                    vals[t] = srt[ranks[t]]
-            return vals[0], vals[1]
-        stride = n // _SELECT_SAMPLE
-        sample = np.sort(cand[::stride])
-        m = sample.size
-        first = ranks[0] if todo[0] else ranks[1]
-        pos = first * m // n
-        d = int(4.0 * math.sqrt(m * 0.25)) + 2
-        lo = sample[max(pos - d, 0)]
-        hi = sample[min(pos + d, m - 1)]
+        big = n > 4 * _SELECT_SAMPLE
+        lo = 0.0
+        hi = 0.0
         below = 0
         eq_lo = 0
-        eq_hi = 0
         between = 0
-        for i in range(n):  # branch-free counts (the order of the values is random)
-            v = cand[i]
-            below += v < lo
-            eq_lo += v == lo
-            between += (v > lo) & (v < hi)
-            eq_hi += (v == hi) & (v != lo)
-        top = below + eq_lo + between + eq_hi  # ranks below this lie in [.., hi]
+        top = 0
+        if big:
+            stride = n // _SELECT_SAMPLE
+            sample = _sorted_copy(cand, 0, (n - 1) // stride + 1, stride)
+            m = sample.size
+            pos = (r0 if todo0 else r1) * m // n
+            d = int(4.0 * math.sqrt(m * 0.25)) + 2
+            lo = sample[max(pos - d, 0)]
+            hi = sample[min(pos + d, m - 1)]
+            eq_hi = 0
+            for i in range(n):  # branch-free counts (the order of the values is random)
+                v = cand[i]
+                below += v < lo
+                eq_lo += v == lo
+                between += (v > lo) & (v < hi)
+                eq_hi += (v == hi) & (v != lo)
+            top = below + eq_lo + between + eq_hi  # ranks below this lie in [.., hi]
+            if (todo0 and (r0 < below or r0 >= top)) or (todo1 and (r1 < below or r1 >= top)):
+                big = False  # outside the bracket: sort
+        if not big:
+            srt = _sorted_copy(cand, 0, n, 1)
+            if todo0:
+                v0 = srt[r0]
+            if todo1:
+                v1 = srt[r1]
+            return v0, v1
         inner = False
-        for t in range(2):
-            if not todo[t]:
-                continue
-            r = ranks[t]
-            if r < below or r >= top:  # outside the bracket: sort
-                srt = np.sort(cand)
-                for q in range(2):
-                    if todo[q]:
-                        vals[q] = srt[ranks[q]]
-                return vals[0], vals[1]
-        for t in range(2):
-            if not todo[t]:
-                continue
-            r = ranks[t]
-            if r < below + eq_lo:
-                vals[t] = lo
-                todo[t] = False
-            elif r >= below + eq_lo + between:
-                vals[t] = hi
-                todo[t] = False
+        if todo0:
+            if r0 < below + eq_lo:
+                v0, todo0 = lo, False
+            elif r0 >= below + eq_lo + between:
+                v0, todo0 = hi, False
             else:
-                ranks[t] = r - below - eq_lo
+                r0 -= below + eq_lo
+                inner = True
+        if todo1:
+            if r1 < below + eq_lo:
+                v1, todo1 = lo, False
+            elif r1 >= below + eq_lo + between:
+                v1, todo1 = hi, False
+            else:
+                r1 -= below + eq_lo
                 inner = True
         if not inner:
-            return vals[0], vals[1]
+            return v0, v1
         out = np.empty(between)
         j = 0
         for i in range(n):
