@@ -308,3 +308,19 @@ def test_warm_up_loads_every_detection_specialisation():
         image, _ = synthetic_spine(0.5, rng=1, shape=shape, spacing_mm=spacing)
         d.detect(image, spacing)
     assert count() == before
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    ny=st.integers(2, 60),
+    nx=st.integers(2, 60),
+    sy=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 1 / 1.05, 1 / 0.6, 3.3, 20.0]),
+    sx=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 1 / 0.6, 5.0]),
+)
+def test_gaussian_equals_scipy(seed, ny, nx, sy, sx):
+    """detect._gaussian (compiled, scipy's symmetric correlate1d loop and reflect
+    border) gives gaussian_filter's values to the last bit (scipy itself where an axis
+    is not longer than the kernel's radius)."""
+    img = np.random.default_rng(seed).normal(size=(ny, nx))
+    assert np.array_equal(d._gaussian(img, (sy, sx)), ndi.gaussian_filter(img, (sy, sx)))

@@ -234,7 +234,7 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     """Resample to an isotropic ``step`` mm grid; iso pixel ``(i, j)`` is at ``(i, j) * step``."""
     sy, sx = spacing
     sigma = (max(0.0, (step / sy - 1.0) / 2.0), max(0.0, (step / sx - 1.0) / 2.0))
-    src = ndi.gaussian_filter(norm, sigma) if max(sigma) > 0 else norm
+    src = _gaussian(norm, sigma) if max(sigma) > 0 else norm
     if sy == step and sx == step:  # the grid itself (what the interpolation returns)
         return np.array(src, dtype=np.float64, order="C")
     ny = int(math.floor((norm.shape[0] - 1) * sy / step)) + 1
@@ -249,6 +249,22 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
         return _k.resample_grid(np.ascontiguousarray(src, dtype=np.float64), rr[:, 0], cc[0])
     coords = np.broadcast_arrays(rr, cc)
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
+
+
+def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(img, sigma)`` of a 2-D float image (the same values,
+    :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
+    than its kernel's radius)."""
+    weights = []
+    for n, sg in zip(img.shape, sigma, strict=True):
+        if not sg > 1e-15:  # scipy skips such axes
+            weights.append(np.empty(0))
+            continue
+        radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
+        if n <= radius:
+            return ndi.gaussian_filter(img, sigma)
+        weights.append(np.ascontiguousarray(ndi._filters._gaussian_kernel1d(sg, 0, radius)[::-1]))
+    return _k.gaussian_2d(np.ascontiguousarray(img, dtype=np.float64), *weights)
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -1231,8 +1247,8 @@ def locate_vertebrae(
     norm = _normalise(arr, source)
     step = _GRID_MM
     iso = _resample_iso(norm, spacing, step)
-    iso = ndi.gaussian_filter(iso, _SMOOTH_MM / step)
-    fine = ndi.gaussian_filter(norm, (_FINE_SMOOTH_MM / spacing[0], _FINE_SMOOTH_MM / spacing[1]))
+    iso = _gaussian(iso, (_SMOOTH_MM / step, _SMOOTH_MM / step))
+    fine = _gaussian(norm, (_FINE_SMOOTH_MM / spacing[0], _FINE_SMOOTH_MM / spacing[1]))
     noise = _noise_sd(norm)
     shape_px = arr.shape
     warnings: list[str] = []
@@ -1431,6 +1447,7 @@ def warm_up_kernels() -> None:
     rng = np.random.default_rng(0)
     img = np.ascontiguousarray(rng.random((48, 40)))
     _noise_sd(img)
+    _gaussian(img, (1.0, 1.5))
     _spine_path(img)
     _resample_iso(img, (0.7, 0.7), _GRID_MM)
     _line_frame(img, np.array([20.0, 20.0]), np.array([1.0, 0.0]), _GRID_MM, 10.0, (2.0, 8.0))

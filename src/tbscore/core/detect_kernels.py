@@ -909,3 +909,57 @@ def resample_grid(img, rr, cc):
         for j in range(cc.size):
             out[i, j] = _scipy_linear(f, ny, nx, rr[i], cc[j], True)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _reflect(k, n):
+    """scipy.ndimage's ``mode="reflect"`` index (``d c b a | a b c d | d c b a``) for
+    ``-n <= k < 2 n``."""
+    if k < 0:
+        return -k - 1
+    if k >= n:
+        return 2 * n - 1 - k
+    return k
+
+
+@njit(cache=True, nogil=True)
+def gaussian_2d(img, w0, w1):
+    """``scipy.ndimage.gaussian_filter(img, sigma)`` (``mode="reflect"``), to the last bit:
+    ``correlate1d`` with the symmetric weights ``w0`` along the rows (axis 0; empty: no
+    filtering) and then ``w1`` along the columns, each output the centre tap times its
+    weight plus, from the outermost pair inwards, ``(left + right) * weight`` (scipy's
+    symmetric loop). Every axis filtered must be longer than the kernel's radius."""
+    ny, nx = img.shape
+    tmp = np.empty((ny, nx))
+    if w0.size:
+        s = w0.size // 2
+        wc = w0[s]
+        for i in range(ny):
+            for j in range(nx):
+                tmp[i, j] = img[i, j] * wc
+            for t in range(s, 0, -1):
+                a = _reflect(i - t, ny)
+                b = _reflect(i + t, ny)
+                w = w0[s - t]
+                for j in range(nx):
+                    tmp[i, j] += (img[a, j] + img[b, j]) * w
+    else:
+        for i in range(ny):
+            for j in range(nx):
+                tmp[i, j] = img[i, j]
+    if not w1.size:
+        return tmp
+    s = w1.size // 2
+    wc = w1[s]
+    out = np.empty((ny, nx))
+    ext = np.empty(nx + 2 * s)
+    for i in range(ny):
+        for k in range(nx + 2 * s):
+            ext[k] = tmp[i, _reflect(k - s, nx)]
+        for j in range(nx):
+            out[i, j] = ext[j + s] * wc
+        for t in range(s, 0, -1):
+            w = w1[s - t]
+            for j in range(nx):
+                out[i, j] += (ext[j + s - t] + ext[j + s + t]) * w
+    return out
