@@ -935,14 +935,16 @@ def gaussian_2d(img, w0, w1):
         s = w0.size // 2
         wc = w0[s]
         for i in range(ny):
+            row = tmp[i]
+            src = img[i]
             for j in range(nx):
-                tmp[i, j] = img[i, j] * wc
+                row[j] = src[j] * wc
             for t in range(s, 0, -1):
-                a = _reflect(i - t, ny)
-                b = _reflect(i + t, ny)
+                ra = img[_reflect(i - t, ny)]
+                rb = img[_reflect(i + t, ny)]
                 w = w0[s - t]
                 for j in range(nx):
-                    tmp[i, j] += (img[a, j] + img[b, j]) * w
+                    row[j] += (ra[j] + rb[j]) * w
     else:
         for i in range(ny):
             for j in range(nx):
@@ -956,10 +958,13 @@ def gaussian_2d(img, w0, w1):
     for i in range(ny):
         for k in range(nx + 2 * s):
             ext[k] = tmp[i, _reflect(k - s, nx)]
+        row = out[i]
         for j in range(nx):
-            out[i, j] = ext[j + s] * wc
+            row[j] = ext[j + s] * wc
         for t in range(s, 0, -1):
             w = w1[s - t]
+            lo = ext[s - t : s - t + nx]
+            hi = ext[s + t : s + t + nx]
             for j in range(nx):
-                out[i, j] += (ext[j + s - t] + ext[j + s + t]) * w
+                row[j] += (lo[j] + hi[j]) * w
     return out
