@@ -719,7 +719,8 @@ def spine_dp(response, penalty):
     return path
 
 
-_SELECT_SAMPLE = 1024  # sample size of the selection's window estimate
+_SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
+_SELECT_SORT = 512  # fewer values are sorted
 
 
 @njit(cache=True, nogil=True)
@@ -742,7 +743,7 @@ def _select_pair(x, k):
     cand = x
     while True:
         n = cand.size
-        big = n > 4 * _SELECT_SAMPLE
+        big = n > _SELECT_SORT
         lo = 0.0
         hi = 0.0
         below = 0
@@ -750,7 +751,7 @@ def _select_pair(x, k):
         between = 0
         top = 0
         if big:
-            stride = n // _SELECT_SAMPLE
+            stride = n // min(_SELECT_SAMPLE, n // 8)  # a sample of <= n / 8 values
             sample = _sorted_copy(cand, 0, (n - 1) // stride + 1, stride)
             m = sample.size
             pos = (r0 if todo0 else r1) * m // n
