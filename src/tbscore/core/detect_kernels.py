@@ -728,12 +728,12 @@ def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
     of the finite values ``x``, exactly; ``x`` is not modified.
 
-    A regular sample of ``x`` (sorted) brackets the rank: its values ``lo <= hi`` a few
+    A scattered sample of ``x`` (sorted) brackets the rank: its values ``lo <= hi`` a few
     standard deviations of the sample rank either side of ``k``. One pass counts the
     values below ``lo``, equal to ``lo``, equal to ``hi`` and gathers those strictly
     between; a rank among the ties at ``lo`` or ``hi`` is that value, one between is
-    selected among the gathered values (repeated), and a rank outside the bracket (rare)
-    falls back to a sort. Comparisons only, so the values are those of a sort."""
+    selected among the gathered values (repeated); a rank outside the bracket (rare)
+    widens it, then falls back to a sort. Comparisons only, so the values are those of a sort."""
     r0 = k
     r1 = min(k + 1, x.size - 1)
     v0 = 0.0
@@ -741,6 +741,7 @@ def _select_pair(x, k):
     todo0 = True
     todo1 = True
     cand = x
+    spread = 1
     while True:
         n = cand.size
         big = n > _SELECT_SORT
@@ -751,11 +752,15 @@ def _select_pair(x, k):
         between = 0
         top = 0
         if big:
-            stride = n // min(_SELECT_SAMPLE, n // 8)  # a sample of <= n / 8 values
-            sample = _sorted_copy(cand, 0, (n - 1) // stride + 1, stride)
-            m = sample.size
+            # a scattered sample (multiplicative hashing of the positions: a regular
+            # stride aliases with the image rows), at most n / 8 values
+            m = min(_SELECT_SAMPLE, n // 8)
+            sample = np.empty(m)
+            for i in range(m):
+                sample[i] = cand[(i * 2654435761 + 7) % n]
+            _heap_sort(sample, m)
             pos = (r0 if todo0 else r1) * m // n
-            d = int(4.0 * math.sqrt(m * 0.25)) + 2
+            d = spread * (int(4.0 * math.sqrt(m * 0.25)) + 2)
             lo = sample[max(pos - d, 0)]
             hi = sample[min(pos + d, m - 1)]
             eq_hi = 0
@@ -767,7 +772,10 @@ def _select_pair(x, k):
                 eq_hi += (v == hi) & (v != lo)
             top = below + eq_lo + between + eq_hi  # ranks below this lie in [.., hi]
             if (todo0 and (r0 < below or r0 >= top)) or (todo1 and (r1 < below or r1 >= top)):
-                big = False  # outside the bracket: sort
+                if spread < 16:  # outside the bracket (rare): a wider one
+                    spread *= 4
+                    continue
+                big = False  # then a sort
         if not big:
             srt = _sorted_copy(cand, 0, n, 1)
             if todo0:
