@@ -255,6 +255,9 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
     """``scipy.ndimage.gaussian_filter(img, sigma)`` of a 2-D float image (the same values,
     :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
     than its kernel's radius)."""
+    kernel1d = getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None)
+    if kernel1d is None:  # scipy's private weights moved: scipy itself
+        return ndi.gaussian_filter(img, sigma)
     weights = []
     for n, sg in zip(img.shape, sigma, strict=True):
         if not sg > 1e-15:  # scipy skips such axes
@@ -263,7 +266,7 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
         radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
         if n <= radius:
             return ndi.gaussian_filter(img, sigma)
-        weights.append(np.ascontiguousarray(ndi._filters._gaussian_kernel1d(sg, 0, radius)[::-1]))
+        weights.append(np.ascontiguousarray(kernel1d(sg, 0, radius)[::-1]))
     return _k.gaussian_2d(np.ascontiguousarray(img, dtype=np.float64), *weights)
 
 
