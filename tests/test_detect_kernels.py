@@ -12,6 +12,7 @@ reference implementation (``tests/test_detect_reference.py``).
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from tbscore.core import detect as d
+from tbscore.core import detect_kernels as k
 from tbscore.errors import DetectionError
 
 seeds = st.integers(0, 2**32 - 1)
@@ -129,3 +131,196 @@ def test_single_row_or_column_image_is_refused():
     for shape, spacing in (((1, 60), (120.0, 1.0)), ((130, 1), (1.0, 50.0))):
         with pytest.raises(DetectionError, match="at least 2 rows and 2 columns"):
             d.detect(rng.random(shape), spacing)
+
+
+# --------------------------------------------------------------------------- compiled
+# The numba kernels of tbscore.core.detect_kernels (issue 14, h14h) against the numpy /
+# scipy code they replace (kept in tbscore.core.detect as the ``_reference`` versions):
+# exact equality throughout.
+
+
+@cache
+def _phantom_fine(seed: int, spacing: tuple[float, float], tilt: float):
+    """(fine image, spacing, bodies) of a phantom, as ``locate_vertebrae`` sees it."""
+    from tbscore.sim.phantom import synthetic_spine
+
+    shape = (int(round(240 / spacing[0])), int(round(180 / spacing[1])))
+    image, _ = synthetic_spine(0.5, rng=seed, shape=shape, spacing_mm=spacing, tilt_deg=tilt)
+    arr, sp = d._check_input(image, spacing, "t")
+    norm = d._normalise(arr, "t")
+    fine = d.ndi.gaussian_filter(norm, (d._FINE_SMOOTH_MM / sp[0], d._FINE_SMOOTH_MM / sp[1]))
+    bodies = d.locate_vertebrae(image, spacing).bodies
+    return fine, sp, arr.shape, bodies
+
+
+_PHANTOMS = st.tuples(
+    st.integers(1, 3),
+    st.sampled_from([(1.0, 1.0), (1.05, 0.6), (0.5, 0.5)]),
+    st.sampled_from([0.0, 12.0, -12.0]),
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    case=_PHANTOMS,
+    which=st.integers(0, 9),
+    dy=st.floats(-8, 8),
+    dx=st.floats(-8, 8),
+    dangle=st.floats(-10, 10),
+    fu=st.floats(0.6, 1.5),
+    hw=st.floats(8.0, 30.0),
+    n_iter=st.integers(1, 3),
+)
+def test_refine_body_kernel_equals_reference(case, which, dy, dx, dangle, fu, hw, n_iter):
+    # bodies near the border (partly outside the image) included: the phantoms' top and
+    # bottom bodies, moved by up to 8 mm
+    fine, sp, _shape, bodies = _phantom_fine(*case)
+    b = bodies[which % len(bodies)]
+    centre = (b.center_mm[0] + dy, b.center_mm[1] + dx)
+    args = (fine, sp, centre, b.angle_deg + dangle, b.half_size_mm[0] * fu, hw)
+    assert d._refine_body(*args, n_iter=n_iter) == d._refine_body_reference(*args, n_iter=n_iter)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    case=_PHANTOMS,
+    which=st.integers(0, 9),
+    dy=st.floats(-40, 40),
+    dangle=st.floats(-30, 30),
+    fu=st.floats(0.3, 1.5),
+    fw=st.floats(0.3, 1.5),
+    noise=st.floats(1e-4, 1.0),
+)
+def test_score_body_kernel_equals_reference(case, which, dy, dangle, fu, fw, noise):
+    fine, sp, shape, bodies = _phantom_fine(*case)
+    b = bodies[which % len(bodies)]
+    args = (fine, sp, shape, (b.center_mm[0] + dy, b.center_mm[1]), b.angle_deg + dangle)
+    hu, hw = b.half_size_mm[0] * fu, b.half_size_mm[1] * fw
+    got = d._score_body(*args, hu, hw, noise)
+    want = d._score_body_reference(*args, hu, hw, noise)
+    assert got == want
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=seeds, ny=st.integers(2, 120), nx=st.integers(2, 130), flat=st.booleans())
+def test_spine_path_kernel_equals_reference(seed, ny, nx, flat):
+    rng = np.random.default_rng(seed)
+    iso = rng.normal(size=(ny, nx))
+    if flat:  # ties everywhere: the first of equal maxima, as np.argmax
+        iso = np.round(iso)
+    iso = ndi.gaussian_filter(iso, 2.0)
+    assert np.array_equal(d._spine_path(iso), d._spine_path_reference(iso))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(1, 60000),
+    levels=st.sampled_from([0, 1, 3, 50, 1000]),
+    tail=st.sampled_from([1.0, 3.0]),
+)
+def test_selection_median_equals_numpy(seed, n, levels, tail):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(tail, size=n) if tail < 2 else rng.normal(size=n) ** 3
+    if levels:  # quantised: long runs of equal values at the bracket
+        x = np.round(x * levels) / levels
+    assert k._median_select(x) == float(np.median(x))
+    assert k._median_select(np.abs(x - np.median(x))) == float(np.median(np.abs(x - np.median(x))))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed=seeds, n=st.integers(0, 700), stride=st.integers(1, 4), scale=st.floats(-6, 6))
+def test_pairwise_sum_is_numpys(seed, n, stride, scale):
+    a = np.random.default_rng(seed).normal(size=n * stride + 1) * 10.0**scale
+    assert 0.0 + k._pairwise(a, 1, n, stride) == a[1::stride][:n].sum()
+    rows = a[1 : 1 + (n // 3) * 3].reshape(-1, 3) if n >= 3 else None
+    if rows is not None and rows.shape[0] >= 1:  # along rows (axis 1): the same sum
+        assert np.array_equal(
+            k._col_band_profiles(rows, np.array([0]), np.array([3]), 0)[0], rows.sum(axis=1) / 3
+        )
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(start=st.floats(-80, 80), length=st.floats(0, 100), step=st.sampled_from([0.5, 1.0, 0.3]))
+def test_arange_is_numpys(start, length, step):
+    want = np.arange(start, start + length, step)
+    assert np.array_equal(k._arange(start, start + length, step), want)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    ny=st.integers(1, 30),
+    nx=st.integers(1, 30),
+    step=st.sampled_from([1.0, 0.5, 1.3]),
+    straight=st.booleans(),
+)
+def test_line_sampling_equals_map_coordinates(seed, ny, nx, step, straight):
+    """sample_lines / resample_grid give scipy's order-1 values to the last bit (its
+    weights 1 - f and 1 - (1 - f)), NaN outside, in the kept columns."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=(ny, nx)) * 10.0 ** rng.uniform(-3, 3)
+    n, m = int(rng.integers(1, 15)), int(rng.integers(1, 15))
+    by, bx = rng.uniform(-3, ny * step + 2, n), rng.uniform(-3, nx * step + 2, n)
+    dy, dx = rng.normal(size=n), rng.normal(size=n)
+    if straight:  # whole pixels and the last row / column, as in the straight frames
+        by, bx, dy, dx = np.round(by), np.round(bx), np.zeros(n), np.ones(n)
+    v = np.round(rng.uniform(-5, 5, m) * 2) / 2
+    keep = rng.random(m) < 0.8
+    got = k.sample_lines(img, by, dy, bx, dx, v, keep, step)
+    yy = by[:, None] + v[None, :] * dy[:, None]
+    xx = bx[:, None] + v[None, :] * dx[:, None]
+    want = np.full(yy.shape, np.nan)
+    want[:, keep] = ndi.map_coordinates(
+        img, [yy[:, keep] / step, xx[:, keep] / step], order=1, mode="constant", cval=np.nan
+    )
+    assert np.array_equal(got, want, equal_nan=True)
+    rr = np.arange(int(rng.integers(1, 30))) * 0.7 / 0.65
+    cc = np.arange(int(rng.integers(1, 30))) / 0.6
+    rr, cc = rr[rr <= ny - 1], cc[cc <= nx - 1]
+    if rr.size and cc.size:
+        want = ndi.map_coordinates(
+            img, np.broadcast_arrays(rr[:, None], cc[None, :]), order=1, mode="nearest"
+        )
+        assert np.array_equal(k.resample_grid(img, rr, cc), want)
+
+
+def test_warm_up_loads_every_detection_specialisation():
+    """After ``warm_up_kernels`` a detection compiles (or loads) nothing new, so the
+    batch fork server's workers have every kernel."""
+    from numba.core.registry import CPUDispatcher
+
+    from tbscore.core import raster
+    from tbscore.sim.phantom import synthetic_spine
+
+    def count():
+        return {
+            (mod.__name__, name): len(f.signatures)
+            for mod in (k, raster)
+            for name, f in vars(mod).items()
+            if isinstance(f, CPUDispatcher)
+        }
+
+    d.warm_up_kernels()
+    before = count()
+    for spacing in ((1.0, 1.0), (1.05, 0.6)):
+        shape = (int(240 / spacing[0]), int(180 / spacing[1]))
+        image, _ = synthetic_spine(0.5, rng=1, shape=shape, spacing_mm=spacing)
+        d.detect(image, spacing)
+    assert count() == before
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    ny=st.integers(2, 60),
+    nx=st.integers(2, 60),
+    sy=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 1 / 1.05, 1 / 0.6, 3.3, 20.0]),
+    sx=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 1 / 0.6, 5.0]),
+)
+def test_gaussian_equals_scipy(seed, ny, nx, sy, sx):
+    """detect._gaussian (compiled, scipy's symmetric correlate1d loop and reflect
+    border) gives gaussian_filter's values to the last bit (scipy itself where an axis
+    is not longer than the kernel's radius)."""
+    img = np.random.default_rng(seed).normal(size=(ny, nx))
+    assert np.array_equal(d._gaussian(img, (sy, sx)), ndi.gaussian_filter(img, (sy, sx)))

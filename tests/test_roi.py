@@ -171,3 +171,30 @@ def test_rounded_rect_outline_lies_on_the_zero_of_its_distance(half, radius):
     d = rounded_rect_distance(uv[:, 0], uv[:, 1], *half, radius)
     np.testing.assert_allclose(d, 0.0, atol=1e-12)
     assert rounded_rect_distance(np.array(0.0), np.array(0.0), *half, radius) == -min(half)
+
+
+def test_polygon_mask_is_skimages_polygon2mask():
+    """tbscore.core.raster.polygon_mask: skimage's polygon2mask pixel for pixel (random
+    and convex polygons, vertices on half pixels and rounded to 1e-3 px as ROI files
+    store them, partly outside the image)."""
+    from skimage.draw import polygon2mask
+
+    from tbscore.core.raster import polygon_mask
+
+    rng = np.random.default_rng(0)
+    for t in range(600):
+        shape = tuple(int(x) for x in rng.integers(1, 40, 2))
+        n = int(rng.integers(3, 25))
+        if t % 3 == 0:
+            ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+            rad = rng.uniform(2, 15)
+            poly = np.column_stack(
+                [shape[0] / 2 + rad * np.sin(ang), shape[1] / 2 + rad * np.cos(ang)]
+            )
+        else:
+            poly = rng.uniform(-5, 45, (n, 2))
+        if t % 2:
+            poly = np.round(poly * 2) / 2  # pixel centres on edges and at vertices
+        elif t % 5 == 0:
+            poly = np.round(poly, 3)
+        assert np.array_equal(polygon_mask(shape, poly), polygon2mask(shape, poly)), t

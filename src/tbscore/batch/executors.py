@@ -155,7 +155,7 @@ class InlineExecutor:
     def __init__(self, job: Job) -> None:
         self.job = job
         self._queue: deque[Input] = deque()
-        warm_up()
+        warm_up(detection=False)  # the detector's kernels load on the first detection
 
     @property
     def pending(self) -> int:

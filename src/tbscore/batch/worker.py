@@ -526,12 +526,20 @@ def write_sr_atomic(folder: str, result: TBSResult, image: DXAImage, path: str) 
     return write_sr(result, source, target)  # atomic (tbscore.io.atomic.atomic_file)
 
 
-def warm_up() -> None:
+def warm_up(detection: bool = True) -> None:
     """Run one tiny computation so that the numba kernels are loaded in this process.
 
     The kernels are compiled with ``cache=True``: the first process compiles and
     stores them, later processes load them from the cache. Used as the worker
     initializer, so no input pays for it.
+
+    Parameters
+    ----------
+    detection : bool
+        Also load the automatic detector's kernels (about 0.3 CPU-s from the cache;
+        :func:`tbscore.core.detect.warm_up_kernels`). The fork server does, so every
+        forked worker has them; the in-process executor (``jobs=1``) does not: there
+        they load on the first detection, and a batch of ROI files never pays for them.
     """
     import numpy as np
 
@@ -558,3 +566,7 @@ def warm_up() -> None:
         calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
     except TBSError:  # pragma: no cover - warm-up is best effort
         pass
+    if detection:  # the detector's kernels, which the ROI-file calc above does not run
+        from tbscore.core.detect import warm_up_kernels
+
+        warm_up_kernels()

@@ -58,13 +58,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.signal import find_peaks
-from skimage.draw import polygon2mask
 
+from tbscore.core import detect_kernels as _k
 from tbscore.core.constants import (  # defaults shared with Settings
     DEFAULT_ROI_INSET_MM,
     MIN_CONFIDENCE,
     MIN_VERTEBRA_CONFIDENCE,
 )
+from tbscore.core.raster import polygon_mask
 from tbscore.core.roi import (
     LABELS,
     VertebraROI,
@@ -233,7 +234,7 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     """Resample to an isotropic ``step`` mm grid; iso pixel ``(i, j)`` is at ``(i, j) * step``."""
     sy, sx = spacing
     sigma = (max(0.0, (step / sy - 1.0) / 2.0), max(0.0, (step / sx - 1.0) / 2.0))
-    src = ndi.gaussian_filter(norm, sigma) if max(sigma) > 0 else norm
+    src = _gaussian(norm, sigma) if max(sigma) > 0 else norm
     if sy == step and sx == step:  # the grid itself (what the interpolation returns)
         return np.array(src, dtype=np.float64, order="C")
     ny = int(math.floor((norm.shape[0] - 1) * sy / step)) + 1
@@ -243,8 +244,30 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     if np.all(rr == np.floor(rr)) and np.all(cc == np.floor(cc)):
         # every grid point is a pixel (e.g. 0.5 mm pixels): the interpolation returns it
         return src[rr.astype(np.intp)[:, 0]][:, cc.astype(np.intp)[0]]
+    if rr[-1, 0] <= norm.shape[0] - 1 and cc[0, -1] <= norm.shape[1] - 1:
+        # inside the image (always, up to rounding): the compiled loop, scipy's values
+        return _k.resample_grid(np.ascontiguousarray(src, dtype=np.float64), rr[:, 0], cc[0])
     coords = np.broadcast_arrays(rr, cc)
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
+
+
+def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(img, sigma)`` of a 2-D float image (the same values,
+    :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
+    than its kernel's radius)."""
+    kernel1d = getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None)
+    if kernel1d is None:  # scipy's private weights moved: scipy itself
+        return ndi.gaussian_filter(img, sigma)
+    weights = []
+    for n, sg in zip(img.shape, sigma, strict=True):
+        if not sg > 1e-15:  # scipy skips such axes
+            weights.append(np.empty(0))
+            continue
+        radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
+        if n <= radius:
+            return ndi.gaussian_filter(img, sigma)
+        weights.append(np.ascontiguousarray(kernel1d(sg, 0, radius)[::-1]))
+    return _k.gaussian_2d(np.ascontiguousarray(img, dtype=np.float64), *weights)
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -277,6 +300,20 @@ def _kth_of_sorted_pair(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 
 def _noise_sd(norm: np.ndarray) -> float:
+    """Robust fine-scale noise level (normalised units): the median absolute deviation
+    of all row and column differences over sqrt(2), as a normal sd (at least 1e-6).
+
+    Two compiled selections (:func:`tbscore.core.detect_kernels.diff_mad`); the same
+    value as :func:`_noise_sd_reference`.
+    """
+    return _noise_from_mad(_k.diff_mad(norm))
+
+
+def _noise_from_mad(mad: float) -> float:
+    return max(1.4826 * float(mad) / math.sqrt(2.0), 1e-6)
+
+
+def _noise_sd_reference(norm: np.ndarray) -> float:
     """Robust fine-scale noise level (normalised units) from row/column differences.
 
     The median absolute deviation of all row and column differences, exactly as
@@ -300,7 +337,7 @@ def _noise_sd(norm: np.ndarray) -> float:
         mad = _kth_of_sorted_pair(below, above, h)
     else:
         mad = (_kth_of_sorted_pair(below, above, h - 1) + _kth_of_sorted_pair(below, above, h)) / 2
-    return max(1.4826 * mad / math.sqrt(2.0), 1e-6)
+    return _noise_from_mad(mad)
 
 
 def _ramp(x: float, good: tuple[float, float], bad: tuple[float, float]) -> float:
@@ -337,8 +374,12 @@ def _nanmedian(a: np.ndarray) -> float:
 # --------------------------------------------------------------------------- axis
 
 
-def _spine_path(iso: np.ndarray) -> np.ndarray:
-    """Column (iso pixels) of the spine centre in every row, by dynamic programming."""
+_SIDE_STEP_PENALTY = 0.01  # spine path: cost of a step sideways (per row)
+
+
+def _spine_response(iso: np.ndarray) -> np.ndarray:
+    """The lateral matched filter: how much every pixel looks like the spine centre
+    (-inf where the core and part of both flanks do not lie in the image)."""
     core = ndi.uniform_filter1d(iso, 2 * _CORE_HALF_MM + 1, axis=1, mode="nearest")
     f0, f1 = _FLANK_MM
     width = f1 - f0 + 1
@@ -352,9 +393,22 @@ def _spine_path(iso: np.ndarray) -> np.ndarray:
     margin = min(f0, max(n // 2 - 1, 0))
     response[:, :margin] = -np.inf
     response[:, n - margin :] = -np.inf
+    return response
+
+
+def _spine_path(iso: np.ndarray) -> np.ndarray:
+    """Column (iso pixels) of the spine centre in every row, by dynamic programming
+    (compiled: :func:`tbscore.core.detect_kernels.spine_dp`)."""
+    return _k.spine_dp(_spine_response(iso), _SIDE_STEP_PENALTY)
+
+
+def _spine_path_reference(iso: np.ndarray) -> np.ndarray:
+    """:func:`_spine_path` in numpy (the oracle of the kernel's property test)."""
+    response = _spine_response(iso)
+    n = iso.shape[1]
     # Forward pass: score[i, j] = response[i, j] + the best of score[i - 1, j - 1 .. j + 1]
     # (a step sideways costs ``penalty``); the choices are recovered on the way back.
-    penalty = 0.01
+    penalty = _SIDE_STEP_PENALTY
     nr = iso.shape[0]
     padded = np.full((nr, n + 2), -np.inf)  # one -inf column either side
     score = padded[:, 1:-1]
@@ -429,16 +483,6 @@ def _make_axis(path_x: np.ndarray, step: float) -> _Axis:
     return _Axis(pts, tan, nor)
 
 
-def _sample_columns(iso, yy, xx, step, keep):
-    """``iso`` at the mm points ``(yy, xx)`` (bilinear, NaN outside), computed only in
-    the columns ``keep`` (the others NaN)."""
-    out = np.full(yy.shape, np.nan)
-    out[:, keep] = ndi.map_coordinates(
-        iso, [yy[:, keep] / step, xx[:, keep] / step], order=1, mode="constant", cval=np.nan
-    )
-    return out
-
-
 def _line_frame(
     iso: np.ndarray,
     origin: np.ndarray,
@@ -462,10 +506,11 @@ def _line_frame(
     s0 = math.floor(proj.min())
     s = np.arange(s0, math.ceil(proj.max()) + 1, 1.0)
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
-    yy = origin[0] + s[:, None] * t[0] + v[None, :] * nrm[0]
-    xx = origin[1] + s[:, None] * t[1] + v[None, :] * nrm[1]
     keep = (np.abs(v) >= lateral[0]) & (np.abs(v) <= lateral[1])
-    return _sample_columns(iso, yy, xx, step, keep), float(s0)
+    # the points origin + s t + v n, as (origin + s t) + v n
+    by, bx = origin[0] + s * t[0], origin[1] + s * t[1]
+    dy, dx = np.full(s.size, nrm[0]), np.full(s.size, nrm[1])
+    return _k.sample_lines(iso, by, dy, bx, dx, v, keep, float(step)), float(s0)
 
 
 def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float, keep=None) -> np.ndarray:
@@ -474,10 +519,9 @@ def _straighten(iso: np.ndarray, axis: _Axis, step: float, half_mm: float, keep=
     where ``keep(|v_j|)`` (a boolean function of the distance from the axis, mm) is
     false (default: all columns are sampled)."""
     v = np.arange(-half_mm, half_mm + 0.5, 1.0)
-    yy = axis.points[:, 0:1] + v[None, :] * axis.normals[:, 0:1]
-    xx = axis.points[:, 1:2] + v[None, :] * axis.normals[:, 1:2]
     cols = np.ones(v.size, dtype=bool) if keep is None else keep(np.abs(v))
-    return _sample_columns(iso, yy, xx, step, cols)
+    p, n = np.ascontiguousarray(axis.points.T), np.ascontiguousarray(axis.normals.T)
+    return _k.sample_lines(iso, p[0], n[0], p[1], n[1], v, cols, float(step))
 
 
 def _straight_columns(dist: np.ndarray) -> np.ndarray:
@@ -835,7 +879,33 @@ _V_WINDOWS, _V_RANGES = _edge_windows(_V_LATERAL, (-40.0, -7.0), (7.0, 40.0))
 _V_SEARCHED = np.concatenate([_V_LATERAL[a:b] for a, b in _V_RANGES])
 
 
+#: Start, end and centre of the five bands (half sizes), and the lateral-edge windows
+#: and read ranges of _V_LATERAL, as the compiled refinement takes them.
+_BAND_F = (_BAND_F0, _BAND_F0 + 0.24, _BAND_F0 + 0.12)
+_V_WIN = np.array(
+    [*_V_WINDOWS[0], *_V_WINDOWS[1], len(_V_RANGES), *[i for r in _V_RANGES for i in r]]
+    + [0, 0] * (2 - len(_V_RANGES)),
+    dtype=np.int64,
+)
+
+
 def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
+    """Refine centre, angle and half sizes of one body in its own rotated frame; None
+    when an edge is not found.
+
+    :func:`_refine_body_reference` (which documents the method) in one compiled call
+    (:func:`tbscore.core.detect_kernels.refine_body`), the same numbers.
+    """
+    ok, cy, cx, angle, hu, hw = _k.refine_body(
+        fine, float(spacing[0]), float(spacing[1]), float(center[0]), float(center[1]),
+        float(angle), float(hu), float(hw), n_iter, _V_LATERAL, _V_SEARCHED, _V_WIN, *_BAND_F,
+    )  # fmt: skip
+    if not ok:
+        return None
+    return (cy, cx), angle, hu, hw
+
+
+def _refine_body_reference(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
     """Refine centre, angle and half sizes of one body in its own rotated frame.
 
     The lateral edges are the medians of the strongest gradients in five bands of
@@ -886,7 +956,20 @@ def _refine_body(fine, spacing, center, angle, hu, hw, n_iter: int = 3):
     return center, angle, hu, hw
 
 
-def _score_body(fine, spacing, shape_mm, center, angle, hu, hw, noise):
+def _score_body(fine, spacing, shape_px, center, angle, hu, hw, noise):
+    """Edge agreement, contrast-to-noise and border contact of one body outline:
+    :func:`_score_body_reference` (which documents them) in one compiled call
+    (:func:`tbscore.core.detect_kernels.score_body`), the same numbers."""
+    enough, m_in, m_out, agree, truncated = _k.score_body(
+        fine, float(spacing[0]), float(spacing[1]), float(shape_px[0]), float(shape_px[1]),
+        float(center[0]), float(center[1]), float(angle), float(hu), float(hw), _CORNER_MM,
+    )  # fmt: skip
+    if not enough:
+        return 0.5, 0.0, bool(truncated)
+    return float(agree), float((m_in - m_out) / noise), bool(truncated)
+
+
+def _score_body_reference(fine, spacing, shape_mm, center, angle, hu, hw, noise):
     """Edge agreement, contrast-to-noise and border contact of one body outline."""
     step = _PATCH_STEP_MM
     u = np.arange(-hu - 6.0, hu + 6.0 + _STEP_HALF, step)
@@ -1167,8 +1250,8 @@ def locate_vertebrae(
     norm = _normalise(arr, source)
     step = _GRID_MM
     iso = _resample_iso(norm, spacing, step)
-    iso = ndi.gaussian_filter(iso, _SMOOTH_MM / step)
-    fine = ndi.gaussian_filter(norm, (_FINE_SMOOTH_MM / spacing[0], _FINE_SMOOTH_MM / spacing[1]))
+    iso = _gaussian(iso, (_SMOOTH_MM / step, _SMOOTH_MM / step))
+    fine = _gaussian(norm, (_FINE_SMOOTH_MM / spacing[0], _FINE_SMOOTH_MM / spacing[1]))
     noise = _noise_sd(norm)
     shape_px = arr.shape
     warnings: list[str] = []
@@ -1357,6 +1440,25 @@ def locate_vertebrae(
     return SpineDetection(
         tuple(out), axis.points.copy(), crest_pt, round(overall, 4), tuple(warnings)
     )
+
+
+def warm_up_kernels() -> None:
+    """Load (or, with a cold numba cache, compile) the detector's compiled kernels in
+    this process, on a tiny image, with the argument types detection passes (so the
+    cached specialisations are the ones a detection uses). Used by
+    :func:`tbscore.batch.worker.warm_up`, so that forked batch workers have them."""
+    rng = np.random.default_rng(0)
+    img = np.ascontiguousarray(rng.random((48, 40)))
+    _noise_sd(img)
+    _gaussian(img, (1.0, 1.5))
+    _spine_path(img)
+    _resample_iso(img, (0.7, 0.7), _GRID_MM)
+    _line_frame(img, np.array([20.0, 20.0]), np.array([1.0, 0.0]), _GRID_MM, 10.0, (2.0, 8.0))
+    axis = _make_axis(np.full(img.shape[0], 20.0), _GRID_MM)
+    _straighten(img, axis, _GRID_MM, 10.0, _straight_columns)
+    _refine_body(img, (1.0, 1.0), (24.0, 20.0), 0.0, 8.0, 12.0, n_iter=1)
+    _score_body(img, (1.0, 1.0), img.shape, (24.0, 20.0), 0.0, 8.0, 12.0, 0.1)
+    polygon_mask(img.shape, np.array([[5.0, 5.0], [5.0, 30.0], [40.0, 30.0], [40.0, 5.0]]))
 
 
 def body_polygon(
@@ -1550,7 +1652,7 @@ def detect(
             body = labelled[lab]
             inset_lab = min(inset[lab], 0.8 * min(body.half_size_mm))
             poly = _clip_polygon(body_polygon(body, (sy, sx), inset_mm=inset_lab), shape)
-            mask = polygon2mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
+            mask = polygon_mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
             if not mask.any():
                 raise DetectionError(f"{lab} ROI covers no pixel of the image", source)
             excluded = body.confidence < min_vertebra_confidence
@@ -1560,10 +1662,14 @@ def detect(
                 else None
             )
             rois.append(VertebraROI(lab, mask, poly, None, excluded, reason, body.confidence))
-        stack = np.sum([r.mask for r in rois], axis=0)
-        if not np.any(stack > 1):
+        covered = np.zeros(shape, dtype=bool)
+        shared = np.zeros(shape, dtype=bool)  # pixels in two or more ROIs
+        for r in rois:
+            shared |= covered & r.mask
+            covered |= r.mask
+        if not shared.any():
             break
-        overlapping = [r.label for r in rois if np.any(stack[r.mask] > 1)]
+        overlapping = [r.label for r in rois if np.any(shared[r.mask])]
         for lab in overlapping:
             inset[lab] += 0.5
     else:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from skimage.draw import polygon2mask
 
 from tbscore.core.constants import LABELS
+from tbscore.core.raster import polygon_mask
 from tbscore.errors import ROIError
 
 __all__ = [
@@ -335,7 +335,7 @@ def rois_from_dict(
             if poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
                 raise ROIError(f"{label} polygon needs >= 3 [row, col] vertices", source)
             polygon = poly * scale
-            mask = polygon2mask(shape, polygon)
+            mask = polygon_mask(shape, polygon)
         elif "box" in item:
             b = _points(item["box"], f"{label} box", source)
             if b.shape != (4,):

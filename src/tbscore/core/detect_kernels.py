@@ -1,0 +1,979 @@
+"""Compiled loops of the L1-L4 detector (:mod:`tbscore.core.detect`), issue 14.
+
+Each kernel computes *the same numbers* as the numpy code it replaces, which stays in
+:mod:`tbscore.core.detect` as the ``_reference`` version and is the oracle of the
+property tests (``tests/test_detect_kernels.py``): same formulas, same order of the
+floating-point operations, including numpy's own summation orders
+
+* ``a.sum(axis=1)`` along a row: ``0 + pairwise(row)`` (:func:`_pairwise`, numpy's
+  eight-accumulator pairwise sum);
+* ``a.sum(axis=0)`` over the rows of a C-contiguous array: row by row;
+* ``np.add.reduceat(a, idx, axis=0)``: the first row plus the pairwise sum of the
+  others, per column;
+* ``np.arange(start, stop, step)`` for floats: ``start + i * delta`` with
+  ``delta = (start + step) - start`` (:func:`_arange`).
+
+All kernels are compiled with ``cache=True`` (a one-time compile per machine, loaded
+from the cache afterwards; :func:`tbscore.batch.worker.warm_up` loads them into the
+batch fork server) and ``nogil``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
+
+# Plain loops throughout: numba compiles whole-array expressions, boolean indexing and
+# its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
+
+
+@njit(cache=True, nogil=True)
+def _insertion_sort(a, n):
+    """Sort ``a[:n]`` in place (a few values)."""
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+
+
+@njit(cache=True, nogil=True)
+def _heap_sort(a, n):
+    """Sort ``a[:n]`` in place (no NaN), O(n log n)."""
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(a, start, n)
+    for end in range(n - 1, 0, -1):
+        a[0], a[end] = a[end], a[0]
+        _sift(a, 0, end)
+
+
+@njit(cache=True, nogil=True)
+def _sift(a, root, n):
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and a[child + 1] > a[child]:
+            child += 1
+        if a[root] >= a[child]:
+            return
+        a[root], a[child] = a[child], a[root]
+        root = child
+
+
+@njit(cache=True, nogil=True)
+def _sorted_copy(x, start, n, stride):
+    """``np.sort(x[start : start + n * stride : stride])`` (no NaN)."""
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = x[start + i * stride]
+    if n <= 16:
+        _insertion_sort(out, n)
+    else:
+        _heap_sort(out, n)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_block(a, start, n, stride):
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
+    if n < 8:
+        res = 0.0
+        for k in range(n):
+            res += a[start + k * stride]
+        return res
+    r0 = a[start]
+    r1 = a[start + stride]
+    r2 = a[start + 2 * stride]
+    r3 = a[start + 3 * stride]
+    r4 = a[start + 4 * stride]
+    r5 = a[start + 5 * stride]
+    r6 = a[start + 6 * stride]
+    r7 = a[start + 7 * stride]
+    i = 8
+    end = n - n % 8
+    while i < end:
+        p = start + i * stride
+        r0 += a[p]
+        r1 += a[p + stride]
+        r2 += a[p + 2 * stride]
+        r3 += a[p + 3 * stride]
+        r4 += a[p + 4 * stride]
+        r5 += a[p + 5 * stride]
+        r6 += a[p + 6 * stride]
+        r7 += a[p + 7 * stride]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i * stride]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _pairwise(a, start, n, stride):
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: blocks of
+    at most 128 as above; a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and
+    its halves added. The recursion runs on an explicit stack (numba's cache does not
+    reload recursive functions safely)."""
+    if n <= _PW_BLOCK:
+        return _pairwise_block(a, start, n, stride)
+    depth = 64
+    st_start = np.empty(depth, np.int64)
+    st_n = np.empty(depth, np.int64)
+    st_state = np.empty(depth, np.int64)  # 0: not expanded, 1: left half summed
+    st_left = np.empty(depth)
+    top = 0
+    st_start[0], st_n[0], st_state[0] = start, n, 0
+    result = 0.0
+    while top >= 0:
+        s0, m = st_start[top], st_n[top]
+        if m <= _PW_BLOCK:
+            val = _pairwise_block(a, s0, m, stride)
+            top -= 1
+            # hand the value to the parent
+            while top >= 0:
+                if st_state[top] == 1:  # this was the left half: now the right one
+                    st_left[top] = val
+                    st_state[top] = 2
+                    m2 = st_n[top] // 2
+                    m2 -= m2 % 8
+                    top += 1
+                    st_start[top] = st_start[top - 1] + m2 * stride
+                    st_n[top] = st_n[top - 1] - m2
+                    st_state[top] = 0
+                    break
+                val = st_left[top] + val  # both halves done
+                top -= 1
+            else:
+                result = val
+            continue
+        m2 = m // 2
+        m2 -= m2 % 8
+        st_state[top] = 1
+        top += 1
+        st_start[top], st_n[top], st_state[top] = s0, m2, 0
+    return result
+
+
+@njit(cache=True, nogil=True)
+def _arange(start, stop, step):
+    """``np.arange(start, stop, step)`` for floats, to the last bit."""
+    n = int(math.ceil((stop - start) / step))
+    if n <= 0:
+        return np.empty(0)
+    out = np.empty(n)
+    out[0] = start
+    if n > 1:
+        out[1] = start + step
+        delta = out[1] - out[0]
+        for i in range(2, n):
+            out[i] = start + i * delta
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _search_left(a, x):
+    """``np.searchsorted(a, x, "left")`` of a sorted, NaN-free ``a``."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _search_right(a, x):
+    """``np.searchsorted(a, x, "right")``."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _bands(across, centre, half, f0, f1, fm):
+    """``detect._bands``: band index ranges ``[lo, hi)`` and band centres."""
+    nb = f0.size
+    lo = np.empty(nb, np.int64)
+    hi = np.empty(nb, np.int64)
+    mid = np.empty(nb)
+    for b in range(nb):
+        lo[b] = _search_left(across, centre + f0[b] * half)
+        hi[b] = max(_search_right(across, centre + f1[b] * half), lo[b])
+        mid[b] = centre + fm[b] * half
+    return lo, hi, mid
+
+
+@njit(cache=True, nogil=True)
+def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
+    """``detect._bilinear(img, *detect._grid_coords(...), grid=True)``: the bilinear
+    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``,
+    and the pixel coordinates ``rr``, ``cc`` of its points."""
+    ny, nx = img.shape
+    f = img.ravel()
+    a = angle_deg * (math.pi / 180.0)
+    ca = math.cos(a)
+    sa = math.sin(a)
+    nu, nv = u.size, v.size
+    out = np.empty((nu, nv))
+    rr = np.empty((nu, nv))
+    cc = np.empty((nu, nv))
+    ymax = ny - 1.0
+    xmax = nx - 1.0
+    for i in range(nu):
+        yu = cy + u[i] * ca
+        xu = cx + u[i] * sa
+        for j in range(nv):
+            r = (yu - v[j] * sa) / sy
+            c = (xu + v[j] * ca) / sx
+            rr[i, j] = r
+            cc[i, j] = c
+            if not (r >= 0.0 and r <= ymax and c >= 0.0 and c <= xmax):
+                out[i, j] = np.nan
+                continue
+            r0 = math.floor(r)
+            c0 = math.floor(c)
+            wr1 = r - r0
+            wc1 = c - c0
+            if r0 >= ymax:
+                wr1 = 1.0
+                r0 -= 1.0
+            if c0 >= xmax:
+                wc1 = 1.0
+                c0 -= 1.0
+            k = int(r0 * nx + c0)
+            wr0 = 1.0 - wr1
+            wc0 = 1.0 - wc1
+            acc = f[k] * wr0 * wc0
+            acc += f[k + 1] * wr0 * wc1
+            acc += f[k + nx] * wr1 * wc0
+            acc += f[k + nx + 1] * wr1 * wc1
+            out[i, j] = acc
+    return out, rr, cc
+
+
+@njit(cache=True, nogil=True)
+def _row_band_profiles(sub, lo, hi, first):
+    """``detect._band_profiles(sub, lo, hi, first, axis=0)``: the mean over the rows of
+    each band, one band per row of the result."""
+    nb = lo.size
+    m, nc = sub.shape
+    finite = True
+    for i in range(m):
+        for j in range(nc):
+            if not math.isfinite(sub[i, j]):
+                finite = False
+    out = np.empty((nb, nc))
+    adjacent = finite and lo[0] == first and hi[nb - 1] == first + m
+    for b in range(nb):
+        if hi[b] - lo[b] <= 0 or (b > 0 and lo[b] != hi[b - 1]):
+            adjacent = False
+    if adjacent:  # np.add.reduceat: first row + pairwise sum of the others
+        flat = sub.ravel()
+        for b in range(nb):
+            a0 = lo[b] - first
+            n = hi[b] - lo[b]
+            for j in range(nc):
+                s = sub[a0, j] + _pairwise(flat, (a0 + 1) * nc + j, n - 1, nc)
+                out[b, j] = s / n
+        return out
+    for b in range(nb):
+        a0 = lo[b] - first
+        b0 = hi[b] - first
+        for j in range(nc):
+            s = 0.0
+            cnt = 0
+            for i in range(a0, b0):
+                x = sub[i, j]
+                if math.isfinite(x):
+                    s += x
+                    cnt += 1
+            if finite and b0 > a0:
+                out[b, j] = s / (b0 - a0)
+            elif cnt >= 1:
+                out[b, j] = s / cnt
+            else:
+                out[b, j] = np.nan
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _col_band_profiles(sub, lo, hi, first):
+    """``detect._band_profiles(sub, lo, hi, first, axis=1)``: the mean over the columns
+    of each band (numpy's pairwise sum along a row), one band per row of the result."""
+    nb = lo.size
+    m, nc = sub.shape
+    finite = True
+    for i in range(m):
+        for j in range(nc):
+            if not math.isfinite(sub[i, j]):
+                finite = False
+    out = np.empty((nb, m))
+    flat = sub.ravel()
+    buf = np.empty(nc)
+    for b in range(nb):
+        a0 = lo[b] - first
+        b0 = hi[b] - first
+        w = b0 - a0
+        for i in range(m):
+            if finite and w > 0:
+                out[b, i] = (0.0 + _pairwise(flat, i * nc + a0, w, 1)) / w
+                continue
+            cnt = 0
+            for j in range(w):
+                x = sub[i, a0 + j]
+                if math.isfinite(x):
+                    buf[j] = x
+                    cnt += 1
+                else:
+                    buf[j] = 0.0
+            if cnt >= 1:
+                out[b, i] = (0.0 + _pairwise(buf, 0, w, 1)) / cnt
+            else:
+                out[b, i] = np.nan
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _gradient(f, x, first, stop, uniform):
+    """``detect._gradient(f, x[first:stop], uniform)`` (``np.gradient`` along axis 1)."""
+    nb, m = f.shape
+    out = np.empty((nb, m))
+    if uniform:
+        d = x[first + 1] - x[first]
+        for b in range(nb):
+            for k in range(1, m - 1):
+                out[b, k] = (f[b, k + 1] - f[b, k - 1]) / (2.0 * d)
+        d0 = d
+        dn = d
+    else:
+        for k in range(1, m - 1):
+            dx1 = x[first + k] - x[first + k - 1]
+            dx2 = x[first + k + 1] - x[first + k]
+            ca = -(dx2) / (dx1 * (dx1 + dx2))
+            cb = (dx2 - dx1) / (dx1 * dx2)
+            cc = dx1 / (dx2 * (dx1 + dx2))
+            for b in range(nb):
+                out[b, k] = ca * f[b, k - 1] + cb * f[b, k] + cc * f[b, k + 1]
+        d0 = x[first + 1] - x[first]
+        dn = x[first + m - 1] - x[first + m - 2]
+    for b in range(nb):
+        out[b, 0] = (f[b, 1] - f[b, 0]) / d0
+        out[b, m - 1] = (f[b, m - 1] - f[b, m - 2]) / dn
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _is_uniform(x):
+    d = x[1] - x[0]
+    for k in range(1, x.size - 1):
+        if x[k + 1] - x[k] != d:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _edges(along, wa, wb, first, grad, rising):
+    """One half of ``detect._edge_pair``: per band (row of ``grad``, the gradients at
+    ``along[first:]``), the sub-sample position (mm) of the strongest rising (falling)
+    gradient in the index window ``[wa, wb)``; NaN with fewer than three finite ones."""
+    nb, ncol = grad.shape
+    n = along.size
+    out = np.empty(nb)
+    if wb - wa < 3:
+        for b in range(nb):
+            out[b] = np.nan
+        return out
+    sign = 1.0 if rising else -1.0
+    for b in range(nb):
+        cnt = 0
+        best = -np.inf
+        bi = 0
+        for k in range(wa - first, wb - first):
+            g = grad[b, k]
+            if math.isfinite(g):
+                cnt += 1
+                val = sign * g
+            else:
+                val = -np.inf
+            if k == wa - first or val > best:
+                best = val
+                bi = k - (wa - first)
+        if cnt < 3:
+            out[b] = np.nan
+            continue
+        i = wa + bi
+        c = i - first
+        pa = grad[b, min(max(c - 1, 0), ncol - 1)] * sign
+        pb = grad[b, min(max(c, 0), ncol - 1)] * sign
+        pc = grad[b, min(max(c + 1, 0), ncol - 1)] * sign
+        pos = float(i)
+        if 0 < i < n - 1:
+            den = pa - 2 * pb + pc
+            if math.isfinite(den) and abs(den) > 1e-12:
+                pos = i + min(max(0.5 * (pa - pc) / den, -0.5), 0.5)
+        j = math.floor(pos)
+        if j >= n - 1:
+            out[b] = along[n - 1]
+        elif j < 0:
+            out[b] = along[0]
+        elif j == pos:
+            out[b] = along[j]
+        else:
+            slope = (along[j + 1] - along[j]) / ((j + 1.0) - j)
+            out[b] = slope * (pos - j) + along[j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _edge_windows(along, rise0, rise1, fall0, fall1):
+    """``detect._edge_windows``: the two index windows and the (merged) read ranges, as
+    ``(wa0, wb0, wa1, wb1, nranges, ra0, rb0, ra1, rb1)``."""
+    n = along.size
+    wa0 = _search_left(along, rise0)
+    wa1 = _search_left(along, fall0)
+    wb0 = _search_right(along, rise1)
+    wb1 = _search_right(along, fall1)
+    ra0, rb0 = max(wa0 - 2, 0), min(wb0 + 2, n)
+    ra1, rb1 = max(wa1 - 2, 0), min(wb1 + 2, n)
+    if ra1 <= rb0:
+        return wa0, wb0, wa1, wb1, 1, min(ra0, ra1), max(rb0, rb1), 0, 0
+    return wa0, wb0, wa1, wb1, 2, ra0, rb0, ra1, rb1
+
+
+@njit(cache=True, nogil=True)
+def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
+    """``detect._block_gradients`` then ``detect._edge_pair``: the rising edges in
+    window 0 and the falling ones in window 1, per band of ``profs`` (its columns are
+    ``along`` at the concatenated read ranges)."""
+    uniform = _is_uniform(along)
+    m0 = rb0 - ra0
+    g0 = _gradient(profs[:, :m0], along, ra0, rb0, uniform)
+    if nr == 1:
+        return _edges(along, wa0, wb0, ra0, g0, True), _edges(along, wa1, wb1, ra0, g0, False)
+    g1 = _gradient(profs[:, m0 : m0 + rb1 - ra1], along, ra1, rb1, uniform)
+    return _edges(along, wa0, wb0, ra0, g0, True), _edges(along, wa1, wb1, ra1, g1, False)
+
+
+@njit(cache=True, nogil=True)
+def _nanmedian(x):
+    """``detect._nanmedian`` of a few values: median of the finite ones (NaN if none)."""
+    vals = np.empty(x.size)
+    n = 0
+    for i in range(x.size):
+        if math.isfinite(x[i]):
+            vals[n] = x[i]
+            n += 1
+    _insertion_sort(vals, n)
+    if n == 0:
+        return np.nan
+    h = n // 2
+    if n % 2:
+        return vals[h]
+    return (vals[h - 1] + vals[h]) / 2
+
+
+@njit(cache=True, nogil=True)
+def _median_slope(x, y):
+    """``detect._median_slope``: Theil-Sen slope of the finite points; NaN for None."""
+    n = x.size
+    xs = np.empty(n)
+    ys = np.empty(n)
+    k = 0
+    for i in range(n):
+        if math.isfinite(x[i]) and math.isfinite(y[i]):
+            xs[k] = x[i]
+            ys[k] = y[i]
+            k += 1
+    slopes = np.empty(max(k * (k - 1) // 2, 1))
+    m = 0
+    for i in range(k):
+        for j in range(i + 1, k):
+            if abs(xs[j] - xs[i]) > 1e-9:
+                slopes[m] = (ys[j] - ys[i]) / (xs[j] - xs[i])
+                m += 1
+    if m == 0:
+        return np.nan
+    s = slopes
+    _insertion_sort(s, m)
+    h = m // 2
+    if m % 2:
+        return s[h]
+    return (s[h - 1] + s[h]) / 2
+
+
+@njit(cache=True, nogil=True)
+def _concat_ranges(x, nr, ra0, rb0, ra1, rb1):
+    n0 = rb0 - ra0
+    n1 = rb1 - ra1 if nr == 2 else 0
+    out = np.empty(n0 + n1)
+    for i in range(n0):
+        out[i] = x[ra0 + i]
+    for i in range(n1):
+        out[n0 + i] = x[ra1 + i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _imin(a):
+    m = a[0]
+    for i in range(1, a.size):
+        m = min(m, a[i])
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _imax(a):
+    m = a[0]
+    for i in range(1, a.size):
+        m = max(m, a[i])
+    return m
+
+
+@njit(cache=True, nogil=True)
+def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin, f0, f1, fm):
+    """``detect._refine_body_reference`` in one compiled call.
+
+    ``v``: the lateral-edge patch columns (``detect._V_LATERAL``), ``v_searched`` the
+    columns it reads (``detect._V_SEARCHED``), ``vwin`` the windows and read ranges of
+    ``detect._edge_windows`` over ``v`` (``wa0, wb0, wa1, wb1, nranges, ra0, rb0, ra1,
+    rb1``); ``f0``, ``f1``, ``fm``: start, end and centre of the five bands in half
+    sizes. Returns ``(ok, cy, cx, angle, hu, hw)``; ``ok`` False where the reference
+    returns None.
+    """
+    step = 0.5
+    angle0 = angle
+    for _ in range(n_iter):
+        u = _arange(-hu - 12.0, hu + 12.0 + step / 2, step)
+        lo, hi, _mid = _bands(u, 0.0, hu, f0, f1, fm)
+        r0, r1 = _imin(lo), _imax(hi)
+        rows, _rr, _cc = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
+        profs = _row_band_profiles(rows, lo, hi, r0)
+        lefts, rights = _edge_pair(
+            profs,
+            v,
+            vwin[0],
+            vwin[1],
+            vwin[2],
+            vwin[3],
+            vwin[4],
+            vwin[5],
+            vwin[6],
+            vwin[7],
+            vwin[8],
+        )
+        left = _nanmedian(lefts)
+        right = _nanmedian(rights)
+        if not (math.isfinite(left) and math.isfinite(right)):
+            return False, cy, cx, angle, hu, hw
+        vc = 0.5 * (left + right)
+        new_hw = 0.5 * (right - left)
+        lo, hi, mid = _bands(v, vc, new_hw, f0, f1, fm)
+        c0, c1 = _imin(lo), _imax(hi)
+        wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1 = _edge_windows(
+            u, -hu - 7.0, min(-hu + 7.0, -3.0), max(hu - 7.0, 3.0), hu + 7.0
+        )
+        u_read = _concat_ranges(u, nr, ra0, rb0, ra1, rb1)
+        cols, _rr, _cc = _sample_grid(fine, cy, cx, angle, u_read, v[c0:c1], sy, sx)
+        profs = _col_band_profiles(cols, lo, hi, c0)
+        tops, bottoms = _edge_pair(profs, u, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1)
+        top = _nanmedian(tops)
+        bottom = _nanmedian(bottoms)
+        if not (math.isfinite(top) and math.isfinite(bottom)):
+            return False, cy, cx, angle, hu, hw
+        # the reference keeps the slopes that are not None and not 0.0 ("if m")
+        total = 0.0
+        count = 0
+        for m in (_median_slope(mid, tops), _median_slope(mid, bottoms)):
+            if math.isfinite(m) and m != 0.0:
+                total += m
+                count += 1
+        delta = 0.0
+        if count:
+            delta = -(math.atan(total / count) * (180.0 / math.pi))
+        delta = min(max(delta, -8.0), 8.0)
+        uc = 0.5 * (top + bottom)
+        hu = 0.5 * (bottom - top)
+        hw = new_hw
+        a = angle * (math.pi / 180.0)
+        ncy = cy + uc * math.cos(a) - vc * math.sin(a)
+        ncx = cx + uc * math.sin(a) + vc * math.cos(a)
+        cy, cx = ncy, ncx
+        angle = min(max(angle + delta, angle0 - 20.0), angle0 + 20.0)
+    return True, cy, cx, angle, hu, hw
+
+
+@njit(cache=True, nogil=True)
+def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
+    """``detect._score_body_reference`` without the noise division: returns
+    ``(enough, m_in, m_out, agree, truncated)``; ``enough`` False where the reference
+    returns ``(0.5, 0.0, truncated)`` (fewer than 20 pixels inside or in the ring)."""
+    step = 0.5
+    u = _arange(-hu - 6.0, hu + 6.0 + step / 2, step)
+    v = _arange(-hw - 6.0, hw + 6.0 + step / 2, step)
+    patch, rr, cc = _sample_grid(fine, cy, cx, angle, u, v, sy, sx)
+    nu, nv = u.size, v.size
+    r = min(corner, hu, hw)
+    p_in = np.empty(nu * nv)
+    p_ring = np.empty(nu * nv)
+    n_in = 0
+    n_ring = 0
+    lo_r, hi_r, hi_c = -0.5, rows_px - 0.5, cols_px - 0.5
+    # the reference's shortcut: a patch whose four corners lie in the image is not cut
+    # (the grid is a monotone affine map of its indices)
+    inside = True
+    for i, j in ((0, 0), (0, nv - 1), (nu - 1, 0), (nu - 1, nv - 1)):
+        if not (rr[i, j] >= lo_r and rr[i, j] < hi_r and cc[i, j] >= lo_r and cc[i, j] < hi_c):
+            inside = False
+    truncated = False
+    check = not inside
+    for i in range(nu):
+        qu = abs(u[i]) - (hu - r)
+        for j in range(nv):
+            qv = abs(v[j]) - (hw - r)
+            sd = math.hypot(max(qu, 0.0), max(qv, 0.0)) + min(max(qu, qv), 0.0) - r
+            if check and not truncated and sd <= 1.5:
+                ri, ci = rr[i, j], cc[i, j]
+                if ri < lo_r or ci < lo_r or ri > hi_r or ci > hi_c:
+                    truncated = True
+            p = patch[i, j]
+            if not math.isfinite(p):
+                continue
+            if sd <= -1.5:
+                p_in[n_in] = p
+                n_in += 1
+            elif sd >= 1.5 and sd <= 5.0:
+                p_ring[n_ring] = p
+                n_ring += 1
+    if n_in < 20 or n_ring < 20:
+        return False, 0.0, 0.0, 0.5, truncated
+    a = p_in[:n_in]
+    b = p_ring[:n_ring]
+    m_in = _median_select(a)
+    m_out = _median_select(b)
+    thr = 0.5 * (m_in + m_out)
+    above = 0
+    for k in range(n_in):
+        if a[k] > thr:
+            above += 1
+    below = 0
+    for k in range(n_ring):
+        if b[k] < thr:
+            below += 1
+    agree = 0.5 * (above / n_in + below / n_ring)
+    if m_in <= m_out:
+        agree = 1.0 - agree
+    return True, m_in, m_out, agree, truncated
+
+
+@njit(cache=True, nogil=True)
+def spine_dp(response, penalty):
+    """``detect._spine_path_reference``'s dynamic programme on the filter response:
+    the column of the best top-to-bottom path in every row (a step sideways costs
+    ``penalty``)."""
+    nr, n = response.shape
+    score = np.empty((nr, n))
+    for j in range(n):
+        score[0, j] = response[0, j]
+    for i in range(1, nr):
+        for j in range(n):
+            left = score[i - 1, j - 1] if j > 0 else -np.inf
+            right = score[i - 1, j + 1] if j < n - 1 else -np.inf
+            best = max(left, right) - penalty
+            here = score[i - 1, j]
+            if here > best:
+                best = here
+            score[i, j] = best + response[i, j]
+    path = np.empty(nr)
+    j = 0
+    top = score[nr - 1, 0]
+    for k in range(1, n):
+        if score[nr - 1, k] > top:
+            top = score[nr - 1, k]
+            j = k
+    for i in range(nr - 1, -1, -1):
+        path[i] = j
+        if i == 0:
+            break
+        left = score[i - 1, j - 1] - penalty if j > 0 else -np.inf
+        here = score[i - 1, j]
+        right = score[i - 1, j + 1] - penalty if j < n - 1 else -np.inf
+        if not (left >= here and left >= right):
+            j += 0 if here >= right else 1
+        else:
+            j -= 1
+    return path
+
+
+_SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
+_SELECT_SORT = 512  # fewer values are sorted
+
+
+@njit(cache=True, nogil=True)
+def _select_pair(x, k):
+    """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
+    of the finite values ``x``, exactly; ``x`` is not modified.
+
+    A scattered sample of ``x`` (sorted) brackets the rank: its values ``lo <= hi`` a few
+    standard deviations of the sample rank either side of ``k``. One pass counts the
+    values below ``lo``, equal to ``lo``, equal to ``hi`` and gathers those strictly
+    between; a rank among the ties at ``lo`` or ``hi`` is that value, one between is
+    selected among the gathered values (repeated); a rank outside the bracket (rare)
+    widens it, then falls back to a sort. Comparisons only, so the values are those of a sort."""
+    r0 = k
+    r1 = min(k + 1, x.size - 1)
+    v0 = 0.0
+    v1 = 0.0
+    todo0 = True
+    todo1 = True
+    cand = x
+    spread = 1
+    while True:
+        n = cand.size
+        big = n > _SELECT_SORT
+        lo = 0.0
+        hi = 0.0
+        below = 0
+        eq_lo = 0
+        between = 0
+        top = 0
+        if big:
+            # a scattered sample (multiplicative hashing of the positions: a regular
+            # stride aliases with the image rows), at most n / 8 values
+            m = min(_SELECT_SAMPLE, n // 8)
+            sample = np.empty(m)
+            for i in range(m):
+                sample[i] = cand[(i * 2654435761 + 7) % n]
+            _heap_sort(sample, m)
+            pos = (r0 if todo0 else r1) * m // n
+            d = spread * (int(4.0 * math.sqrt(m * 0.25)) + 2)
+            lo = sample[max(pos - d, 0)]
+            hi = sample[min(pos + d, m - 1)]
+            eq_hi = 0
+            for i in range(n):  # branch-free counts (the order of the values is random)
+                v = cand[i]
+                below += v < lo
+                eq_lo += v == lo
+                between += (v > lo) & (v < hi)
+                eq_hi += (v == hi) & (v != lo)
+            top = below + eq_lo + between + eq_hi  # ranks below this lie in [.., hi]
+            if (todo0 and (r0 < below or r0 >= top)) or (todo1 and (r1 < below or r1 >= top)):
+                if spread < 16:  # outside the bracket (rare): a wider one
+                    spread *= 4
+                    continue
+                big = False  # then a sort
+        if not big:
+            srt = _sorted_copy(cand, 0, n, 1)
+            if todo0:
+                v0 = srt[r0]
+            if todo1:
+                v1 = srt[r1]
+            return v0, v1
+        inner = False
+        if todo0:
+            if r0 < below + eq_lo:
+                v0, todo0 = lo, False
+            elif r0 >= below + eq_lo + between:
+                v0, todo0 = hi, False
+            else:
+                r0 -= below + eq_lo
+                inner = True
+        if todo1:
+            if r1 < below + eq_lo:
+                v1, todo1 = lo, False
+            elif r1 >= below + eq_lo + between:
+                v1, todo1 = hi, False
+            else:
+                r1 -= below + eq_lo
+                inner = True
+        if not inner:
+            return v0, v1
+        out = np.empty(between)
+        j = 0
+        for i in range(n):
+            v = cand[i]
+            if v > lo and v < hi:
+                out[j] = v
+                j += 1
+        cand = out
+
+
+@njit(cache=True, nogil=True)
+def _median_select(x):
+    """``np.median`` of a finite 1-D array, by :func:`_select_pair`."""
+    n = x.size
+    h = n // 2
+    if n % 2:
+        return _select_pair(x, h)[0]
+    a, b = _select_pair(x, h - 1)
+    return (a + b) / 2
+
+
+@njit(cache=True, nogil=True)
+def diff_mad(norm):
+    """Median absolute deviation of all row and column differences of ``norm``:
+    ``np.median(np.abs(d - np.median(d)))``, exactly (bucket selections, no sort)."""
+    ny, nx = norm.shape
+    d = np.empty((ny - 1) * nx + ny * (nx - 1))
+    k = 0
+    for i in range(ny - 1):
+        for j in range(nx):
+            d[k] = norm[i + 1, j] - norm[i, j]
+            k += 1
+    for i in range(ny):
+        for j in range(nx - 1):
+            d[k] = norm[i, j + 1] - norm[i, j]
+            k += 1
+    med = _median_select(d)
+    for k in range(d.size):
+        d[k] = abs(d[k] - med)
+    return _median_select(d)
+
+
+@njit(cache=True, nogil=True)
+def _scipy_linear(f, ny, nx, r, c, nearest):
+    """``scipy.ndimage.map_coordinates(img, [[r], [c]], order=1)`` at one point, to the
+    last bit: weights ``1 - frac`` and ``1 - (1 - frac)`` (scipy's
+    ``get_spline_interpolation_weights``), the four products ``(f * w_row) * w_col``
+    summed from 0 in scipy's order, the neighbour beyond the last row / column mirrored
+    (weight 0). Outside ``[0, n - 1]``: NaN (``mode="constant"``, ``cval=nan``) or the
+    border pixel (``nearest``)."""
+    if nearest:
+        if r < 0.0:
+            r = 0.0
+        elif r > ny - 1.0:
+            r = ny - 1.0
+        if c < 0.0:
+            c = 0.0
+        elif c > nx - 1.0:
+            c = nx - 1.0
+    elif not (r >= 0.0 and r <= ny - 1.0 and c >= 0.0 and c <= nx - 1.0):
+        return np.nan
+    fr = math.floor(r)
+    fc = math.floor(c)
+    r0 = int(fr)
+    c0 = int(fc)
+    wr0 = 1.0 - (r - fr)
+    wr1 = 1.0 - wr0
+    wc0 = 1.0 - (c - fc)
+    wc1 = 1.0 - wc0
+    r1 = r0 + 1
+    if r1 >= ny:
+        r1 = ny - 2 if ny > 1 else 0
+    c1 = c0 + 1
+    if c1 >= nx:
+        c1 = nx - 2 if nx > 1 else 0
+    t = 0.0
+    t += f[r0 * nx + c0] * wr0 * wc0
+    t += f[r0 * nx + c1] * wr0 * wc1
+    t += f[r1 * nx + c0] * wr1 * wc0
+    t += f[r1 * nx + c1] * wr1 * wc1
+    return t
+
+
+@njit(cache=True, nogil=True)
+def sample_lines(img, base_y, dir_y, base_x, dir_x, v, keep, step):
+    """``S[i, j]``: ``img`` (bilinear, NaN outside) at the mm point
+    ``(base_y[i] + v[j] * dir_y[i], base_x[i] + v[j] * dir_x[i])`` of the working grid
+    (``step`` mm pixels), in the columns ``keep`` (NaN in the others): the values of
+    ``detect._sample_columns`` (``map_coordinates(order=1, mode="constant",
+    cval=nan)`` of the same coordinates)."""
+    ny, nx = img.shape
+    f = img.ravel()
+    n, m = base_y.size, v.size
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            if keep[j]:
+                r = (base_y[i] + v[j] * dir_y[i]) / step
+                c = (base_x[i] + v[j] * dir_x[i]) / step
+                out[i, j] = _scipy_linear(f, ny, nx, r, c, False)
+            else:
+                out[i, j] = np.nan
+    return out
+
+
+@njit(cache=True, nogil=True)
+def resample_grid(img, rr, cc):
+    """``map_coordinates(img, np.broadcast_arrays(rr[:, None], cc[None, :]), order=1,
+    mode="nearest")``, to the last bit."""
+    ny, nx = img.shape
+    f = img.ravel()
+    out = np.empty((rr.size, cc.size))
+    for i in range(rr.size):
+        for j in range(cc.size):
+            out[i, j] = _scipy_linear(f, ny, nx, rr[i], cc[j], True)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _reflect(k, n):
+    """scipy.ndimage's ``mode="reflect"`` index (``d c b a | a b c d | d c b a``) for
+    ``-n <= k < 2 n``."""
+    if k < 0:
+        return -k - 1
+    if k >= n:
+        return 2 * n - 1 - k
+    return k
+
+
+@njit(cache=True, nogil=True)
+def gaussian_2d(img, w0, w1):
+    """``scipy.ndimage.gaussian_filter(img, sigma)`` (``mode="reflect"``), to the last bit:
+    ``correlate1d`` with the symmetric weights ``w0`` along the rows (axis 0; empty: no
+    filtering) and then ``w1`` along the columns, each output the centre tap times its
+    weight plus, from the outermost pair inwards, ``(left + right) * weight`` (scipy's
+    symmetric loop). Every axis filtered must be longer than the kernel's radius."""
+    ny, nx = img.shape
+    tmp = np.empty((ny, nx))
+    if w0.size:
+        s = w0.size // 2
+        wc = w0[s]
+        for i in range(ny):
+            row = tmp[i]
+            src = img[i]
+            for j in range(nx):
+                row[j] = src[j] * wc
+            for t in range(s, 0, -1):
+                ra = img[_reflect(i - t, ny)]
+                rb = img[_reflect(i + t, ny)]
+                w = w0[s - t]
+                for j in range(nx):
+                    row[j] += (ra[j] + rb[j]) * w
+    else:
+        for i in range(ny):
+            for j in range(nx):
+                tmp[i, j] = img[i, j]
+    if not w1.size:
+        return tmp
+    s = w1.size // 2
+    wc = w1[s]
+    out = np.empty((ny, nx))
+    ext = np.empty(nx + 2 * s)
+    for i in range(ny):
+        for k in range(nx + 2 * s):
+            ext[k] = tmp[i, _reflect(k - s, nx)]
+        row = out[i]
+        for j in range(nx):
+            row[j] = ext[j + s] * wc
+        for t in range(s, 0, -1):
+            w = w1[s - t]
+            lo = ext[s - t : s - t + nx]
+            hi = ext[s + t : s + t + nx]
+            for j in range(nx):
+                row[j] += (lo[j] + hi[j]) * w
+    return out
