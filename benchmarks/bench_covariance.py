@@ -21,21 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 
+from _timing import cpu_per_call, spy_calls
+
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
-
-
-def _cpu(fn, repeat: int) -> float:
-    """CPU seconds per call of ``fn`` (after one warm-up call)."""
-    fn()
-    t0 = time.process_time()
-    for _ in range(repeat):
-        fn()
-    return (time.process_time() - t0) / repeat
 
 
 def _captured_calls(path: Path) -> list[tuple]:
@@ -43,19 +35,7 @@ def _captured_calls(path: Path) -> list[tuple]:
     import tbscore
     import tbscore.core.uncertainty as unc
 
-    calls = []
-    real = unc.variogram_covariance
-
-    def spy(*args, **kw):
-        calls.append(args)
-        return real(*args, **kw)
-
-    unc.variogram_covariance = spy
-    try:
-        tbscore.calc(path)
-    finally:
-        unc.variogram_covariance = real
-    return calls
+    return spy_calls(unc, "variogram_covariance", lambda: tbscore.calc(path))
 
 
 def samples(repeat: int) -> None:
@@ -76,7 +56,10 @@ def samples(repeat: int) -> None:
             for args in calls:
                 variogram_covariance(*args, method=method)
 
-        auto, fft = _cpu(lambda: run("auto"), repeat), _cpu(lambda: run("fft"), repeat)
+        auto, fft = (
+            cpu_per_call(lambda: run("auto"), repeat),
+            cpu_per_call(lambda: run("fft"), repeat),
+        )
         diff = max(
             float(np.max(np.abs(variogram_covariance(*a) - variogram_covariance(*a, method=m))))
             / float(np.max(np.abs(variogram_covariance(*a, method="fft"))))
@@ -112,7 +95,7 @@ def sweep(repeat: int) -> None:
                 rep = max(1, repeat // 10 if shape[0] > 60 else repeat // 4)
                 args = (mask, lags, spacing, 1.0, 1.0, 0.1)
                 tr, tf = (
-                    _cpu(lambda m=m, a=args: unc.variogram_covariance(*a, method=m), rep)
+                    cpu_per_call(lambda m=m, a=args: unc.variogram_covariance(*a, method=m), rep)
                     for m in ("runs", "fft")
                 )
                 print(

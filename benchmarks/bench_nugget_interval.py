@@ -18,22 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from _timing import cpu_per_call, spy_calls
+
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
-
-
-def _cpu(fn, repeat: int) -> float:
-    """CPU seconds per call of ``fn`` (after one warm-up call)."""
-    fn()
-    t0 = time.process_time()
-    for _ in range(repeat):
-        fn()
-    return (time.process_time() - t0) / repeat
 
 
 def _captured(path: Path) -> list[tuple]:
@@ -41,19 +33,9 @@ def _captured(path: Path) -> list[tuple]:
     import tbscore
     import tbscore.core.tbs as tbs
 
-    calls = []
-    real = tbs.slope_uncertainty
-
-    def spy(*args):
-        calls.append(args)
-        return real(*args)
-
-    tbs.slope_uncertainty = spy
-    try:
-        tbscore.calc(path, settings={"estimator": "nugget"})
-    finally:
-        tbs.slope_uncertainty = real
-    return calls
+    return spy_calls(
+        tbs, "slope_uncertainty", lambda: tbscore.calc(path, settings={"estimator": "nugget"})
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,16 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         rep = args.repeat
         for fit, mask, lags, dists, v, spacing in calls:
             t_n.append(
-                _cpu(partial(unc.slope_uncertainty, fit, mask, lags, dists, v, spacing), rep)
+                cpu_per_call(
+                    partial(unc.slope_uncertainty, fit, mask, lags, dists, v, spacing), rep
+                )
             )
             ols = fit_slope("ols", dists, v)
             t_o.append(
-                _cpu(partial(unc.slope_uncertainty, ols, mask, lags, dists, v, spacing), rep)
+                cpu_per_call(
+                    partial(unc.slope_uncertainty, ols, mask, lags, dists, v, spacing), rep
+                )
             )
             if profile is not None:
                 m = unc.slope_uncertainty(fit, mask, lags, dists, v, spacing).model
                 cov = unc.variogram_covariance(mask, lags, spacing, m["c"], m["a"], m["n"])
-                t_i.append(_cpu(partial(profile, dists, v, cov, fit.slope), rep))
+                t_i.append(cpu_per_call(partial(profile, dists, v, cov, fit.slope), rep))
         px = np.mean([int(np.count_nonzero(c[1])) for c in calls])
         ti = f"{1e3 * np.mean(t_i):.2f}" if t_i else "-"
         print(

@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``, so this
+folder is first on ``sys.path``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def cpu_per_call(fn: Callable[[], Any], repeat: int) -> float:
+    """CPU seconds per call of ``fn`` (mean of ``repeat`` calls, after one warm-up call)."""
+    fn()
+    t0 = time.process_time()
+    for _ in range(repeat):
+        fn()
+    return (time.process_time() - t0) / repeat
+
+
+def spy_calls(module: Any, name: str, run: Callable[[], Any]) -> list[tuple]:
+    """The positional arguments of every call of ``module.name`` made while ``run()`` runs.
+
+    The attribute is replaced by a recording wrapper for the duration of ``run`` and put
+    back afterwards (also when ``run`` raises).
+    """
+    calls: list[tuple] = []
+    real = getattr(module, name)
+
+    def spy(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    setattr(module, name, spy)
+    try:
+        run()
+    finally:
+        setattr(module, name, real)
+    return calls
