@@ -324,3 +324,20 @@ def test_gaussian_equals_scipy(seed, ny, nx, sy, sx):
     is not longer than the kernel's radius)."""
     img = np.random.default_rng(seed).normal(size=(ny, nx))
     assert np.array_equal(d._gaussian(img, (sy, sx)), ndi.gaussian_filter(img, (sy, sx)))
+    near = ndi.gaussian_filter(img, (sy, sx), mode="nearest")
+    assert np.array_equal(d._gaussian(img, (sy, sx), mode="nearest"), near)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    ny=st.integers(2, 90),
+    nx=st.integers(1, 30),
+    sigma=st.sampled_from([0.5, 1.0, 3.3, 8.0, 20.0]),
+)
+def test_gaussian_rows_nearest_equals_gaussian_filter1d(seed, ny, nx, sigma):
+    """``_gaussian(img, (s, 0.0), mode="nearest")`` (the spine response's smoothing) is
+    ``gaussian_filter1d(img, s, axis=0, mode="nearest")`` to the last bit."""
+    img = np.random.default_rng(seed).normal(size=(ny, nx)) * 10.0 ** (seed % 7 - 3)
+    ref = ndi.gaussian_filter1d(img, sigma, axis=0, mode="nearest")
+    assert np.array_equal(d._gaussian(img, (sigma, 0.0), mode="nearest"), ref)

@@ -251,13 +251,15 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
 
-def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter(img, sigma)`` of a 2-D float image (the same values,
+def _gaussian(img: np.ndarray, sigma: Sequence[float], mode: str = "reflect") -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(img, sigma, mode=mode)`` of a 2-D float image,
+    ``mode`` ``"reflect"`` or ``"nearest"`` (the same values,
     :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
-    than its kernel's radius)."""
+    than its kernel's radius). A zero ``sigma`` leaves its axis alone, so
+    ``(s, 0.0)`` is ``gaussian_filter1d(img, s, axis=0, mode=mode)``."""
     kernel1d = getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None)
     if kernel1d is None:  # scipy's private weights moved: scipy itself
-        return ndi.gaussian_filter(img, sigma)
+        return ndi.gaussian_filter(img, sigma, mode=mode)
     weights = []
     for n, sg in zip(img.shape, sigma, strict=True):
         if not sg > 1e-15:  # scipy skips such axes
@@ -265,9 +267,10 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
             continue
         radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
         if n <= radius:
-            return ndi.gaussian_filter(img, sigma)
+            return ndi.gaussian_filter(img, sigma, mode=mode)
         weights.append(np.ascontiguousarray(kernel1d(sg, 0, radius)[::-1]))
-    return _k.gaussian_2d(np.ascontiguousarray(img, dtype=np.float64), *weights)
+    img = np.ascontiguousarray(img, dtype=np.float64)
+    return _k.gaussian_2d(img, weights[0], weights[1], mode == "nearest")
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -388,7 +391,7 @@ def _spine_response(iso: np.ndarray) -> np.ndarray:
     pad = np.pad(flank, ((0, 0), (mid, mid)), mode="edge")
     n = iso.shape[1]
     response = core - 0.5 * (pad[:, :n] + pad[:, 2 * mid : 2 * mid + n])
-    response = ndi.gaussian_filter1d(response, 8.0, axis=0, mode="nearest")
+    response = _gaussian(response, (8.0, 0.0), mode="nearest")
     # Keep the centre where the core and at least part of both flanks lie in the image.
     margin = min(f0, max(n // 2 - 1, 0))
     response[:, :margin] = -np.inf

@@ -932,12 +932,22 @@ def _reflect(k, n):
 
 
 @njit(cache=True, nogil=True)
-def gaussian_2d(img, w0, w1):
-    """``scipy.ndimage.gaussian_filter(img, sigma)`` (``mode="reflect"``), to the last bit:
-    ``correlate1d`` with the symmetric weights ``w0`` along the rows (axis 0; empty: no
-    filtering) and then ``w1`` along the columns, each output the centre tap times its
-    weight plus, from the outermost pair inwards, ``(left + right) * weight`` (scipy's
-    symmetric loop). Every axis filtered must be longer than the kernel's radius."""
+def _border(k, n, nearest):
+    """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
+    d d``) or ``mode="reflect"`` (:func:`_reflect`), for ``-n <= k < 2 n``."""
+    if nearest:
+        return min(max(k, 0), n - 1)
+    return _reflect(k, n)
+
+
+@njit(cache=True, nogil=True)
+def gaussian_2d(img, w0, w1, nearest):
+    """``scipy.ndimage.gaussian_filter(img, sigma, mode=...)`` (``mode="nearest"`` when
+    ``nearest``, else ``"reflect"``), to the last bit: ``correlate1d`` with the symmetric
+    weights ``w0`` along the rows (axis 0; empty: no filtering) and then ``w1`` along the
+    columns, each output the centre tap times its weight plus, from the outermost pair
+    inwards, ``(left + right) * weight`` (scipy's symmetric loop). Every axis filtered
+    must be longer than the kernel's radius."""
     ny, nx = img.shape
     tmp = np.empty((ny, nx))
     if w0.size:
@@ -949,8 +959,8 @@ def gaussian_2d(img, w0, w1):
             for j in range(nx):
                 row[j] = src[j] * wc
             for t in range(s, 0, -1):
-                ra = img[_reflect(i - t, ny)]
-                rb = img[_reflect(i + t, ny)]
+                ra = img[_border(i - t, ny, nearest)]
+                rb = img[_border(i + t, ny, nearest)]
                 w = w0[s - t]
                 for j in range(nx):
                     row[j] += (ra[j] + rb[j]) * w
@@ -966,7 +976,7 @@ def gaussian_2d(img, w0, w1):
     ext = np.empty(nx + 2 * s)
     for i in range(ny):
         for k in range(nx + 2 * s):
-            ext[k] = tmp[i, _reflect(k - s, nx)]
+            ext[k] = tmp[i, _border(k - s, nx, nearest)]
         row = out[i]
         for j in range(nx):
             row[j] = ext[j + s] * wc
