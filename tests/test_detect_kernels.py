@@ -341,3 +341,23 @@ def test_gaussian_rows_nearest_equals_gaussian_filter1d(seed, ny, nx, sigma):
     img = np.random.default_rng(seed).normal(size=(ny, nx)) * 10.0 ** (seed % 7 - 3)
     ref = ndi.gaussian_filter1d(img, sigma, axis=0, mode="nearest")
     assert np.array_equal(d._gaussian(img, (sigma, 0.0), mode="nearest"), ref)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(1, 3000),
+    levels=st.sampled_from([0, 3, 50]),
+    q=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=4)
+    | st.sampled_from([[1.0, 99.0], [5, 95], [0, 100], [50]]),
+)
+def test_percentiles_equal_numpy(seed, n, levels, q):
+    """detect._percentiles (compiled selections and numpy's lerp) gives np.percentile's
+    values to the last bit, ties (few gray levels) included."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n) * 10.0 ** (seed % 9 - 4)
+    if levels:
+        x = np.round(x * levels) / levels
+    assert np.array_equal(d._percentiles(x, q), np.percentile(x, q))
+    img = x[: (n // 2) * 2].reshape(-1, 2) if n > 1 else x.reshape(1, 1)
+    assert np.array_equal(d._percentiles(img, q), np.percentile(img, q))

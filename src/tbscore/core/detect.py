@@ -222,12 +222,20 @@ def _check_input(
 
 def _normalise(arr: np.ndarray, source: str) -> np.ndarray:
     """Map the 1st..99th percentiles to 0..1 (robust to scale, offset and bit depth)."""
-    lo, hi = np.percentile(arr, [1.0, 99.0])
+    lo, hi = _percentiles(arr, (1.0, 99.0))
     if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
         lo, hi = float(arr.min()), float(arr.max())
         if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
             raise DetectionError("image has no contrast (uniform gray level): no spine", source)
     return (arr - lo) / (hi - lo)
+
+
+def _percentiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(x, q)`` of finite values ``x`` (any shape; ``q`` in percent),
+    exactly: two compiled selections a percentile
+    (:func:`tbscore.core.detect_kernels.percentiles`) instead of numpy's partition of a copy."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    return _k.percentiles(flat, np.true_divide(np.asarray(q, dtype=np.float64), 100))
 
 
 def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -> np.ndarray:
@@ -544,7 +552,7 @@ def _split_bodies(profile: np.ndarray) -> list[tuple[int, int, bool, bool]]:
     a, b = int(valid[0]), int(valid[-1]) + 1
     p = profile[a:b].copy()
     p[~np.isfinite(p)] = _nanmedian(p)
-    lo, hi = np.percentile(p, [5, 95])
+    lo, hi = _percentiles(p, (5.0, 95.0))
     if hi - lo <= 0:
         return []
     minima, props = find_peaks(-p, prominence=0.25 * (hi - lo), distance=10)
@@ -1340,7 +1348,8 @@ def locate_vertebrae(
     s_of = [float((np.asarray(b.center_mm) - origin) @ t_low) for b in bodies]
     s_top = [s - b.half_size_mm[0] for s, b in zip(s_of, bodies, strict=True)]
     finite = profile[np.isfinite(profile)]
-    contrast = float(np.percentile(finite, 95) - np.percentile(finite, 5))
+    p5, p95 = _percentiles(finite, (5.0, 95.0))
+    contrast = float(p95 - p5)
     crests = _crest_level(frame, max(s_of[2] - s0, 0.0), max(contrast, 1e-6))
     crests = [(c + s0, strength) for c, strength in crests]
     crest_s = None
@@ -1453,7 +1462,9 @@ def warm_up_kernels() -> None:
     rng = np.random.default_rng(0)
     img = np.ascontiguousarray(rng.random((48, 40)))
     _noise_sd(img)
+    _percentiles(img, (1.0, 99.0))
     _gaussian(img, (1.0, 1.5))
+    _gaussian(img, (8.0, 0.0), mode="nearest")
     _spine_path(img)
     _resample_iso(img, (0.7, 0.7), _GRID_MM)
     _line_frame(img, np.array([20.0, 20.0]), np.array([1.0, 0.0]), _GRID_MM, 10.0, (2.0, 8.0))

@@ -824,6 +824,30 @@ def _median_select(x):
 
 
 @njit(cache=True, nogil=True)
+def percentiles(x, q):
+    """``np.percentile(x, q * 100)`` (``method="linear"``) of a finite 1-D array, exactly:
+    the ranks ``floor((n - 1) q)`` and the next by :func:`_select_pair`, then numpy's
+    ``_lerp`` (``a + (b - a) g``, or ``b - (b - a)(1 - g)`` for ``g >= 0.5``); ``q``:
+    fractions in [0, 1], as numpy's ``q / 100``."""
+    n = x.size
+    out = np.empty(q.size)
+    for i in range(q.size):
+        v = (n - 1) * q[i]
+        if v >= n - 1:
+            out[i] = _select_pair(x, n - 1)[0]
+            continue
+        if v < 0.0:
+            out[i] = _select_pair(x, 0)[0]
+            continue
+        f = math.floor(v)
+        a, b = _select_pair(x, int(f))
+        g = v - f
+        d = b - a
+        out[i] = b - d * (1.0 - g) if g >= 0.5 else a + d * g
+    return out
+
+
+@njit(cache=True, nogil=True)
 def diff_mad(norm):
     """Median absolute deviation of all row and column differences of ``norm``:
     ``np.median(np.abs(d - np.median(d)))``, exactly (bucket selections, no sort)."""
