@@ -802,14 +802,16 @@ def _select_pair(x, k):
                 inner = True
         if not inner:
             return v0, v1
-        out = np.empty(between)
+        # gather those strictly between, in order, without a branch (every value is
+        # written, the position moves on for those kept: a random keep / drop branch
+        # mispredicts and cost ~4x this whole loop)
+        out = np.empty(between + 1)
         j = 0
         for i in range(n):
             v = cand[i]
-            if v > lo and v < hi:
-                out[j] = v
-                j += 1
-        cand = out
+            out[j] = v
+            j += (v > lo) & (v < hi)
+        cand = out[:between]
 
 
 @njit(cache=True, nogil=True)
