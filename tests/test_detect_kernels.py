@@ -361,3 +361,14 @@ def test_percentiles_equal_numpy(seed, n, levels, q):
     assert np.array_equal(d._percentiles(x, q), np.percentile(x, q))
     img = x[: (n // 2) * 2].reshape(-1, 2) if n > 1 else x.reshape(1, 1)
     assert np.array_equal(d._percentiles(img, q), np.percentile(img, q))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    f=st.lists(
+        st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False), min_size=2, max_size=80
+    )
+)
+def test_gradient_list_equals_numpy(f):
+    """detect._gradient_list (the endplate search's Python gradient) is np.gradient."""
+    assert d._gradient_list(f) == np.gradient(np.asarray(f)).tolist()

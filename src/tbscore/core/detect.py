@@ -593,22 +593,40 @@ def _split_bodies(profile: np.ndarray) -> list[tuple[int, int, bool, bool]]:
     return out
 
 
+def _gradient_list(f: list[float]) -> list[float]:
+    """``np.gradient(f).tolist()`` of at least two finite floats (unit spacing, first-order
+    ends): the same formulas, so the same values."""
+    n = len(f)
+    return (
+        [f[1] - f[0]]
+        + [(f[i + 1] - f[i - 1]) / 2.0 for i in range(1, n - 1)]
+        + [f[n - 1] - f[n - 2]]
+    )
+
+
 def _edges_in_segment(
     profile: np.ndarray, seg: tuple[int, int, bool, bool]
 ) -> tuple[float, float] | None:
     """Top and bottom endplate (arc length, mm) of one segment: strongest rise / fall."""
     s0, s1, open_top, open_bottom = seg
-    p = profile[s0:s1]
-    if np.count_nonzero(np.isfinite(p)) < 8:
+    # a few dozen values: Python floats, the same arithmetic as the numpy calls
+    # (np.where, np.gradient, max / argmax) without their per-call overhead
+    vals = profile[s0:s1].tolist()
+    n_finite = sum(1 for x in vals if math.isfinite(x))
+    if n_finite < 8:
         return None
-    p = np.where(np.isfinite(p), p, _nanmedian(p))
-    g = np.gradient(p)
-    mid = len(p) // 2
-    top = 0.0 if open_top and g[:mid].max() < 0.25 * np.abs(g).max() else float(np.argmax(g[:mid]))
+    if n_finite < len(vals):
+        fill = float(_nanmedian(profile[s0:s1]))
+        vals = [x if math.isfinite(x) else fill for x in vals]
+    g = _gradient_list(vals)
+    mid = len(vals) // 2
+    peak = max(abs(x) for x in g)
+    head, tail = g[:mid], g[mid:]
+    i_top = max(range(mid), key=head.__getitem__)  # the first of equal maxima (argmax)
+    i_bot = min(range(len(tail)), key=tail.__getitem__)
+    top = 0.0 if open_top and head[i_top] < 0.25 * peak else float(i_top)
     bottom = (
-        float(len(p) - 1)
-        if open_bottom and g[mid:].min() > -0.25 * np.abs(g).max()
-        else (float(mid + np.argmin(g[mid:])))
+        float(len(vals) - 1) if open_bottom and tail[i_bot] > -0.25 * peak else float(mid + i_bot)
     )
     if bottom - top < _HEIGHT_MM[0][0] * 0.6:
         return None
