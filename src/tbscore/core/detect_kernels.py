@@ -645,7 +645,17 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
         qu = abs(u[i]) - (hu - r)
         for j in range(nv):
             qv = abs(v[j]) - (hw - r)
-            sd = math.hypot(max(qu, 0.0), max(qv, 0.0)) + min(max(qu, qv), 0.0) - r
+            # the rounded-box distance hypot(max(qu, 0), max(qv, 0)) + min(max(qu, qv), 0)
+            # - r; hypot only in the corners: hypot(x, 0) is |x| exactly (C99 F.9.4.3),
+            # so off them the sum is the positive one, or 0.0 + max(qu, qv)
+            if qu > 0.0 and qv > 0.0:
+                sd = math.hypot(qu, qv) + 0.0 - r
+            elif qu > 0.0:
+                sd = qu + 0.0 - r
+            elif qv > 0.0:
+                sd = qv + 0.0 - r
+            else:
+                sd = 0.0 + max(qu, qv) - r
             if check and not truncated and sd <= 1.5:
                 ri, ci = rr[i, j], cc[i, j]
                 if ri < lo_r or ci < lo_r or ri > hi_r or ci > hi_c:
