@@ -372,3 +372,51 @@ def test_percentiles_equal_numpy(seed, n, levels, q):
 def test_gradient_list_equals_numpy(f):
     """detect._gradient_list (the endplate search's Python gradient) is np.gradient."""
     assert d._gradient_list(f) == np.gradient(np.asarray(f)).tolist()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(3, 8),
+    ny=st.integers(5, 60),
+    nx=st.integers(5, 60),
+    on_grid=st.booleans(),
+)
+def test_poly_box_holds_the_mask(seed, n, ny, nx, on_grid):
+    """detect._poly_box (the overlap check's box) holds every pixel polygon_mask sets,
+    vertices on pixel centres included."""
+    from tbscore.core.raster import polygon_mask
+
+    rng = np.random.default_rng(seed)
+    poly = rng.uniform(-5.0, 1.1 * max(ny, nx), size=(n, 2))
+    if on_grid:
+        poly = np.round(poly)
+    mask = polygon_mask((ny, nx), poly)
+    rs, cs = d._poly_box(poly, (ny, nx))
+    inside = np.zeros_like(mask)
+    inside[rs, cs] = True
+    assert not np.any(mask & ~inside)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(seed=seeds, n_roi=st.integers(1, 5), ny=st.integers(5, 50), nx=st.integers(5, 50))
+def test_sharing_equals_reference(seed, n_roi, ny, nx):
+    """detect._sharing (pairwise, inside the polygons' boxes: the ROI overlap check) names
+    the same masks as the whole-image pass of _sharing_reference; stacked boxes of
+    random heights, so that neighbours touch, overlap or not."""
+    from tbscore.core.raster import polygon_mask
+
+    rng = np.random.default_rng(seed)
+    masks, boxes = [], []
+    for i in range(n_roi):
+        top = i * ny / n_roi + rng.uniform(-3.0, 3.0)
+        bottom = top + ny / n_roi * rng.uniform(0.5, 1.6)
+        left, right = rng.uniform(-2.0, nx / 2), rng.uniform(nx / 2, nx + 2.0)
+        poly = np.array([[top, left], [top, right], [bottom, right], [bottom, left]])
+        if rng.random() < 0.5:
+            poly = np.round(poly * 2) / 2  # edges and vertices on pixel centres
+        poly = d._clip_polygon(poly, (ny, nx))
+        mask = polygon_mask((ny, nx), poly) if len(poly) >= 3 else np.zeros((ny, nx), bool)
+        masks.append(mask)
+        boxes.append(d._poly_box(poly, (ny, nx)))
+    assert d._sharing(masks, boxes) == d._sharing_reference(masks)

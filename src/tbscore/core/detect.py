@@ -1528,6 +1528,46 @@ def body_polygon(
     return np.round(np.column_stack([rr, cc]), 3)
 
 
+def _poly_box(poly: np.ndarray, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns (pixel index slices) holding every pixel centre of the polygon
+    ``poly`` (``(row, col)`` vertices), with a margin beyond the 1e-12 on-vertex
+    tolerance of :func:`tbscore.core.raster.polygon_mask`; empty for < 3 vertices."""
+    if len(poly) < 3:
+        return slice(0, 0), slice(0, 0)
+    lo = np.floor(poly.min(axis=0) - 1e-6)
+    hi = np.ceil(poly.max(axis=0) + 1e-6)
+    r0, c0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    r1, c1 = min(int(hi[0]) + 1, shape[0]), min(int(hi[1]) + 1, shape[1])
+    return slice(r0, max(r1, r0)), slice(c0, max(c1, c0))
+
+
+def _sharing(masks: list[np.ndarray], boxes: list[tuple[slice, slice]]) -> list[bool]:
+    """Which masks share a pixel with another one (:func:`_sharing_reference`'s answer):
+    pairwise, only where their boxes (:func:`_poly_box`, nothing set outside) meet,
+    instead of whole-image passes."""
+    hit = [False] * len(masks)
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            (ri, ci), (rj, cj) = boxes[i], boxes[j]
+            rs = slice(max(ri.start, rj.start), min(ri.stop, rj.stop))
+            cs = slice(max(ci.start, cj.start), min(ci.stop, cj.stop))
+            if rs.start >= rs.stop or cs.start >= cs.stop:
+                continue
+            if np.any(masks[i][rs, cs] & masks[j][rs, cs]):
+                hit[i] = hit[j] = True
+    return hit
+
+
+def _sharing_reference(masks: list[np.ndarray]) -> list[bool]:
+    """The pixels in two or more masks, then the masks holding one of them."""
+    covered = np.zeros(masks[0].shape, dtype=bool)
+    shared = np.zeros(masks[0].shape, dtype=bool)
+    for m in masks:
+        shared |= covered & m
+        covered |= m
+    return [bool(np.any(shared[m])) for m in masks]
+
+
 def _clip_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Clip a convex polygon to the image rectangle ``[-0.5, n - 0.5]`` (Sutherland-Hodgman)."""
     lims = ((0, -0.5, 1), (0, shape[0] - 0.5, -1), (1, -0.5, 1), (1, shape[1] - 0.5, -1))
@@ -1680,12 +1720,14 @@ def detect(
     inset = {lab: float(roi_inset_mm) for lab in want}
     for _ in range(8):
         rois = []
+        boxes = []
         for lab in want:
             body = labelled[lab]
             inset_lab = min(inset[lab], 0.8 * min(body.half_size_mm))
             poly = _clip_polygon(body_polygon(body, (sy, sx), inset_mm=inset_lab), shape)
             mask = polygon_mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
-            if not mask.any():
+            box = _poly_box(poly, shape)
+            if not mask[box].any():  # the mask is False outside its polygon's box
                 raise DetectionError(f"{lab} ROI covers no pixel of the image", source)
             excluded = body.confidence < min_vertebra_confidence
             reason = (
@@ -1694,14 +1736,11 @@ def detect(
                 else None
             )
             rois.append(VertebraROI(lab, mask, poly, None, excluded, reason, body.confidence))
-        covered = np.zeros(shape, dtype=bool)
-        shared = np.zeros(shape, dtype=bool)  # pixels in two or more ROIs
-        for r in rois:
-            shared |= covered & r.mask
-            covered |= r.mask
-        if not shared.any():
+            boxes.append(box)
+        hit = _sharing([r.mask for r in rois], boxes)
+        if not any(hit):
             break
-        overlapping = [r.label for r in rois if np.any(shared[r.mask])]
+        overlapping = [r.label for r, h in zip(rois, hit, strict=True) if h]
         for lab in overlapping:
             inset[lab] += 0.5
     else:
