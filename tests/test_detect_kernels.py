@@ -324,3 +324,99 @@ def test_gaussian_equals_scipy(seed, ny, nx, sy, sx):
     is not longer than the kernel's radius)."""
     img = np.random.default_rng(seed).normal(size=(ny, nx))
     assert np.array_equal(d._gaussian(img, (sy, sx)), ndi.gaussian_filter(img, (sy, sx)))
+    near = ndi.gaussian_filter(img, (sy, sx), mode="nearest")
+    assert np.array_equal(d._gaussian(img, (sy, sx), mode="nearest"), near)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    ny=st.integers(2, 90),
+    nx=st.integers(1, 30),
+    sigma=st.sampled_from([0.5, 1.0, 3.3, 8.0, 20.0]),
+)
+def test_gaussian_rows_nearest_equals_gaussian_filter1d(seed, ny, nx, sigma):
+    """``_gaussian(img, (s, 0.0), mode="nearest")`` (the spine response's smoothing) is
+    ``gaussian_filter1d(img, s, axis=0, mode="nearest")`` to the last bit."""
+    img = np.random.default_rng(seed).normal(size=(ny, nx)) * 10.0 ** (seed % 7 - 3)
+    ref = ndi.gaussian_filter1d(img, sigma, axis=0, mode="nearest")
+    assert np.array_equal(d._gaussian(img, (sigma, 0.0), mode="nearest"), ref)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(1, 3000),
+    levels=st.sampled_from([0, 3, 50]),
+    q=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=4)
+    | st.sampled_from([[1.0, 99.0], [5, 95], [0, 100], [50]]),
+)
+def test_percentiles_equal_numpy(seed, n, levels, q):
+    """detect._percentiles (compiled selections and numpy's lerp) gives np.percentile's
+    values to the last bit, ties (few gray levels) included."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n) * 10.0 ** (seed % 9 - 4)
+    if levels:
+        x = np.round(x * levels) / levels
+    assert np.array_equal(d._percentiles(x, q), np.percentile(x, q))
+    img = x[: (n // 2) * 2].reshape(-1, 2) if n > 1 else x.reshape(1, 1)
+    assert np.array_equal(d._percentiles(img, q), np.percentile(img, q))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    f=st.lists(
+        st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False), min_size=2, max_size=80
+    )
+)
+def test_gradient_list_equals_numpy(f):
+    """detect._gradient_list (the endplate search's Python gradient) is np.gradient."""
+    assert d._gradient_list(f) == np.gradient(np.asarray(f)).tolist()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(3, 8),
+    ny=st.integers(5, 60),
+    nx=st.integers(5, 60),
+    on_grid=st.booleans(),
+)
+def test_poly_box_holds_the_mask(seed, n, ny, nx, on_grid):
+    """detect._poly_box (the overlap check's box) holds every pixel polygon_mask sets,
+    vertices on pixel centres included."""
+    from tbscore.core.raster import polygon_mask
+
+    rng = np.random.default_rng(seed)
+    poly = rng.uniform(-5.0, 1.1 * max(ny, nx), size=(n, 2))
+    if on_grid:
+        poly = np.round(poly)
+    mask = polygon_mask((ny, nx), poly)
+    rs, cs = d._poly_box(poly, (ny, nx))
+    inside = np.zeros_like(mask)
+    inside[rs, cs] = True
+    assert not np.any(mask & ~inside)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(seed=seeds, n_roi=st.integers(1, 5), ny=st.integers(5, 50), nx=st.integers(5, 50))
+def test_sharing_equals_reference(seed, n_roi, ny, nx):
+    """detect._sharing (pairwise, inside the polygons' boxes: the ROI overlap check) names
+    the same masks as the whole-image pass of _sharing_reference; stacked boxes of
+    random heights, so that neighbours touch, overlap or not."""
+    from tbscore.core.raster import polygon_mask
+
+    rng = np.random.default_rng(seed)
+    masks, boxes = [], []
+    for i in range(n_roi):
+        top = i * ny / n_roi + rng.uniform(-3.0, 3.0)
+        bottom = top + ny / n_roi * rng.uniform(0.5, 1.6)
+        left, right = rng.uniform(-2.0, nx / 2), rng.uniform(nx / 2, nx + 2.0)
+        poly = np.array([[top, left], [top, right], [bottom, right], [bottom, left]])
+        if rng.random() < 0.5:
+            poly = np.round(poly * 2) / 2  # edges and vertices on pixel centres
+        poly = d._clip_polygon(poly, (ny, nx))
+        mask = polygon_mask((ny, nx), poly) if len(poly) >= 3 else np.zeros((ny, nx), bool)
+        masks.append(mask)
+        boxes.append(d._poly_box(poly, (ny, nx)))
+    assert d._sharing(masks, boxes) == d._sharing_reference(masks)

@@ -222,12 +222,20 @@ def _check_input(
 
 def _normalise(arr: np.ndarray, source: str) -> np.ndarray:
     """Map the 1st..99th percentiles to 0..1 (robust to scale, offset and bit depth)."""
-    lo, hi = np.percentile(arr, [1.0, 99.0])
+    lo, hi = _percentiles(arr, (1.0, 99.0))
     if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
         lo, hi = float(arr.min()), float(arr.max())
         if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
             raise DetectionError("image has no contrast (uniform gray level): no spine", source)
     return (arr - lo) / (hi - lo)
+
+
+def _percentiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(x, q)`` of finite values ``x`` (any shape; ``q`` in percent),
+    exactly: two compiled selections a percentile
+    (:func:`tbscore.core.detect_kernels.percentiles`) instead of numpy's partition of a copy."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    return _k.percentiles(flat, np.true_divide(np.asarray(q, dtype=np.float64), 100))
 
 
 def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -> np.ndarray:
@@ -251,13 +259,15 @@ def _resample_iso(norm: np.ndarray, spacing: tuple[float, float], step: float) -
     return ndi.map_coordinates(src, coords, order=1, mode="nearest")
 
 
-def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter(img, sigma)`` of a 2-D float image (the same values,
+def _gaussian(img: np.ndarray, sigma: Sequence[float], mode: str = "reflect") -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(img, sigma, mode=mode)`` of a 2-D float image,
+    ``mode`` ``"reflect"`` or ``"nearest"`` (the same values,
     :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
-    than its kernel's radius)."""
+    than its kernel's radius). A zero ``sigma`` leaves its axis alone, so
+    ``(s, 0.0)`` is ``gaussian_filter1d(img, s, axis=0, mode=mode)``."""
     kernel1d = getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None)
     if kernel1d is None:  # scipy's private weights moved: scipy itself
-        return ndi.gaussian_filter(img, sigma)
+        return ndi.gaussian_filter(img, sigma, mode=mode)
     weights = []
     for n, sg in zip(img.shape, sigma, strict=True):
         if not sg > 1e-15:  # scipy skips such axes
@@ -265,9 +275,10 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
             continue
         radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
         if n <= radius:
-            return ndi.gaussian_filter(img, sigma)
+            return ndi.gaussian_filter(img, sigma, mode=mode)
         weights.append(np.ascontiguousarray(kernel1d(sg, 0, radius)[::-1]))
-    return _k.gaussian_2d(np.ascontiguousarray(img, dtype=np.float64), *weights)
+    img = np.ascontiguousarray(img, dtype=np.float64)
+    return _k.gaussian_2d(img, weights[0], weights[1], mode == "nearest")
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -388,7 +399,7 @@ def _spine_response(iso: np.ndarray) -> np.ndarray:
     pad = np.pad(flank, ((0, 0), (mid, mid)), mode="edge")
     n = iso.shape[1]
     response = core - 0.5 * (pad[:, :n] + pad[:, 2 * mid : 2 * mid + n])
-    response = ndi.gaussian_filter1d(response, 8.0, axis=0, mode="nearest")
+    response = _gaussian(response, (8.0, 0.0), mode="nearest")
     # Keep the centre where the core and at least part of both flanks lie in the image.
     margin = min(f0, max(n // 2 - 1, 0))
     response[:, :margin] = -np.inf
@@ -541,7 +552,7 @@ def _split_bodies(profile: np.ndarray) -> list[tuple[int, int, bool, bool]]:
     a, b = int(valid[0]), int(valid[-1]) + 1
     p = profile[a:b].copy()
     p[~np.isfinite(p)] = _nanmedian(p)
-    lo, hi = np.percentile(p, [5, 95])
+    lo, hi = _percentiles(p, (5.0, 95.0))
     if hi - lo <= 0:
         return []
     minima, props = find_peaks(-p, prominence=0.25 * (hi - lo), distance=10)
@@ -582,22 +593,40 @@ def _split_bodies(profile: np.ndarray) -> list[tuple[int, int, bool, bool]]:
     return out
 
 
+def _gradient_list(f: list[float]) -> list[float]:
+    """``np.gradient(f).tolist()`` of at least two finite floats (unit spacing, first-order
+    ends): the same formulas, so the same values."""
+    n = len(f)
+    return (
+        [f[1] - f[0]]
+        + [(f[i + 1] - f[i - 1]) / 2.0 for i in range(1, n - 1)]
+        + [f[n - 1] - f[n - 2]]
+    )
+
+
 def _edges_in_segment(
     profile: np.ndarray, seg: tuple[int, int, bool, bool]
 ) -> tuple[float, float] | None:
     """Top and bottom endplate (arc length, mm) of one segment: strongest rise / fall."""
     s0, s1, open_top, open_bottom = seg
-    p = profile[s0:s1]
-    if np.count_nonzero(np.isfinite(p)) < 8:
+    # a few dozen values: Python floats, the same arithmetic as the numpy calls
+    # (np.where, np.gradient, max / argmax) without their per-call overhead
+    vals = profile[s0:s1].tolist()
+    n_finite = sum(1 for x in vals if math.isfinite(x))
+    if n_finite < 8:
         return None
-    p = np.where(np.isfinite(p), p, _nanmedian(p))
-    g = np.gradient(p)
-    mid = len(p) // 2
-    top = 0.0 if open_top and g[:mid].max() < 0.25 * np.abs(g).max() else float(np.argmax(g[:mid]))
+    if n_finite < len(vals):
+        fill = float(_nanmedian(profile[s0:s1]))
+        vals = [x if math.isfinite(x) else fill for x in vals]
+    g = _gradient_list(vals)
+    mid = len(vals) // 2
+    peak = max(abs(x) for x in g)
+    head, tail = g[:mid], g[mid:]
+    i_top = max(range(mid), key=head.__getitem__)  # the first of equal maxima (argmax)
+    i_bot = min(range(len(tail)), key=tail.__getitem__)
+    top = 0.0 if open_top and head[i_top] < 0.25 * peak else float(i_top)
     bottom = (
-        float(len(p) - 1)
-        if open_bottom and g[mid:].min() > -0.25 * np.abs(g).max()
-        else (float(mid + np.argmin(g[mid:])))
+        float(len(vals) - 1) if open_bottom and tail[i_bot] > -0.25 * peak else float(mid + i_bot)
     )
     if bottom - top < _HEIGHT_MM[0][0] * 0.6:
         return None
@@ -1337,7 +1366,8 @@ def locate_vertebrae(
     s_of = [float((np.asarray(b.center_mm) - origin) @ t_low) for b in bodies]
     s_top = [s - b.half_size_mm[0] for s, b in zip(s_of, bodies, strict=True)]
     finite = profile[np.isfinite(profile)]
-    contrast = float(np.percentile(finite, 95) - np.percentile(finite, 5))
+    p5, p95 = _percentiles(finite, (5.0, 95.0))
+    contrast = float(p95 - p5)
     crests = _crest_level(frame, max(s_of[2] - s0, 0.0), max(contrast, 1e-6))
     crests = [(c + s0, strength) for c, strength in crests]
     crest_s = None
@@ -1450,7 +1480,9 @@ def warm_up_kernels() -> None:
     rng = np.random.default_rng(0)
     img = np.ascontiguousarray(rng.random((48, 40)))
     _noise_sd(img)
+    _percentiles(img, (1.0, 99.0))
     _gaussian(img, (1.0, 1.5))
+    _gaussian(img, (8.0, 0.0), mode="nearest")
     _spine_path(img)
     _resample_iso(img, (0.7, 0.7), _GRID_MM)
     _line_frame(img, np.array([20.0, 20.0]), np.array([1.0, 0.0]), _GRID_MM, 10.0, (2.0, 8.0))
@@ -1494,6 +1526,46 @@ def body_polygon(
     uv = rounded_rect_outline(hu, hv, r, per_corner)
     rr, cc = _frame_coords(body.center_mm, body.angle_deg, uv[:, 0], uv[:, 1], spacing)
     return np.round(np.column_stack([rr, cc]), 3)
+
+
+def _poly_box(poly: np.ndarray, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns (pixel index slices) holding every pixel centre of the polygon
+    ``poly`` (``(row, col)`` vertices), with a margin beyond the 1e-12 on-vertex
+    tolerance of :func:`tbscore.core.raster.polygon_mask`; empty for < 3 vertices."""
+    if len(poly) < 3:
+        return slice(0, 0), slice(0, 0)
+    lo = np.floor(poly.min(axis=0) - 1e-6)
+    hi = np.ceil(poly.max(axis=0) + 1e-6)
+    r0, c0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    r1, c1 = min(int(hi[0]) + 1, shape[0]), min(int(hi[1]) + 1, shape[1])
+    return slice(r0, max(r1, r0)), slice(c0, max(c1, c0))
+
+
+def _sharing(masks: list[np.ndarray], boxes: list[tuple[slice, slice]]) -> list[bool]:
+    """Which masks share a pixel with another one (:func:`_sharing_reference`'s answer):
+    pairwise, only where their boxes (:func:`_poly_box`, nothing set outside) meet,
+    instead of whole-image passes."""
+    hit = [False] * len(masks)
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            (ri, ci), (rj, cj) = boxes[i], boxes[j]
+            rs = slice(max(ri.start, rj.start), min(ri.stop, rj.stop))
+            cs = slice(max(ci.start, cj.start), min(ci.stop, cj.stop))
+            if rs.start >= rs.stop or cs.start >= cs.stop:
+                continue
+            if np.any(masks[i][rs, cs] & masks[j][rs, cs]):
+                hit[i] = hit[j] = True
+    return hit
+
+
+def _sharing_reference(masks: list[np.ndarray]) -> list[bool]:
+    """The pixels in two or more masks, then the masks holding one of them."""
+    covered = np.zeros(masks[0].shape, dtype=bool)
+    shared = np.zeros(masks[0].shape, dtype=bool)
+    for m in masks:
+        shared |= covered & m
+        covered |= m
+    return [bool(np.any(shared[m])) for m in masks]
 
 
 def _clip_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -1648,12 +1720,14 @@ def detect(
     inset = {lab: float(roi_inset_mm) for lab in want}
     for _ in range(8):
         rois = []
+        boxes = []
         for lab in want:
             body = labelled[lab]
             inset_lab = min(inset[lab], 0.8 * min(body.half_size_mm))
             poly = _clip_polygon(body_polygon(body, (sy, sx), inset_mm=inset_lab), shape)
             mask = polygon_mask(shape, poly) if len(poly) >= 3 else np.zeros(shape, bool)
-            if not mask.any():
+            box = _poly_box(poly, shape)
+            if not mask[box].any():  # the mask is False outside its polygon's box
                 raise DetectionError(f"{lab} ROI covers no pixel of the image", source)
             excluded = body.confidence < min_vertebra_confidence
             reason = (
@@ -1662,14 +1736,11 @@ def detect(
                 else None
             )
             rois.append(VertebraROI(lab, mask, poly, None, excluded, reason, body.confidence))
-        covered = np.zeros(shape, dtype=bool)
-        shared = np.zeros(shape, dtype=bool)  # pixels in two or more ROIs
-        for r in rois:
-            shared |= covered & r.mask
-            covered |= r.mask
-        if not shared.any():
+            boxes.append(box)
+        hit = _sharing([r.mask for r in rois], boxes)
+        if not any(hit):
             break
-        overlapping = [r.label for r in rois if np.any(shared[r.mask])]
+        overlapping = [r.label for r, h in zip(rois, hit, strict=True) if h]
         for lab in overlapping:
             inset[lab] += 0.5
     else:
