@@ -293,7 +293,7 @@ def test_header_values_equal_dataset_get():
 
     from pydicom.datadict import keyword_for_tag
 
-    from tbscore.io.load import _Values
+    from tbscore.io.load import _text, _Values
     from tbscore.io.sniff import read_dicom
 
     files = _dicom_files()
@@ -306,12 +306,64 @@ def test_header_values_equal_dataset_get():
         keywords = [keyword_for_tag(t) for t in ds.keys()]
         keywords = [k for k in keywords if k] + ["PatientAge", "ReasonForStudy", "Rows"]
         values = _Values(ds)
+        texts = _Values(read_dicom(f))
         for k in keywords:
             want = fresh.get(k)
+            assert texts.text(k) == _text(fresh, k), (f.name, k)  # the raw shortcut
             got = values.get(k)
             assert type(got) is type(want) and got == want, (f.name, k)
             assert (k in values) == (k in fresh)
         assert values.get("NumberOfFrames", 7) == fresh.get("NumberOfFrames", 7)
+
+
+_TEXT_KEYWORDS = {  # keyword: VR, one of each VR the text shortcut decodes, and PN
+    "Modality": "CS", "SOPInstanceUID": "UI", "StudyDate": "DA", "StudyTime": "TM",
+    "PatientAge": "AS", "AccessionNumber": "SH", "Manufacturer": "LO",
+    "PatientName": "PN", "StationAETitle": "AE", "AcquisitionDateTime": "DT",
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(_TEXT_KEYWORDS)),
+    st.binary(max_size=12) | st.text(" \x00\\\x1bAZaz09._-^=\t\xe9", max_size=12).map(
+        lambda t: t.encode("latin-1")
+    ),
+    st.sampled_from(["ISO_IR 100", "ISO_IR 192", None, "ISO 2022 IR 87", "ISO_IR 144"]),
+)
+def test_text_shortcut_gives_the_pydicom_text(keyword, raw, charset):
+    """_Values.text: the loader's text rule (str(ds.get(k)).strip(), None when empty) on
+    raw values of any bytes, for each character set kind; pydicom's own conversion where
+    the shortcut does not apply."""
+    import warnings
+
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import tag_for_keyword
+
+    from tbscore.io.load import _text, _Values
+    from tbscore.io.sniff import read_dicom
+
+    def dataset():
+        ds = read_dicom(SAMPLES / "phantom_a_square.dcm", stop_before_pixels=True)
+        if charset is None:
+            del ds.SpecificCharacterSet
+        else:
+            ds.SpecificCharacterSet = charset
+        ds._read_charset = ds._character_set  # as read from a file with that set
+        tag = tag_for_keyword(keyword)
+        ds._dict[tag] = RawDataElement(tag, _TEXT_KEYWORDS[keyword], len(raw), raw, 0, False, True)
+        return ds
+
+    assert _Values(dataset())._charset == dataset()._character_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            want = _text(dataset(), keyword)
+        except Exception as exc:  # pydicom refuses the bytes: so must the loader
+            with pytest.raises(type(exc)):
+                _Values(dataset()).text(keyword)
+            return
+        assert _Values(dataset()).text(keyword) == want
 
 
 def test_single_read_gives_the_path_read_dataset(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from tbscore.core.constants import COLOUR_PHOTOMETRICS
@@ -178,6 +179,13 @@ class DXAImage:
 
 _TAGS: dict[str, Any] = {}  # keyword -> pydicom BaseTag, filled on first use
 
+#: VRs whose value pydicom decodes with the default encoding whatever the character
+#: set (its ``convert_string`` and ``convert_UI``), and the text VRs decoded with it.
+_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+_PLAIN_TEXT_VRS = _STRING_VRS | {"SH", "LO", "UC"}
+_ASCII_SUPERSETS = frozenset({"latin_1", "utf_8", "ascii"})
+
+
 
 class _Values:
     """The values of a data set's top-level elements by keyword, as ``ds.get`` gives
@@ -192,13 +200,20 @@ class _Values:
     not read from a file take ``Dataset.get`` itself.
     """
 
-    __slots__ = ("_ds", "_keys", "_charset", "_cache")
+    __slots__ = ("_ds", "_keys", "_charset", "_cache", "_ascii_text")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
         self._keys = ds.keys()
         self._charset = ds.original_character_set
         self._cache: dict[str, Any] = {}
+        charset = self._charset
+        if isinstance(charset, list | tuple):
+            charset = charset[0] if len(charset) == 1 else None
+        # a single-byte ISO 8859 or UTF-8 character set: its ASCII bytes are ASCII text
+        self._ascii_text = isinstance(charset, str) and (
+            charset.startswith("iso8859") or charset in _ASCII_SUPERSETS
+        )
 
     @staticmethod
     def _tag(keyword: str) -> Any:
@@ -232,6 +247,36 @@ class _Values:
         value = self._cache[keyword] = self._value(tag)
         return value
 
+    def text(self, keyword: str) -> str | None:
+        """``str(ds.get(keyword)).strip()``, ``None`` for an absent or empty value (the
+        loader's text rule, :func:`_text`).
+
+        A single-valued ASCII value of a string or text VR still raw (``CS``, ``UI``,
+        ``DA``, ``LO``...: pydicom's conversion strips trailing spaces and NULs and
+        splits at backslashes; PN, numbers and the rest go through :meth:`get`) is
+        decoded here, without pydicom's converter; the same text.
+        """
+        tag = self._tag(keyword)
+        if tag not in self._keys:
+            return None
+        if keyword not in self._cache and self._charset:
+            elem = self._ds.get_item(tag, keep_deferred=True)
+            raw = getattr(elem, "value", None)
+            if (
+                type(elem) is RawDataElement
+                and type(raw) is bytes
+                and elem.VR in _PLAIN_TEXT_VRS
+                and raw.isascii()
+                and b"\\" not in raw
+                and b"\x1b" not in raw
+                and (self._ascii_text or elem.VR in _STRING_VRS)
+            ):
+                return raw.decode("ascii").rstrip("\x00 ").strip() or None
+        value = self.get(keyword)
+        if value is None or value == "":
+            return None
+        return str(value).strip() or None
+
     def _value(self, tag: Any) -> Any:
         from pydicom.dataelem import RawDataElement, convert_raw_data_element
         from pydicom.valuerep import AMBIGUOUS_VR, VR
@@ -264,6 +309,8 @@ def _software_versions(ds: Dataset | _Values) -> str | None:
 
 
 def _text(ds: Dataset | _Values, keyword: str) -> str | None:
+    if isinstance(ds, _Values):
+        return ds.text(keyword)
     value = ds.get(keyword)
     if value is None or value == "":
         return None
