@@ -317,18 +317,24 @@ def test_header_values_equal_dataset_get():
 
 
 _TEXT_KEYWORDS = {  # keyword: VR, one of each VR the text shortcut decodes, and PN
-    "Modality": "CS", "SOPInstanceUID": "UI", "StudyDate": "DA", "StudyTime": "TM",
-    "PatientAge": "AS", "AccessionNumber": "SH", "Manufacturer": "LO",
-    "PatientName": "PN", "StationAETitle": "AE", "AcquisitionDateTime": "DT",
+    "Modality": "CS",
+    "SOPInstanceUID": "UI",
+    "StudyDate": "DA",
+    "StudyTime": "TM",
+    "PatientAge": "AS",
+    "AccessionNumber": "SH",
+    "Manufacturer": "LO",
+    "PatientName": "PN",
+    "StationAETitle": "AE",
+    "AcquisitionDateTime": "DT",
 }
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(sorted(_TEXT_KEYWORDS)),
-    st.binary(max_size=12) | st.text(" \x00\\\x1bAZaz09._-^=\t\xe9", max_size=12).map(
-        lambda t: t.encode("latin-1")
-    ),
+    st.binary(max_size=12)
+    | st.text(" \x00\\\x1bAZaz09._-^=\t\xe9", max_size=12).map(lambda t: t.encode("latin-1")),
     st.sampled_from(["ISO_IR 100", "ISO_IR 192", None, "ISO 2022 IR 87", "ISO_IR 144"]),
 )
 def test_text_shortcut_gives_the_pydicom_text(keyword, raw, charset):
@@ -337,8 +343,8 @@ def test_text_shortcut_gives_the_pydicom_text(keyword, raw, charset):
     the shortcut does not apply."""
     import warnings
 
-    from pydicom.dataelem import RawDataElement
     from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
 
     from tbscore.io.load import _text, _Values
     from tbscore.io.sniff import read_dicom

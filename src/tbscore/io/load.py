@@ -186,7 +186,6 @@ _PLAIN_TEXT_VRS = _STRING_VRS | {"SH", "LO", "UC"}
 _ASCII_SUPERSETS = frozenset({"latin_1", "utf_8", "ascii"})
 
 
-
 class _Values:
     """The values of a data set's top-level elements by keyword, as ``ds.get`` gives
     them, for the loader's reads of ~40 header attributes.
