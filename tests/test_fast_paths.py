@@ -372,6 +372,44 @@ def test_text_shortcut_gives_the_pydicom_text(keyword, raw, charset):
         assert _Values(dataset()).text(keyword) == want
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([("Rows", "US"), ("PixelData", "OW"), ("PixelData", "OB")]),
+    st.binary(max_size=6),
+    st.booleans(),
+)
+def test_raw_number_and_bytes_shortcut_gives_dataset_get(element, raw, undefined_length):
+    """_Values.get of a raw US / OB / OW value: ds.get's value and type (one US value,
+    several, none; bytes; an undefined length left to pydicom)."""
+    import warnings
+
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    from tbscore.io.load import _Values
+    from tbscore.io.sniff import read_dicom
+
+    keyword, vr = element
+    length = 0xFFFFFFFF if undefined_length and vr != "US" else len(raw)
+
+    def dataset():
+        ds = read_dicom(SAMPLES / "phantom_a_square.dcm", stop_before_pixels=True)
+        tag = tag_for_keyword(keyword)
+        ds._dict[tag] = RawDataElement(tag, vr, length, raw, 0, False, True)
+        return ds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            want = dataset().get(keyword)
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                _Values(dataset()).get(keyword)
+            return
+        got = _Values(dataset()).get(keyword)
+    assert type(got) is type(want) and got == want
+
+
 def test_single_read_gives_the_path_read_dataset(tmp_path):
     """read_dicom_bytes: the data set pydicom reads from the path (same elements, file
     name and time stamp), and the file's bytes; the rule's errors unchanged."""

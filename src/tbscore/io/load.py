@@ -181,7 +181,7 @@ _TAGS: dict[str, Any] = {}  # keyword -> pydicom BaseTag, filled on first use
 
 #: VRs whose value pydicom decodes with the default encoding whatever the character
 #: set (its ``convert_string`` and ``convert_UI``), and the text VRs decoded with it.
-_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # not AE: NULs kept
 _PLAIN_TEXT_VRS = _STRING_VRS | {"SH", "LO", "UC"}
 _ASCII_SUPERSETS = frozenset({"latin_1", "utf_8", "ascii"})
 
@@ -252,7 +252,7 @@ class _Values:
 
         A single-valued ASCII value of a string or text VR still raw (``CS``, ``UI``,
         ``DA``, ``LO``...: pydicom's conversion strips trailing spaces and NULs and
-        splits at backslashes; PN, numbers and the rest go through :meth:`get`) is
+        splits at backslashes; AE, PN, numbers and the rest go through :meth:`get`) is
         decoded here, without pydicom's converter; the same text.
         """
         tag = self._tag(keyword)
@@ -284,6 +284,14 @@ class _Values:
         if isinstance(elem, RawDataElement):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
+            raw = elem.value
+            if type(raw) is bytes and elem.is_little_endian and raw:
+                # what pydicom's converters give for these, without their set-up: one
+                # little-endian US value as an int, OB/OW bytes as they are
+                if elem.VR == "US" and len(raw) == 2:
+                    return int.from_bytes(raw, "little")
+                if elem.VR in ("OB", "OW") and elem.length != 0xFFFFFFFF:
+                    return raw
             elem = convert_raw_data_element(elem, encoding=self._charset, ds=self._ds)
         if elem.VR == VR.SQ or elem.VR in AMBIGUOUS_VR:
             return self._ds[tag].value  # pydicom's own fix-ups on the data set
