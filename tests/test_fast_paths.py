@@ -564,3 +564,37 @@ def test_roi_overlap_check(second, overlap):
             rois_from_dict(doc, (20, 20), (1.0, 1.0))
     else:
         assert len(rois_from_dict(doc, (20, 20), (1.0, 1.0)).rois) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 25),
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["plain", "rank_deficient", "zero_column", "tiny", "nan"]),
+)
+def test_nugget_pinv_is_numpy_pinv_bit_for_bit(rows, cols, seed, kind):
+    """estimators._pinv: np.linalg.pinv's array, bit for bit (full rank, rank-deficient,
+    a zero column, tiny values, a NaN), on Jacobian-like shapes."""
+    from tbscore.core.estimators import _pinv
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, cols)) * 10.0 ** rng.integers(-3, 4)
+    if kind == "rank_deficient" and cols > 1:
+        a[:, -1] = a[:, 0] * 3.0
+    elif kind == "zero_column":
+        a[:, 0] = 0.0
+    elif kind == "tiny":
+        a *= 1e-300
+    elif kind == "nan":
+        a[0, 0] = np.nan
+    try:
+        want = np.linalg.pinv(a)
+    except np.linalg.LinAlgError:
+        with pytest.raises(np.linalg.LinAlgError):
+            _pinv(a)
+        return
+    got = _pinv(a)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
