@@ -374,13 +374,18 @@ def test_text_shortcut_gives_the_pydicom_text(keyword, raw, charset):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from([("Rows", "US"), ("PixelData", "OW"), ("PixelData", "OB")]),
-    st.binary(max_size=6),
+    st.sampled_from(
+        [("Rows", "US"), ("PixelData", "OW"), ("PixelData", "OB"), ("PatientWeight", "DS")]
+        + [("PixelSpacing", "DS"), ("PatientName", "PN"), ("SeriesNumber", "IS")]
+        + [("SOPClassUID", "UI"), ("Manufacturer", "LO"), ("StationAETitle", "AE")]
+    ),
+    st.binary(max_size=6) | st.sampled_from([b"0.5\\0.25", b" 12 ", b"1e3", b"A^B=C", b"x\x00"]),
     st.booleans(),
 )
 def test_raw_number_and_bytes_shortcut_gives_dataset_get(element, raw, undefined_length):
-    """_Values.get of a raw US / OB / OW value: ds.get's value and type (one US value,
-    several, none; bytes; an undefined length left to pydicom)."""
+    """_Values.get of a raw value converted by pydicom's convert_value directly: ds.get's
+    value and type (US one value, several, none; OB/OW bytes; DS, IS, PN, UI, LO, AE of
+    any bytes; an undefined length left to pydicom)."""
     import warnings
 
     from pydicom.datadict import tag_for_keyword
@@ -390,7 +395,7 @@ def test_raw_number_and_bytes_shortcut_gives_dataset_get(element, raw, undefined
     from tbscore.io.sniff import read_dicom
 
     keyword, vr = element
-    length = 0xFFFFFFFF if undefined_length and vr != "US" else len(raw)
+    length = 0xFFFFFFFF if undefined_length and vr in ("OB", "OW") else len(raw)
 
     def dataset():
         ds = read_dicom(SAMPLES / "phantom_a_square.dcm", stop_before_pixels=True)

@@ -184,6 +184,27 @@ _TAGS: dict[str, Any] = {}  # keyword -> pydicom BaseTag, filled on first use
 _STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # not AE: NULs kept
 _PLAIN_TEXT_VRS = _STRING_VRS | {"SH", "LO", "UC"}
 _ASCII_SUPERSETS = frozenset({"latin_1", "utf_8", "ascii"})
+#: VRs whose raw value :meth:`_Values.get` converts with pydicom's ``convert_value``
+#: directly (not SQ, UN or the ambiguous ones; US / SS only as one value, which the
+#: LUT descriptor fix-up of a value list never touches: ``convert_raw_data_element``
+#: for the rest).
+_PLAIN_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC"}
+    | {"UI", "UL", "UR", "UT", "FL", "FD", "SL", "OB", "OW", "OF", "OD", "OL"}
+)
+
+
+def _default_hooks() -> bool:
+    """pydicom's raw-element hooks are its own and no element callback is set."""
+    from pydicom import config, hooks
+
+    h = hooks.hooks
+    return (
+        config.data_element_callback is None
+        and not h.raw_element_kwargs
+        and h.raw_element_vr is hooks.raw_element_vr
+        and h.raw_element_value is hooks.raw_element_value
+    )
 
 
 class _Values:
@@ -284,14 +305,21 @@ class _Values:
         if isinstance(elem, RawDataElement):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
-            raw = elem.value
-            if type(raw) is bytes and elem.is_little_endian and raw:
-                # what pydicom's converters give for these, without their set-up: one
-                # little-endian US value as an int, OB/OW bytes as they are
-                if elem.VR == "US" and len(raw) == 2:
-                    return int.from_bytes(raw, "little")
-                if elem.VR in ("OB", "OW") and elem.length != 0xFFFFFFFF:
-                    return raw
+            vr = elem.VR
+            if (
+                type(elem.value) is bytes
+                and (vr in _PLAIN_VRS or (vr in ("US", "SS") and elem.length == 2))
+                and _default_hooks()
+            ):
+                # what convert_raw_data_element gives for an explicit VR of these with
+                # pydicom's own hooks: its value converter's value (the element object
+                # it wraps it in and the hooks' VR look-up are not needed)
+                from pydicom.values import convert_value
+
+                try:
+                    return convert_value(vr, elem, self._charset)
+                except Exception:
+                    pass  # pydicom's own path below decides (its error or its UN rule)
             elem = convert_raw_data_element(elem, encoding=self._charset, ds=self._ds)
         if elem.VR == VR.SQ or elem.VR in AMBIGUOUS_VR:
             return self._ds[tag].value  # pydicom's own fix-ups on the data set
