@@ -220,13 +220,14 @@ class _Values:
     not read from a file take ``Dataset.get`` itself.
     """
 
-    __slots__ = ("_ds", "_keys", "_charset", "_cache", "_ascii_text")
+    __slots__ = ("_ds", "_keys", "_charset", "_cache", "_ascii_text", "_own_hooks")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
         self._keys = ds.keys()
         self._charset = ds.original_character_set
         self._cache: dict[str, Any] = {}
+        self._own_hooks = _default_hooks()  # asked once per data set
         charset = self._charset
         if isinstance(charset, list | tuple):
             charset = charset[0] if len(charset) == 1 else None
@@ -309,7 +310,7 @@ class _Values:
             if (
                 type(elem.value) is bytes
                 and (vr in _PLAIN_VRS or (vr in ("US", "SS") and elem.length == 2))
-                and _default_hooks()
+                and self._own_hooks
             ):
                 # what convert_raw_data_element gives for an explicit VR of these with
                 # pydicom's own hooks: its value converter's value (the element object
