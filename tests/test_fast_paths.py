@@ -293,7 +293,7 @@ def test_header_values_equal_dataset_get():
 
     from pydicom.datadict import keyword_for_tag
 
-    from tbscore.io.load import _Values
+    from tbscore.io.load import _text, _Values
     from tbscore.io.sniff import read_dicom
 
     files = _dicom_files()
@@ -306,12 +306,113 @@ def test_header_values_equal_dataset_get():
         keywords = [keyword_for_tag(t) for t in ds.keys()]
         keywords = [k for k in keywords if k] + ["PatientAge", "ReasonForStudy", "Rows"]
         values = _Values(ds)
+        texts = _Values(read_dicom(f))
         for k in keywords:
             want = fresh.get(k)
+            assert texts.text(k) == _text(fresh, k), (f.name, k)
             got = values.get(k)
             assert type(got) is type(want) and got == want, (f.name, k)
             assert (k in values) == (k in fresh)
         assert values.get("NumberOfFrames", 7) == fresh.get("NumberOfFrames", 7)
+
+
+_TEXT_KEYWORDS = {  # keyword: VR, one of each text VR the loader reads, and PN
+    "Modality": "CS",
+    "SOPInstanceUID": "UI",
+    "StudyDate": "DA",
+    "StudyTime": "TM",
+    "PatientAge": "AS",
+    "AccessionNumber": "SH",
+    "Manufacturer": "LO",
+    "PatientName": "PN",
+    "StationAETitle": "AE",
+    "AcquisitionDateTime": "DT",
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(_TEXT_KEYWORDS)),
+    st.binary(max_size=12)
+    | st.text(" \x00\\\x1bAZaz09._-^=\t\xe9", max_size=12).map(lambda t: t.encode("latin-1")),
+    st.sampled_from(["ISO_IR 100", "ISO_IR 192", None, "ISO 2022 IR 87", "ISO_IR 144"]),
+)
+def test_loader_text_is_the_pydicom_text(keyword, raw, charset):
+    """_Values.text (values converted by pydicom's convert_value straight from the raw
+    element): the loader's text rule (str(ds.get(k)).strip(), None when empty) on raw
+    values of any bytes, for each character set kind, as the full pydicom path has it."""
+    import warnings
+
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    from tbscore.io.load import _text, _Values
+    from tbscore.io.sniff import read_dicom
+
+    def dataset():
+        ds = read_dicom(SAMPLES / "phantom_a_square.dcm", stop_before_pixels=True)
+        if charset is None:
+            del ds.SpecificCharacterSet
+        else:
+            ds.SpecificCharacterSet = charset
+        ds._read_charset = ds._character_set  # as read from a file with that set
+        tag = tag_for_keyword(keyword)
+        ds._dict[tag] = RawDataElement(tag, _TEXT_KEYWORDS[keyword], len(raw), raw, 0, False, True)
+        return ds
+
+    assert _Values(dataset())._charset == dataset()._character_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            want = _text(dataset(), keyword)
+        except Exception as exc:  # pydicom refuses the bytes: so must the loader
+            with pytest.raises(type(exc)):
+                _Values(dataset()).text(keyword)
+            return
+        assert _Values(dataset()).text(keyword) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(
+        [("Rows", "US"), ("PixelData", "OW"), ("PixelData", "OB"), ("PatientWeight", "DS")]
+        + [("PixelSpacing", "DS"), ("PatientName", "PN"), ("SeriesNumber", "IS")]
+        + [("SOPClassUID", "UI"), ("Manufacturer", "LO"), ("StationAETitle", "AE")]
+    ),
+    st.binary(max_size=6) | st.sampled_from([b"0.5\\0.25", b" 12 ", b"1e3", b"A^B=C", b"x\x00"]),
+    st.booleans(),
+)
+def test_raw_number_and_bytes_shortcut_gives_dataset_get(element, raw, undefined_length):
+    """_Values.get of a raw value converted by pydicom's convert_value directly: ds.get's
+    value and type (US one value, several, none; OB/OW bytes; DS, IS, PN, UI, LO, AE of
+    any bytes; an undefined length left to pydicom)."""
+    import warnings
+
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    from tbscore.io.load import _Values
+    from tbscore.io.sniff import read_dicom
+
+    keyword, vr = element
+    length = 0xFFFFFFFF if undefined_length and vr in ("OB", "OW") else len(raw)
+
+    def dataset():
+        ds = read_dicom(SAMPLES / "phantom_a_square.dcm", stop_before_pixels=True)
+        tag = tag_for_keyword(keyword)
+        ds._dict[tag] = RawDataElement(tag, vr, length, raw, 0, False, True)
+        return ds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            want = dataset().get(keyword)
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                _Values(dataset()).get(keyword)
+            return
+        got = _Values(dataset()).get(keyword)
+    assert type(got) is type(want) and got == want
 
 
 def test_single_read_gives_the_path_read_dataset(tmp_path):
@@ -468,3 +569,34 @@ def test_roi_overlap_check(second, overlap):
             rois_from_dict(doc, (20, 20), (1.0, 1.0))
     else:
         assert len(rois_from_dict(doc, (20, 20), (1.0, 1.0)).rois) == 2
+
+
+_ROW_VALUE = st.one_of(
+    st.none(),
+    st.text(max_size=10),
+    st.sampled_from(["=1+1", "+x", "-2", "@a", "'=b", "1e3", "2.5", " 7", "nan", "inf"]),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_normalize_row_idempotent(data):
+    """normalize_row of its own output is that output (so the journal writes the
+    runner's normalised rows as they are, ``append(normalized=True)``), and the journal
+    line is the same either way."""
+    from tbscore.batch.output import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, _csv_line, normalize_row
+
+    row = {}
+    for col in data.draw(st.lists(st.sampled_from(COLUMNS), max_size=12, unique=True)):
+        value = data.draw(_ROW_VALUE)
+        if col in FLOAT_COLUMNS | INT_COLUMNS and isinstance(value, str):
+            value = None  # the converters' input for numbers: numbers or nothing
+        if col in INT_COLUMNS and isinstance(value, float):
+            value = None if not math.isfinite(value) else int(value)
+        row[col] = value
+    once = normalize_row(row)
+    twice = normalize_row(once)
+    assert twice == once and list(twice) == list(once)
+    assert _csv_line(twice[c] for c in COLUMNS) == _csv_line(once[c] for c in COLUMNS)

@@ -320,11 +320,15 @@ class CsvJournal:
             pos = end + 1
         return rows, pos
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Append one row (normalised) as one line, then flush it to disk."""
+    def append(self, row: Mapping[str, Any], *, normalized: bool = False) -> None:
+        """Append one row (normalised) as one line, then flush it to disk.
+
+        ``normalized=True``: ``row`` is :func:`normalize_row`'s output already (the
+        runner's rows), not normalised again (the rule is idempotent on its output).
+        """
         if self._fd is None:
             raise BatchError("journal is closed", str(self.path))
-        norm = normalize_row(row)
+        norm = row if normalized else normalize_row(row)
         line = _csv_line(norm[c] for c in COLUMNS)
         view = memoryview(line)
         while view:

@@ -500,7 +500,7 @@ class _BatchRun:
             result = outcome.get("result") if row["status"] != "duplicate" else None
             write_case_json(self.per_case_dir, row, result)
         if self.journal is not None:
-            self.journal.append(row)
+            self.journal.append(row, normalized=True)  # _decide's rows are normalised
         self.state.count(row)
         self.state.written += 1
         audit_row(row)  # one audit line per input, in this (the logging) process

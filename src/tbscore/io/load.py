@@ -178,6 +178,28 @@ class DXAImage:
 
 _TAGS: dict[str, Any] = {}  # keyword -> pydicom BaseTag, filled on first use
 
+#: VRs whose raw value :meth:`_Values.get` converts with pydicom's ``convert_value``
+#: directly (not SQ, UN or the ambiguous ones; US / SS only as one value, which the
+#: LUT descriptor fix-up of a value list never touches: ``convert_raw_data_element``
+#: for the rest).
+_PLAIN_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC"}
+    | {"UI", "UL", "UR", "UT", "FL", "FD", "SL", "OB", "OW", "OF", "OD", "OL"}
+)
+
+
+def _default_hooks() -> bool:
+    """pydicom's raw-element hooks are its own and no element callback is set."""
+    from pydicom import config, hooks
+
+    h = hooks.hooks
+    return (
+        config.data_element_callback is None
+        and not h.raw_element_kwargs
+        and h.raw_element_vr is hooks.raw_element_vr
+        and h.raw_element_value is hooks.raw_element_value
+    )
+
 
 class _Values:
     """The values of a data set's top-level elements by keyword, as ``ds.get`` gives
@@ -192,13 +214,14 @@ class _Values:
     not read from a file take ``Dataset.get`` itself.
     """
 
-    __slots__ = ("_ds", "_keys", "_charset", "_cache")
+    __slots__ = ("_ds", "_keys", "_charset", "_cache", "_own_hooks")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
         self._keys = ds.keys()
         self._charset = ds.original_character_set
         self._cache: dict[str, Any] = {}
+        self._own_hooks = _default_hooks()  # asked once per data set
 
     @staticmethod
     def _tag(keyword: str) -> Any:
@@ -232,6 +255,15 @@ class _Values:
         value = self._cache[keyword] = self._value(tag)
         return value
 
+    def text(self, keyword: str) -> str | None:
+        """``str(ds.get(keyword)).strip()``, ``None`` for an absent or empty value (the
+        loader's text rule, :func:`_text`); the value converted by pydicom, as
+        :meth:`get` has it."""
+        value = self.get(keyword)
+        if value is None or value == "":
+            return None
+        return str(value).strip() or None
+
     def _value(self, tag: Any) -> Any:
         from pydicom.dataelem import RawDataElement, convert_raw_data_element
         from pydicom.valuerep import AMBIGUOUS_VR, VR
@@ -240,6 +272,21 @@ class _Values:
         if isinstance(elem, RawDataElement):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
+            vr = elem.VR
+            if (
+                type(elem.value) is bytes
+                and (vr in _PLAIN_VRS or (vr in ("US", "SS") and elem.length == 2))
+                and self._own_hooks
+            ):
+                # what convert_raw_data_element gives for an explicit VR of these with
+                # pydicom's own hooks: its value converter's value (the element object
+                # it wraps it in and the hooks' VR look-up are not needed)
+                from pydicom.values import convert_value
+
+                try:
+                    return convert_value(vr, elem, self._charset)
+                except Exception:
+                    pass  # pydicom's own path below decides (its error or its UN rule)
             elem = convert_raw_data_element(elem, encoding=self._charset, ds=self._ds)
         if elem.VR == VR.SQ or elem.VR in AMBIGUOUS_VR:
             return self._ds[tag].value  # pydicom's own fix-ups on the data set
@@ -264,6 +311,8 @@ def _software_versions(ds: Dataset | _Values) -> str | None:
 
 
 def _text(ds: Dataset | _Values, keyword: str) -> str | None:
+    if isinstance(ds, _Values):
+        return ds.text(keyword)
     value = ds.get(keyword)
     if value is None or value == "":
         return None
