@@ -19,6 +19,7 @@ from tbscore.core.estimators import (
     fit_nugget_model,
 )
 from tbscore.errors import ComputationError
+from test_uncertainty import _brute_covariance_np
 
 
 def _ols_reference(d, v):
@@ -162,34 +163,9 @@ def test_nugget_fit_on_a_plain_power_law():
 # -- the full-rectangle covariance sum (half the displacement grid, by symmetry) -----
 
 
-def _brute_covariance(mask, lags, spacing, c, a, n):
-    """The definition: 2 / (N_i N_j) sum over pair starts x, y of C_ij(x - y)^2."""
-
-    def gam(hr, hc):
-        d = np.hypot(hr * spacing[0], hc * spacing[1])
-        return np.where(d > 0, 0.5 * (c * d**a + n), 0.0)
-
-    starts = []
-    for dr, dc in lags:
-        s = np.zeros_like(mask)
-        nr, nc = mask.shape
-        if abs(dr) < nr and abs(dc) < nc:
-            a0 = (slice(max(0, -dr), nr - max(0, dr)), slice(max(0, -dc), nc - max(0, dc)))
-            b0 = (slice(max(0, dr), nr - max(0, -dr)), slice(max(0, dc), nc - max(0, -dc)))
-            s[a0] = mask[a0] & mask[b0]
-        starts.append(np.argwhere(s))
-    k = len(lags)
-    cov = np.zeros((k, k))
-    for i in range(k):
-        for j in range(k):
-            if len(starts[i]) and len(starts[j]):
-                h = starts[i][:, None, :] - starts[j][None, :, :]
-                hr, hc = h[..., 0], h[..., 1]
-                (ir, ic), (jr, jc) = lags[i], lags[j]
-                cc = gam(hr + ir, hc + ic) + gam(hr - jr, hc - jc)
-                cc = cc - gam(hr + ir - jr, hc + ic - jc) - gam(hr, hc)
-                cov[i, j] = 2.0 * np.sum(cc * cc) / (len(starts[i]) * len(starts[j]))
-    return cov
+# The definition, 2 / (N_i N_j) sum over pair starts x, y of C_ij(x - y)^2: the
+# reference of tests/test_uncertainty.py (one definition for both files).
+_brute_covariance = _brute_covariance_np
 
 
 _LAGS = [
