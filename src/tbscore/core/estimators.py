@@ -209,6 +209,32 @@ def _nugget_solve(a: np.ndarray, d: np.ndarray, v: np.ndarray):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _nugget_solve_at(p, w, v, s22, b2):  # pragma: no cover - compiled
+    # c, n (closed form, n >= 0 else n = 0) and the weighted residual sum of squares at
+    # one exponent, given p = d^a, w = 1/v^2, s22 = sum w, b2 = sum w v: the one solve
+    # that the profile search (_nugget_ss) and the fit's last step (_nugget_finish) share
+    k = p.shape[0]
+    s11 = 0.0
+    s12 = 0.0
+    b1 = 0.0
+    for q in range(k):
+        s11 += w[q] * p[q] * p[q]
+        s12 += w[q] * p[q]
+        b1 += w[q] * v[q] * p[q]
+    det = s11 * s22 - s12 * s12
+    c = (b1 * s22 - b2 * s12) / det
+    n = (s11 * b2 - s12 * b1) / det
+    if not (n >= 0):
+        c = b1 / s11
+        n = 0.0
+    ss = 0.0
+    for q in range(k):
+        r = v[q] - c * p[q] - n
+        ss += w[q] * r * r
+    return c, n, ss
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _nugget_ss(a, d, v):  # pragma: no cover - compiled
     # _nugget_solve(a, d, v)[2] in one compiled pass (the profile search's objective:
     # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan)
@@ -223,24 +249,9 @@ def _nugget_ss(a, d, v):  # pragma: no cover - compiled
     out = np.empty(a.shape[0])
     p = np.empty(k)  # d^a, computed once per exponent for both passes
     for i in range(a.shape[0]):
-        s11 = 0.0
-        s12 = 0.0
-        b1 = 0.0
         for q in range(k):
             p[q] = math.exp(a[i] * ld[q])
-            s11 += w[q] * p[q] * p[q]
-            s12 += w[q] * p[q]
-            b1 += w[q] * v[q] * p[q]
-        det = s11 * s22 - s12 * s12
-        c = (b1 * s22 - b2 * s12) / det
-        n = (s11 * b2 - s12 * b1) / det
-        if not (n >= 0):
-            c = b1 / s11
-            n = 0.0
-        ss = 0.0
-        for q in range(k):
-            r = v[q] - c * p[q] - n
-            ss += w[q] * r * r
+        c, _, ss = _nugget_solve_at(p, w, v, s22, b2)
         out[i] = ss if c > 0 else np.inf
     return out
 
@@ -308,28 +319,13 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     k = d.shape[0]
     ld = np.log(d)
     w = 1.0 / (v * v)
-    s11 = 0.0
-    s12 = 0.0
     s22 = 0.0
-    b1 = 0.0
     b2 = 0.0
-    p = np.exp(a * ld)
     for q in range(k):
-        s11 += w[q] * p[q] * p[q]
-        s12 += w[q] * p[q]
         s22 += w[q]
-        b1 += w[q] * v[q] * p[q]
         b2 += w[q] * v[q]
-    det = s11 * s22 - s12 * s12
-    c = (b1 * s22 - b2 * s12) / det
-    n = (s11 * b2 - s12 * b1) / det
-    if not (n >= 0):
-        c = b1 / s11
-        n = 0.0
-    ss = 0.0
-    for q in range(k):
-        r = v[q] - c * p[q] - n
-        ss += w[q] * r * r
+    p = np.exp(a * ld)
+    c, n, ss = _nugget_solve_at(p, w, v, s22, b2)
     if not (math.isfinite(ss) and c > 0):
         return c, n, np.inf, np.nan, np.empty((k, 0))
     tex = c * p
