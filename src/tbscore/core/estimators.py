@@ -246,11 +246,21 @@ def _nugget_ss(a, d, v):  # pragma: no cover - compiled
     for q in range(k):
         s22 += w[q]
         b2 += w[q] * v[q]
+    # equal distances (a lag and its mirror; both axes on square pixels) share d^a: one
+    # exp per distinct distance, copied to the others (the same values, half the exps
+    # on the default lags at square pixels)
+    first = np.empty(k, np.int64)
+    for q in range(k):
+        first[q] = q
+        for r in range(q):
+            if ld[r] == ld[q]:
+                first[q] = first[r]
+                break
     out = np.empty(a.shape[0])
     p = np.empty(k)  # d^a, computed once per exponent for both passes
     for i in range(a.shape[0]):
         for q in range(k):
-            p[q] = math.exp(a[i] * ld[q])
+            p[q] = math.exp(a[i] * ld[q]) if first[q] == q else p[first[q]]
         c, _, ss = _nugget_solve_at(p, w, v, s22, b2)
         out[i] = ss if c > 0 else np.inf
     return out
