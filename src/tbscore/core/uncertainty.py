@@ -362,14 +362,13 @@ def _lag_diff(G, pad_r, pad_c, ki0, ki1, qr, qc, out):  # pragma: no cover - com
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _sum_sep_d(D, qr, qc, kj0, kj1, s_r, orow, ocol, nr, nc):  # pragma: no cover
+def _sum_sep_d(D, qr, qc, kj0, s_r, oa, ob, orow, wcol, n, nr):  # pragma: no cover
     # _sum_sep with C_ij(h) = D_i(h) - D_i(h - k_j) (D from _lag_diff, not transposed):
-    # sum over the rows with 2 hr <= s_r (s_r = kj0 - ki0; the summand is even about
-    # s / 2), the rows below the middle twice
+    # sum over the rows with 2 hr <= s_r (s = k_j - k_i; the summand is even about
+    # s / 2), the rows below the middle twice; along a row, the n columns from D's
+    # columns oa (for h) and ob (for h - k_j) with the column weights wcol (the column
+    # overlaps, or their folded form: _fold_columns)
     total = 0.0
-    m = 2 * nc - 1
-    oa = qc - (nc - 1)
-    ob = oa - kj1
     for ir in range(2 * nr - 1):
         side = 2 * (ir - (nr - 1)) - s_r
         if side > 0:
@@ -378,14 +377,31 @@ def _sum_sep_d(D, qr, qc, kj0, kj1, s_r, orow, ocol, nr, nc):  # pragma: no cove
         if wr == 0.0:
             continue
         r = ir - (nr - 1) + qr
-        da = D[r, oa : oa + m]
-        db = D[r - kj0, ob : ob + m]
+        da = D[r, oa : oa + n]
+        db = D[r - kj0, ob : ob + n]
         row = 0.0
-        for ic in range(m):
+        for ic in range(n):
             cc = da[ic] - db[ic]
-            row += ocol[ic] * cc * cc
+            row += wcol[ic] * cc * cc
         total += (2.0 * wr if side < 0 else wr) * row
     return total
+
+
+@njit(cache=True, nogil=True)
+def _fold_columns(ocol, s_c, wcol):  # pragma: no cover - compiled
+    # Column weights of a pair whose summand is even about s_c / 2 along the columns
+    # (index t / 2, t = s_c + m - 1 for m = len(ocol) columns): the columns below the
+    # middle weighted twice, the middle once, the rest dropped; returns how many of
+    # wcol's leading columns to sum
+    m = ocol.shape[0]
+    t = s_c + m - 1
+    n_lo = min(max((t + 1) // 2, 0), m)  # columns with 2 index < t
+    for ic in range(n_lo):
+        wcol[ic] = 2.0 * ocol[ic]
+    if t % 2 == 0 and 0 <= t // 2 < m:
+        wcol[t // 2] = ocol[t // 2]
+        return t // 2 + 1
+    return n_lo
 
 
 @njit(cache=True, nogil=True)
@@ -412,12 +428,19 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
             if (lags[j, 0] == a and lags[j, 1] == b) or (lags[j, 0] == -a and lags[j, 1] == -b):
                 mirror[i] = j
                 break
+    # Both lags on an axis ((a, 0) or (0, b)): with s = k_j - k_i, reflecting the
+    # columns about s_c / 2 maps C_ij to +-C_ij (G is even along each axis), and the
+    # column overlaps are centred on s_c / 2 as well, so the columns fold in two too.
+    on_axis = np.empty(k, np.bool_)
+    for i in range(k):
+        on_axis[i] = lags[i, 0] == 0 or lags[i, 1] == 0
     qr, qc = nr - 1 + mr, nc - 1 + mc
     D = np.empty((2 * qr + 1, 2 * qc + 1))
     done = np.zeros((k, k), np.bool_)
     cov = np.zeros((k, k))
     orow = np.empty(2 * nr - 1)
     ocol = np.empty(2 * nc - 1)
+    wcol = np.empty(2 * nc - 1)
     for i in range(k):
         if counts[i] <= 0.0:
             continue
@@ -430,8 +453,14 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
                 built = True
             _overlap_into(orow, iv[i, 0], iv[i, 1], iv[j, 0], iv[j, 1], nr)
             _overlap_into(ocol, iv[i, 2], iv[i, 3], iv[j, 2], iv[j, 3], nc)
+            if on_axis[i] and on_axis[j]:
+                n = _fold_columns(ocol, lags[j, 1] - lags[i, 1], wcol)
+                w = wcol
+            else:
+                n, w = 2 * nc - 1, ocol
+            oa = qc - (nc - 1)
             s = _sum_sep_d(
-                D, qr, qc, lags[j, 0], lags[j, 1], lags[j, 0] - lags[i, 0], orow, ocol, nr, nc
+                D, qr, qc, lags[j, 0], lags[j, 0] - lags[i, 0], oa, oa - lags[j, 1], orow, w, n, nr
             )
             cov[i, j] = 2.0 * s / (counts[i] * counts[j])
             cov[j, i] = cov[i, j]
