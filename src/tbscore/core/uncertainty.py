@@ -472,19 +472,21 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _runs_pair_sum(S2T, DT, qr, qc, kj0, kj1, nr, nc, s1, s2):  # pragma: no cover
+def _runs_pair_sum(S2T, DT, qr, qc, kj0, kj1, nr, nc, s1, s2, same):  # pragma: no cover
     # sum_h A_ij(h) C_ij(h)^2 from the impulses S2T (transposed: S2T[column index,
     # row displacement]) and DT = D_i transposed, column by column: the two running
     # sums that turn the impulses into A (exact, small integers) advance for all row
     # displacements at once, in vector loops (along a row they are a serial chain),
-    # and the impulses read are cleared for the next pair
+    # and the impulses read are cleared for the next pair. same (i = j): A_ii and
+    # C_ii are even in h, so the columns left of the middle (t = 0) count twice, the
+    # middle once and the rest are not summed.
     mr, mc = 2 * nr - 1, 2 * nc - 1
     s1[:] = 0.0
     s2[:] = 0.0
     oa = qr - (nr - 1)
     ob = oa - kj0
     total = 0.0
-    for m in range(mc):
+    for m in range(nc if same else mc):
         x = m - (nc - 1) + qc
         imp = S2T[m]
         for r in range(mr):
@@ -498,8 +500,8 @@ def _runs_pair_sum(S2T, DT, qr, qc, kj0, kj1, nr, nc, s1, s2):  # pragma: no cov
         for r in range(mr):
             cc = da[r] - db[r]
             col += s2[r] * cc * cc
-        total += col
-    S2T[mc:] = 0.0  # impulses past the last displacement: never summed, cleared
+        total += 2.0 * col if same and m < nc - 1 else col
+    S2T[nc if same else mc :] = 0.0  # impulses past the last column summed: cleared
     return total
 
 
@@ -516,9 +518,18 @@ def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma
     qr, qc = nr - 1 + lr, nc - 1 + lc
     GT = np.ascontiguousarray(G.T)
     DT = np.empty((2 * qc + 1, 2 * qr + 1))
-    S2T = np.zeros((mc + 2, mr))
+    flat = np.zeros((mc + 2) * mr)  # the impulses, written through flat indices
+    S2T = flat.reshape((mc + 2, mr))
     s1 = np.empty(mr)
     s2 = np.empty(mr)
+    # flat index of the impulse at (column a - d + nc, row r - r' + nr - 1) is
+    # base(a, r) - off(d, r'), base(a, r) = (a + nc) mr + r + nr - 1, off(d, r') = d mr + r'
+    nrun = runs.shape[0]
+    off_end = np.empty(nrun, np.int64)
+    off_start = np.empty(nrun, np.int64)
+    for q in range(nrun):
+        off_end[q] = runs[q, 2] * mr + runs[q, 0]
+        off_start[q] = runs[q, 1] * mr + runs[q, 0]
     for i in range(k):
         if counts[i] <= 0.0:
             continue
@@ -531,14 +542,15 @@ def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma
                 built = True
             for p in range(roff[i], roff[i + 1]):
                 r, a, b = runs[p, 0], runs[p, 1], runs[p, 2]
+                base_a = (a + nc) * mr + r + nr - 1
+                base_b = (b + nc) * mr + r + nr - 1
                 for q in range(roff[j], roff[j + 1]):
-                    row = r - runs[q, 0] + nr - 1
-                    c, d = runs[q, 1], runs[q, 2]
-                    S2T[a - d + nc, row] += 1.0
-                    S2T[b - d + nc, row] -= 1.0
-                    S2T[a - c + nc, row] -= 1.0
-                    S2T[b - c + nc, row] += 1.0
-            s = _runs_pair_sum(S2T, DT, qr, qc, lags[j, 0], lags[j, 1], nr, nc, s1, s2)
+                    oe, os = off_end[q], off_start[q]
+                    flat[base_a - oe] += 1.0
+                    flat[base_b - oe] -= 1.0
+                    flat[base_a - os] -= 1.0
+                    flat[base_b - os] += 1.0
+            s = _runs_pair_sum(S2T, DT, qr, qc, lags[j, 0], lags[j, 1], nr, nc, s1, s2, i == j)
             cov[i, j] = 2.0 * s / (counts[i] * counts[j])
             cov[j, i] = cov[i, j]
     return cov
