@@ -13,6 +13,7 @@ are valid.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -365,6 +366,19 @@ def uncertainty_warnings(vertebrae: tuple[VertebraResult, ...], estimator: str) 
     return [f"texture-to-noise ratio below {SNR_WARN:g} ({which}): {effect}"]
 
 
+@functools.lru_cache(maxsize=64)
+def _scan_lags(
+    spacing_mm: tuple[float, float],
+    lag_min_mm: float,
+    lag_max_mm: float,
+    directions: tuple[str, ...],
+    extent_px: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_lags` of a scan, kept for the next scan of the same geometry (a
+    batch of one device repeats it); callers copy the arrays (:func:`compute_vertebrae`)."""
+    return select_lags(spacing_mm, lag_min_mm, lag_max_mm, directions, extent_px=extent_px)
+
+
 def compute_vertebrae(
     image: np.ndarray, rois: VertebraROIs, spacing_mm: tuple[float, float], settings: Settings
 ) -> tuple[VertebraResult, ...]:
@@ -374,12 +388,12 @@ def compute_vertebrae(
     boxes = [b for b, r in zip(bboxes, rois, strict=True) if not r.excluded]
     boxes = boxes or [(0, 0, *image.shape[:2])]
     extent = (max(b[2] - b[0] for b in boxes), max(b[3] - b[1] for b in boxes))
-    lags = select_lags(
-        spacing_mm,
-        settings.lag_min_mm,
-        settings.lag_max_mm,
-        settings.directions,
-        extent_px=extent,
+    key = (float(spacing_mm[0]), float(spacing_mm[1]))
+    lags = tuple(  # copies: the cached arrays stay as select_lags made them
+        a.copy()
+        for a in _scan_lags(
+            key, settings.lag_min_mm, settings.lag_max_mm, tuple(settings.directions), extent
+        )
     )
     return tuple(
         vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b)
