@@ -26,7 +26,7 @@ from tbscore.core.settings import DIRECTIONS, Settings
 from tbscore.core.uncertainty import SNR_WARN, Z95, slope_uncertainty
 from tbscore.core.variogram import _check as check_image_mask
 from tbscore.core.variogram import variogram
-from tbscore.errors import ComputationError
+from tbscore.errors import ComputationError, ROIError
 
 __all__ = [
     "select_lags",
@@ -227,7 +227,9 @@ def vertebra_tbs(
     image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
     r0, c0, r1, c1 = roi.bbox() if box is None else box
     mask = full_mask[r0:r1, c0:c1]
-    n_pixels = int(np.count_nonzero(mask))  # = roi.n_pixels: nothing outside the box
+    n_pixels = int(np.count_nonzero(mask))
+    if roi.box is not None and n_pixels != roi.n_pixels:  # a box given with the mask
+        raise ROIError(f"{roi.label} mask has pixels outside its box {roi.box}")
     base = dict(label=roi.label, n_pixels=n_pixels, roi_confidence=roi.confidence)
     if roi.excluded:
         return VertebraResult(status="excluded", reason=roi.exclusion_reason or "excluded", **base)
