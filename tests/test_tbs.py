@@ -201,3 +201,22 @@ def test_vertebra_rois_container():
     rois = VertebraROIs((VertebraROI("L1", m),), (10, 10))
     assert rois["L1"].n_pixels == 9 and rois.labels == ("L1",)
     assert rois.label_image().max() == 1
+
+
+def test_vertebra_is_computed_on_its_box_and_a_box_must_hold_its_mask():
+    """A vertebra's result is the same computed on its bounding box as on the whole
+    image (a frame of other gray levels around it changes nothing), and an ROI whose
+    given box does not hold all of its mask is refused, not cropped silently."""
+    rng = np.random.default_rng(3)
+    tex = np.cumsum(np.cumsum(rng.normal(size=(40, 50)), 0), 1)
+    small = vertebra_tbs(tex, VertebraROI("L1", np.ones((40, 50), bool)), (1.0, 1.0), Settings())
+    assert small.status == "ok" and small.se is not None
+    image = rng.normal(size=(90, 120)) * 1e3
+    image[20:60, 30:80] = tex
+    mask = np.zeros(image.shape, bool)
+    mask[20:60, 30:80] = True
+    for box in (None, (20, 30, 60, 80)):
+        got = vertebra_tbs(image, VertebraROI("L1", mask, box=box), (1.0, 1.0), Settings())
+        assert got == small
+    with pytest.raises(ROIError, match="outside its box"):
+        vertebra_tbs(image, VertebraROI("L1", mask, box=(20, 30, 50, 80)), (1.0, 1.0), Settings())

@@ -607,3 +607,45 @@ def test_profile_interval_is_none_where_the_misfit_is_undefined():
     from tbscore.core.uncertainty import profile_interval
 
     assert profile_interval(DISTS, 2.0 * DISTS**1.2, np.zeros((10, 10)), 1.2) is None
+
+
+# -- the lag-difference fast paths against the four-term kernels they replaced -------
+
+
+def _grid_for(nr, nc, lags, spacing, c, a, n):
+    import tbscore.core.uncertainty as unc
+
+    pr, pc = (2 * int(x) for x in np.abs(lags).max(axis=0))
+    pad = (nr - 1 + pr, nc - 1 + pc)
+    return unc._semivariogram_grid(*pad, spacing[0], spacing[1], c, a, n), pad
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    _rounded_masks(),
+    st.sampled_from([(1.0, 1.0), (0.5, 0.5), (1.05, 0.6), (0.8, 0.8)]),
+    st.sampled_from([(0.5, 3.0), (0.5, 2.0), (1.0, 5.0)]),
+    st.floats(0.1, 10.0),
+    st.floats(0.05, 1.95),
+    st.floats(0.0, 5.0),
+)
+def test_lag_difference_paths_equal_the_four_term_kernels(mask, spacing, rng, c, a, n):
+    """``_cov_rect`` (the mask's full box) and ``_cov_runs`` (the mask) equal the
+    kernels they replaced, ``_cov_rect_reference`` and ``_cov_runs_reference`` (four
+    semivariogram values per displacement), to 1e-12 of each matrix's largest value,
+    default lag sets on square and non-square pixels, lags longer than the mask
+    included."""
+    import tbscore.core.uncertainty as unc
+
+    lags, _ = select_lags(spacing, *rng)
+    nr, nc = mask.shape
+    G, (pr, pc) = _grid_for(nr, nc, lags, spacing, c, a, n)
+    got = unc._cov_rect(G, pr, pc, lags, nr, nc)
+    want = unc._cov_rect_reference(G, pr, pc, lags, nr, nc)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    runs, roff, counts = unc._lag_runs(mask, lags)
+    k = len(lags)
+    got = unc._cov_runs(G, pr, pc, lags, runs, roff, counts, nr, nc, np.zeros((k, k)))
+    want = unc._cov_runs_reference(G, pr, pc, lags, runs, roff, counts, nr, nc, np.zeros((k, k)))
+    scale = np.abs(want).max(initial=0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * scale)

@@ -13,6 +13,7 @@ are valid.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
 from tbscore.core.uncertainty import SNR_WARN, Z95, slope_uncertainty
+from tbscore.core.variogram import _check as check_image_mask
 from tbscore.core.variogram import variogram
-from tbscore.errors import ComputationError
+from tbscore.errors import ComputationError, ROIError
 
 __all__ = [
     "select_lags",
@@ -202,8 +204,13 @@ def vertebra_tbs(
     spacing_mm: tuple[float, float],
     settings: Settings,
     lags: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    box: tuple[int, int, int, int] | None = None,
 ) -> VertebraResult:
     """TBS of one vertebra, with fit diagnostics or the reason it has no value.
+
+    Everything is computed on the ROI's bounding box (``roi.bbox()``: the mask is False
+    outside it, so no pixel pair is lost), not on the whole image.
 
     Parameters
     ----------
@@ -214,14 +221,22 @@ def vertebra_tbs(
     settings : Settings
     lags : (lags, distances_mm), optional
         Precomputed :func:`select_lags` output.
+    box : (row0, col0, row1, col1), optional
+        ``roi.bbox()``, when the caller has it already.
     """
-    base = dict(label=roi.label, n_pixels=roi.n_pixels, roi_confidence=roi.confidence)
+    image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
+    r0, c0, r1, c1 = roi.bbox() if box is None else box
+    mask = full_mask[r0:r1, c0:c1]
+    n_pixels = int(np.count_nonzero(mask))
+    if roi.box is not None and n_pixels != roi.n_pixels:  # a box given with the mask
+        raise ROIError(f"{roi.label} mask has pixels outside its box {roi.box}")
+    base = dict(label=roi.label, n_pixels=n_pixels, roi_confidence=roi.confidence)
     if roi.excluded:
         return VertebraResult(status="excluded", reason=roi.exclusion_reason or "excluded", **base)
-    if roi.n_pixels < settings.min_roi_pixels:
+    if n_pixels < settings.min_roi_pixels:
         return VertebraResult(
             status="invalid",
-            reason=f"ROI has {roi.n_pixels} pixels (< min_roi_pixels {settings.min_roi_pixels})",
+            reason=f"ROI has {n_pixels} pixels (< min_roi_pixels {settings.min_roi_pixels})",
             **base,
         )
     lag_vecs, dists = (
@@ -229,7 +244,7 @@ def vertebra_tbs(
         if lags is not None
         else select_lags(spacing_mm, settings.lag_min_mm, settings.lag_max_mm, settings.directions)
     )
-    v, counts = variogram(image, roi.mask, lag_vecs, parallel=settings.parallel)  # V = sums/counts
+    v, counts = variogram(image[r0:r1, c0:c1], mask, lag_vecs, parallel=settings.parallel)
     usable = counts >= settings.min_pairs_per_lag
     # the usable lags' vectors, lengths, values and counts, selected once
     lu, du, vu, cu = lag_vecs[usable], dists[usable], v[usable], counts[usable]
@@ -274,7 +289,7 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    unc = slope_uncertainty(fit, roi.mask, lu, du, vu, spacing_mm)
+    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm)
     return VertebraResult(
         status="ok",
         value=fit.slope,
@@ -353,17 +368,36 @@ def uncertainty_warnings(vertebrae: tuple[VertebraResult, ...], estimator: str) 
     return [f"texture-to-noise ratio below {SNR_WARN:g} ({which}): {effect}"]
 
 
+@functools.lru_cache(maxsize=64)
+def _scan_lags(
+    spacing_mm: tuple[float, float],
+    lag_min_mm: float,
+    lag_max_mm: float,
+    directions: tuple[str, ...],
+    extent_px: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_lags` of a scan, kept for the next scan of the same geometry (a
+    batch of one device repeats it); callers copy the arrays (:func:`compute_vertebrae`)."""
+    return select_lags(spacing_mm, lag_min_mm, lag_max_mm, directions, extent_px=extent_px)
+
+
 def compute_vertebrae(
     image: np.ndarray, rois: VertebraROIs, spacing_mm: tuple[float, float], settings: Settings
 ) -> tuple[VertebraResult, ...]:
-    """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs)."""
-    boxes = [r.bbox() for r in rois if not r.excluded] or [(0, 0, *image.shape[:2])]
+    """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs;
+    each ROI's bounding box found once)."""
+    bboxes = [r.bbox() for r in rois]
+    boxes = [b for b, r in zip(bboxes, rois, strict=True) if not r.excluded]
+    boxes = boxes or [(0, 0, *image.shape[:2])]
     extent = (max(b[2] - b[0] for b in boxes), max(b[3] - b[1] for b in boxes))
-    lags = select_lags(
-        spacing_mm,
-        settings.lag_min_mm,
-        settings.lag_max_mm,
-        settings.directions,
-        extent_px=extent,
+    key = (float(spacing_mm[0]), float(spacing_mm[1]))
+    lags = tuple(  # copies: the cached arrays stay as select_lags made them
+        a.copy()
+        for a in _scan_lags(
+            key, settings.lag_min_mm, settings.lag_max_mm, tuple(settings.directions), extent
+        )
     )
-    return tuple(vertebra_tbs(image, roi, spacing_mm, settings, lags) for roi in rois)
+    return tuple(
+        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b)
+        for roi, b in zip(rois, bboxes, strict=True)
+    )

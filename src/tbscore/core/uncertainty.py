@@ -208,7 +208,9 @@ def _overlap_into(out, lo_i, hi_i, lo_j, hi_j, n):  # pragma: no cover - compile
 
 
 @njit(cache=True, nogil=True)
-def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
+def _cov_rect_reference(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
+    # the closed-form box path before _lag_diff (four G loads per cell): the reference
+    # that tests/test_uncertainty.py compares _cov_rect with
     # every (i, j) pair of a full nr x nc rectangle ROI: the pair-start sets are the
     # rectangles [max(0, -k), n - max(0, k)) per axis, their counts and overlaps closed
     # form, then _sum_sep
@@ -291,7 +293,9 @@ def _mask_box(mask):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma: no cover
+def _cov_runs_reference(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma: no cover
+    # the row-run path before _lag_diff (an A grid per pair, prefix sums along rows):
+    # the reference that tests/test_uncertainty.py compares _cov_runs with
     # Every (i, j) pair of a general ROI from the row runs of its pair-start sets.
     # The cross-correlation of two runs [a, b) (row r of S_i) and [c, d) (row r' of
     # S_j) at column displacement t is the trapezoid max(0, min(b, d + t) - max(a, c + t))
@@ -327,6 +331,226 @@ def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma
                     s2 += s1
                     A[row, m] = s2
             s = _sum_general(G, pad_r, pad_c, lags[i], lags[j], A, nr, nc)
+            cov[i, j] = 2.0 * s / (counts[i] * counts[j])
+            cov[j, i] = cov[i, j]
+    return cov
+
+
+# -- the fast paths: one lag difference grid per lag, shared by all its pairs ---------
+#
+# C_ij(h) = gamma(h + k_i) + gamma(h - k_j) - gamma(h + k_i - k_j) - gamma(h)
+#         = D_i(h) - D_i(h - k_j),   D_i(x) = gamma(x + k_i) - gamma(x),
+# so D_i is built once per lag i (one pass over the grid) and every pair (i, j) reads
+# two values per displacement instead of four (and takes the difference of the two
+# close values first, which loses less to rounding than the four-term sum).
+
+
+@njit(cache=True, nogil=True)
+def _lag_diff(G, pad_r, pad_c, ki0, ki1, qr, qc, out):  # pragma: no cover - compiled
+    # out = D_i on displacements x in [-qr, qr] x [-qc, qc]: out[qr + xr, qc + xc] =
+    # G(x + k_i) - G(x), G centred at (pad_r, pad_c); needs qr + |ki0| <= pad_r and
+    # qc + |ki1| <= pad_c. Called with G transposed (and the axes' arguments swapped)
+    # it gives D_i transposed.
+    m = 2 * qc + 1
+    for u in range(2 * qr + 1):
+        gr = pad_r - qr + u
+        ga = G[gr + ki0, pad_c - qc + ki1 : pad_c - qc + ki1 + m]
+        gd = G[gr, pad_c - qc : pad_c - qc + m]
+        o = out[u]
+        for v in range(m):
+            o[v] = ga[v] - gd[v]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sum_sep_d(D, qr, qc, kj0, s_r, oa, ob, orow, wcol, n, nr):  # pragma: no cover
+    # _sum_sep with C_ij(h) = D_i(h) - D_i(h - k_j) (D from _lag_diff, not transposed):
+    # sum over the rows with 2 hr <= s_r (s = k_j - k_i; the summand is even about
+    # s / 2), the rows below the middle twice; along a row, the n columns from D's
+    # columns oa (for h) and ob (for h - k_j) with the column weights wcol (the column
+    # overlaps, or their folded form: _fold_columns)
+    total = 0.0
+    for ir in range(2 * nr - 1):
+        side = 2 * (ir - (nr - 1)) - s_r
+        if side > 0:
+            break
+        wr = orow[ir]
+        if wr == 0.0:
+            continue
+        r = ir - (nr - 1) + qr
+        da = D[r, oa : oa + n]
+        db = D[r - kj0, ob : ob + n]
+        row = 0.0
+        for ic in range(n):
+            cc = da[ic] - db[ic]
+            row += wcol[ic] * cc * cc
+        total += (2.0 * wr if side < 0 else wr) * row
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _fold_columns(ocol, s_c, wcol):  # pragma: no cover - compiled
+    # Column weights of a pair whose summand is even about s_c / 2 along the columns
+    # (index t / 2, t = s_c + m - 1 for m = len(ocol) columns): the columns below the
+    # middle weighted twice, the middle once, the rest dropped; returns how many of
+    # wcol's leading columns to sum
+    m = ocol.shape[0]
+    t = s_c + m - 1
+    n_lo = min(max((t + 1) // 2, 0), m)  # columns with 2 index < t
+    for ic in range(n_lo):
+        wcol[ic] = 2.0 * ocol[ic]
+    if t % 2 == 0 and 0 <= t // 2 < m:
+        wcol[t // 2] = ocol[t // 2]
+        return t // 2 + 1
+    return n_lo
+
+
+@njit(cache=True, nogil=True)
+def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
+    # _cov_rect_reference (same pairs, same mirror copies) with one _lag_diff grid per
+    # lag i, built only when a pair (i, j) is left to sum
+    k = lags.shape[0]
+    iv = np.empty((k, 4), np.int64)
+    counts = np.empty(k)
+    mr, mc = 0, 0
+    for i in range(k):
+        lr, lc = lags[i, 0], lags[i, 1]
+        iv[i, 0] = max(0, -lr)
+        iv[i, 1] = nr - max(0, lr)
+        iv[i, 2] = max(0, -lc)
+        iv[i, 3] = nc - max(0, lc)
+        counts[i] = float(max(iv[i, 1] - iv[i, 0], 0) * max(iv[i, 3] - iv[i, 2], 0))
+        mr = max(mr, abs(lr))
+        mc = max(mc, abs(lc))
+    mirror = np.full(k, -1, np.int64)
+    for i in range(k):
+        a, b = lags[i, 0], -lags[i, 1]
+        for j in range(k):
+            if (lags[j, 0] == a and lags[j, 1] == b) or (lags[j, 0] == -a and lags[j, 1] == -b):
+                mirror[i] = j
+                break
+    # Both lags on an axis ((a, 0) or (0, b)): with s = k_j - k_i, reflecting the
+    # columns about s_c / 2 maps C_ij to +-C_ij (G is even along each axis), and the
+    # column overlaps are centred on s_c / 2 as well, so the columns fold in two too.
+    on_axis = np.empty(k, np.bool_)
+    for i in range(k):
+        on_axis[i] = lags[i, 0] == 0 or lags[i, 1] == 0
+    qr, qc = nr - 1 + mr, nc - 1 + mc
+    D = np.empty((2 * qr + 1, 2 * qc + 1))
+    done = np.zeros((k, k), np.bool_)
+    cov = np.zeros((k, k))
+    orow = np.empty(2 * nr - 1)
+    ocol = np.empty(2 * nc - 1)
+    wcol = np.empty(2 * nc - 1)
+    for i in range(k):
+        if counts[i] <= 0.0:
+            continue
+        built = False
+        for j in range(i, k):
+            if counts[j] <= 0.0 or done[i, j]:
+                continue
+            if not built:
+                _lag_diff(G, pad_r, pad_c, lags[i, 0], lags[i, 1], qr, qc, D)
+                built = True
+            _overlap_into(orow, iv[i, 0], iv[i, 1], iv[j, 0], iv[j, 1], nr)
+            _overlap_into(ocol, iv[i, 2], iv[i, 3], iv[j, 2], iv[j, 3], nc)
+            if on_axis[i] and on_axis[j]:
+                n = _fold_columns(ocol, lags[j, 1] - lags[i, 1], wcol)
+                w = wcol
+            else:
+                n, w = 2 * nc - 1, ocol
+            oa = qc - (nc - 1)
+            s = _sum_sep_d(
+                D, qr, qc, lags[j, 0], lags[j, 0] - lags[i, 0], oa, oa - lags[j, 1], orow, w, n, nr
+            )
+            cov[i, j] = 2.0 * s / (counts[i] * counts[j])
+            cov[j, i] = cov[i, j]
+            mi, mj = mirror[i], mirror[j]
+            if mi >= 0 and mj >= 0:
+                cov[mi, mj] = cov[mj, mi] = cov[i, j]
+                done[mi, mj] = done[mj, mi] = True
+    return cov
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _runs_pair_sum(S2T, DT, qr, qc, kj0, kj1, nr, nc, s1, s2, same):  # pragma: no cover
+    # sum_h A_ij(h) C_ij(h)^2 from the impulses S2T (transposed: S2T[column index,
+    # row displacement]) and DT = D_i transposed, column by column: the two running
+    # sums that turn the impulses into A (exact, small integers) advance for all row
+    # displacements at once, in vector loops (along a row they are a serial chain),
+    # and the impulses read are cleared for the next pair. same (i = j): A_ii and
+    # C_ii are even in h, so the columns left of the middle (t = 0) count twice, the
+    # middle once and the rest are not summed.
+    mr, mc = 2 * nr - 1, 2 * nc - 1
+    s1[:] = 0.0
+    s2[:] = 0.0
+    oa = qr - (nr - 1)
+    ob = oa - kj0
+    total = 0.0
+    for m in range(nc if same else mc):
+        x = m - (nc - 1) + qc
+        imp = S2T[m]
+        for r in range(mr):
+            s1[r] += imp[r]
+        for r in range(mr):
+            s2[r] += s1[r]
+        imp[:] = 0.0
+        da = DT[x, oa : oa + mr]
+        db = DT[x - kj1, ob : ob + mr]
+        col = 0.0
+        for r in range(mr):
+            cc = da[r] - db[r]
+            col += s2[r] * cc * cc
+        total += 2.0 * col if same and m < nc - 1 else col
+    S2T[nc if same else mc :] = 0.0  # impulses past the last column summed: cleared
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma: no cover
+    # _cov_runs_reference with the impulses stored transposed, A never stored (its two
+    # running sums fused into _runs_pair_sum) and one _lag_diff grid per lag i
+    k = lags.shape[0]
+    mr, mc = 2 * nr - 1, 2 * nc - 1
+    lr, lc = 0, 0
+    for i in range(k):
+        lr = max(lr, abs(lags[i, 0]))
+        lc = max(lc, abs(lags[i, 1]))
+    qr, qc = nr - 1 + lr, nc - 1 + lc
+    GT = np.ascontiguousarray(G.T)
+    DT = np.empty((2 * qc + 1, 2 * qr + 1))
+    flat = np.zeros((mc + 2) * mr)  # the impulses, written through flat indices
+    S2T = flat.reshape((mc + 2, mr))
+    s1 = np.empty(mr)
+    s2 = np.empty(mr)
+    # flat index of the impulse at (column a - d + nc, row r - r' + nr - 1) is
+    # base(a, r) - off(d, r'), base(a, r) = (a + nc) mr + r + nr - 1, off(d, r') = d mr + r'
+    nrun = runs.shape[0]
+    off_end = np.empty(nrun, np.int64)
+    off_start = np.empty(nrun, np.int64)
+    for q in range(nrun):
+        off_end[q] = runs[q, 2] * mr + runs[q, 0]
+        off_start[q] = runs[q, 1] * mr + runs[q, 0]
+    for i in range(k):
+        if counts[i] <= 0.0:
+            continue
+        built = False
+        for j in range(i, k):
+            if counts[j] <= 0.0:
+                continue
+            if not built:
+                _lag_diff(GT, pad_c, pad_r, lags[i, 1], lags[i, 0], qc, qr, DT)
+                built = True
+            for p in range(roff[i], roff[i + 1]):
+                r, a, b = runs[p, 0], runs[p, 1], runs[p, 2]
+                base_a = (a + nc) * mr + r + nr - 1
+                base_b = (b + nc) * mr + r + nr - 1
+                for q in range(roff[j], roff[j + 1]):
+                    oe, os = off_end[q], off_start[q]
+                    flat[base_a - oe] += 1.0
+                    flat[base_b - oe] -= 1.0
+                    flat[base_a - os] -= 1.0
+                    flat[base_b - os] += 1.0
+            s = _runs_pair_sum(S2T, DT, qr, qc, lags[j, 0], lags[j, 1], nr, nc, s1, s2, i == j)
             cov[i, j] = 2.0 * s / (counts[i] * counts[j])
             cov[j, i] = cov[i, j]
     return cov

@@ -469,8 +469,8 @@ def variogram(
     Lags without pairs get ``nan``.
     """
     sums, counts = variogram_sums(image, mask, lags, parallel=parallel)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        v = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    v = sums / np.maximum(counts, 1)  # no division by 0, so no error state to switch
+    v[counts == 0] = np.nan
     return v, counts
 
 
