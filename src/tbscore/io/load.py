@@ -245,12 +245,12 @@ class _Values:
         return self._tag(keyword) in self._keys
 
     def get(self, keyword: str, default: Any = None) -> Any:
-        try:
-            return self._cache[keyword]
-        except KeyError:
-            pass
-        tag = self._tag(keyword)
+        value = self._cache.get(keyword, _MISSING)
+        if value is not _MISSING:
+            return default if value is _ABSENT else value
+        tag = _TAGS.get(keyword) or self._tag(keyword)
         if tag not in self._keys:
+            self._cache[keyword] = _ABSENT  # the next ask of an absent keyword is one look-up
             return default
         value = self._cache[keyword] = self._value(tag)
         return value
@@ -265,11 +265,9 @@ class _Values:
         return str(value).strip() or None
 
     def _value(self, tag: Any) -> Any:
-        from pydicom.dataelem import RawDataElement, convert_raw_data_element
-        from pydicom.valuerep import AMBIGUOUS_VR, VR
-
+        raw_type, convert_raw, convert_value, ambiguous, sq = _pydicom_converters()
         elem = self._ds.get_item(tag, keep_deferred=True)
-        if isinstance(elem, RawDataElement):
+        if isinstance(elem, raw_type):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
             vr = elem.VR
@@ -281,16 +279,35 @@ class _Values:
                 # what convert_raw_data_element gives for an explicit VR of these with
                 # pydicom's own hooks: its value converter's value (the element object
                 # it wraps it in and the hooks' VR look-up are not needed)
-                from pydicom.values import convert_value
-
                 try:
                     return convert_value(vr, elem, self._charset)
                 except Exception:
                     pass  # pydicom's own path below decides (its error or its UN rule)
-            elem = convert_raw_data_element(elem, encoding=self._charset, ds=self._ds)
-        if elem.VR == VR.SQ or elem.VR in AMBIGUOUS_VR:
+            elem = convert_raw(elem, encoding=self._charset, ds=self._ds)
+        if elem.VR == sq or elem.VR in ambiguous:
             return self._ds[tag].value  # pydicom's own fix-ups on the data set
         return elem.value
+
+
+#: Markers of :meth:`_Values.get`'s cache: not looked up yet / looked up and absent.
+_MISSING = object()
+_ABSENT = object()
+_CONVERTERS: list[tuple[Any, ...]] = []
+
+
+def _pydicom_converters() -> tuple[Any, ...]:
+    """pydicom's raw-element class, its converters and VR constants, imported once
+    (``RawDataElement``, ``convert_raw_data_element``, ``values.convert_value``,
+    ``AMBIGUOUS_VR``, ``VR.SQ``)."""
+    if not _CONVERTERS:
+        from pydicom.dataelem import RawDataElement, convert_raw_data_element
+        from pydicom.valuerep import AMBIGUOUS_VR, VR
+        from pydicom.values import convert_value
+
+        _CONVERTERS.append(
+            (RawDataElement, convert_raw_data_element, convert_value, AMBIGUOUS_VR, VR.SQ)
+        )
+    return _CONVERTERS[0]
 
 
 def _values(ds: Dataset | _Values) -> _Values:
