@@ -16,7 +16,8 @@ All figures are CPU time of this process (``time.process_time``), in-process, wa
 * ``pool worker start``: CPU seconds of one batch pool worker forked from the warm
   fork server (:class:`tbscore.batch.executors.LocalExecutor`), from the fork to its
   first task (its own ``getrusage``), and those of the fork server itself, paid once
-  per batch whatever the number of workers;
+  per batch whatever the number of workers; for a server with the detector's kernels
+  (a batch that may detect) and one without (every input has an ROI file);
 * ``worker warm-up``: CPU seconds of a fresh ``python -c`` process that imports
   :mod:`tbscore.batch.worker` and runs :func:`~tbscore.batch.worker.warm_up` (numba
   cache already populated), minus that of a bare ``python -c pass`` measured in the same
@@ -73,27 +74,32 @@ def _child_cpu(code: str, runs: int = 5) -> float:
 
 
 def pool_start(runs: int = 3) -> None:
-    """Print the CPU seconds of a pool worker and of the fork server (median of runs)."""
+    """Print the CPU seconds of a pool worker and of the fork server (median of runs),
+    for a server that loads the detector's kernels (a batch that may detect) and one
+    that does not (every input has an ROI file)."""
     from tbscore.batch.executors import LocalExecutor, fork_server_pid, stop_fork_server
     from tbscore.batch.worker import Job
 
-    workers, servers = [], []
-    for _ in range(runs):
-        stop_fork_server()  # a fresh server each run
-        ex = LocalExecutor(Job(), jobs=1)
-        use = ex._pool.submit(resource.getrusage, resource.RUSAGE_SELF).result()
-        workers.append(use.ru_utime + use.ru_stime)  # the child's own, since its fork
-        pid = fork_server_pid()
-        if pid is not None:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            servers.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-        ex.close()
-    stop_fork_server()
-    server = f"{statistics.median(servers):.3f}" if servers else "n/a"
-    print(
-        f"pool worker start: {statistics.median(workers):.3f} CPU-s per worker forked from "
-        f"the warm fork server; the fork server itself {server} CPU-s once per batch"
-    )
+    for detection in (True, False):
+        workers, servers = [], []
+        for _ in range(runs):
+            stop_fork_server()  # a fresh server each run
+            ex = LocalExecutor(Job(), jobs=1, detection=detection)
+            use = ex._pool.submit(resource.getrusage, resource.RUSAGE_SELF).result()
+            workers.append(use.ru_utime + use.ru_stime)  # the child's own, since its fork
+            pid = fork_server_pid()
+            if pid is not None:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                servers.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+            ex.close()
+        stop_fork_server()
+        server = f"{statistics.median(servers):.3f}" if servers else "n/a"
+        what = "with the detector's kernels" if detection else "ROI files only, no detector"
+        print(
+            f"pool worker start ({what}): {statistics.median(workers):.3f} CPU-s per worker "
+            f"forked from the warm fork server; the fork server itself {server} CPU-s once "
+            "per batch"
+        )
 
 
 def _cpu_min(fn, block: int = 40, blocks: int = 15) -> float:

@@ -29,7 +29,7 @@ from tbscore.batch.output import (
     write_parquet,
 )
 from tbscore.batch.progress import Progress, make_progress
-from tbscore.batch.worker import DEFAULT_TIMEOUT_S, Job, audit_row
+from tbscore.batch.worker import DEFAULT_TIMEOUT_S, Job, audit_row, may_detect
 from tbscore.core.roi import parse_exclusions
 from tbscore.core.settings import Settings, resolve_settings
 
@@ -533,7 +533,12 @@ class _BatchRun:
         try:
             if todo:
                 jobs = min(self.jobs, len(todo))
-                executor = make_executor(self.job, jobs, self.scheduler, self.chunksize)
+                detection = (jobs > 1 or self.scheduler is not None) and may_detect(
+                    self.job, todo
+                )
+                executor = make_executor(
+                    self.job, jobs, self.scheduler, self.chunksize, detection
+                )
                 yield from self._loop(executor, todo, progress)
             self.interrupted = False
             cancel = False
