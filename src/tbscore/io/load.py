@@ -568,6 +568,51 @@ def _decode(values: _Values, source: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+def gray_levels(
+    stored: np.ndarray, inverted: bool, bits: int | None, slope: float, intercept: float
+) -> np.ndarray:
+    """The gray levels of stored pixel values: a new float64 array.
+
+    ``float64(x)``, inverted for MONOCHROME1 (``inverted``) on the stored-value range
+    (``2**bits - 1 - x`` for unsigned values, ``bits`` = BitsStored; ``-x`` for signed
+    or float ones, ``bits`` None), then ``* slope + intercept`` (RescaleSlope and
+    RescaleIntercept, dimensionless and in gray levels) unless they are 1 and 0. Each
+    step rounded as numpy rounds it, in as few passes over the pixels as that allows:
+    the same values, bit for bit, as :func:`gray_levels_reference`.
+    """
+    if inverted:
+        if bits is not None:
+            pixels = np.subtract(2.0**bits - 1.0, stored, dtype=np.float64)
+        else:
+            pixels = np.negative(stored, dtype=np.float64)
+    if slope != 1.0 or intercept != 0.0:
+        if inverted:
+            pixels *= slope
+        else:  # the cast and the product in one pass
+            pixels = np.multiply(stored, slope, dtype=np.float64)
+        pixels += intercept  # also when 0: -0.0 + 0.0 is +0.0
+    elif not inverted:
+        pixels = stored.astype(np.float64)
+    return pixels
+
+
+def gray_levels_reference(
+    stored: np.ndarray, inverted: bool, bits: int | None, slope: float, intercept: float
+) -> np.ndarray:
+    """:func:`gray_levels` step by step (cast, invert, scale, shift; the loader's
+    former code), the reference of its property test."""
+    pixels = stored.astype(np.float64)
+    if inverted:
+        if bits is not None:
+            np.subtract(2.0**bits - 1.0, pixels, out=pixels)
+        else:
+            np.negative(pixels, out=pixels)
+    if slope != 1.0 or intercept != 0.0:
+        pixels *= slope
+        pixels += intercept
+    return pixels
+
+
 def load_dicom(
     source: str | Path | Dataset,
     *,
@@ -725,14 +770,10 @@ def _load(
     digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
     digest.update(np.ascontiguousarray(stored).data)  # the bytes in place, no copy
     pixel_sha = digest.hexdigest()
-    pixels = stored.astype(np.float64)  # a new array: the steps below work in place
-    if photometric == "MONOCHROME1":
-        # Invert on the stored-value range so that bone is bright, as in MONOCHROME2.
-        if np.issubdtype(stored.dtype, np.unsignedinteger):
-            bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
-            np.subtract(2.0**bits - 1.0, pixels, out=pixels)
-        else:
-            np.negative(pixels, out=pixels)
+    inverted = photometric == "MONOCHROME1"
+    bits = None
+    if inverted and np.issubdtype(stored.dtype, np.unsignedinteger):
+        bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
     raw_slope = ds.get("RescaleSlope")
     slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
     if slope == 0 or not math.isfinite(slope):
@@ -740,9 +781,7 @@ def _load(
             f"RescaleSlope is {raw_slope}: the gray levels would be meaningless", name
         )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope != 1.0 or intercept != 0.0:  # pixels * slope + intercept, in place
-        pixels *= slope
-        pixels += intercept
+    pixels = gray_levels(stored, inverted, bits, slope, intercept)
     # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
     # 1e300 stay finite: the pass over the pixels is needed only for other data
     bounded = (
