@@ -384,6 +384,17 @@ def _check_result_document(data: dict[str, Any]) -> None:
         raise _bad("calibration", "an object or null", data["calibration"])
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The field names of a data class, in order (``dataclasses.fields``, once per class)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 @dataclass(frozen=True)
 class TBSResult:
     """The technical TBS result of one image (CPT 77091).
@@ -473,13 +484,14 @@ class TBSResult:
     def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
         """JSON-safe dict. ``include_phi=False`` drops patient name, ID and birth date."""
         d: dict[str, Any] = {"format": RESULT_FORMAT, "status": self.status}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "settings":
+        vnames = _field_names(VertebraResult)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if name == "settings":
                 value = value.to_dict()
-            elif f.name == "vertebrae":
-                value = [{g.name: getattr(v, g.name) for g in fields(v)} for v in value]
-            d[f.name] = value
+            elif name == "vertebrae":
+                value = [{g: getattr(v, g) for g in vnames} for v in value]
+            d[name] = value
         d["settings_digest"] = self.settings.digest()
         if not include_phi:
             d["metadata"] = {k: v for k, v in d["metadata"].items() if k not in PHI_METADATA_KEYS}

@@ -582,6 +582,8 @@ def apply_exclusions(
     ROIError
         An excluded label that is not among the ROIs.
     """
+    if not exclusions:
+        return rois  # nothing to mark
     excl = parse_exclusions(exclusions)
     missing = sorted(set(excl) - set(rois.labels))
     if missing:
