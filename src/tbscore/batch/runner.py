@@ -498,7 +498,7 @@ class _BatchRun:
         row = self._decide(normalize_row(outcome["row"]))
         if self.per_case_dir is not None:
             result = outcome.get("result") if row["status"] != "duplicate" else None
-            write_case_json(self.per_case_dir, row, result)
+            write_case_json(self.per_case_dir, row, result, normalized=True)
         if self.journal is not None:
             self.journal.append(row, normalized=True)  # _decide's rows are normalised
         self.state.count(row)
