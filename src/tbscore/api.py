@@ -127,9 +127,7 @@ def resolve_rois(
             raise ROIError(
                 "no ROI given and automatic detection is unavailable", image.source
             ) from exc
-        return detect(
-            image.pixels, image.spacing_mm, source=image.source, **cfg.detection_kwargs()
-        )
+        return detect(image.pixels, image.spacing_mm, source=image.source, **cfg.detection_kwargs())
     if isinstance(roi, VertebraROIs):
         if roi.image_shape != image.shape:
             raise ROIError(

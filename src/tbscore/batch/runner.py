@@ -533,12 +533,8 @@ class _BatchRun:
         try:
             if todo:
                 jobs = min(self.jobs, len(todo))
-                detection = (jobs > 1 or self.scheduler is not None) and may_detect(
-                    self.job, todo
-                )
-                executor = make_executor(
-                    self.job, jobs, self.scheduler, self.chunksize, detection
-                )
+                detection = (jobs > 1 or self.scheduler is not None) and may_detect(self.job, todo)
+                executor = make_executor(self.job, jobs, self.scheduler, self.chunksize, detection)
                 yield from self._loop(executor, todo, progress)
             self.interrupted = False
             cancel = False
