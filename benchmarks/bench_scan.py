@@ -122,9 +122,18 @@ def _cpu_min(fn, block: int = 40, blocks: int = 15) -> float:
 
 def stages() -> None:
     """Print ``calc`` + ROI file and its stages per sample, isolated and warm (CPU ms)."""
+    import hashlib
+
     from tbscore.api import as_image, resolve_rois, resolve_settings
     from tbscore.core.tbs import compute_vertebrae
-    from tbscore.io.load import load_dicom
+    from tbscore.io.load import _decode, _metadata, _Values, load_dicom
+    from tbscore.io.sniff import read_dicom_bytes
+
+    def digests(data: bytes, stored: np.ndarray) -> None:
+        hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
+        digest.update(np.ascontiguousarray(stored).data)
+        digest.hexdigest()
 
     cfg = resolve_settings(None)
     paths = sorted(SAMPLES.glob("*.dcm"))
@@ -134,9 +143,14 @@ def stages() -> None:
         image = as_image(p)
         rois = resolve_rois(roi, image, cfg)
         result = tbscore.calc(p, roi)
+        ds, data = read_dicom_bytes(p)
+        stored = _decode(_Values(ds), str(p))
         for name, fn in (
             ("calc + ROI file", lambda p=p, r=roi: tbscore.calc(p, r)),
             ("load_dicom", lambda p=p: load_dicom(p)),
+            ("  of it: read + dcmread", lambda p=p: read_dicom_bytes(p)),
+            ("  of it: SHA-256 file, pixels", lambda d=data, s=stored: digests(d, s)),
+            ("  of it: header values", lambda ds=ds: _metadata(_Values(ds))),
             ("resolve_rois", lambda r=roi, i=image: resolve_rois(r, i, cfg)),
             (
                 "compute_vertebrae",
