@@ -13,6 +13,8 @@ scores them:
   ``fsync`` per row), wall time including process start-up, and the steady rate
   measured between the first and the last row written;
 * ``batch jobs=1 no-fsync``: the same with ``fsync=False`` (the cost of durability);
+* ``batch jobs=1 per-case``: the same with ``per_case_dir`` (one JSON document per
+  input, written atomically: ``--per-case-dir``);
 * ``auto-ROI jobs=N``: the default path, automatic L1-L4 detection (``tbscore.core.detect``),
   on a folder of the first ``--n-auto`` scans without their ROI files (the same
   images), for each ``--jobs`` value; compared with ``batch jobs=N`` (ROI files) of the
@@ -186,6 +188,13 @@ def main(argv=None) -> None:
             rows.append((f"batch jobs={jobs}", jobs, n, r[0], r[1], r[3]))
         r = _best([time_batch(folder, tmp / "out.csv", fsync=False) for _ in range(args.repeat)])
         rows.append(("batch jobs=1 no-fsync", 1, n, r[0], r[1], r[3]))
+        cases = tmp / "cases"
+        runs = []
+        for _ in range(args.repeat):
+            shutil.rmtree(cases, ignore_errors=True)
+            runs.append(time_batch(folder, tmp / "out.csv", per_case_dir=cases))
+        r = _best(runs)
+        rows.append(("batch jobs=1 per-case", 1, n, r[0], r[1], r[3]))
         n_auto = min(args.n_auto, n)
         auto_status: dict[int, Counter] = {}
         if n_auto > 0:

@@ -16,7 +16,8 @@ All figures are CPU time of this process (``time.process_time``), in-process, wa
 * ``pool worker start``: CPU seconds of one batch pool worker forked from the warm
   fork server (:class:`tbscore.batch.executors.LocalExecutor`), from the fork to its
   first task (its own ``getrusage``), and those of the fork server itself, paid once
-  per batch whatever the number of workers;
+  per batch whatever the number of workers; for a server with the detector's kernels
+  (a batch that may detect) and one without (every input has an ROI file);
 * ``worker warm-up``: CPU seconds of a fresh ``python -c`` process that imports
   :mod:`tbscore.batch.worker` and runs :func:`~tbscore.batch.worker.warm_up` (numba
   cache already populated), minus that of a bare ``python -c pass`` measured in the same
@@ -73,27 +74,37 @@ def _child_cpu(code: str, runs: int = 5) -> float:
 
 
 def pool_start(runs: int = 3) -> None:
-    """Print the CPU seconds of a pool worker and of the fork server (median of runs)."""
+    """Print the CPU seconds of a pool worker and of the fork server (median of runs),
+    for a server that loads the detector's kernels (a batch that may detect) and one
+    that does not (every input has an ROI file)."""
     from tbscore.batch.executors import LocalExecutor, fork_server_pid, stop_fork_server
     from tbscore.batch.worker import Job
 
-    workers, servers = [], []
-    for _ in range(runs):
-        stop_fork_server()  # a fresh server each run
-        ex = LocalExecutor(Job(), jobs=1)
-        use = ex._pool.submit(resource.getrusage, resource.RUSAGE_SELF).result()
-        workers.append(use.ru_utime + use.ru_stime)  # the child's own, since its fork
-        pid = fork_server_pid()
-        if pid is not None:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            servers.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-        ex.close()
-    stop_fork_server()
-    server = f"{statistics.median(servers):.3f}" if servers else "n/a"
-    print(
-        f"pool worker start: {statistics.median(workers):.3f} CPU-s per worker forked from "
-        f"the warm fork server; the fork server itself {server} CPU-s once per batch"
-    )
+    for detection in (True, False):
+        workers, servers = [], []
+        for _ in range(runs):
+            stop_fork_server()  # a fresh server each run
+            try:
+                ex = LocalExecutor(Job(), jobs=1, detection=detection)
+            except TypeError:  # a tbscore before the choice (an old/new comparison)
+                if not detection:
+                    return
+                ex = LocalExecutor(Job(), jobs=1)
+            use = ex._pool.submit(resource.getrusage, resource.RUSAGE_SELF).result()
+            workers.append(use.ru_utime + use.ru_stime)  # the child's own, since its fork
+            pid = fork_server_pid()
+            if pid is not None:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                servers.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+            ex.close()
+        stop_fork_server()
+        server = f"{statistics.median(servers):.3f}" if servers else "n/a"
+        what = "with the detector's kernels" if detection else "ROI files only, no detector"
+        print(
+            f"pool worker start ({what}): {statistics.median(workers):.3f} CPU-s per worker "
+            f"forked from the warm fork server; the fork server itself {server} CPU-s once "
+            "per batch"
+        )
 
 
 def _cpu_min(fn, block: int = 40, blocks: int = 15) -> float:
@@ -111,9 +122,18 @@ def _cpu_min(fn, block: int = 40, blocks: int = 15) -> float:
 
 def stages() -> None:
     """Print ``calc`` + ROI file and its stages per sample, isolated and warm (CPU ms)."""
+    import hashlib
+
     from tbscore.api import as_image, resolve_rois, resolve_settings
     from tbscore.core.tbs import compute_vertebrae
-    from tbscore.io.load import load_dicom
+    from tbscore.io.load import _decode, _metadata, _Values, load_dicom
+    from tbscore.io.sniff import read_dicom_bytes
+
+    def digests(data: bytes, stored: np.ndarray) -> None:
+        hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
+        digest.update(np.ascontiguousarray(stored).data)
+        digest.hexdigest()
 
     cfg = resolve_settings(None)
     paths = sorted(SAMPLES.glob("*.dcm"))
@@ -123,9 +143,14 @@ def stages() -> None:
         image = as_image(p)
         rois = resolve_rois(roi, image, cfg)
         result = tbscore.calc(p, roi)
+        ds, data = read_dicom_bytes(p)
+        stored = _decode(_Values(ds), str(p))
         for name, fn in (
             ("calc + ROI file", lambda p=p, r=roi: tbscore.calc(p, r)),
             ("load_dicom", lambda p=p: load_dicom(p)),
+            ("  of it: read + dcmread", lambda p=p: read_dicom_bytes(p)),
+            ("  of it: SHA-256 file, pixels", lambda d=data, s=stored: digests(d, s)),
+            ("  of it: header values", lambda ds=ds: _metadata(_Values(ds))),
             ("resolve_rois", lambda r=roi, i=image: resolve_rois(r, i, cfg)),
             (
                 "compute_vertebrae",

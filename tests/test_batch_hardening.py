@@ -357,3 +357,53 @@ def test_pool_workers_come_from_a_warm_fork_server_in_the_current_environment(mo
     finally:
         ex.close()
         stop_fork_server()
+
+
+def test_may_detect_only_when_an_input_lacks_its_roi(tmp_path):
+    """The warm-up decision: no detector kernels when every input has an ROI file (by
+    the side-car rule or a manifest ``roi``), else (or when only the SOPInstanceUID rule
+    could find one) they are loaded."""
+    from tbscore.batch.discover import Input, discover
+    from tbscore.batch.worker import Job, may_detect
+
+    _scan(tmp_path / "a" / "one.dcm", 1)
+    _scan(tmp_path / "a" / "two.dcm", 2)
+    inputs = discover([tmp_path / "a"])
+    assert len(inputs) == 2 and not may_detect(Job(), inputs)
+    _scan(tmp_path / "a" / "three.dcm", 3, roi=False)
+    inputs = discover([tmp_path / "a"])
+    assert may_detect(Job(), inputs)
+    assert not may_detect(Job(), inputs, looks=1)  # only the first one looked at
+    named = [Input(i, inp.path, roi="x.roi.json") for i, inp in enumerate(inputs)]
+    assert not may_detect(Job(), named)
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform (workers are spawned)",
+)
+def test_pool_without_detector_kernels_still_detects(tmp_path):
+    """A pool whose fork server skipped the detector's kernels (detection=False) has
+    not imported the detector, and a worker still scores an input without ROI file
+    (the kernels load on its first detection) as the inline executor does."""
+    from tbscore.batch.discover import discover
+    from tbscore.batch.executors import LocalExecutor, stop_fork_server
+    from tbscore.batch.worker import Job, score_input
+
+    _scan(tmp_path / "noroi.dcm", 4, roi=False)
+    (inp,) = discover([tmp_path])
+    job = Job()
+    ex = LocalExecutor(job, jobs=1, detection=False)
+    try:
+        probe = "'tbscore.core.detect' in __import__('sys').modules"
+        assert ex._pool.submit(eval, probe).result(timeout=60) is False
+        got = ex._pool.submit(score_input, job, inp).result(timeout=120)["row"]
+    finally:
+        ex.close()
+        stop_fork_server()
+    want = score_input(job, inp)["row"]
+    assert (got["status"], got.get("l1_l4"), got.get("roi_source")) == (
+        want["status"],
+        want.get("l1_l4"),
+        want.get("roi_source"),
+    )

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tbscore.errors import (
     CompressedPixelDataError,
@@ -211,3 +213,33 @@ def test_native_pixel_read_equals_pydicom(alloc, signed, ts):
         np.testing.assert_array_equal(got, want)
     ds.PixelData = ds.PixelData[:-4]  # short pixel data: left to pydicom (its error)
     assert _native_pixels(ds, ds.file_meta.TransferSyntaxUID) is None
+
+
+@given(
+    kind=st.sampled_from(["u1", "u2", "i2", "i4", "f4", "f8"]),
+    seed=st.integers(0, 2**32 - 1),
+    inverted=st.booleans(),
+    slope=st.one_of(st.just(1.0), st.floats(-1e3, 1e3, allow_nan=False).filter(bool)),
+    intercept=st.one_of(st.just(0.0), st.just(-0.0), st.floats(-1e4, 1e4, allow_nan=False)),
+    bits=st.integers(1, 16),
+)
+def test_gray_levels_match_the_stepwise_reference(kind, seed, inverted, slope, intercept, bits):
+    """The loader's fused cast / inversion / rescale gives the step-by-step values bit
+    for bit (signed zeros included: the result key hashes these bytes)."""
+    from tbscore.io.load import gray_levels, gray_levels_reference
+
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(kind)
+    if dtype.kind == "f":
+        stored = rng.normal(0, 100, (9, 7)).astype(dtype)
+        stored[0, 0] = 0.0
+    else:
+        info = np.iinfo(dtype)
+        stored = rng.integers(info.min, info.max, (9, 7), endpoint=True).astype(dtype)
+        stored[0, 0] = 0
+    b = bits if dtype.kind == "u" else None
+    got = gray_levels(stored, inverted, b, slope, intercept)
+    want = gray_levels_reference(stored, inverted, b, slope, intercept)
+    assert got.dtype == want.dtype == np.float64
+    assert got.tobytes() == want.tobytes()
+    assert not np.shares_memory(got, stored)

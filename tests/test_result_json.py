@@ -39,6 +39,33 @@ def test_same_text_as_json_dumps(obj, indent):
     assert dumps_indented(obj, indent) == json.dumps(obj, indent=indent)
 
 
+class _Odd:
+    def __str__(self) -> str:
+        return "odd"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        _leaf | st.builds(_Odd),
+        lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=6), kids),
+        max_leaves=30,
+    ),
+    st.sampled_from([1, 2]),
+)
+def test_same_text_or_error_as_json_dumps_with_the_case_file_options(obj, indent):
+    """With ``allow_nan=False, default=str`` (the per-case JSON of a batch): the text of
+    ``json.dumps`` with them, or its ValueError for a non-finite float."""
+    kw = {"allow_nan": False, "default": str}
+    try:
+        want = json.dumps(obj, indent=indent, **kw)
+    except ValueError:
+        with pytest.raises(ValueError):
+            dumps_indented(obj, indent, **kw)
+        return
+    assert dumps_indented(obj, indent, **kw) == want
+
+
 def test_other_values_go_to_json_dumps():
     assert dumps_indented({1: [math.nan]}, 2) == json.dumps({1: [math.nan]}, indent=2)
     try:

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tbscore.core.roi import (
     apply_exclusions,
@@ -198,3 +200,42 @@ def test_polygon_mask_is_skimages_polygon2mask():
         elif t % 5 == 0:
             poly = np.round(poly, 3)
         assert np.array_equal(polygon_mask(shape, poly), polygon2mask(shape, poly)), t
+
+
+def _box_corners_numpy(value, label, scale, source):
+    """The box rule as it was written with arrays (the reference of the plain path)."""
+    from tbscore.core.roi import _points
+
+    arr = _points(value, f"{label} box", source)
+    if arr.shape != (4,):
+        raise ROIError(f"{label} box must be [row0, col0, row1, col1]", source)
+    b = arr * np.concatenate([np.asarray(scale), np.asarray(scale)])
+    return tuple(int(round(v)) for v in b)
+
+
+_coord = st.one_of(
+    st.integers(-(2**60), 2**60),
+    st.floats(-1e6, 1e6, allow_nan=False),
+)
+
+
+@given(
+    box=st.lists(_coord, min_size=3, max_size=5),
+    spacing=st.tuples(
+        st.floats(0.05, 5.0),
+        st.floats(0.05, 5.0),
+    ),
+    mm=st.booleans(),
+)
+def test_box_corners_match_the_array_rule(box, spacing, mm):
+    """The plain-float box path gives the corners (or the error) of the numpy path."""
+    from tbscore.core.roi import _box_corners
+
+    scale = (1.0 / spacing[0], 1.0 / spacing[1]) if mm else (1.0, 1.0)
+    outcomes = []
+    for fn in (_box_corners, _box_corners_numpy):
+        try:
+            outcomes.append(fn(box, "L1", scale, "x"))
+        except (ROIError, OverflowError) as exc:
+            outcomes.append(type(exc).__name__ + str(exc))
+    assert outcomes[0] == outcomes[1]

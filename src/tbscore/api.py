@@ -46,6 +46,19 @@ Source = str | Path | Dataset | DXAImage | np.ndarray
 RoiInput = str | Path | Mapping[str, Any] | VertebraROIs | np.ndarray | None
 
 
+_DEFAULTS: list[Settings] = []  # the default settings, made once (frozen, shared)
+
+
+def _resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Settings:
+    """:func:`~tbscore.core.settings.resolve_settings`, the defaults made once: a call
+    without settings then shares one :class:`Settings` (and its cached digest)."""
+    if settings is not None:
+        return resolve_settings(settings)
+    if not _DEFAULTS:
+        _DEFAULTS.append(resolve_settings(None))
+    return _DEFAULTS[0]
+
+
 def as_image(
     source: Source,
     *,
@@ -99,7 +112,7 @@ def resolve_rois(
         ``None``; the one path by which they reach :func:`tbscore.core.detect.detect`.
     """
     if roi is None:
-        cfg = resolve_settings(settings)
+        cfg = _resolve_settings(settings)
         if not spacing_in_dxa_range(image.spacing_mm):
             lo, hi = DXA_SPACING_RANGE_MM
             raise ROIError(
@@ -114,9 +127,7 @@ def resolve_rois(
             raise ROIError(
                 "no ROI given and automatic detection is unavailable", image.source
             ) from exc
-        return detect(
-            image.pixels, image.spacing_mm, source=image.source, **cfg.detection_kwargs()
-        )
+        return detect(image.pixels, image.spacing_mm, source=image.source, **cfg.detection_kwargs())
     if isinstance(roi, VertebraROIs):
         if roi.image_shape != image.shape:
             raise ROIError(
@@ -145,7 +156,10 @@ def _check_finite(image: DXAImage, rois: VertebraROIs) -> None:
             continue
         r0, c0, r1, c1 = r.bbox()  # the mask's box: no pass over the whole image
         box = (slice(r0, r1), slice(c0, c1))
-        bad = int(np.count_nonzero(~np.isfinite(image.pixels[box][r.mask[box]])))
+        inside = image.pixels[box]
+        if np.isfinite(inside).all():  # nothing to count (the common case): no mask copy
+            continue
+        bad = int(np.count_nonzero(~np.isfinite(inside[r.mask[box]])))
         if bad:
             raise InputError(
                 f"{bad} pixel(s) of the {r.label} ROI are NaN or infinite; mask them out of "
@@ -198,7 +212,7 @@ def calc(
     tbscore.errors.TBSError
         Input, ROI or settings problems, naming the file and the reason.
     """
-    cfg = resolve_settings(settings)
+    cfg = _resolve_settings(settings)
     image = as_image(source, spacing=spacing, override_spacing=override_spacing)
     rois = apply_exclusions(resolve_rois(roi, image, cfg), exclude)
     _check_finite(image, rois)

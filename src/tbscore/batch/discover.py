@@ -124,8 +124,8 @@ def discover(
     seen: set[str] = set()
     found: list[tuple[str, bool, str]] = []
 
-    def add(path: str, explicit: bool, rel_parent: str) -> None:
-        real = os.path.realpath(path)
+    def add(path: str, explicit: bool, rel_parent: str, real: str | None = None) -> None:
+        real = os.path.realpath(path) if real is None else real
         if real in seen:
             return
         seen.add(real)
@@ -149,14 +149,12 @@ def discover(
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
                 rel = os.path.join(rel_dir, name) if rel_dir else name
-                if (
-                    _is_hidden(name)
-                    or _is_sidecar(name)
-                    or _matches(ignore, name, rel)
-                    or os.path.realpath(full) in skip_real
-                ):
+                if _is_hidden(name) or _is_sidecar(name) or _matches(ignore, name, rel):
                     continue
-                add(full, False, rel_dir)
+                real = os.path.realpath(full)  # once: the skip test and the seen set
+                if real in skip_real:
+                    continue
+                add(full, False, rel_dir, real)
     return [Input(i, p, explicit, rel, *_stat(p)) for i, (p, explicit, rel) in enumerate(found)]
 
 

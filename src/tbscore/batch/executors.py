@@ -62,26 +62,34 @@ def _crash_outcome(
     return {"index": inp.index, "row": row, "result": None}
 
 
-def _worker_init(parent_pid: int | None = None) -> None:
+def _worker_init(parent_pid: int | None = None, detection: bool = True) -> None:
     """Worker-process initializer: leave Ctrl-C and SIGTERM to the parent (which shuts
     the workers down), exit when the parent dies (:func:`start_watchdog`), load the
     kernels once (already loaded in a worker forked from the warm fork server).
 
     ``parent_pid`` is the batch process: this worker's parent (``spawn``) or the parent
-    of its fork server (``forkserver``)."""
+    of its fork server (``forkserver``). ``detection``: also load the detector's
+    kernels (:func:`~tbscore.batch.worker.warm_up`); without, they load on a worker's
+    first detection."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     start_watchdog(parent_pid if parent_pid is not None else os.getppid())
-    warm_up()
+    warm_up(detection=detection)
 
 
-#: The module the fork server imports before forking workers (:mod:`.preload`).
+#: The module the fork server imports before forking workers (:mod:`.preload`): the
+#: kernels of scoring and of automatic detection.
 PRELOAD = "tbscore.batch.preload"
+#: The fork server's preload for batches whose inputs have ROI files
+#: (:mod:`.preload_rois`): the scoring kernels only, not the detector's (about
+#: 0.3 CPU-s).
+PRELOAD_ROIS = "tbscore.batch.preload_rois"
 
-#: The environment the running fork server was started with (see :func:`_context`).
-_SERVER_ENV: list[tuple[tuple[str, str], ...] | None] = [None]
+#: The environment and preload the running fork server was started with (see
+#: :func:`_context`).
+_SERVER_ENV: list[tuple[tuple[tuple[str, str], ...], str] | None] = [None]
 
 
 def fork_server_pid() -> int | None:
@@ -108,24 +116,27 @@ def stop_fork_server() -> None:
             pass
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context(detection: bool = True) -> multiprocessing.context.BaseContext:
     """The start method of the worker processes: ``forkserver`` where there is one.
 
     The fork server is started (once per batch process, by multiprocessing, on first
-    use) with :data:`PRELOAD`, so workers are forked warm. It keeps the environment it
-    was started with; when ``os.environ`` has changed since (a second batch in one
-    process with other variables), the old server is stopped so that the next pool
-    starts a new one in the current environment, as ``spawn`` workers would see it.
-    Elsewhere (no ``forkserver``: Windows) workers are spawned and warm up themselves.
+    use) with :data:`PRELOAD` (``detection``) or :data:`PRELOAD_ROIS`, so workers are
+    forked warm. It keeps the environment and preload it was started with; when
+    ``os.environ`` has changed since (a second batch in one process with other
+    variables) or the other preload is wanted, the old server is stopped so that the
+    next pool starts a new one in the current environment, as ``spawn`` workers would
+    see it. Elsewhere (no ``forkserver``: Windows) workers are spawned and warm up
+    themselves.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
         return multiprocessing.get_context("spawn")
-    env = tuple(sorted(os.environ.items()))
-    if _SERVER_ENV[0] != env:
+    preload = PRELOAD if detection else PRELOAD_ROIS
+    key = (tuple(sorted(os.environ.items())), preload)
+    if _SERVER_ENV[0] != key:
         stop_fork_server()
-        _SERVER_ENV[0] = env
+        _SERVER_ENV[0] = key
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([PRELOAD])
+    ctx.set_forkserver_preload([preload])
     return ctx
 
 
@@ -216,11 +227,16 @@ class LocalExecutor(_Chunked):
     scored again one at a time in a fresh pool; an input that kills the pool while
     alone gets an ``error`` row with code ``worker_crashed``, the others their
     normal rows, and the batch goes on.
+
+    ``detection=False`` (every input has an ROI file, as far as the runner looked:
+    :func:`~tbscore.batch.worker.may_detect`): the fork server and the workers do not
+    load the detector's kernels; a worker that still has to detect loads them then.
     """
 
-    def __init__(self, job: Job, jobs: int, chunk: int = 2) -> None:
+    def __init__(self, job: Job, jobs: int, chunk: int = 2, detection: bool = True) -> None:
         super().__init__(job, chunk)
         self.slots = jobs
+        self.detection = detection
         self._waiting: list[Input] = []  # sent while the pool was broken
         self._pool = self._new_pool()
 
@@ -228,9 +244,9 @@ class LocalExecutor(_Chunked):
         """A started pool; :class:`BatchError` if worker processes cannot start at all."""
         pool = cf.ProcessPoolExecutor(
             max_workers=self.slots,
-            mp_context=_context(),
+            mp_context=_context(self.detection),
             initializer=_worker_init,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self.detection),
         )
         try:
             pool.submit(os.getpid).result()
@@ -330,9 +346,11 @@ class DaskExecutor(_Chunked):
         (and ROI files) at the same paths.
     chunk : int
         Inputs per Dask task.
+    detection : bool
+        Warm the workers up with the detector's kernels too (see :class:`LocalExecutor`).
     """
 
-    def __init__(self, job: Job, scheduler: Any, chunk: int = 8) -> None:
+    def __init__(self, job: Job, scheduler: Any, chunk: int = 8, detection: bool = True) -> None:
         super().__init__(job, chunk)
         try:
             import distributed
@@ -355,7 +373,7 @@ class DaskExecutor(_Chunked):
             threads = 1
         self.slots = max(1, threads)
         try:
-            self._client.run(warm_up)
+            self._client.run(warm_up, detection)
         except Exception:  # pragma: no cover - warm-up is best effort
             pass
         self._prefix = f"tbscore-batch-{uuid.uuid4().hex[:8]}"
@@ -419,13 +437,21 @@ class DaskExecutor(_Chunked):
             self._client.close()
 
 
-def make_executor(job: Job, jobs: int, scheduler: Any = None, chunk: int | None = None):
+def make_executor(
+    job: Job,
+    jobs: int,
+    scheduler: Any = None,
+    chunk: int | None = None,
+    detection: bool = True,
+):
     """The executor for ``scheduler`` (Dask) or ``jobs`` (1: inline, more: processes).
 
     ``chunk`` (inputs per task) defaults to 2 for processes and 8 for Dask.
+    ``detection``: workers load the detector's kernels before the first input (the
+    inline executor never does: they load on its first detection).
     """
     if scheduler is not None:
-        return DaskExecutor(job, scheduler, chunk or 8)
+        return DaskExecutor(job, scheduler, chunk or 8, detection)
     if jobs <= 1:
         return InlineExecutor(job)
-    return LocalExecutor(job, jobs, chunk or 2)
+    return LocalExecutor(job, jobs, chunk or 2, detection)

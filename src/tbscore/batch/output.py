@@ -22,7 +22,7 @@ from typing import Any
 
 from tbscore.batch.naming import safe_path
 from tbscore.core.constants import LABELS
-from tbscore.core.result import CSV_COLUMNS, UNCERTAINTY_COLUMNS
+from tbscore.core.result import CSV_COLUMNS, UNCERTAINTY_COLUMNS, dumps_indented
 from tbscore.errors import BatchError
 from tbscore.io.atomic import atomic_file  # re-exported: batch writes use it
 from tbscore.io.tabular import csv_safe
@@ -443,7 +443,11 @@ CASE_FORMAT = "tbscore-batch-case/1"
 
 
 def write_case_json(
-    folder: str | Path, row: Mapping[str, Any], result: Mapping[str, Any] | None
+    folder: str | Path,
+    row: Mapping[str, Any],
+    result: Mapping[str, Any] | None,
+    *,
+    normalized: bool = False,
 ) -> Path:
     """Write the per-case JSON of one input atomically and return its path.
 
@@ -453,7 +457,8 @@ def write_case_json(
     could not be read. If that name is taken by another input (two files with one UID),
     ``--<12 hex digits of the sha256 of the input path>`` is appended. The document
     holds the batch row and, for scored inputs, ``TBSResult.to_dict(include_phi=False)``
-    (no patient name, ID or birth date).
+    (no patient name, ID or birth date). ``normalized=True``: ``row`` is
+    :func:`normalize_row`'s output already (the runner's rows), not normalised again.
     """
     import hashlib
 
@@ -469,8 +474,9 @@ def write_case_json(
             owner = None
         if owner != row.get("input"):
             target = safe_path(folder, f"{stem}--{path_hash[:12]}", ".json")
-    doc = {"format": CASE_FORMAT, "batch": normalize_row(row), "result": result}
-    text = json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n"
+    doc = {"format": CASE_FORMAT, "batch": row if normalized else normalize_row(row)}
+    doc["result"] = result
+    text = dumps_indented(doc, 1, allow_nan=False, default=str) + "\n"  # json.dumps' text
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return target

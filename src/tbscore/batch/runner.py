@@ -29,7 +29,7 @@ from tbscore.batch.output import (
     write_parquet,
 )
 from tbscore.batch.progress import Progress, make_progress
-from tbscore.batch.worker import DEFAULT_TIMEOUT_S, Job, audit_row
+from tbscore.batch.worker import DEFAULT_TIMEOUT_S, Job, audit_row, may_detect
 from tbscore.core.roi import parse_exclusions
 from tbscore.core.settings import Settings, resolve_settings
 
@@ -498,7 +498,7 @@ class _BatchRun:
         row = self._decide(normalize_row(outcome["row"]))
         if self.per_case_dir is not None:
             result = outcome.get("result") if row["status"] != "duplicate" else None
-            write_case_json(self.per_case_dir, row, result)
+            write_case_json(self.per_case_dir, row, result, normalized=True)
         if self.journal is not None:
             self.journal.append(row, normalized=True)  # _decide's rows are normalised
         self.state.count(row)
@@ -533,7 +533,8 @@ class _BatchRun:
         try:
             if todo:
                 jobs = min(self.jobs, len(todo))
-                executor = make_executor(self.job, jobs, self.scheduler, self.chunksize)
+                detection = (jobs > 1 or self.scheduler is not None) and may_detect(self.job, todo)
+                executor = make_executor(self.job, jobs, self.scheduler, self.chunksize, detection)
                 yield from self._loop(executor, todo, progress)
             self.interrupted = False
             cancel = False

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,7 @@ __all__ = [
     "sr_name",
     "write_sr_atomic",
     "warm_up",
+    "may_detect",
     "audit_row",
     "result_key",
     "start_watchdog",
@@ -144,6 +145,26 @@ def find_roi(inp: Input, sop_instance_uid: str | None, roi_dir: str | None) -> P
     return find_roi_file(
         inp.path, roi_dir=roi_dir, rel_parent=inp.rel_parent, sop_instance_uid=sop_instance_uid
     )
+
+
+#: Inputs :func:`may_detect` looks at, at most (a few stats each).
+MAY_DETECT_LOOKS = 256
+
+
+def may_detect(job: Job, inputs: Sequence[Input], looks: int = MAY_DETECT_LOOKS) -> bool:
+    """Whether the workers should load the detector's kernels before the first input.
+
+    False when each of the first ``looks`` inputs has its ROI (a manifest ``roi``, or
+    an ROI file by the rules of :func:`find_roi` that need no header: with a
+    ``roi_dir``, an input found only by its SOPInstanceUID counts as one that may need
+    detection). Only a warm-up decision: an input that needs detection anyway (a later
+    input, an ROI file removed meanwhile) is detected, its worker loading the kernels
+    then.
+    """
+    for inp in inputs[:looks]:
+        if not inp.roi and find_roi(inp, None, job.roi_dir) is None:
+            return True
+    return False
 
 
 def scanner_info(image: DXAImage) -> ScannerInfo:

@@ -199,7 +199,7 @@ _enc = json.encoder.encode_basestring_ascii
 _isfinite = math.isfinite
 
 
-def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
+def _encode_into(o: Any, level: int, out: list[str], ind: str, allow_nan: bool = True) -> None:
     enc = _enc
     t = type(o)
     if t is list:  # the bulk of a result: lists of plain floats or ints, joined at once
@@ -234,6 +234,8 @@ def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
         out.append(int.__repr__(o))
     elif isinstance(o, float):
         if o != o or o in (math.inf, -math.inf):
+            if not allow_nan:
+                raise _NotPlain  # json.dumps raises its ValueError
             out.append("NaN" if o != o else ("Infinity" if o > 0 else "-Infinity"))
         else:
             out.append(float.__repr__(o))
@@ -248,7 +250,7 @@ def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
             if not first:
                 out.append("," + nl)
             first = False
-            _encode_into(v, level + 1, out, ind)
+            _encode_into(v, level + 1, out, ind, allow_nan)
         out.append("\n" + ind * level + "]")
     elif isinstance(o, dict):
         if not o:
@@ -275,27 +277,29 @@ def _encode_into(o: Any, level: int, out: list[str], ind: str) -> None:
             elif tv is int:
                 out.append(int.__repr__(v))
             else:
-                _encode_into(v, level + 1, out, ind)
+                _encode_into(v, level + 1, out, ind, allow_nan)
         out.append("\n" + ind * level + "}")
     else:
         raise _NotPlain
 
 
-def dumps_indented(obj: Any, indent: int | str | None = 2) -> str:
-    """``json.dumps(obj, indent=indent)``, the same text, without the pure-Python
-    encoder's generator chain that ``json`` uses whenever ``indent`` is given.
+def dumps_indented(obj: Any, indent: int | str | None = 2, **kwargs: Any) -> str:
+    """``json.dumps(obj, indent=indent, **kwargs)``, the same text, without the
+    pure-Python encoder's generator chain that ``json`` uses whenever ``indent`` is given.
 
     For plain JSON trees (dicts with str keys, lists, tuples, str, int, float, bool,
-    None); anything else (and ``indent=None``) goes to :func:`json.dumps` itself.
+    None); anything else (and ``indent=None``, and keyword arguments other than
+    ``allow_nan`` and ``default``) goes to :func:`json.dumps` itself, which also raises
+    its errors (a non-finite float with ``allow_nan=False``) and calls ``default``.
     """
-    if indent is None:
-        return json.dumps(obj)
+    if indent is None or not kwargs.keys() <= {"allow_nan", "default"}:
+        return json.dumps(obj, indent=indent, **kwargs)
     ind = " " * indent if isinstance(indent, int) else str(indent)
     out: list[str] = []
     try:
-        _encode_into(obj, 0, out, ind)
+        _encode_into(obj, 0, out, ind, kwargs.get("allow_nan", True))
     except (_NotPlain, RecursionError):
-        return json.dumps(obj, indent=indent)
+        return json.dumps(obj, indent=indent, **kwargs)
     return "".join(out)
 
 
@@ -382,6 +386,17 @@ def _check_result_document(data: dict[str, Any]) -> None:
     _number(data.get("roi_confidence"), "roi_confidence")
     if data.get("calibration") is not None and not isinstance(data["calibration"], dict):
         raise _bad("calibration", "an object or null", data["calibration"])
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The field names of a data class, in order (``dataclasses.fields``, once per class)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 @dataclass(frozen=True)
@@ -473,13 +488,14 @@ class TBSResult:
     def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
         """JSON-safe dict. ``include_phi=False`` drops patient name, ID and birth date."""
         d: dict[str, Any] = {"format": RESULT_FORMAT, "status": self.status}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "settings":
+        vnames = _field_names(VertebraResult)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if name == "settings":
                 value = value.to_dict()
-            elif f.name == "vertebrae":
-                value = [{g.name: getattr(v, g.name) for g in fields(v)} for v in value]
-            d[f.name] = value
+            elif name == "vertebrae":
+                value = [{g: getattr(v, g) for g in vnames} for v in value]
+            d[name] = value
         d["settings_digest"] = self.settings.digest()
         if not include_phi:
             d["metadata"] = {k: v for k, v in d["metadata"].items() if k not in PHI_METADATA_KEYS}

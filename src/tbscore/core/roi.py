@@ -256,6 +256,47 @@ def _points(value: Any, what: str, source: str) -> np.ndarray:
     return arr
 
 
+#: Integers below this magnitude convert to float64 exactly (as numpy converts them).
+_EXACT_INT = 2**53
+
+
+def _plain_floats(value: Any) -> list[float] | None:
+    """``value`` as Python floats when it is a list or tuple of finite floats and exactly
+    convertible ints (no bools, no strings): what ``np.asarray(value, dtype=float)``
+    gives for it, without the array. None for anything else, which the caller reads
+    with :func:`_points` (its conversions and errors)."""
+    if type(value) is not list and type(value) is not tuple:
+        return None
+    out = []
+    for v in value:
+        t = type(v)
+        if t is float:
+            if not math.isfinite(v):
+                return None
+        elif t is not int or not -_EXACT_INT < v < _EXACT_INT:
+            return None
+        out.append(float(v))
+    return out
+
+
+def _box_corners(
+    value: Any, label: str, scale: tuple[float, float], source: str
+) -> tuple[int, int, int, int]:
+    """The ``box`` of a vertebra, times ``scale`` (row, col; 1/mm for ``"units": "mm"``),
+    rounded to pixels: ``(row0, col0, row1, col1)``."""
+    vals = _plain_floats(value)
+    if vals is not None and len(vals) == 4:  # the same float64 products as the array path
+        sr, sc = scale
+        b = [vals[0] * sr, vals[1] * sc, vals[2] * sr, vals[3] * sc]
+    else:
+        arr = _points(value, f"{label} box", source)
+        if arr.shape != (4,):
+            raise ROIError(f"{label} box must be [row0, col0, row1, col1]", source)
+        b = (arr * np.array([scale[0], scale[1], scale[0], scale[1]])).tolist()
+    r0, c0, r1, c1 = (int(round(v)) for v in b)
+    return r0, c0, r1, c1
+
+
 def _sorted(rois: Iterable[VertebraROI], source: str) -> tuple[VertebraROI, ...]:
     rois = list(rois)
     labels = [r.label for r in rois]
@@ -310,17 +351,26 @@ def rois_from_dict(
                 source,
             )
     if data.get("pixel_spacing_mm") is not None:
-        declared = _points(data["pixel_spacing_mm"], "pixel_spacing_mm", source)
-        if declared.shape != (2,) or not all(  # np.allclose(rtol=1e-3), on two values
-            abs(x - y) <= 1e-8 + 1e-3 * abs(y)
-            for x, y in zip(declared.tolist(), map(float, spacing_mm), strict=True)
+        values = _plain_floats(data["pixel_spacing_mm"])
+        if values is None:
+            declared = _points(data["pixel_spacing_mm"], "pixel_spacing_mm", source)
+            values = declared.tolist() if declared.shape == (2,) else None
+        if (
+            values is None
+            or len(values) != 2
+            or not all(  # np.allclose(rtol=1e-3)
+                abs(x - y) <= 1e-8 + 1e-3 * abs(y)
+                for x, y in zip(values, map(float, spacing_mm), strict=True)
+            )
         ):
+            shown = values if values is not None else declared.tolist()
             raise ROIError(
-                f"ROI file declares pixel spacing {declared.tolist()} mm, the image has "
-                f"{list(spacing_mm)} mm",
+                f"ROI file declares pixel spacing {shown} mm, the image has {list(spacing_mm)} mm",
                 source,
             )
-    scale = np.array([1.0, 1.0]) if units == "px" else 1.0 / np.asarray(spacing_mm, dtype=float)
+    # pixels per unit (row, col): 1 for px, 1 / spacing for mm, float64 as numpy has it
+    scale_rc = (1.0, 1.0) if units == "px" else tuple(1.0 / float(v) for v in spacing_mm[:2])
+    scale = np.array(scale_rc)
     items = data.get("vertebrae")
     if not isinstance(items, list) or not items:
         raise ROIError("'vertebrae' must be a non-empty list", source)
@@ -337,11 +387,7 @@ def rois_from_dict(
             polygon = poly * scale
             mask = polygon_mask(shape, polygon)
         elif "box" in item:
-            b = _points(item["box"], f"{label} box", source)
-            if b.shape != (4,):
-                raise ROIError(f"{label} box must be [row0, col0, row1, col1]", source)
-            b = b * np.concatenate([scale, scale])
-            r0, c0, r1, c1 = (int(round(v)) for v in b)
+            r0, c0, r1, c1 = _box_corners(item["box"], label, scale_rc, source)
             if r1 <= r0 or c1 <= c0:
                 raise ROIError(f"{label} box is empty or inverted: {item['box']}", source)
             if r0 < 0 or c0 < 0 or r1 > shape[0] or c1 > shape[1]:
@@ -379,15 +425,32 @@ def rois_from_dict(
             )
         )
     ordered = _sorted(rois, source)
+    if _overlap(ordered, shape):
+        raise ROIError("vertebra ROIs overlap", source)
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
+    return VertebraROIs(ordered, shape, source, spacing_mm=spacing)
+
+
+def _overlap(rois: tuple[VertebraROI, ...], shape: tuple[int, int]) -> bool:
+    """Whether a pixel lies in two of the masks.
+
+    Boxes (masks that are exactly their box) are compared as rectangles; otherwise the
+    masks are compared inside their bounding boxes."""
+    if all(r.box is not None and r.polygon is None for r in rois):
+        boxes = [r.box for r in rois]
+        return any(
+            a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+            for i, a in enumerate(boxes)
+            for b in boxes[i + 1 :]
+        )
     seen = np.zeros(shape, dtype=bool)  # a pixel in two masks: overlap (no int stack)
-    for r in ordered:
+    for r in rois:
         r0, c0, r1, c1 = r.bbox()  # the mask is False outside its box: look inside only
         inside = (slice(r0, r1), slice(c0, c1))
         if np.logical_and(seen[inside], r.mask[inside]).any():
-            raise ROIError("vertebra ROIs overlap", source)
+            return True
         seen[inside] |= r.mask[inside]
-    spacing = (float(spacing_mm[0]), float(spacing_mm[1]))
-    return VertebraROIs(ordered, shape, source, spacing_mm=spacing)
+    return False
 
 
 def rois_from_label_image(labels: np.ndarray, *, source: str = "label-image") -> VertebraROIs:
@@ -522,6 +585,8 @@ def apply_exclusions(
     ROIError
         An excluded label that is not among the ROIs.
     """
+    if not exclusions:
+        return rois  # nothing to mark
     excl = parse_exclusions(exclusions)
     missing = sorted(set(excl) - set(rois.labels))
     if missing:

@@ -245,12 +245,12 @@ class _Values:
         return self._tag(keyword) in self._keys
 
     def get(self, keyword: str, default: Any = None) -> Any:
-        try:
-            return self._cache[keyword]
-        except KeyError:
-            pass
-        tag = self._tag(keyword)
+        value = self._cache.get(keyword, _MISSING)
+        if value is not _MISSING:
+            return default if value is _ABSENT else value
+        tag = _TAGS.get(keyword) or self._tag(keyword)
         if tag not in self._keys:
+            self._cache[keyword] = _ABSENT  # the next ask of an absent keyword is one look-up
             return default
         value = self._cache[keyword] = self._value(tag)
         return value
@@ -265,11 +265,9 @@ class _Values:
         return str(value).strip() or None
 
     def _value(self, tag: Any) -> Any:
-        from pydicom.dataelem import RawDataElement, convert_raw_data_element
-        from pydicom.valuerep import AMBIGUOUS_VR, VR
-
+        raw_type, convert_raw, convert_value, ambiguous, sq = _pydicom_converters()
         elem = self._ds.get_item(tag, keep_deferred=True)
-        if isinstance(elem, RawDataElement):
+        if isinstance(elem, raw_type):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
             vr = elem.VR
@@ -281,16 +279,35 @@ class _Values:
                 # what convert_raw_data_element gives for an explicit VR of these with
                 # pydicom's own hooks: its value converter's value (the element object
                 # it wraps it in and the hooks' VR look-up are not needed)
-                from pydicom.values import convert_value
-
                 try:
                     return convert_value(vr, elem, self._charset)
                 except Exception:
                     pass  # pydicom's own path below decides (its error or its UN rule)
-            elem = convert_raw_data_element(elem, encoding=self._charset, ds=self._ds)
-        if elem.VR == VR.SQ or elem.VR in AMBIGUOUS_VR:
+            elem = convert_raw(elem, encoding=self._charset, ds=self._ds)
+        if elem.VR == sq or elem.VR in ambiguous:
             return self._ds[tag].value  # pydicom's own fix-ups on the data set
         return elem.value
+
+
+#: Markers of :meth:`_Values.get`'s cache: not looked up yet / looked up and absent.
+_MISSING = object()
+_ABSENT = object()
+_CONVERTERS: list[tuple[Any, ...]] = []
+
+
+def _pydicom_converters() -> tuple[Any, ...]:
+    """pydicom's raw-element class, its converters and VR constants, imported once
+    (``RawDataElement``, ``convert_raw_data_element``, ``values.convert_value``,
+    ``AMBIGUOUS_VR``, ``VR.SQ``)."""
+    if not _CONVERTERS:
+        from pydicom.dataelem import RawDataElement, convert_raw_data_element
+        from pydicom.valuerep import AMBIGUOUS_VR, VR
+        from pydicom.values import convert_value
+
+        _CONVERTERS.append(
+            (RawDataElement, convert_raw_data_element, convert_value, AMBIGUOUS_VR, VR.SQ)
+        )
+    return _CONVERTERS[0]
 
 
 def _values(ds: Dataset | _Values) -> _Values:
@@ -551,6 +568,51 @@ def _decode(values: _Values, source: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+def gray_levels(
+    stored: np.ndarray, inverted: bool, bits: int | None, slope: float, intercept: float
+) -> np.ndarray:
+    """The gray levels of stored pixel values: a new float64 array.
+
+    ``float64(x)``, inverted for MONOCHROME1 (``inverted``) on the stored-value range
+    (``2**bits - 1 - x`` for unsigned values, ``bits`` = BitsStored; ``-x`` for signed
+    or float ones, ``bits`` None), then ``* slope + intercept`` (RescaleSlope and
+    RescaleIntercept, dimensionless and in gray levels) unless they are 1 and 0. Each
+    step rounded as numpy rounds it, in as few passes over the pixels as that allows:
+    the same values, bit for bit, as :func:`gray_levels_reference`.
+    """
+    if inverted:
+        if bits is not None:
+            pixels = np.subtract(2.0**bits - 1.0, stored, dtype=np.float64)
+        else:
+            pixels = np.negative(stored, dtype=np.float64)
+    if slope != 1.0 or intercept != 0.0:
+        if inverted:
+            pixels *= slope
+        else:  # the cast and the product in one pass
+            pixels = np.multiply(stored, slope, dtype=np.float64)
+        pixels += intercept  # also when 0: -0.0 + 0.0 is +0.0
+    elif not inverted:
+        pixels = stored.astype(np.float64)
+    return pixels
+
+
+def gray_levels_reference(
+    stored: np.ndarray, inverted: bool, bits: int | None, slope: float, intercept: float
+) -> np.ndarray:
+    """:func:`gray_levels` step by step (cast, invert, scale, shift; the loader's
+    former code), the reference of its property test."""
+    pixels = stored.astype(np.float64)
+    if inverted:
+        if bits is not None:
+            np.subtract(2.0**bits - 1.0, pixels, out=pixels)
+        else:
+            np.negative(pixels, out=pixels)
+    if slope != 1.0 or intercept != 0.0:
+        pixels *= slope
+        pixels += intercept
+    return pixels
+
+
 def load_dicom(
     source: str | Path | Dataset,
     *,
@@ -708,14 +770,10 @@ def _load(
     digest = hashlib.sha256(f"{stored.dtype.str}{stored.shape}".encode())
     digest.update(np.ascontiguousarray(stored).data)  # the bytes in place, no copy
     pixel_sha = digest.hexdigest()
-    pixels = stored.astype(np.float64)  # a new array: the steps below work in place
-    if photometric == "MONOCHROME1":
-        # Invert on the stored-value range so that bone is bright, as in MONOCHROME2.
-        if np.issubdtype(stored.dtype, np.unsignedinteger):
-            bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
-            np.subtract(2.0**bits - 1.0, pixels, out=pixels)
-        else:
-            np.negative(pixels, out=pixels)
+    inverted = photometric == "MONOCHROME1"
+    bits = None
+    if inverted and np.issubdtype(stored.dtype, np.unsignedinteger):
+        bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
     raw_slope = ds.get("RescaleSlope")
     slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
     if slope == 0 or not math.isfinite(slope):
@@ -723,9 +781,7 @@ def _load(
             f"RescaleSlope is {raw_slope}: the gray levels would be meaningless", name
         )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope != 1.0 or intercept != 0.0:  # pixels * slope + intercept, in place
-        pixels *= slope
-        pixels += intercept
+    pixels = gray_levels(stored, inverted, bits, slope, intercept)
     # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
     # 1e300 stay finite: the pass over the pixels is needed only for other data
     bounded = (

@@ -13,8 +13,11 @@ file has to be parsed.
 
 from __future__ import annotations
 
+import errno
+import os
 from io import BytesIO
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from tbscore.errors import DicomReadError
@@ -130,9 +133,10 @@ def _read(path: Path, stop_before_pixels: bool, from_bytes: bool) -> tuple[Datas
     from pydicom.errors import InvalidDicomError
 
     source = str(path)
-    if not path.exists():
+    st = _stat(path)  # one stat: exists, regular file, and the time stamp of the read
+    if st is None:
         raise DicomReadError("file does not exist", source)
-    if not path.is_file():
+    if not S_ISREG(st.st_mode):
         raise DicomReadError("not a regular file", source)
     src: Path | BytesIO = path
     data = None
@@ -144,7 +148,7 @@ def _read(path: Path, stop_before_pixels: bool, from_bytes: bool) -> tuple[Datas
         src = BytesIO(data)
     try:
         ds = pydicom.dcmread(src, stop_before_pixels=stop_before_pixels)
-        return _as_read_from(ds, path), data
+        return _as_read_from(ds, path, st.st_mtime), data
     except InvalidDicomError:
         pass  # no preamble: the content decides
     except Exception as exc:  # truncated or corrupt header
@@ -165,18 +169,30 @@ def _read(path: Path, stop_before_pixels: bool, from_bytes: bool) -> tuple[Datas
         raise DicomReadError("not a DICOM file", source) from exc
     if not _has_markers(ds):
         raise DicomReadError(_NOT_DICOM, source)
-    return _as_read_from(ds, path), data
+    return _as_read_from(ds, path, st.st_mtime), data
 
 
-def _as_read_from(ds: Dataset, path: Path) -> Dataset:
+def _stat(path: Path) -> os.stat_result | None:
+    """``os.stat`` of ``path``, or None where :meth:`Path.exists` says False (no such
+    file, a path through a non-folder, a link loop, an invalid name); other errors
+    (no permission on a folder on the way) are raised, as ``exists`` raises them."""
+    try:
+        return path.stat()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return None
+        raise
+    except ValueError:  # an embedded NUL
+        return None
+
+
+def _as_read_from(ds: Dataset, path: Path, mtime: float) -> Dataset:
     """A data set parsed from memory made to look read from ``path``, as pydicom's own
-    read of the path gives it (file name, modification time, no buffer kept)."""
+    read of the path gives it (file name, modification time ``mtime`` from the stat
+    before the read, no buffer kept)."""
     if getattr(ds, "buffer", None) is not None:
         ds.filename = str(path)
         ds.buffer = None
         ds.fileobj_type = open
-        try:
-            ds.timestamp = path.stat().st_mtime
-        except OSError:
-            ds.timestamp = None
+        ds.timestamp = mtime
     return ds
