@@ -236,7 +236,7 @@ def test_pairwise_sum_is_numpys(seed, n, stride, scale):
     rows = a[1 : 1 + (n // 3) * 3].reshape(-1, 3) if n >= 3 else None
     if rows is not None and rows.shape[0] >= 1:  # along rows (axis 1): the same sum
         assert np.array_equal(
-            k._col_band_profiles(rows, np.array([0]), np.array([3]), 0)[0], rows.sum(axis=1) / 3
+            k._band_profiles(rows, np.array([0]), np.array([3]), 0, 1)[0], rows.sum(axis=1) / 3
         )
 
 

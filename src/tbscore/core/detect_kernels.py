@@ -31,7 +31,14 @@ _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 # its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
 
 
-@njit(cache=True, nogil=True)
+# The helpers called from other kernels carry explicit signatures: a constant argument
+# (``0``, ``True``) would otherwise compile a second specialisation of the same helper
+# (numba types it as a literal), and every specialisation is compiled again into each
+# kernel that links it (the cold-cache cost, issue 14).
+_SORT_SIG = "void(float64[::1], int64)"
+
+
+@njit(_SORT_SIG, cache=True, nogil=True)
 def _insertion_sort(a, n):
     """Sort ``a[:n]`` in place (a few values)."""
     for i in range(1, n):
@@ -43,36 +50,37 @@ def _insertion_sort(a, n):
         a[j + 1] = v
 
 
-@njit(cache=True, nogil=True)
+@njit(_SORT_SIG, cache=True, nogil=True)
 def _heap_sort(a, n):
-    """Sort ``a[:n]`` in place (no NaN), O(n log n)."""
-    for start in range(n // 2 - 1, -1, -1):
-        _sift(a, start, n)
-    for end in range(n - 1, 0, -1):
-        a[0], a[end] = a[end], a[0]
-        _sift(a, 0, end)
+    """Sort ``a[:n]`` in place (no NaN), O(n log n): heap construction, then the
+    maximum moved to the end; one sift-down loop for both phases."""
+    start = n // 2
+    end = n
+    while end > 1:
+        if start > 0:  # building the heap
+            start -= 1
+        else:  # the root (maximum) to the end, the last leaf to the root
+            end -= 1
+            a[0], a[end] = a[end], a[0]
+        root = start
+        while True:
+            child = 2 * root + 1
+            if child >= end:
+                break
+            if child + 1 < end and a[child + 1] > a[child]:
+                child += 1
+            if a[root] >= a[child]:
+                break
+            a[root], a[child] = a[child], a[root]
+            root = child
 
 
-@njit(cache=True, nogil=True)
-def _sift(a, root, n):
-    while True:
-        child = 2 * root + 1
-        if child >= n:
-            return
-        if child + 1 < n and a[child + 1] > a[child]:
-            child += 1
-        if a[root] >= a[child]:
-            return
-        a[root], a[child] = a[child], a[root]
-        root = child
-
-
-@njit(cache=True, nogil=True)
-def _sorted_copy(x, start, n, stride):
-    """``np.sort(x[start : start + n * stride : stride])`` (no NaN)."""
+@njit("float64[::1](float64[::1], int64)", cache=True, nogil=True)
+def _sorted_copy(x, n):
+    """``np.sort(x[:n])`` (no NaN)."""
     out = np.empty(n)
     for i in range(n):
-        out[i] = x[start + i * stride]
+        out[i] = x[i]
     if n <= 16:
         _insertion_sort(out, n)
     else:
@@ -80,50 +88,13 @@ def _sorted_copy(x, start, n, stride):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _pairwise_block(a, start, n, stride):
-    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
-    if n < 8:
-        res = 0.0
-        for k in range(n):
-            res += a[start + k * stride]
-        return res
-    r0 = a[start]
-    r1 = a[start + stride]
-    r2 = a[start + 2 * stride]
-    r3 = a[start + 3 * stride]
-    r4 = a[start + 4 * stride]
-    r5 = a[start + 5 * stride]
-    r6 = a[start + 6 * stride]
-    r7 = a[start + 7 * stride]
-    i = 8
-    end = n - n % 8
-    while i < end:
-        p = start + i * stride
-        r0 += a[p]
-        r1 += a[p + stride]
-        r2 += a[p + 2 * stride]
-        r3 += a[p + 3 * stride]
-        r4 += a[p + 4 * stride]
-        r5 += a[p + 5 * stride]
-        r6 += a[p + 6 * stride]
-        r7 += a[p + 7 * stride]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[start + i * stride]
-        i += 1
-    return res
-
-
-@njit(cache=True, nogil=True)
+@njit("float64(float64[::1], int64, int64, int64)", cache=True, nogil=True)
 def _pairwise(a, start, n, stride):
-    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: blocks of
-    at most 128 as above; a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and
-    its halves added. The recursion runs on an explicit stack (numba's cache does not
-    reload recursive functions safely)."""
-    if n <= _PW_BLOCK:
-        return _pairwise_block(a, start, n, stride)
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: a run of at
+    most 128 (``PW_BLOCKSIZE``) is summed by eight accumulators (plain sum below 8
+    values); a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and its halves
+    added. The recursion runs on an explicit stack (numba's cache does not reload
+    recursive functions safely)."""
     depth = 64
     st_start = np.empty(depth, np.int64)
     st_n = np.empty(depth, np.int64)
@@ -135,7 +106,36 @@ def _pairwise(a, start, n, stride):
     while top >= 0:
         s0, m = st_start[top], st_n[top]
         if m <= _PW_BLOCK:
-            val = _pairwise_block(a, s0, m, stride)
+            if m < 8:
+                val = 0.0
+                for k in range(m):
+                    val += a[s0 + k * stride]
+            else:
+                r0 = a[s0]
+                r1 = a[s0 + stride]
+                r2 = a[s0 + 2 * stride]
+                r3 = a[s0 + 3 * stride]
+                r4 = a[s0 + 4 * stride]
+                r5 = a[s0 + 5 * stride]
+                r6 = a[s0 + 6 * stride]
+                r7 = a[s0 + 7 * stride]
+                i = 8
+                end = m - m % 8
+                while i < end:
+                    p = s0 + i * stride
+                    r0 += a[p]
+                    r1 += a[p + stride]
+                    r2 += a[p + 2 * stride]
+                    r3 += a[p + 3 * stride]
+                    r4 += a[p + 4 * stride]
+                    r5 += a[p + 5 * stride]
+                    r6 += a[p + 6 * stride]
+                    r7 += a[p + 7 * stride]
+                    i += 8
+                val = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+                while i < m:
+                    val += a[s0 + i * stride]
+                    i += 1
             top -= 1
             # hand the value to the parent
             while top >= 0:
@@ -267,9 +267,12 @@ def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
 
 
 @njit(cache=True, nogil=True)
-def _row_band_profiles(sub, lo, hi, first):
-    """``detect._band_profiles(sub, lo, hi, first, axis=0)``: the mean over the rows of
-    each band, one band per row of the result."""
+def _band_profiles(sub, lo, hi, first, axis):
+    """``detect._band_profiles(sub, lo, hi, first, axis)``: the mean over the rows
+    (``axis`` 0; ``np.add.reduceat`` for adjacent bands: the first row plus the pairwise
+    sum of the others) or the columns (``axis`` 1; numpy's pairwise sum along a row) of
+    each band, finite values only, one band per row of the result. One kernel for both
+    directions (one compile)."""
     nb = lo.size
     m, nc = sub.shape
     finite = True
@@ -277,53 +280,36 @@ def _row_band_profiles(sub, lo, hi, first):
         for j in range(nc):
             if not math.isfinite(sub[i, j]):
                 finite = False
-    out = np.empty((nb, nc))
-    adjacent = finite and lo[0] == first and hi[nb - 1] == first + m
-    for b in range(nb):
-        if hi[b] - lo[b] <= 0 or (b > 0 and lo[b] != hi[b - 1]):
-            adjacent = False
-    if adjacent:  # np.add.reduceat: first row + pairwise sum of the others
-        flat = sub.ravel()
+    flat = sub.ravel()
+    if axis == 0:
+        out = np.empty((nb, nc))
+        adjacent = finite and lo[0] == first and hi[nb - 1] == first + m
+        for b in range(nb):
+            if hi[b] - lo[b] <= 0 or (b > 0 and lo[b] != hi[b - 1]):
+                adjacent = False
         for b in range(nb):
             a0 = lo[b] - first
-            n = hi[b] - lo[b]
+            b0 = hi[b] - first
             for j in range(nc):
-                s = sub[a0, j] + _pairwise(flat, (a0 + 1) * nc + j, n - 1, nc)
-                out[b, j] = s / n
+                if adjacent:  # np.add.reduceat
+                    s = sub[a0, j] + _pairwise(flat, (a0 + 1) * nc + j, b0 - a0 - 1, nc)
+                    out[b, j] = s / (b0 - a0)
+                    continue
+                s = 0.0
+                cnt = 0
+                for i in range(a0, b0):
+                    x = sub[i, j]
+                    if math.isfinite(x):
+                        s += x
+                        cnt += 1
+                if finite and b0 > a0:
+                    out[b, j] = s / (b0 - a0)
+                elif cnt >= 1:
+                    out[b, j] = s / cnt
+                else:
+                    out[b, j] = np.nan
         return out
-    for b in range(nb):
-        a0 = lo[b] - first
-        b0 = hi[b] - first
-        for j in range(nc):
-            s = 0.0
-            cnt = 0
-            for i in range(a0, b0):
-                x = sub[i, j]
-                if math.isfinite(x):
-                    s += x
-                    cnt += 1
-            if finite and b0 > a0:
-                out[b, j] = s / (b0 - a0)
-            elif cnt >= 1:
-                out[b, j] = s / cnt
-            else:
-                out[b, j] = np.nan
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _col_band_profiles(sub, lo, hi, first):
-    """``detect._band_profiles(sub, lo, hi, first, axis=1)``: the mean over the columns
-    of each band (numpy's pairwise sum along a row), one band per row of the result."""
-    nb = lo.size
-    m, nc = sub.shape
-    finite = True
-    for i in range(m):
-        for j in range(nc):
-            if not math.isfinite(sub[i, j]):
-                finite = False
     out = np.empty((nb, m))
-    flat = sub.ravel()
     buf = np.empty(nc)
     for b in range(nb):
         a0 = lo[b] - first
@@ -348,10 +334,17 @@ def _col_band_profiles(sub, lo, hi, first):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _gradient(f, x, first, stop, uniform):
-    """``detect._gradient(f, x[first:stop], uniform)`` (``np.gradient`` along axis 1)."""
-    nb, m = f.shape
+@njit(
+    "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64, boolean)",
+    cache=True,
+    nogil=True,
+)
+def _gradient(fa, x, col, first, stop, uniform):
+    """``detect._gradient(f, x[first:stop], uniform)`` (``np.gradient`` along axis 1) of
+    the columns ``f = fa[:, col : col + stop - first]``."""
+    nb = fa.shape[0]
+    m = stop - first
+    f = fa[:, col : col + m]
     out = np.empty((nb, m))
     if uniform:
         d = x[first + 1] - x[first]
@@ -377,20 +370,16 @@ def _gradient(f, x, first, stop, uniform):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _is_uniform(x):
-    d = x[1] - x[0]
-    for k in range(1, x.size - 1):
-        if x[k + 1] - x[k] != d:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _edges(along, wa, wb, first, grad, rising):
+@njit(
+    "float64[::1](float64[::1], int64, int64, int64, float64[:, ::1], float64)",
+    cache=True,
+    nogil=True,
+)
+def _edges(along, wa, wb, first, grad, sign):
     """One half of ``detect._edge_pair``: per band (row of ``grad``, the gradients at
-    ``along[first:]``), the sub-sample position (mm) of the strongest rising (falling)
-    gradient in the index window ``[wa, wb)``; NaN with fewer than three finite ones."""
+    ``along[first:]``), the sub-sample position (mm) of the strongest rising (``sign``
+    1.0) or falling (``sign`` -1.0) gradient in the index window ``[wa, wb)``; NaN with
+    fewer than three finite ones."""
     nb, ncol = grad.shape
     n = along.size
     out = np.empty(nb)
@@ -398,7 +387,6 @@ def _edges(along, wa, wb, first, grad, rising):
         for b in range(nb):
             out[b] = np.nan
         return out
-    sign = 1.0 if rising else -1.0
     for b in range(nb):
         cnt = 0
         best = -np.inf
@@ -440,33 +428,23 @@ def _edges(along, wa, wb, first, grad, rising):
 
 
 @njit(cache=True, nogil=True)
-def _edge_windows(along, rise0, rise1, fall0, fall1):
-    """``detect._edge_windows``: the two index windows and the (merged) read ranges, as
-    ``(wa0, wb0, wa1, wb1, nranges, ra0, rb0, ra1, rb1)``."""
-    n = along.size
-    wa0 = _search_left(along, rise0)
-    wa1 = _search_left(along, fall0)
-    wb0 = _search_right(along, rise1)
-    wb1 = _search_right(along, fall1)
-    ra0, rb0 = max(wa0 - 2, 0), min(wb0 + 2, n)
-    ra1, rb1 = max(wa1 - 2, 0), min(wb1 + 2, n)
-    if ra1 <= rb0:
-        return wa0, wb0, wa1, wb1, 1, min(ra0, ra1), max(rb0, rb1), 0, 0
-    return wa0, wb0, wa1, wb1, 2, ra0, rb0, ra1, rb1
-
-
-@njit(cache=True, nogil=True)
 def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
     """``detect._block_gradients`` then ``detect._edge_pair``: the rising edges in
     window 0 and the falling ones in window 1, per band of ``profs`` (its columns are
     ``along`` at the concatenated read ranges)."""
-    uniform = _is_uniform(along)
+    d = along[1] - along[0]
+    uniform = True
+    for k in range(1, along.size - 1):
+        if along[k + 1] - along[k] != d:
+            uniform = False
     m0 = rb0 - ra0
-    g0 = _gradient(profs[:, :m0], along, ra0, rb0, uniform)
-    if nr == 1:
-        return _edges(along, wa0, wb0, ra0, g0, True), _edges(along, wa1, wb1, ra0, g0, False)
-    g1 = _gradient(profs[:, m0 : m0 + rb1 - ra1], along, ra1, rb1, uniform)
-    return _edges(along, wa0, wb0, ra0, g0, True), _edges(along, wa1, wb1, ra1, g1, False)
+    g0 = _gradient(profs, along, 0, ra0, rb0, uniform)
+    g1 = g0
+    first1 = ra0
+    if nr == 2:
+        g1 = _gradient(profs, along, m0, ra1, rb1, uniform)
+        first1 = ra1
+    return _edges(along, wa0, wb0, ra0, g0, 1.0), _edges(along, wa1, wb1, first1, g1, -1.0)
 
 
 @njit(cache=True, nogil=True)
@@ -516,32 +494,15 @@ def _median_slope(x, y):
     return (s[h - 1] + s[h]) / 2
 
 
-@njit(cache=True, nogil=True)
-def _concat_ranges(x, nr, ra0, rb0, ra1, rb1):
-    n0 = rb0 - ra0
-    n1 = rb1 - ra1 if nr == 2 else 0
-    out = np.empty(n0 + n1)
-    for i in range(n0):
-        out[i] = x[ra0 + i]
-    for i in range(n1):
-        out[n0 + i] = x[ra1 + i]
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _imin(a):
-    m = a[0]
-    for i in range(1, a.size):
-        m = min(m, a[i])
-    return m
-
-
-@njit(cache=True, nogil=True)
-def _imax(a):
-    m = a[0]
-    for i in range(1, a.size):
-        m = max(m, a[i])
-    return m
+@njit("UniTuple(int64, 2)(int64[::1], int64[::1])", cache=True, nogil=True)
+def _span(lo, hi):
+    """``(lo.min(), hi.max())``: the index range the bands ``[lo[b], hi[b])`` cover."""
+    a = lo[0]
+    b = hi[0]
+    for i in range(1, lo.size):
+        a = min(a, lo[i])
+        b = max(b, hi[i])
+    return a, b
 
 
 @njit(cache=True, nogil=True)
@@ -560,9 +521,9 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
     for _ in range(n_iter):
         u = _arange(-hu - 12.0, hu + 12.0 + step / 2, step)
         lo, hi, _mid = _bands(u, 0.0, hu, f0, f1, fm)
-        r0, r1 = _imin(lo), _imax(hi)
+        r0, r1 = _span(lo, hi)
         rows, _rr, _cc = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
-        profs = _row_band_profiles(rows, lo, hi, r0)
+        profs = _band_profiles(rows, lo, hi, r0, 0)
         lefts, rights = _edge_pair(
             profs,
             v,
@@ -583,13 +544,30 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
         vc = 0.5 * (left + right)
         new_hw = 0.5 * (right - left)
         lo, hi, mid = _bands(v, vc, new_hw, f0, f1, fm)
-        c0, c1 = _imin(lo), _imax(hi)
-        wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1 = _edge_windows(
-            u, -hu - 7.0, min(-hu + 7.0, -3.0), max(hu - 7.0, 3.0), hu + 7.0
-        )
-        u_read = _concat_ranges(u, nr, ra0, rb0, ra1, rb1)
+        c0, c1 = _span(lo, hi)
+        # detect._edge_windows(u, (-hu - 7, min(-hu + 7, -3)), (max(hu - 7, 3), hu + 7)):
+        # the index windows, the read ranges (two samples either side, merged when they
+        # meet) and the sampled rows u_read (the ranges concatenated)
+        n = u.size
+        wa0 = _search_left(u, -hu - 7.0)
+        wb0 = _search_right(u, min(-hu + 7.0, -3.0))
+        wa1 = _search_left(u, max(hu - 7.0, 3.0))
+        wb1 = _search_right(u, hu + 7.0)
+        ra0, rb0 = max(wa0 - 2, 0), min(wb0 + 2, n)
+        ra1, rb1 = max(wa1 - 2, 0), min(wb1 + 2, n)
+        nr = 2
+        if ra1 <= rb0:
+            nr = 1
+            ra0, rb0, ra1, rb1 = min(ra0, ra1), max(rb0, rb1), 0, 0
+        n0 = rb0 - ra0
+        n1 = rb1 - ra1
+        u_read = np.empty(n0 + n1)
+        for i in range(n0):
+            u_read[i] = u[ra0 + i]
+        for i in range(n1):
+            u_read[n0 + i] = u[ra1 + i]
         cols, _rr, _cc = _sample_grid(fine, cy, cx, angle, u_read, v[c0:c1], sy, sx)
-        profs = _col_band_profiles(cols, lo, hi, c0)
+        profs = _band_profiles(cols, lo, hi, c0, 1)
         tops, bottoms = _edge_pair(profs, u, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1)
         top = _nanmedian(tops)
         bottom = _nanmedian(bottoms)
@@ -733,7 +711,7 @@ _SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
 _SELECT_SORT = 512  # fewer values are sorted
 
 
-@njit(cache=True, nogil=True)
+@njit("UniTuple(float64, 2)(float64[::1], int64)", cache=True, nogil=True)
 def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
     of the finite values ``x``, exactly; ``x`` is not modified.
@@ -787,7 +765,7 @@ def _select_pair(x, k):
                     continue
                 big = False  # then a sort
         if not big:
-            srt = _sorted_copy(cand, 0, n, 1)
+            srt = _sorted_copy(cand, n)
             if todo0:
                 v0 = srt[r0]
             if todo1:
@@ -845,14 +823,13 @@ def percentiles(x, q):
     out = np.empty(q.size)
     for i in range(q.size):
         v = (n - 1) * q[i]
-        if v >= n - 1:
-            out[i] = _select_pair(x, n - 1)[0]
-            continue
-        if v < 0.0:
-            out[i] = _select_pair(x, 0)[0]
-            continue
         f = math.floor(v)
-        a, b = _select_pair(x, int(f))
+        end = v >= n - 1 or v < 0.0  # the last value, or the first one
+        r = n - 1 if v >= n - 1 else (0 if v < 0.0 else int(f))
+        a, b = _select_pair(x, r)
+        if end:
+            out[i] = a
+            continue
         g = v - f
         d = b - a
         out[i] = b - d * (1.0 - g) if g >= 0.5 else a + d * g
@@ -880,7 +857,7 @@ def diff_mad(norm):
     return _median_select(d)
 
 
-@njit(cache=True, nogil=True)
+@njit("float64(float64[::1], int64, int64, float64, float64, boolean)", cache=True, nogil=True)
 def _scipy_linear(f, ny, nx, r, c, nearest):
     """``scipy.ndimage.map_coordinates(img, [[r], [c]], order=1)`` at one point, to the
     last bit: weights ``1 - frac`` and ``1 - (1 - frac)`` (scipy's
@@ -956,24 +933,18 @@ def resample_grid(img, rr, cc):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _reflect(k, n):
-    """scipy.ndimage's ``mode="reflect"`` index (``d c b a | a b c d | d c b a``) for
+@njit("int64(int64, int64, boolean)", cache=True, nogil=True)
+def _border(k, n, nearest):
+    """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
+    d d``) or ``mode="reflect"`` (``d c b a | a b c d | d c b a``), for
     ``-n <= k < 2 n``."""
+    if nearest:
+        return min(max(k, 0), n - 1)
     if k < 0:
         return -k - 1
     if k >= n:
         return 2 * n - 1 - k
     return k
-
-
-@njit(cache=True, nogil=True)
-def _border(k, n, nearest):
-    """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
-    d d``) or ``mode="reflect"`` (:func:`_reflect`), for ``-n <= k < 2 n``."""
-    if nearest:
-        return min(max(k, 0), n - 1)
-    return _reflect(k, n)
 
 
 @njit(cache=True, nogil=True)
