@@ -88,13 +88,53 @@ def _sorted_copy(x, n):
     return out
 
 
-@njit("float64(float64[::1], int64, int64, int64)", cache=True, nogil=True)
+_PW_SIG = "float64(float64[::1], int64, int64, int64)"
+
+
+@njit(_PW_SIG, cache=True, nogil=True)
+def _pairwise_block(a, start, n, stride):
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
+    if n < 8:
+        res = 0.0
+        for k in range(n):
+            res += a[start + k * stride]
+        return res
+    r0 = a[start]
+    r1 = a[start + stride]
+    r2 = a[start + 2 * stride]
+    r3 = a[start + 3 * stride]
+    r4 = a[start + 4 * stride]
+    r5 = a[start + 5 * stride]
+    r6 = a[start + 6 * stride]
+    r7 = a[start + 7 * stride]
+    i = 8
+    end = n - n % 8
+    while i < end:
+        p = start + i * stride
+        r0 += a[p]
+        r1 += a[p + stride]
+        r2 += a[p + 2 * stride]
+        r3 += a[p + 3 * stride]
+        r4 += a[p + 4 * stride]
+        r5 += a[p + 5 * stride]
+        r6 += a[p + 6 * stride]
+        r7 += a[p + 7 * stride]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i * stride]
+        i += 1
+    return res
+
+
+@njit(_PW_SIG, cache=True, nogil=True)
 def _pairwise(a, start, n, stride):
-    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: a run of at
-    most 128 (``PW_BLOCKSIZE``) is summed by eight accumulators (plain sum below 8
-    values); a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and its halves
-    added. The recursion runs on an explicit stack (numba's cache does not reload
-    recursive functions safely)."""
+    """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: blocks of
+    at most 128 (``PW_BLOCKSIZE``) as above; a longer run is split at
+    ``n2 = n // 2 - (n // 2) % 8`` and its halves added. The recursion runs on an
+    explicit stack (numba's cache does not reload recursive functions safely)."""
+    if n <= _PW_BLOCK:  # before the stack's allocations (most calls)
+        return _pairwise_block(a, start, n, stride)
     depth = 64
     st_start = np.empty(depth, np.int64)
     st_n = np.empty(depth, np.int64)
@@ -106,36 +146,7 @@ def _pairwise(a, start, n, stride):
     while top >= 0:
         s0, m = st_start[top], st_n[top]
         if m <= _PW_BLOCK:
-            if m < 8:
-                val = 0.0
-                for k in range(m):
-                    val += a[s0 + k * stride]
-            else:
-                r0 = a[s0]
-                r1 = a[s0 + stride]
-                r2 = a[s0 + 2 * stride]
-                r3 = a[s0 + 3 * stride]
-                r4 = a[s0 + 4 * stride]
-                r5 = a[s0 + 5 * stride]
-                r6 = a[s0 + 6 * stride]
-                r7 = a[s0 + 7 * stride]
-                i = 8
-                end = m - m % 8
-                while i < end:
-                    p = s0 + i * stride
-                    r0 += a[p]
-                    r1 += a[p + stride]
-                    r2 += a[p + 2 * stride]
-                    r3 += a[p + 3 * stride]
-                    r4 += a[p + 4 * stride]
-                    r5 += a[p + 5 * stride]
-                    r6 += a[p + 6 * stride]
-                    r7 += a[p + 7 * stride]
-                    i += 8
-                val = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-                while i < m:
-                    val += a[s0 + i * stride]
-                    i += 1
+            val = _pairwise_block(a, s0, m, stride)
             top -= 1
             # hand the value to the parent
             while top >= 0:
