@@ -228,6 +228,34 @@ def test_selection_median_equals_numpy(seed, n, levels, tail):
     assert k._median_select(np.abs(x - np.median(x))) == float(np.median(np.abs(x - np.median(x))))
 
 
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(1, 3000),
+    kind=st.sampled_from(["normal", "ties", "sorted", "reversed", "organ", "equal", "two"]),
+    frac=st.floats(0.0, 1.0),
+)
+def test_nth_is_the_sorted_value(seed, n, kind, frac):
+    """detect_kernels._nth (Hoare's FIND, median-of-three pivot, insertion sort of small
+    ranges, heap-sort fallback) returns np.sort(x)[k] and leaves a[:k] <= a[k] <= a[k+1:]
+    for random, tied, sorted, reversed, organ-pipe and constant values."""
+    rng = np.random.default_rng(seed)
+    x = {
+        "normal": lambda: rng.normal(size=n),
+        "ties": lambda: np.round(rng.normal(size=n) * 3) / 3,
+        "sorted": lambda: np.sort(rng.normal(size=n)),
+        "reversed": lambda: np.sort(rng.normal(size=n))[::-1].copy(),
+        "organ": lambda: np.concatenate([np.arange(n // 2), np.arange(n - n // 2)[::-1]]) * 1.0,
+        "equal": lambda: np.full(n, 0.25),
+        "two": lambda: rng.integers(0, 2, n) * 1.0,
+    }[kind]()
+    k_ = min(int(frac * n), n - 1)
+    a = x.copy()
+    assert k._nth(a, n, k_) == np.sort(x)[k_]
+    assert np.array_equal(np.sort(a), np.sort(x))  # a permutation of x
+    assert (a[:k_] <= a[k_]).all() and (a[k_ + 1 :] >= a[k_]).all()
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(seed=seeds, n=st.integers(0, 700), stride=st.integers(1, 4), scale=st.floats(-6, 6))
 def test_pairwise_sum_is_numpys(seed, n, stride, scale):

@@ -75,17 +75,57 @@ def _heap_sort(a, n):
             root = child
 
 
-@njit("float64[::1](float64[::1], int64)", cache=True, nogil=True)
-def _sorted_copy(x, n):
-    """``np.sort(x[:n])`` (no NaN)."""
-    out = np.empty(n)
-    for i in range(n):
-        out[i] = x[i]
-    if n <= 16:
-        _insertion_sort(out, n)
-    else:
-        _heap_sort(out, n)
-    return out
+@njit("float64(float64[::1], int64, int64)", cache=True, nogil=True)
+def _nth(a, n, k):
+    """The ``k``-th smallest (0-based) of ``a[:n]`` (no NaN), reordering ``a[:n]`` so
+    that ``a[:k] <= a[k] <= a[k + 1 : n]`` (Hoare's FIND with a median-of-three pivot
+    value; ranges of up to 16 values are sorted; after 64 rounds the range left is
+    heap-sorted, so the worst case stays O(n log n)). Comparisons and swaps only: the
+    value is that of a sort."""
+    lo = 0
+    hi = n - 1
+    rounds = 0
+    while hi - lo >= 16:
+        rounds += 1
+        if rounds > 64:
+            sub = a[lo : hi + 1]
+            _heap_sort(sub, hi + 1 - lo)
+            return a[k]
+        x = a[lo]
+        y = a[(lo + hi) // 2]
+        z = a[hi]
+        # the median of the three values: a pivot value present in a[lo : hi + 1]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+        pivot = y if y > x else x
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while pivot < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        # a[lo : j + 1] <= pivot <= a[i : hi + 1], a[j + 1 : i] == pivot
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    for p in range(lo + 1, hi + 1):  # insertion sort of the last range
+        v = a[p]
+        q = p - 1
+        while q >= lo and a[q] > v:
+            a[q + 1] = a[q]
+            q -= 1
+        a[q + 1] = v
+    return a[k]
 
 
 _PW_SIG = "float64(float64[::1], int64, int64, int64)"
@@ -229,11 +269,51 @@ def _bands(across, centre, half, f0, f1, fm):
     return lo, hi, mid
 
 
+@njit(
+    "UniTuple(float64, 2)(float64, float64, float64, float64, float64, float64, float64, float64)",
+    cache=True,
+    nogil=True,
+)
+def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
+    """Pixel coordinates ``(r, c)`` of the point ``(u, v)`` (mm) of the body frame around
+    ``(cy, cx)`` turned by the angle of cosine ``ca`` and sine ``sa``
+    (``detect._grid_coords``'s arithmetic)."""
+    return (cy + u * ca - v * sa) / sy, (cx + u * sa + v * ca) / sx
+
+
+@njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
+def _bilinear_at(f, ny, nx, r, c):
+    """``detect._bilinear`` at one point ``(r, c)`` of the image ``f`` (raveled
+    ``ny`` x ``nx``): NaN outside ``[0, n - 1]``; at the last row / column the cell
+    one earlier with weight 1 on the far corner."""
+    ymax = ny - 1.0
+    xmax = nx - 1.0
+    if not (r >= 0.0 and r <= ymax and c >= 0.0 and c <= xmax):
+        return np.nan
+    r0 = math.floor(r)
+    c0 = math.floor(c)
+    wr1 = r - r0
+    wc1 = c - c0
+    if r0 >= ymax:
+        wr1 = 1.0
+        r0 -= 1.0
+    if c0 >= xmax:
+        wc1 = 1.0
+        c0 -= 1.0
+    k = int(r0 * nx + c0)
+    wr0 = 1.0 - wr1
+    wc0 = 1.0 - wc1
+    acc = f[k] * wr0 * wc0
+    acc += f[k + 1] * wr0 * wc1
+    acc += f[k + nx] * wr1 * wc0
+    acc += f[k + nx + 1] * wr1 * wc1
+    return acc
+
+
 @njit(cache=True, nogil=True)
 def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     """``detect._bilinear(img, *detect._grid_coords(...), grid=True)``: the bilinear
-    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``,
-    and the pixel coordinates ``rr``, ``cc`` of its points."""
+    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``."""
     ny, nx = img.shape
     f = img.ravel()
     a = angle_deg * (math.pi / 180.0)
@@ -241,40 +321,11 @@ def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     sa = math.sin(a)
     nu, nv = u.size, v.size
     out = np.empty((nu, nv))
-    rr = np.empty((nu, nv))
-    cc = np.empty((nu, nv))
-    ymax = ny - 1.0
-    xmax = nx - 1.0
     for i in range(nu):
-        yu = cy + u[i] * ca
-        xu = cx + u[i] * sa
         for j in range(nv):
-            r = (yu - v[j] * sa) / sy
-            c = (xu + v[j] * ca) / sx
-            rr[i, j] = r
-            cc[i, j] = c
-            if not (r >= 0.0 and r <= ymax and c >= 0.0 and c <= xmax):
-                out[i, j] = np.nan
-                continue
-            r0 = math.floor(r)
-            c0 = math.floor(c)
-            wr1 = r - r0
-            wc1 = c - c0
-            if r0 >= ymax:
-                wr1 = 1.0
-                r0 -= 1.0
-            if c0 >= xmax:
-                wc1 = 1.0
-                c0 -= 1.0
-            k = int(r0 * nx + c0)
-            wr0 = 1.0 - wr1
-            wc0 = 1.0 - wc1
-            acc = f[k] * wr0 * wc0
-            acc += f[k + 1] * wr0 * wc1
-            acc += f[k + nx] * wr1 * wc0
-            acc += f[k + nx + 1] * wr1 * wc1
-            out[i, j] = acc
-    return out, rr, cc
+            r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+            out[i, j] = _bilinear_at(f, ny, nx, r, c)
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -533,7 +584,7 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
         u = _arange(-hu - 12.0, hu + 12.0 + step / 2, step)
         lo, hi, _mid = _bands(u, 0.0, hu, f0, f1, fm)
         r0, r1 = _span(lo, hi)
-        rows, _rr, _cc = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
+        rows = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
         profs = _band_profiles(rows, lo, hi, r0, 0)
         lefts, rights = _edge_pair(
             profs,
@@ -577,7 +628,7 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
             u_read[i] = u[ra0 + i]
         for i in range(n1):
             u_read[n0 + i] = u[ra1 + i]
-        cols, _rr, _cc = _sample_grid(fine, cy, cx, angle, u_read, v[c0:c1], sy, sx)
+        cols = _sample_grid(fine, cy, cx, angle, u_read, v[c0:c1], sy, sx)
         profs = _band_profiles(cols, lo, hi, c0, 1)
         tops, bottoms = _edge_pair(profs, u, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1)
         top = _nanmedian(tops)
@@ -614,7 +665,11 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
     step = 0.5
     u = _arange(-hu - 6.0, hu + 6.0 + step / 2, step)
     v = _arange(-hw - 6.0, hw + 6.0 + step / 2, step)
-    patch, rr, cc = _sample_grid(fine, cy, cx, angle, u, v, sy, sx)
+    ny, nx = fine.shape
+    f = fine.ravel()
+    ang = angle * (math.pi / 180.0)
+    ca = math.cos(ang)
+    sa = math.sin(ang)
     nu, nv = u.size, v.size
     r = min(corner, hu, hw)
     p_in = np.empty(nu * nv)
@@ -626,7 +681,8 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
     # (the grid is a monotone affine map of its indices)
     inside = True
     for i, j in ((0, 0), (0, nv - 1), (nu - 1, 0), (nu - 1, nv - 1)):
-        if not (rr[i, j] >= lo_r and rr[i, j] < hi_r and cc[i, j] >= lo_r and cc[i, j] < hi_c):
+        ri, ci = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+        if not (ri >= lo_r and ri < hi_r and ci >= lo_r and ci < hi_c):
             inside = False
     truncated = False
     check = not inside
@@ -645,17 +701,23 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
                 sd = qv + 0.0 - r
             else:
                 sd = 0.0 + max(qu, qv) - r
+            use_in = sd <= -1.5
+            use_ring = sd >= 1.5 and sd <= 5.0
+            if not (use_in or use_ring or (check and not truncated and sd <= 1.5)):
+                continue  # a point no measure reads: not sampled
+            ri, ci = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
             if check and not truncated and sd <= 1.5:
-                ri, ci = rr[i, j], cc[i, j]
                 if ri < lo_r or ci < lo_r or ri > hi_r or ci > hi_c:
                     truncated = True
-            p = patch[i, j]
+            if not (use_in or use_ring):
+                continue
+            p = _bilinear_at(f, ny, nx, ri, ci)
             if not math.isfinite(p):
                 continue
-            if sd <= -1.5:
+            if use_in:
                 p_in[n_in] = p
                 n_in += 1
-            elif sd >= 1.5 and sd <= 5.0:
+            else:
                 p_ring[n_ring] = p
                 n_ring += 1
     if n_in < 20 or n_ring < 20:
@@ -731,8 +793,9 @@ def _select_pair(x, k):
     standard deviations of the sample rank either side of ``k``. One pass counts the
     values below ``lo``, equal to ``lo``, equal to ``hi`` and gathers those strictly
     between; a rank among the ties at ``lo`` or ``hi`` is that value, one between is
-    selected among the gathered values (repeated); a rank outside the bracket (rare)
-    widens it, then falls back to a sort. Comparisons only, so the values are those of a sort."""
+    selected among the gathered values (repeated; :func:`_nth` once few are left); a
+    rank outside the bracket (rare) widens it, then falls back to :func:`_nth` of all.
+    Comparisons only, so the values are those of a sort."""
     r0 = k
     r1 = min(k + 1, x.size - 1)
     v0 = 0.0
@@ -757,11 +820,12 @@ def _select_pair(x, k):
             sample = np.empty(m)
             for i in range(m):
                 sample[i] = cand[(i * 2654435761 + 7) % n]
-            _heap_sort(sample, m)
             pos = (r0 if todo0 else r1) * m // n
             d = spread * (int(4.0 * math.sqrt(m * 0.25)) + 2)
-            lo = sample[max(pos - d, 0)]
-            hi = sample[min(pos + d, m - 1)]
+            # the sample's order statistics pos - d and pos + d (the second selection
+            # runs on the first's reordering: still the value of a sort)
+            lo = _nth(sample, m, max(pos - d, 0))
+            hi = _nth(sample, m, min(pos + d, m - 1))
             eq_hi = 0
             for i in range(n):  # branch-free counts (the order of the values is random)
                 v = cand[i]
@@ -774,13 +838,21 @@ def _select_pair(x, k):
                 if spread < 16:  # outside the bracket (rare): a wider one
                     spread *= 4
                     continue
-                big = False  # then a sort
-        if not big:
-            srt = _sorted_copy(cand, n)
+                big = False  # then a selection among all
+        if not big:  # a selection in a copy of the few values left
+            buf = np.empty(n)
+            for i in range(n):
+                buf[i] = cand[i]
             if todo0:
-                v0 = srt[r0]
-            if todo1:
-                v1 = srt[r1]
+                v0 = _nth(buf, n, r0)
+                if todo1:  # r1 is r0 or r0 + 1: the smallest of those after r0
+                    v1 = v0
+                    if r1 > r0:
+                        v1 = buf[r1]
+                        for i in range(r1 + 1, n):
+                            v1 = min(v1, buf[i])
+            elif todo1:
+                v1 = _nth(buf, n, r1)
             return v0, v1
         inner = False
         if todo0:
