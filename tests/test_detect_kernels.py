@@ -448,3 +448,24 @@ def test_sharing_equals_reference(seed, n_roi, ny, nx):
         masks.append(mask)
         boxes.append(d._poly_box(poly, (ny, nx)))
     assert d._sharing(masks, boxes) == d._sharing_reference(masks)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    xs=st.lists(
+        st.one_of(
+            st.floats(-1e6, 1e6, allow_nan=False),
+            st.sampled_from([0.0, -0.0, 0.5, 1.0, 1e-300]),
+        ),
+        min_size=1,
+        max_size=7,
+    )
+)
+def test_few_value_helpers_equal_numpy(xs):
+    """detect's Python-float mean, product, median and clip of a few values are numpy's
+    (``repr`` equal, so also the sign of a zero)."""
+    assert repr(d._mean_few(xs)) == repr(float(np.mean(xs)))
+    assert repr(d._prod_few(xs)) == repr(float(np.prod(xs)))
+    assert d._median_few(list(xs)) == float(np.median(xs))
+    for x in xs:
+        assert repr(d._clip01(x)) == repr(float(np.clip(x, 0.0, 1.0)))
