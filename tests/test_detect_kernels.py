@@ -55,6 +55,10 @@ def test_grid_bilinear_equals_map_coordinates(seed, ny, nx, angle, spacing, marg
         inside = np.isfinite(ref)
         if inside.sum() >= 50 and min(ny, nx) >= 8:  # to the last bit at most points
             assert np.mean(got[inside] == ref[inside]) > 0.5
+    # the compiled grid sampler (refinement, scoring): _bilinear's values to the last
+    # bit, on grids inside the image's cells (no border tests) and crossing its border
+    compiled = k._sample_grid(img, centre[0], centre[1], angle, u, v, *spacing)
+    assert np.array_equal(compiled, d._bilinear(img, rr, cc, grid=True), equal_nan=True)
 
 
 def test_bilinear_edges_and_outside():

@@ -282,6 +282,19 @@ def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
 
 
 @njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
+def _bilinear_cell(f, nx, k, wr1, wc1):
+    """The bilinear value in the cell whose top-left pixel is ``f[k]``, at the fractions
+    ``wr1`` (down) and ``wc1`` (right): ``detect._bilinear``'s products and sums."""
+    wr0 = 1.0 - wr1
+    wc0 = 1.0 - wc1
+    acc = f[k] * wr0 * wc0
+    acc += f[k + 1] * wr0 * wc1
+    acc += f[k + nx] * wr1 * wc0
+    acc += f[k + nx + 1] * wr1 * wc1
+    return acc
+
+
+@njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
 def _bilinear_at(f, ny, nx, r, c):
     """``detect._bilinear`` at one point ``(r, c)`` of the image ``f`` (raveled
     ``ny`` x ``nx``): NaN outside ``[0, n - 1]``; at the last row / column the cell
@@ -300,20 +313,35 @@ def _bilinear_at(f, ny, nx, r, c):
     if c0 >= xmax:
         wc1 = 1.0
         c0 -= 1.0
-    k = int(r0 * nx + c0)
-    wr0 = 1.0 - wr1
-    wc0 = 1.0 - wc1
-    acc = f[k] * wr0 * wc0
-    acc += f[k + 1] * wr0 * wc1
-    acc += f[k + nx] * wr1 * wc0
-    acc += f[k + nx + 1] * wr1 * wc1
-    return acc
+    return _bilinear_cell(f, nx, int(r0 * nx + c0), wr1, wc1)
+
+
+@njit(
+    "boolean(float64, float64, float64, float64, float64[::1], float64[::1], float64, float64,"
+    " float64, float64)",
+    cache=True,
+    nogil=True,
+)
+def _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ymax, xmax):
+    """Whether every point of the grid ``u`` x ``v`` (:func:`_grid_point`) lies in
+    ``[0, ymax) x [0, xmax)``, where :func:`_bilinear_at` needs no border handling.
+    The coordinates are a rounded affine map of the grid indices, monotone along both
+    axes (each rounding is), so their extremes are at the four corners."""
+    nu, nv = u.size, v.size
+    if nu == 0 or nv == 0:
+        return True
+    for i, j in ((0, 0), (0, nv - 1), (nu - 1, 0), (nu - 1, nv - 1)):
+        r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+        if not (r >= 0.0 and r < ymax and c >= 0.0 and c < xmax):
+            return False
+    return True
 
 
 @njit(cache=True, nogil=True)
 def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     """``detect._bilinear(img, *detect._grid_coords(...), grid=True)``: the bilinear
-    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``."""
+    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``;
+    a grid inside the image's cells skips the border tests (the same values)."""
     ny, nx = img.shape
     f = img.ravel()
     a = angle_deg * (math.pi / 180.0)
@@ -321,6 +349,14 @@ def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     sa = math.sin(a)
     nu, nv = u.size, v.size
     out = np.empty((nu, nv))
+    if _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ny - 1.0, nx - 1.0):
+        for i in range(nu):
+            for j in range(nv):
+                r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+                r0 = math.floor(r)
+                c0 = math.floor(c)
+                out[i, j] = _bilinear_cell(f, nx, int(r0 * nx + c0), r - r0, c - c0)
+        return out
     for i in range(nu):
         for j in range(nv):
             r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
@@ -686,6 +722,7 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
             inside = False
     truncated = False
     check = not inside
+    cells = _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ny - 1.0, nx - 1.0)
     for i in range(nu):
         qu = abs(u[i]) - (hu - r)
         for j in range(nv):
@@ -711,7 +748,12 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
                     truncated = True
             if not (use_in or use_ring):
                 continue
-            p = _bilinear_at(f, ny, nx, ri, ci)
+            if cells:
+                r0 = math.floor(ri)
+                c0 = math.floor(ci)
+                p = _bilinear_cell(f, nx, int(r0 * nx + c0), ri - r0, ci - c0)
+            else:
+                p = _bilinear_at(f, ny, nx, ri, ci)
             if not math.isfinite(p):
                 continue
             if use_in:
