@@ -200,8 +200,9 @@ def _check_input(
             "(need at least 2 rows and 2 columns)",
             source,
         )
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
+    integer = np.issubdtype(arr.dtype, np.integer)
+    arr = np.asarray(arr, dtype=np.float64)  # read only below: no copy of a float64 image
+    if not integer and not np.isfinite(arr).all():  # integers are always finite
         raise DetectionError("image has non-finite pixel values", source)
     try:
         sy, sx = (float(s) for s in spacing)
@@ -227,7 +228,9 @@ def _normalise(arr: np.ndarray, source: str) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
         if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
             raise DetectionError("image has no contrast (uniform gray level): no spine", source)
-    return (arr - lo) / (hi - lo)
+    out = np.subtract(arr, lo)
+    out /= hi - lo  # (arr - lo) / (hi - lo), in place
+    return out
 
 
 def _percentiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
@@ -425,9 +428,20 @@ def _spine_response(iso: np.ndarray) -> np.ndarray:
     width = f1 - f0 + 1
     mid = (f0 + f1) // 2
     flank = ndi.uniform_filter1d(iso, width, axis=1, mode="nearest")
-    pad = np.pad(flank, ((0, 0), (mid, mid)), mode="edge")
     n = iso.shape[1]
-    response = core - 0.5 * (pad[:, :n] + pad[:, 2 * mid : 2 * mid + n])
+    # the flank means mid columns left and right of each column, the border column
+    # beyond the image (np.pad(flank, mid, mode="edge") shifted both ways), then
+    # core - 0.5 * (left + right) in place
+    side = np.empty_like(flank)
+    right = np.empty_like(flank)
+    k = min(mid, n)
+    side[:, k:] = flank[:, : n - k]
+    side[:, :k] = flank[:, :1]
+    right[:, : n - k] = flank[:, k:]
+    right[:, n - k :] = flank[:, n - 1 :]
+    side += right
+    side *= 0.5
+    response = np.subtract(core, side, out=side)
     response = _gaussian(response, (8.0, 0.0), mode="nearest")
     # Keep the centre where the core and at least part of both flanks lie in the image.
     margin = min(f0, max(n // 2 - 1, 0))
