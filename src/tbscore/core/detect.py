@@ -51,6 +51,7 @@ vertebrae raise.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -268,9 +269,8 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float], mode: str = "reflect") ->
     :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
     than its kernel's radius). A zero ``sigma`` leaves its axis alone, so
     ``(s, 0.0)`` is ``gaussian_filter1d(img, s, axis=0, mode=mode)``."""
-    kernel1d = getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None)
-    if kernel1d is None:  # scipy's private weights moved: scipy itself
-        return ndi.gaussian_filter(img, sigma, mode=mode)
+    if getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None) is None:
+        return ndi.gaussian_filter(img, sigma, mode=mode)  # scipy's weights moved: scipy
     weights = []
     for n, sg in zip(img.shape, sigma, strict=True):
         if not sg > 1e-15:  # scipy skips such axes
@@ -279,9 +279,18 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float], mode: str = "reflect") ->
         radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
         if n <= radius:
             return ndi.gaussian_filter(img, sigma, mode=mode)
-        weights.append(np.ascontiguousarray(kernel1d(sg, 0, radius)[::-1]))
+        weights.append(_gaussian_weights(float(sg), radius))
     img = np.ascontiguousarray(img, dtype=np.float64)
     return _k.gaussian_2d(img, weights[0], weights[1], mode == "nearest")
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_weights(sigma: float, radius: int) -> np.ndarray:
+    """scipy's ``gaussian_filter1d`` weights for ``sigma`` (pixels) and ``radius``, in
+    correlation order; cached (a detection asks for the same few sigmas). Not marked
+    read-only (numba would compile the kernel again for read-only arrays); nothing
+    writes them."""
+    return np.ascontiguousarray(ndi._filters._gaussian_kernel1d(sigma, 0, radius)[::-1])
 
 
 def _median_inplace(x: np.ndarray) -> float:
