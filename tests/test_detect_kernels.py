@@ -473,3 +473,30 @@ def test_few_value_helpers_equal_numpy(xs):
     assert d._median_few(list(xs)) == float(np.median(xs))
     for x in xs:
         assert repr(d._clip01(x)) == repr(float(np.clip(x, 0.0, 1.0)))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(3, 24),
+    ny=st.integers(5, 60),
+    nx=st.integers(5, 60),
+    spread=st.floats(0.1, 1.5),
+)
+def test_clip_polygon_shortcut_equals_sutherland_hodgman(seed, n, ny, nx, spread):
+    """detect._clip_polygon returns the clip's polygon (repr-equal) whether the polygon
+    lies inside the image (shortcut), touches its border or crosses it."""
+    rng = np.random.default_rng(seed)
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    centre = (rng.uniform(0, ny), rng.uniform(0, nx))
+    poly = np.round(
+        np.column_stack(
+            [centre[0] + spread * ny * np.cos(ang), centre[1] + spread * nx * np.sin(ang)]
+        ),
+        3,
+    )
+    if rng.random() < 0.2:  # a vertex exactly on the border
+        poly[0, 0] = -0.5
+    got = d._clip_polygon(poly, (ny, nx))
+    want = d._clip_polygon_sh(poly, (ny, nx))
+    assert got.shape == want.shape and repr(got.tolist()) == repr(want.tolist())

@@ -1621,6 +1621,22 @@ def _sharing_reference(masks: list[np.ndarray]) -> list[bool]:
 
 
 def _clip_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Clip a convex polygon to the image rectangle ``[-0.5, n - 0.5]``: the polygon itself
+    (rounded to 1e-3 px) when every vertex lies inside, which is what the clip
+    (:func:`_clip_polygon_sh`) returns then, without its Python loops."""
+    rr, cc = poly[:, 0], poly[:, 1]
+    if (
+        len(poly)
+        and rr.min() >= -0.5
+        and rr.max() <= shape[0] - 0.5
+        and cc.min() >= -0.5
+        and cc.max() <= shape[1] - 0.5
+    ):  # every vertex inside every limit: each pass below keeps the points as they are
+        return np.round(np.array(poly, dtype=float).reshape(-1, 2), 3)
+    return _clip_polygon_sh(poly, shape)
+
+
+def _clip_polygon_sh(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Clip a convex polygon to the image rectangle ``[-0.5, n - 0.5]`` (Sutherland-Hodgman)."""
     lims = ((0, -0.5, 1), (0, shape[0] - 0.5, -1), (1, -0.5, 1), (1, shape[1] - 0.5, -1))
     pts = [tuple(p) for p in poly]
