@@ -364,7 +364,11 @@ def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(
+    "float64[:, ::1](float64[:, ::1], int64[::1], int64[::1], int64, int64)",
+    cache=True,
+    nogil=True,
+)
 def _band_profiles(sub, lo, hi, first, axis):
     """``detect._band_profiles(sub, lo, hi, first, axis)``: the mean over the rows
     (``axis`` 0; ``np.add.reduceat`` for adjacent bands: the first row plus the pairwise
