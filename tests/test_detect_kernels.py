@@ -500,3 +500,35 @@ def test_clip_polygon_shortcut_equals_sutherland_hodgman(seed, n, ny, nx, spread
     got = d._clip_polygon(poly, (ny, nx))
     want = d._clip_polygon_sh(poly, (ny, nx))
     assert got.shape == want.shape and repr(got.tolist()) == repr(want.tolist())
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    sizes=st.lists(st.integers(0, 24), min_size=1, max_size=6),
+    nc=st.integers(2, 30),
+    axis=st.sampled_from([0, 1]),
+    holes=st.booleans(),
+    offset=st.integers(0, 3),
+)
+def test_band_profiles_kernel_equals_numpy(seed, sizes, nc, axis, holes, offset):
+    """detect_kernels._band_profiles gives detect._band_profiles' means to the last bit:
+    adjacent bands (np.add.reduceat; bands of up to 8 rows summed row by row), gaps
+    between bands, empty bands, and NaN holes. At least two columns across the bands
+    (the refinement's patches have ~140): numpy reduces a single column as one
+    contiguous run instead."""
+    rng = np.random.default_rng(seed)
+    lo = offset + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    hi = lo + np.array(sizes, dtype=np.int64)
+    if rng.random() < 0.3:  # not adjacent: a gap after the first band
+        lo[1:] += 1
+        hi[1:] += 1
+    m = int(hi.max()) - offset + int(rng.integers(0, 3))
+    shape = (max(m, 1), nc) if axis == 0 else (nc, max(m, 1))
+    sub = rng.normal(size=shape) * 10.0 ** rng.integers(-3, 4)
+    if holes:
+        sub[rng.random(shape) < 0.1] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = d._band_profiles(sub, lo, hi, offset, axis)
+    got = k._band_profiles(np.ascontiguousarray(sub), lo, hi, offset, axis)
+    assert np.array_equal(got, want, equal_nan=True)

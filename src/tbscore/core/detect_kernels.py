@@ -389,9 +389,22 @@ def _band_profiles(sub, lo, hi, first, axis):
         for b in range(nb):
             if hi[b] - lo[b] <= 0 or (b > 0 and lo[b] != hi[b - 1]):
                 adjacent = False
+        acc = np.empty(nc)
         for b in range(nb):
             a0 = lo[b] - first
             b0 = hi[b] - first
+            if adjacent and b0 - a0 - 1 < 8:
+                # np.add.reduceat of a band of at most 8 rows: the first row plus the sum
+                # of the others, which numpy's pairwise sum adds in order from 0.0 below
+                # 8 values; row by row for all columns at once
+                for j in range(nc):
+                    acc[j] = 0.0
+                for i in range(a0 + 1, b0):
+                    for j in range(nc):
+                        acc[j] += sub[i, j]
+                for j in range(nc):
+                    out[b, j] = (sub[a0, j] + acc[j]) / (b0 - a0)
+                continue
             for j in range(nc):
                 if adjacent:  # np.add.reduceat
                     s = sub[a0, j] + _pairwise(flat, (a0 + 1) * nc + j, b0 - a0 - 1, nc)
