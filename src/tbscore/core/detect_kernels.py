@@ -1197,41 +1197,39 @@ def gaussian_2d(img, w0, w1, nearest):
     inwards, ``(left + right) * weight`` (scipy's symmetric loop). Every axis filtered
     must be longer than the kernel's radius."""
     ny, nx = img.shape
-    tmp = np.empty((ny, nx))
-    if w0.size:
-        s = w0.size // 2
-        wc = w0[s]
-        for i in range(ny):
-            row = tmp[i]
+    out = np.empty((ny, nx))
+    s0 = w0.size // 2
+    s1 = w1.size // 2
+    tmp = np.empty(nx)  # one row of the first pass at a time (no image-sized buffer)
+    ext = np.empty(nx + 2 * s1)
+    for i in range(ny):
+        row = tmp if w1.size else out[i]
+        if w0.size:
             src = img[i]
+            wc = w0[s0]
             for j in range(nx):
                 row[j] = src[j] * wc
-            for t in range(s, 0, -1):
+            for t in range(s0, 0, -1):
                 ra = img[_border(i - t, ny, nearest)]
                 rb = img[_border(i + t, ny, nearest)]
-                w = w0[s - t]
+                w = w0[s0 - t]
                 for j in range(nx):
                     row[j] += (ra[j] + rb[j]) * w
-    else:
-        for i in range(ny):
+        else:
             for j in range(nx):
-                tmp[i, j] = img[i, j]
-    if not w1.size:
-        return tmp
-    s = w1.size // 2
-    wc = w1[s]
-    out = np.empty((ny, nx))
-    ext = np.empty(nx + 2 * s)
-    for i in range(ny):
-        for k in range(nx + 2 * s):
-            ext[k] = tmp[i, _border(k - s, nx, nearest)]
-        row = out[i]
+                row[j] = img[i, j]
+        if not w1.size:
+            continue
+        for k in range(nx + 2 * s1):
+            ext[k] = row[_border(k - s1, nx, nearest)]
+        orow = out[i]
+        wc = w1[s1]
         for j in range(nx):
-            row[j] = ext[j + s] * wc
-        for t in range(s, 0, -1):
-            w = w1[s - t]
-            lo = ext[s - t : s - t + nx]
-            hi = ext[s + t : s + t + nx]
+            orow[j] = ext[j + s1] * wc
+        for t in range(s1, 0, -1):
+            w = w1[s1 - t]
+            lo = ext[s1 - t : s1 - t + nx]
+            hi = ext[s1 + t : s1 + t + nx]
             for j in range(nx):
-                row[j] += (lo[j] + hi[j]) * w
+                orow[j] += (lo[j] + hi[j]) * w
     return out
