@@ -532,30 +532,3 @@ def test_band_profiles_kernel_equals_numpy(seed, sizes, nc, axis, holes, offset)
         want = d._band_profiles(sub, lo, hi, offset, axis)
     got = k._band_profiles(np.ascontiguousarray(sub), lo, hi, offset, axis)
     assert np.array_equal(got, want, equal_nan=True)
-
-
-@settings(max_examples=60, deadline=None, derandomize=True)
-@given(
-    seed=seeds,
-    ny=st.integers(2, 90),
-    nx=st.integers(2, 90),
-    levels=st.sampled_from([0, 2, 20, 500]),
-    frac=st.floats(0.0, 1.0),
-    absdev=st.booleans(),
-)
-def test_diff_select_equals_sorted_differences(seed, ny, nx, levels, frac, absdev):
-    """detect_kernels._diff_select (the noise MAD's selection without storing the
-    differences) returns the k-th and next smallest of the row / column differences
-    (or of their distances from a centre), as np.sort gives them."""
-    rng = np.random.default_rng(seed)
-    norm = rng.normal(size=(ny, nx)).cumsum(axis=0) * 0.05
-    if levels:
-        norm = np.round(norm * levels) / levels
-    diffs = np.concatenate([np.diff(norm, axis=0).ravel(), np.diff(norm, axis=1).ravel()])
-    centre = float(np.median(diffs)) if absdev else 0.0
-    vals = np.abs(diffs - centre) if absdev else diffs
-    assert np.array_equal(k._diffs(norm, centre, absdev), vals)
-    srt = np.sort(vals)
-    kk = min(int(frac * vals.size), vals.size - 1)
-    got = k._diff_select(norm, centre, absdev, kk)
-    assert got == (srt[kk], srt[min(kk + 1, vals.size - 1)])

@@ -843,30 +843,6 @@ _SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
 _SELECT_SORT = 512  # fewer values are sorted
 
 
-@njit("UniTuple(float64, 2)(float64[::1], int64, int64, int64)", cache=True, nogil=True)
-def _bracket(sample, m, pos, spread):
-    """The bracket ``(lo, hi)`` of a rank around the sample position ``pos``: the sample's
-    order statistics a few standard deviations of the sample rank (``spread`` times)
-    either side (the second selection runs on the first's reordering: still the value
-    of a sort)."""
-    d = spread * (int(4.0 * math.sqrt(m * 0.25)) + 2)
-    lo = _nth(sample, m, max(pos - d, 0))
-    hi = _nth(sample, m, min(pos + d, m - 1))
-    return lo, hi
-
-
-@njit("UniTuple(int64, 2)(int64, int64, int64, int64)", cache=True, nogil=True)
-def _place(r, below, eq_lo, between):
-    """Where rank ``r`` falls after a bracket's counts: ``(0, 0)`` among the ties at
-    ``lo``, ``(2, 0)`` at ``hi``, ``(1, r')`` the ``r'``-th of the values strictly
-    between."""
-    if r < below + eq_lo:
-        return 0, 0
-    if r >= below + eq_lo + between:
-        return 2, 0
-    return 1, r - below - eq_lo
-
-
 @njit("UniTuple(float64, 2)(float64[::1], int64)", cache=True, nogil=True)
 def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
@@ -903,7 +879,12 @@ def _select_pair(x, k):
             sample = np.empty(m)
             for i in range(m):
                 sample[i] = cand[(i * 2654435761 + 7) % n]
-            lo, hi = _bracket(sample, m, (r0 if todo0 else r1) * m // n, spread)
+            pos = (r0 if todo0 else r1) * m // n
+            d = spread * (int(4.0 * math.sqrt(m * 0.25)) + 2)
+            # the sample's order statistics pos - d and pos + d (the second selection
+            # runs on the first's reordering: still the value of a sort)
+            lo = _nth(sample, m, max(pos - d, 0))
+            hi = _nth(sample, m, min(pos + d, m - 1))
             eq_hi = 0
             for i in range(n):  # branch-free counts (the order of the values is random)
                 v = cand[i]
@@ -934,15 +915,21 @@ def _select_pair(x, k):
             return v0, v1
         inner = False
         if todo0:
-            where, r0 = _place(r0, below, eq_lo, between)
-            if where != 1:
-                v0, todo0 = (lo if where == 0 else hi), False
-            inner = inner or where == 1
+            if r0 < below + eq_lo:
+                v0, todo0 = lo, False
+            elif r0 >= below + eq_lo + between:
+                v0, todo0 = hi, False
+            else:
+                r0 -= below + eq_lo
+                inner = True
         if todo1:
-            where, r1 = _place(r1, below, eq_lo, between)
-            if where != 1:
-                v1, todo1 = (lo if where == 0 else hi), False
-            inner = inner or where == 1
+            if r1 < below + eq_lo:
+                v1, todo1 = lo, False
+            elif r1 >= below + eq_lo + between:
+                v1, todo1 = hi, False
+            else:
+                r1 -= below + eq_lo
+                inner = True
         if not inner:
             return v0, v1
         # gather those strictly between, in order, without a branch (every value is
@@ -991,111 +978,25 @@ def percentiles(x, q):
     return out
 
 
-@njit("float64[::1](float64[:, ::1], float64, boolean)", cache=True, nogil=True)
-def _diffs(norm, centre, absdev):
-    """The differences ``d`` of ``norm`` down the rows (row by row), then along them (row
-    by row); ``|d - centre|`` when ``absdev``."""
-    ny, nx = norm.shape
-    f = norm.ravel()
-    nv = (ny - 1) * nx
-    d = np.empty(nv + ny * (nx - 1))
-    k = 0
-    for run in range(ny + 1):  # run 0: down the rows; then one run per row
-        up, dn = (f[nx:], f[:nv]) if run == 0 else (norm[run - 1][1:], norm[run - 1][: nx - 1])
-        for t in range(up.size):
-            v = up[t] - dn[t]
-            d[k] = abs(v - centre) if absdev else v
-            k += 1
-    return d
-
-
-@njit("UniTuple(float64, 2)(float64[:, ::1], float64, boolean, int64)", cache=True, nogil=True)
-def _diff_select(norm, centre, absdev, k):
-    """:func:`_select_pair` (``k``-th and next smallest) of :func:`_diffs`, without
-    storing them: the first bracket's sample, counts and gather read ``norm`` (the
-    values strictly inside the bracket, ~1/8 of them, are kept), the rest is
-    :func:`_select_pair` of those; the same values."""
-    ny, nx = norm.shape
-    f = norm.ravel()
-    nv = (ny - 1) * nx
-    n = nv + ny * (nx - 1)
-    r0 = k
-    r1 = min(k + 1, n - 1)
-    spread = 1
-    while n > _SELECT_SORT and spread <= 16:
-        m = min(_SELECT_SAMPLE, n // 8)
-        sample = np.empty(m)
-        for i in range(m):
-            p = (i * 2654435761 + 7) % n
-            if p < nv:
-                v = f[p + nx] - f[p]
-            else:
-                row = (p - nv) // (nx - 1)
-                col = (p - nv) % (nx - 1)
-                v = f[row * nx + col + 1] - f[row * nx + col]
-            sample[i] = abs(v - centre) if absdev else v
-        lo, hi = _bracket(sample, m, r0 * m // n, spread)
-        below = 0
-        eq_lo = 0
-        between = 0
-        eq_hi = 0
-        for run in range(ny + 1):  # branch-free counts, the runs of _diffs
-            up, dn = (f[nx:], f[:nv]) if run == 0 else (norm[run - 1][1:], norm[run - 1][: nx - 1])
-            for t in range(up.size):  # (slices: the indices are known >= 0, so vectorised)
-                v = up[t] - dn[t]
-                if absdev:
-                    v = abs(v - centre)
-                below += v < lo
-                eq_lo += v == lo
-                between += (v > lo) & (v < hi)
-                eq_hi += (v == hi) & (v != lo)
-        top = below + eq_lo + between + eq_hi
-        if r0 < below or r0 >= top or r1 < below or r1 >= top:
-            spread *= 4  # outside the bracket (rare): a wider one
-            continue
-        w0, q0 = _place(r0, below, eq_lo, between)
-        w1, q1 = _place(r1, below, eq_lo, between)
-        v0 = lo if w0 == 0 else hi
-        v1 = lo if w1 == 0 else hi
-        if w0 != 1 and w1 != 1:
-            return v0, v1
-        out = np.empty(between + 1)
-        j = 0
-        for run in range(ny + 1):  # branch-free gather of those strictly between
-            up, dn = (f[nx:], f[:nv]) if run == 0 else (norm[run - 1][1:], norm[run - 1][: nx - 1])
-            for t in range(up.size):  # (slices: the indices are known >= 0, so vectorised)
-                v = up[t] - dn[t]
-                if absdev:
-                    v = abs(v - centre)
-                out[j] = v
-                j += (v > lo) & (v < hi)
-        cand = out[:between]
-        if w0 == 1:
-            a0, b0 = _select_pair(cand, q0)
-            v0 = a0
-            if w1 == 1:
-                v1 = b0 if q1 > q0 else a0
-        elif w1 == 1:
-            v1 = _select_pair(cand, q1)[0]
-        return v0, v1
-    return _select_pair(_diffs(norm, centre, absdev), k)
-
-
 @njit(cache=True, nogil=True)
 def diff_mad(norm):
     """Median absolute deviation of all row and column differences of ``norm``:
-    ``np.median(np.abs(d - np.median(d)))``, exactly (selections, no sort; the
-    differences are not stored, :func:`_diff_select`)."""
+    ``np.median(np.abs(d - np.median(d)))``, exactly (bucket selections, no sort)."""
     ny, nx = norm.shape
-    n = (ny - 1) * nx + ny * (nx - 1)
-    h = n // 2
-    if n % 2:
-        med = _diff_select(norm, 0.0, False, h)[0]
-        return _diff_select(norm, med, True, h)[0]
-    a, b = _diff_select(norm, 0.0, False, h - 1)
-    med = (a + b) / 2
-    a, b = _diff_select(norm, med, True, h - 1)
-    return (a + b) / 2
+    d = np.empty((ny - 1) * nx + ny * (nx - 1))
+    k = 0
+    for i in range(ny - 1):
+        for j in range(nx):
+            d[k] = norm[i + 1, j] - norm[i, j]
+            k += 1
+    for i in range(ny):
+        for j in range(nx - 1):
+            d[k] = norm[i, j + 1] - norm[i, j]
+            k += 1
+    med = _median_select(d)
+    for k in range(d.size):
+        d[k] = abs(d[k] - med)
+    return _median_select(d)
 
 
 @njit("float64(float64[::1], int64, int64, float64, float64, boolean)", cache=True, nogil=True)
