@@ -55,6 +55,10 @@ def test_grid_bilinear_equals_map_coordinates(seed, ny, nx, angle, spacing, marg
         inside = np.isfinite(ref)
         if inside.sum() >= 50 and min(ny, nx) >= 8:  # to the last bit at most points
             assert np.mean(got[inside] == ref[inside]) > 0.5
+    # the compiled grid sampler (refinement, scoring): _bilinear's values to the last
+    # bit, on grids inside the image's cells (no border tests) and crossing its border
+    compiled = k._sample_grid(img, centre[0], centre[1], angle, u, v, *spacing)
+    assert np.array_equal(compiled, d._bilinear(img, rr, cc, grid=True), equal_nan=True)
 
 
 def test_bilinear_edges_and_outside():
@@ -228,6 +232,34 @@ def test_selection_median_equals_numpy(seed, n, levels, tail):
     assert k._median_select(np.abs(x - np.median(x))) == float(np.median(np.abs(x - np.median(x))))
 
 
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(1, 3000),
+    kind=st.sampled_from(["normal", "ties", "sorted", "reversed", "organ", "equal", "two"]),
+    frac=st.floats(0.0, 1.0),
+)
+def test_nth_is_the_sorted_value(seed, n, kind, frac):
+    """detect_kernels._nth (Hoare's FIND, median-of-three pivot, insertion sort of small
+    ranges, heap-sort fallback) returns np.sort(x)[k] and leaves a[:k] <= a[k] <= a[k+1:]
+    for random, tied, sorted, reversed, organ-pipe and constant values."""
+    rng = np.random.default_rng(seed)
+    x = {
+        "normal": lambda: rng.normal(size=n),
+        "ties": lambda: np.round(rng.normal(size=n) * 3) / 3,
+        "sorted": lambda: np.sort(rng.normal(size=n)),
+        "reversed": lambda: np.sort(rng.normal(size=n))[::-1].copy(),
+        "organ": lambda: np.concatenate([np.arange(n // 2), np.arange(n - n // 2)[::-1]]) * 1.0,
+        "equal": lambda: np.full(n, 0.25),
+        "two": lambda: rng.integers(0, 2, n) * 1.0,
+    }[kind]()
+    k_ = min(int(frac * n), n - 1)
+    a = x.copy()
+    assert k._nth(a, n, k_) == np.sort(x)[k_]
+    assert np.array_equal(np.sort(a), np.sort(x))  # a permutation of x
+    assert (a[:k_] <= a[k_]).all() and (a[k_ + 1 :] >= a[k_]).all()
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(seed=seeds, n=st.integers(0, 700), stride=st.integers(1, 4), scale=st.floats(-6, 6))
 def test_pairwise_sum_is_numpys(seed, n, stride, scale):
@@ -236,7 +268,7 @@ def test_pairwise_sum_is_numpys(seed, n, stride, scale):
     rows = a[1 : 1 + (n // 3) * 3].reshape(-1, 3) if n >= 3 else None
     if rows is not None and rows.shape[0] >= 1:  # along rows (axis 1): the same sum
         assert np.array_equal(
-            k._col_band_profiles(rows, np.array([0]), np.array([3]), 0)[0], rows.sum(axis=1) / 3
+            k._band_profiles(rows, np.array([0]), np.array([3]), 0, 1)[0], rows.sum(axis=1) / 3
         )
 
 
@@ -420,3 +452,83 @@ def test_sharing_equals_reference(seed, n_roi, ny, nx):
         masks.append(mask)
         boxes.append(d._poly_box(poly, (ny, nx)))
     assert d._sharing(masks, boxes) == d._sharing_reference(masks)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    xs=st.lists(
+        st.one_of(
+            st.floats(-1e6, 1e6, allow_nan=False),
+            st.sampled_from([0.0, -0.0, 0.5, 1.0, 1e-300]),
+        ),
+        min_size=1,
+        max_size=7,
+    )
+)
+def test_few_value_helpers_equal_numpy(xs):
+    """detect's Python-float mean, product, median and clip of a few values are numpy's
+    (``repr`` equal, so also the sign of a zero)."""
+    assert repr(d._mean_few(xs)) == repr(float(np.mean(xs)))
+    assert repr(d._prod_few(xs)) == repr(float(np.prod(xs)))
+    assert d._median_few(list(xs)) == float(np.median(xs))
+    for x in xs:
+        assert repr(d._clip01(x)) == repr(float(np.clip(x, 0.0, 1.0)))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    n=st.integers(3, 24),
+    ny=st.integers(5, 60),
+    nx=st.integers(5, 60),
+    spread=st.floats(0.1, 1.5),
+)
+def test_clip_polygon_shortcut_equals_sutherland_hodgman(seed, n, ny, nx, spread):
+    """detect._clip_polygon returns the clip's polygon (repr-equal) whether the polygon
+    lies inside the image (shortcut), touches its border or crosses it."""
+    rng = np.random.default_rng(seed)
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    centre = (rng.uniform(0, ny), rng.uniform(0, nx))
+    poly = np.round(
+        np.column_stack(
+            [centre[0] + spread * ny * np.cos(ang), centre[1] + spread * nx * np.sin(ang)]
+        ),
+        3,
+    )
+    if rng.random() < 0.2:  # a vertex exactly on the border
+        poly[0, 0] = -0.5
+    got = d._clip_polygon(poly, (ny, nx))
+    want = d._clip_polygon_sh(poly, (ny, nx))
+    assert got.shape == want.shape and repr(got.tolist()) == repr(want.tolist())
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    seed=seeds,
+    sizes=st.lists(st.integers(0, 24), min_size=1, max_size=6),
+    nc=st.integers(2, 30),
+    axis=st.sampled_from([0, 1]),
+    holes=st.booleans(),
+    offset=st.integers(0, 3),
+)
+def test_band_profiles_kernel_equals_numpy(seed, sizes, nc, axis, holes, offset):
+    """detect_kernels._band_profiles gives detect._band_profiles' means to the last bit:
+    adjacent bands (np.add.reduceat; bands of up to 8 rows summed row by row), gaps
+    between bands, empty bands, and NaN holes. At least two columns across the bands
+    (the refinement's patches have ~140): numpy reduces a single column as one
+    contiguous run instead."""
+    rng = np.random.default_rng(seed)
+    lo = offset + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    hi = lo + np.array(sizes, dtype=np.int64)
+    if rng.random() < 0.3:  # not adjacent: a gap after the first band
+        lo[1:] += 1
+        hi[1:] += 1
+    m = int(hi.max()) - offset + int(rng.integers(0, 3))
+    shape = (max(m, 1), nc) if axis == 0 else (nc, max(m, 1))
+    sub = rng.normal(size=shape) * 10.0 ** rng.integers(-3, 4)
+    if holes:
+        sub[rng.random(shape) < 0.1] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = d._band_profiles(sub, lo, hi, offset, axis)
+    got = k._band_profiles(np.ascontiguousarray(sub), lo, hi, offset, axis)
+    assert np.array_equal(got, want, equal_nan=True)

@@ -51,6 +51,7 @@ vertebrae raise.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -200,8 +201,9 @@ def _check_input(
             "(need at least 2 rows and 2 columns)",
             source,
         )
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
+    integer = np.issubdtype(arr.dtype, np.integer)
+    arr = np.asarray(arr, dtype=np.float64)  # read only below: no copy of a float64 image
+    if not integer and not np.isfinite(arr).all():  # integers are always finite
         raise DetectionError("image has non-finite pixel values", source)
     try:
         sy, sx = (float(s) for s in spacing)
@@ -227,7 +229,9 @@ def _normalise(arr: np.ndarray, source: str) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
         if not hi - lo > 1e-9 * max(1.0, abs(hi), abs(lo)):
             raise DetectionError("image has no contrast (uniform gray level): no spine", source)
-    return (arr - lo) / (hi - lo)
+    out = np.subtract(arr, lo)
+    out /= hi - lo  # (arr - lo) / (hi - lo), in place
+    return out
 
 
 def _percentiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
@@ -265,9 +269,8 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float], mode: str = "reflect") ->
     :func:`tbscore.core.detect_kernels.gaussian_2d`; scipy where an axis is not longer
     than its kernel's radius). A zero ``sigma`` leaves its axis alone, so
     ``(s, 0.0)`` is ``gaussian_filter1d(img, s, axis=0, mode=mode)``."""
-    kernel1d = getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None)
-    if kernel1d is None:  # scipy's private weights moved: scipy itself
-        return ndi.gaussian_filter(img, sigma, mode=mode)
+    if getattr(getattr(ndi, "_filters", None), "_gaussian_kernel1d", None) is None:
+        return ndi.gaussian_filter(img, sigma, mode=mode)  # scipy's weights moved: scipy
     weights = []
     for n, sg in zip(img.shape, sigma, strict=True):
         if not sg > 1e-15:  # scipy skips such axes
@@ -276,9 +279,18 @@ def _gaussian(img: np.ndarray, sigma: Sequence[float], mode: str = "reflect") ->
         radius = int(4.0 * float(sg) + 0.5)  # truncate=4.0, as gaussian_filter1d
         if n <= radius:
             return ndi.gaussian_filter(img, sigma, mode=mode)
-        weights.append(np.ascontiguousarray(kernel1d(sg, 0, radius)[::-1]))
+        weights.append(_gaussian_weights(float(sg), radius))
     img = np.ascontiguousarray(img, dtype=np.float64)
     return _k.gaussian_2d(img, weights[0], weights[1], mode == "nearest")
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_weights(sigma: float, radius: int) -> np.ndarray:
+    """scipy's ``gaussian_filter1d`` weights for ``sigma`` (pixels) and ``radius``, in
+    correlation order; cached (a detection asks for the same few sigmas). Not marked
+    read-only (numba would compile the kernel again for read-only arrays); nothing
+    writes them."""
+    return np.ascontiguousarray(ndi._filters._gaussian_kernel1d(sigma, 0, radius)[::-1])
 
 
 def _median_inplace(x: np.ndarray) -> float:
@@ -351,12 +363,37 @@ def _noise_sd_reference(norm: np.ndarray) -> float:
     return _noise_from_mad(mad)
 
 
+def _clip01(x: float) -> float:
+    """``float(np.clip(x, 0.0, 1.0))`` of a float (NaN stays NaN), without numpy's call."""
+    return min(max(float(x), 0.0), 1.0)
+
+
+def _mean_few(xs: Sequence[float]) -> float:
+    """``float(np.mean(xs))`` of fewer than 8 floats: numpy's sum of so few values is
+    ``0.0 + x0 + x1 + ...`` in order (its pairwise sum starts blocks at 8), then the
+    division by the count."""
+    if len(xs) >= 8:
+        return float(np.mean(xs))
+    total = 0.0
+    for x in xs:
+        total += x
+    return total / len(xs)
+
+
+def _prod_few(xs: Sequence[float]) -> float:
+    """``float(np.prod(xs))`` of a few floats: numpy multiplies them in order."""
+    total = 1.0
+    for x in xs:
+        total *= x
+    return total
+
+
 def _ramp(x: float, good: tuple[float, float], bad: tuple[float, float]) -> float:
     """1 for ``good[0] <= x <= good[1]``, falling linearly to 0 at ``bad[0]`` / ``bad[1]``."""
     if x < good[0]:
-        return float(np.clip((x - bad[0]) / (good[0] - bad[0]), 0.0, 1.0))
+        return _clip01((x - bad[0]) / (good[0] - bad[0]))
     if x > good[1]:
-        return float(np.clip((bad[1] - x) / (bad[1] - good[1]), 0.0, 1.0))
+        return _clip01((bad[1] - x) / (bad[1] - good[1]))
     return 1.0
 
 
@@ -372,14 +409,18 @@ def _nanmedian(a: np.ndarray) -> float:
     """Median of the finite values (NaN when there are none); exactly ``np.median``."""
     a = np.asarray(a, dtype=float)
     if a.size <= 32:  # a few band edges: sorting in Python beats numpy's call overhead
-        vals = sorted(x for x in a.ravel().tolist() if math.isfinite(x))
-        n = len(vals)
-        if not n:
-            return math.nan
-        h = n // 2
-        return vals[h] if n % 2 else (vals[h - 1] + vals[h]) / 2
+        vals = [x for x in a.ravel().tolist() if math.isfinite(x)]
+        return _median_few(vals) if vals else math.nan
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else math.nan
+
+
+def _median_few(vals: list[float]) -> float:
+    """``float(np.median(vals))`` of a few finite floats (at least one), sorted in Python."""
+    vals = sorted(vals)
+    n = len(vals)
+    h = n // 2
+    return vals[h] if n % 2 else (vals[h - 1] + vals[h]) / 2
 
 
 # --------------------------------------------------------------------------- axis
@@ -396,9 +437,20 @@ def _spine_response(iso: np.ndarray) -> np.ndarray:
     width = f1 - f0 + 1
     mid = (f0 + f1) // 2
     flank = ndi.uniform_filter1d(iso, width, axis=1, mode="nearest")
-    pad = np.pad(flank, ((0, 0), (mid, mid)), mode="edge")
     n = iso.shape[1]
-    response = core - 0.5 * (pad[:, :n] + pad[:, 2 * mid : 2 * mid + n])
+    # the flank means mid columns left and right of each column, the border column
+    # beyond the image (np.pad(flank, mid, mode="edge") shifted both ways), then
+    # core - 0.5 * (left + right) in place
+    side = np.empty_like(flank)
+    right = np.empty_like(flank)
+    k = min(mid, n)
+    side[:, k:] = flank[:, : n - k]
+    side[:, :k] = flank[:, :1]
+    right[:, : n - k] = flank[:, k:]
+    right[:, n - k :] = flank[:, n - 1 :]
+    side += right
+    side *= 0.5
+    response = np.subtract(core, side, out=side)
     response = _gaussian(response, (8.0, 0.0), mode="nearest")
     # Keep the centre where the core and at least part of both flanks lie in the image.
     margin = min(f0, max(n // 2 - 1, 0))
@@ -459,7 +511,7 @@ class _Axis:
     def at(self, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Point, tangent and normal at arc length ``s`` (mm, linear interpolation)."""
         n = len(self.points)
-        s = float(np.clip(s, 0, n - 1))
+        s = min(max(float(s), 0.0), n - 1.0)  # np.clip(s, 0, n - 1)
         i = min(int(s), n - 2)
         f = s - i
         p = (1 - f) * self.points[i] + f * self.points[i + 1]
@@ -569,7 +621,7 @@ def _split_bodies(profile: np.ndarray) -> list[tuple[int, int, bool, bool]]:
     # Split segments much longer than the typical one (a shallow, narrowed disc) at
     # their deepest inner minimum.
     if len(minima) >= 3:
-        typical = float(np.median(np.diff(minima)))
+        typical = _median_few([float(minima[i + 1] - minima[i]) for i in range(len(minima) - 1)])
         weak, weak_props = find_peaks(-p, prominence=0.08 * (hi - lo), distance=10)
         for i in range(len(minima) - 1, 0, -1):
             a0, a1 = minima[i - 1], minima[i]
@@ -1219,8 +1271,8 @@ def _consistency(bodies: list[DetectedBody], i: int, idx: list[int]) -> float:
     L1-L4, and, against each neighbour, the angle difference, the disc gap and the
     lateral offset."""
     b = bodies[i]
-    med_h = float(np.median([bodies[k].half_size_mm[0] for k in idx]))
-    med_w = float(np.median([bodies[k].half_size_mm[1] for k in idx]))
+    med_h = _median_few([bodies[k].half_size_mm[0] for k in idx])
+    med_w = _median_few([bodies[k].half_size_mm[1] for k in idx])
     q = _ramp(b.half_size_mm[0] / med_h, (0.7, 1.4), (0.35, 2.1))
     q *= _ramp(b.half_size_mm[1] / med_w, (0.8, 1.25), (0.4, 1.9))
     pair = []
@@ -1317,8 +1369,8 @@ def locate_vertebrae(
         scores = {
             "agreement": round(agree, 4),
             "cnr": round(cnr, 3),
-            "q_agreement": float(np.clip((agree - 0.75) / 0.2, 0.0, 1.0)),
-            "q_cnr": float(np.clip((cnr - 1.5) / 2.5, 0.0, 1.0)),
+            "q_agreement": _clip01((agree - 0.75) / 0.2),
+            "q_cnr": _clip01((cnr - 1.5) / 2.5),
             "q_size": q_size,
             "q_truncated": 0.5 if truncated else 1.0,
         }
@@ -1359,9 +1411,9 @@ def locate_vertebrae(
     # centre of the third body from the top (a crest higher up leaves too few bodies
     # above it for L1-L4, which is reported).
     low = [b for b in bodies if not b.truncated][-2:] or bodies[-2:]
-    a = math.radians(float(np.mean([b.angle_deg for b in low])))
+    a = math.radians(_mean_few([b.angle_deg for b in low]))
     t_low = np.array([math.cos(a), math.sin(a)])
-    origin = np.mean([b.center_mm for b in low], axis=0)
+    origin = np.array([_mean_few([b.center_mm[k] for b in low]) for k in (0, 1)])
     frame, s0 = _line_frame(iso, origin, t_low, step, _CREST_BAND_MM[1], _CREST_BAND_MM)
     s_of = [float((np.asarray(b.center_mm) - origin) @ t_low) for b in bodies]
     s_top = [s - b.half_size_mm[0] for s, b in zip(s_of, bodies, strict=True)]
@@ -1381,7 +1433,7 @@ def locate_vertebrae(
         crests = [min(crests)]
     if crests:
         # Both crests: the intercristal line crosses the spine at their mean level.
-        crest_s = float(np.mean([c[0] for c in crests]))
+        crest_s = _mean_few([c[0] for c in crests])
     label_factor = 1.0
     if crest_s is not None:
         above = [i for i, s in enumerate(s_top) if s <= crest_s - _CREST_ABOVE_MM]
@@ -1434,15 +1486,15 @@ def locate_vertebrae(
     for lab, i in zip(LABELS, idx, strict=True):
         b = bodies[i]
         scores = dict(b.scores, q_consistency=_consistency(bodies, i, idx))
-        conf = float(np.prod([scores[k] for k in _FACTORS]))
+        conf = _prod_few([scores[k] for k in _FACTORS])
         out[i] = replace(b, label=lab, confidence=round(conf, 4), scores=scores)
         if b.truncated:
             warnings.append(f"{lab} touches the image border (may be cut): check its ROI")
     for i, b in enumerate(out):
         if b.label is None:
-            conf = float(np.prod([b.scores[k] for k in _FACTORS[:-1]]))
+            conf = _prod_few([b.scores[k] for k in _FACTORS[:-1]])
             out[i] = replace(b, confidence=round(conf, 4))
-    overall = float(np.mean([out[i].confidence for i in idx])) * label_factor
+    overall = _mean_few([out[i].confidence for i in idx]) * label_factor
     warnings.extend(notes)
     if moved is not None:
         n, why = moved
@@ -1569,6 +1621,22 @@ def _sharing_reference(masks: list[np.ndarray]) -> list[bool]:
 
 
 def _clip_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Clip a convex polygon to the image rectangle ``[-0.5, n - 0.5]``: the polygon itself
+    (rounded to 1e-3 px) when every vertex lies inside, which is what the clip
+    (:func:`_clip_polygon_sh`) returns then, without its Python loops."""
+    rr, cc = poly[:, 0], poly[:, 1]
+    if (
+        len(poly)
+        and rr.min() >= -0.5
+        and rr.max() <= shape[0] - 0.5
+        and cc.min() >= -0.5
+        and cc.max() <= shape[1] - 0.5
+    ):  # every vertex inside every limit: each pass below keeps the points as they are
+        return np.round(np.array(poly, dtype=float).reshape(-1, 2), 3)
+    return _clip_polygon_sh(poly, shape)
+
+
+def _clip_polygon_sh(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Clip a convex polygon to the image rectangle ``[-0.5, n - 0.5]`` (Sutherland-Hodgman)."""
     lims = ((0, -0.5, 1), (0, shape[0] - 0.5, -1), (1, -0.5, 1), (1, shape[1] - 0.5, -1))
     pts = [tuple(p) for p in poly]

@@ -31,7 +31,14 @@ _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 # its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
 
 
-@njit(cache=True, nogil=True)
+# The helpers called from other kernels carry explicit signatures: a constant argument
+# (``0``, ``True``) would otherwise compile a second specialisation of the same helper
+# (numba types it as a literal), and every specialisation is compiled again into each
+# kernel that links it (the cold-cache cost, issue 14).
+_SORT_SIG = "void(float64[::1], int64)"
+
+
+@njit(_SORT_SIG, cache=True, nogil=True)
 def _insertion_sort(a, n):
     """Sort ``a[:n]`` in place (a few values)."""
     for i in range(1, n):
@@ -43,44 +50,88 @@ def _insertion_sort(a, n):
         a[j + 1] = v
 
 
-@njit(cache=True, nogil=True)
+@njit(_SORT_SIG, cache=True, nogil=True)
 def _heap_sort(a, n):
-    """Sort ``a[:n]`` in place (no NaN), O(n log n)."""
-    for start in range(n // 2 - 1, -1, -1):
-        _sift(a, start, n)
-    for end in range(n - 1, 0, -1):
-        a[0], a[end] = a[end], a[0]
-        _sift(a, 0, end)
+    """Sort ``a[:n]`` in place (no NaN), O(n log n): heap construction, then the
+    maximum moved to the end; one sift-down loop for both phases."""
+    start = n // 2
+    end = n
+    while end > 1:
+        if start > 0:  # building the heap
+            start -= 1
+        else:  # the root (maximum) to the end, the last leaf to the root
+            end -= 1
+            a[0], a[end] = a[end], a[0]
+        root = start
+        while True:
+            child = 2 * root + 1
+            if child >= end:
+                break
+            if child + 1 < end and a[child + 1] > a[child]:
+                child += 1
+            if a[root] >= a[child]:
+                break
+            a[root], a[child] = a[child], a[root]
+            root = child
 
 
-@njit(cache=True, nogil=True)
-def _sift(a, root, n):
-    while True:
-        child = 2 * root + 1
-        if child >= n:
-            return
-        if child + 1 < n and a[child + 1] > a[child]:
-            child += 1
-        if a[root] >= a[child]:
-            return
-        a[root], a[child] = a[child], a[root]
-        root = child
+@njit("float64(float64[::1], int64, int64)", cache=True, nogil=True)
+def _nth(a, n, k):
+    """The ``k``-th smallest (0-based) of ``a[:n]`` (no NaN), reordering ``a[:n]`` so
+    that ``a[:k] <= a[k] <= a[k + 1 : n]`` (Hoare's FIND with a median-of-three pivot
+    value; ranges of up to 16 values are sorted; after 64 rounds the range left is
+    heap-sorted, so the worst case stays O(n log n)). Comparisons and swaps only: the
+    value is that of a sort."""
+    lo = 0
+    hi = n - 1
+    rounds = 0
+    while hi - lo >= 16:
+        rounds += 1
+        if rounds > 64:
+            sub = a[lo : hi + 1]
+            _heap_sort(sub, hi + 1 - lo)
+            return a[k]
+        x = a[lo]
+        y = a[(lo + hi) // 2]
+        z = a[hi]
+        # the median of the three values: a pivot value present in a[lo : hi + 1]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+        pivot = y if y > x else x
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while pivot < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        # a[lo : j + 1] <= pivot <= a[i : hi + 1], a[j + 1 : i] == pivot
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    for p in range(lo + 1, hi + 1):  # insertion sort of the last range
+        v = a[p]
+        q = p - 1
+        while q >= lo and a[q] > v:
+            a[q + 1] = a[q]
+            q -= 1
+        a[q + 1] = v
+    return a[k]
 
 
-@njit(cache=True, nogil=True)
-def _sorted_copy(x, start, n, stride):
-    """``np.sort(x[start : start + n * stride : stride])`` (no NaN)."""
-    out = np.empty(n)
-    for i in range(n):
-        out[i] = x[start + i * stride]
-    if n <= 16:
-        _insertion_sort(out, n)
-    else:
-        _heap_sort(out, n)
-    return out
+_PW_SIG = "float64(float64[::1], int64, int64, int64)"
 
 
-@njit(cache=True, nogil=True)
+@njit(_PW_SIG, cache=True, nogil=True)
 def _pairwise_block(a, start, n, stride):
     """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
     if n < 8:
@@ -116,13 +167,13 @@ def _pairwise_block(a, start, n, stride):
     return res
 
 
-@njit(cache=True, nogil=True)
+@njit(_PW_SIG, cache=True, nogil=True)
 def _pairwise(a, start, n, stride):
     """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: blocks of
-    at most 128 as above; a longer run is split at ``n2 = n // 2 - (n // 2) % 8`` and
-    its halves added. The recursion runs on an explicit stack (numba's cache does not
-    reload recursive functions safely)."""
-    if n <= _PW_BLOCK:
+    at most 128 (``PW_BLOCKSIZE``) as above; a longer run is split at
+    ``n2 = n // 2 - (n // 2) % 8`` and its halves added. The recursion runs on an
+    explicit stack (numba's cache does not reload recursive functions safely)."""
+    if n <= _PW_BLOCK:  # before the stack's allocations (most calls)
         return _pairwise_block(a, start, n, stride)
     depth = 64
     st_start = np.empty(depth, np.int64)
@@ -218,11 +269,79 @@ def _bands(across, centre, half, f0, f1, fm):
     return lo, hi, mid
 
 
+@njit(
+    "UniTuple(float64, 2)(float64, float64, float64, float64, float64, float64, float64, float64)",
+    cache=True,
+    nogil=True,
+)
+def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
+    """Pixel coordinates ``(r, c)`` of the point ``(u, v)`` (mm) of the body frame around
+    ``(cy, cx)`` turned by the angle of cosine ``ca`` and sine ``sa``
+    (``detect._grid_coords``'s arithmetic)."""
+    return (cy + u * ca - v * sa) / sy, (cx + u * sa + v * ca) / sx
+
+
+@njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
+def _bilinear_cell(f, nx, k, wr1, wc1):
+    """The bilinear value in the cell whose top-left pixel is ``f[k]``, at the fractions
+    ``wr1`` (down) and ``wc1`` (right): ``detect._bilinear``'s products and sums."""
+    wr0 = 1.0 - wr1
+    wc0 = 1.0 - wc1
+    acc = f[k] * wr0 * wc0
+    acc += f[k + 1] * wr0 * wc1
+    acc += f[k + nx] * wr1 * wc0
+    acc += f[k + nx + 1] * wr1 * wc1
+    return acc
+
+
+@njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
+def _bilinear_at(f, ny, nx, r, c):
+    """``detect._bilinear`` at one point ``(r, c)`` of the image ``f`` (raveled
+    ``ny`` x ``nx``): NaN outside ``[0, n - 1]``; at the last row / column the cell
+    one earlier with weight 1 on the far corner."""
+    ymax = ny - 1.0
+    xmax = nx - 1.0
+    if not (r >= 0.0 and r <= ymax and c >= 0.0 and c <= xmax):
+        return np.nan
+    r0 = math.floor(r)
+    c0 = math.floor(c)
+    wr1 = r - r0
+    wc1 = c - c0
+    if r0 >= ymax:
+        wr1 = 1.0
+        r0 -= 1.0
+    if c0 >= xmax:
+        wc1 = 1.0
+        c0 -= 1.0
+    return _bilinear_cell(f, nx, int(r0 * nx + c0), wr1, wc1)
+
+
+@njit(
+    "boolean(float64, float64, float64, float64, float64[::1], float64[::1], float64, float64,"
+    " float64, float64)",
+    cache=True,
+    nogil=True,
+)
+def _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ymax, xmax):
+    """Whether every point of the grid ``u`` x ``v`` (:func:`_grid_point`) lies in
+    ``[0, ymax) x [0, xmax)``, where :func:`_bilinear_at` needs no border handling.
+    The coordinates are a rounded affine map of the grid indices, monotone along both
+    axes (each rounding is), so their extremes are at the four corners."""
+    nu, nv = u.size, v.size
+    if nu == 0 or nv == 0:
+        return True
+    for i, j in ((0, 0), (0, nv - 1), (nu - 1, 0), (nu - 1, nv - 1)):
+        r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+        if not (r >= 0.0 and r < ymax and c >= 0.0 and c < xmax):
+            return False
+    return True
+
+
 @njit(cache=True, nogil=True)
 def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     """``detect._bilinear(img, *detect._grid_coords(...), grid=True)``: the bilinear
-    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``,
-    and the pixel coordinates ``rr``, ``cc`` of its points."""
+    samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``;
+    a grid inside the image's cells skips the border tests (the same values)."""
     ny, nx = img.shape
     f = img.ravel()
     a = angle_deg * (math.pi / 180.0)
@@ -230,91 +349,32 @@ def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     sa = math.sin(a)
     nu, nv = u.size, v.size
     out = np.empty((nu, nv))
-    rr = np.empty((nu, nv))
-    cc = np.empty((nu, nv))
-    ymax = ny - 1.0
-    xmax = nx - 1.0
-    for i in range(nu):
-        yu = cy + u[i] * ca
-        xu = cx + u[i] * sa
-        for j in range(nv):
-            r = (yu - v[j] * sa) / sy
-            c = (xu + v[j] * ca) / sx
-            rr[i, j] = r
-            cc[i, j] = c
-            if not (r >= 0.0 and r <= ymax and c >= 0.0 and c <= xmax):
-                out[i, j] = np.nan
-                continue
-            r0 = math.floor(r)
-            c0 = math.floor(c)
-            wr1 = r - r0
-            wc1 = c - c0
-            if r0 >= ymax:
-                wr1 = 1.0
-                r0 -= 1.0
-            if c0 >= xmax:
-                wc1 = 1.0
-                c0 -= 1.0
-            k = int(r0 * nx + c0)
-            wr0 = 1.0 - wr1
-            wc0 = 1.0 - wc1
-            acc = f[k] * wr0 * wc0
-            acc += f[k + 1] * wr0 * wc1
-            acc += f[k + nx] * wr1 * wc0
-            acc += f[k + nx + 1] * wr1 * wc1
-            out[i, j] = acc
-    return out, rr, cc
-
-
-@njit(cache=True, nogil=True)
-def _row_band_profiles(sub, lo, hi, first):
-    """``detect._band_profiles(sub, lo, hi, first, axis=0)``: the mean over the rows of
-    each band, one band per row of the result."""
-    nb = lo.size
-    m, nc = sub.shape
-    finite = True
-    for i in range(m):
-        for j in range(nc):
-            if not math.isfinite(sub[i, j]):
-                finite = False
-    out = np.empty((nb, nc))
-    adjacent = finite and lo[0] == first and hi[nb - 1] == first + m
-    for b in range(nb):
-        if hi[b] - lo[b] <= 0 or (b > 0 and lo[b] != hi[b - 1]):
-            adjacent = False
-    if adjacent:  # np.add.reduceat: first row + pairwise sum of the others
-        flat = sub.ravel()
-        for b in range(nb):
-            a0 = lo[b] - first
-            n = hi[b] - lo[b]
-            for j in range(nc):
-                s = sub[a0, j] + _pairwise(flat, (a0 + 1) * nc + j, n - 1, nc)
-                out[b, j] = s / n
+    if _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ny - 1.0, nx - 1.0):
+        for i in range(nu):
+            for j in range(nv):
+                r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+                r0 = math.floor(r)
+                c0 = math.floor(c)
+                out[i, j] = _bilinear_cell(f, nx, int(r0 * nx + c0), r - r0, c - c0)
         return out
-    for b in range(nb):
-        a0 = lo[b] - first
-        b0 = hi[b] - first
-        for j in range(nc):
-            s = 0.0
-            cnt = 0
-            for i in range(a0, b0):
-                x = sub[i, j]
-                if math.isfinite(x):
-                    s += x
-                    cnt += 1
-            if finite and b0 > a0:
-                out[b, j] = s / (b0 - a0)
-            elif cnt >= 1:
-                out[b, j] = s / cnt
-            else:
-                out[b, j] = np.nan
+    for i in range(nu):
+        for j in range(nv):
+            r, c = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+            out[i, j] = _bilinear_at(f, ny, nx, r, c)
     return out
 
 
-@njit(cache=True, nogil=True)
-def _col_band_profiles(sub, lo, hi, first):
-    """``detect._band_profiles(sub, lo, hi, first, axis=1)``: the mean over the columns
-    of each band (numpy's pairwise sum along a row), one band per row of the result."""
+@njit(
+    "float64[:, ::1](float64[:, ::1], int64[::1], int64[::1], int64, int64)",
+    cache=True,
+    nogil=True,
+)
+def _band_profiles(sub, lo, hi, first, axis):
+    """``detect._band_profiles(sub, lo, hi, first, axis)``: the mean over the rows
+    (``axis`` 0; ``np.add.reduceat`` for adjacent bands: the first row plus the pairwise
+    sum of the others) or the columns (``axis`` 1; numpy's pairwise sum along a row) of
+    each band, finite values only, one band per row of the result. One kernel for both
+    directions (one compile)."""
     nb = lo.size
     m, nc = sub.shape
     finite = True
@@ -322,8 +382,49 @@ def _col_band_profiles(sub, lo, hi, first):
         for j in range(nc):
             if not math.isfinite(sub[i, j]):
                 finite = False
-    out = np.empty((nb, m))
     flat = sub.ravel()
+    if axis == 0:
+        out = np.empty((nb, nc))
+        adjacent = finite and lo[0] == first and hi[nb - 1] == first + m
+        for b in range(nb):
+            if hi[b] - lo[b] <= 0 or (b > 0 and lo[b] != hi[b - 1]):
+                adjacent = False
+        acc = np.empty(nc)
+        for b in range(nb):
+            a0 = lo[b] - first
+            b0 = hi[b] - first
+            if adjacent and b0 - a0 - 1 < 8:
+                # np.add.reduceat of a band of at most 8 rows: the first row plus the sum
+                # of the others, which numpy's pairwise sum adds in order from 0.0 below
+                # 8 values; row by row for all columns at once
+                for j in range(nc):
+                    acc[j] = 0.0
+                for i in range(a0 + 1, b0):
+                    for j in range(nc):
+                        acc[j] += sub[i, j]
+                for j in range(nc):
+                    out[b, j] = (sub[a0, j] + acc[j]) / (b0 - a0)
+                continue
+            for j in range(nc):
+                if adjacent:  # np.add.reduceat
+                    s = sub[a0, j] + _pairwise(flat, (a0 + 1) * nc + j, b0 - a0 - 1, nc)
+                    out[b, j] = s / (b0 - a0)
+                    continue
+                s = 0.0
+                cnt = 0
+                for i in range(a0, b0):
+                    x = sub[i, j]
+                    if math.isfinite(x):
+                        s += x
+                        cnt += 1
+                if finite and b0 > a0:
+                    out[b, j] = s / (b0 - a0)
+                elif cnt >= 1:
+                    out[b, j] = s / cnt
+                else:
+                    out[b, j] = np.nan
+        return out
+    out = np.empty((nb, m))
     buf = np.empty(nc)
     for b in range(nb):
         a0 = lo[b] - first
@@ -348,10 +449,17 @@ def _col_band_profiles(sub, lo, hi, first):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _gradient(f, x, first, stop, uniform):
-    """``detect._gradient(f, x[first:stop], uniform)`` (``np.gradient`` along axis 1)."""
-    nb, m = f.shape
+@njit(
+    "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64, boolean)",
+    cache=True,
+    nogil=True,
+)
+def _gradient(fa, x, col, first, stop, uniform):
+    """``detect._gradient(f, x[first:stop], uniform)`` (``np.gradient`` along axis 1) of
+    the columns ``f = fa[:, col : col + stop - first]``."""
+    nb = fa.shape[0]
+    m = stop - first
+    f = fa[:, col : col + m]
     out = np.empty((nb, m))
     if uniform:
         d = x[first + 1] - x[first]
@@ -377,20 +485,16 @@ def _gradient(f, x, first, stop, uniform):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _is_uniform(x):
-    d = x[1] - x[0]
-    for k in range(1, x.size - 1):
-        if x[k + 1] - x[k] != d:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _edges(along, wa, wb, first, grad, rising):
+@njit(
+    "float64[::1](float64[::1], int64, int64, int64, float64[:, ::1], float64)",
+    cache=True,
+    nogil=True,
+)
+def _edges(along, wa, wb, first, grad, sign):
     """One half of ``detect._edge_pair``: per band (row of ``grad``, the gradients at
-    ``along[first:]``), the sub-sample position (mm) of the strongest rising (falling)
-    gradient in the index window ``[wa, wb)``; NaN with fewer than three finite ones."""
+    ``along[first:]``), the sub-sample position (mm) of the strongest rising (``sign``
+    1.0) or falling (``sign`` -1.0) gradient in the index window ``[wa, wb)``; NaN with
+    fewer than three finite ones."""
     nb, ncol = grad.shape
     n = along.size
     out = np.empty(nb)
@@ -398,7 +502,6 @@ def _edges(along, wa, wb, first, grad, rising):
         for b in range(nb):
             out[b] = np.nan
         return out
-    sign = 1.0 if rising else -1.0
     for b in range(nb):
         cnt = 0
         best = -np.inf
@@ -440,33 +543,23 @@ def _edges(along, wa, wb, first, grad, rising):
 
 
 @njit(cache=True, nogil=True)
-def _edge_windows(along, rise0, rise1, fall0, fall1):
-    """``detect._edge_windows``: the two index windows and the (merged) read ranges, as
-    ``(wa0, wb0, wa1, wb1, nranges, ra0, rb0, ra1, rb1)``."""
-    n = along.size
-    wa0 = _search_left(along, rise0)
-    wa1 = _search_left(along, fall0)
-    wb0 = _search_right(along, rise1)
-    wb1 = _search_right(along, fall1)
-    ra0, rb0 = max(wa0 - 2, 0), min(wb0 + 2, n)
-    ra1, rb1 = max(wa1 - 2, 0), min(wb1 + 2, n)
-    if ra1 <= rb0:
-        return wa0, wb0, wa1, wb1, 1, min(ra0, ra1), max(rb0, rb1), 0, 0
-    return wa0, wb0, wa1, wb1, 2, ra0, rb0, ra1, rb1
-
-
-@njit(cache=True, nogil=True)
 def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
     """``detect._block_gradients`` then ``detect._edge_pair``: the rising edges in
     window 0 and the falling ones in window 1, per band of ``profs`` (its columns are
     ``along`` at the concatenated read ranges)."""
-    uniform = _is_uniform(along)
+    d = along[1] - along[0]
+    uniform = True
+    for k in range(1, along.size - 1):
+        if along[k + 1] - along[k] != d:
+            uniform = False
     m0 = rb0 - ra0
-    g0 = _gradient(profs[:, :m0], along, ra0, rb0, uniform)
-    if nr == 1:
-        return _edges(along, wa0, wb0, ra0, g0, True), _edges(along, wa1, wb1, ra0, g0, False)
-    g1 = _gradient(profs[:, m0 : m0 + rb1 - ra1], along, ra1, rb1, uniform)
-    return _edges(along, wa0, wb0, ra0, g0, True), _edges(along, wa1, wb1, ra1, g1, False)
+    g0 = _gradient(profs, along, 0, ra0, rb0, uniform)
+    g1 = g0
+    first1 = ra0
+    if nr == 2:
+        g1 = _gradient(profs, along, m0, ra1, rb1, uniform)
+        first1 = ra1
+    return _edges(along, wa0, wb0, ra0, g0, 1.0), _edges(along, wa1, wb1, first1, g1, -1.0)
 
 
 @njit(cache=True, nogil=True)
@@ -516,32 +609,15 @@ def _median_slope(x, y):
     return (s[h - 1] + s[h]) / 2
 
 
-@njit(cache=True, nogil=True)
-def _concat_ranges(x, nr, ra0, rb0, ra1, rb1):
-    n0 = rb0 - ra0
-    n1 = rb1 - ra1 if nr == 2 else 0
-    out = np.empty(n0 + n1)
-    for i in range(n0):
-        out[i] = x[ra0 + i]
-    for i in range(n1):
-        out[n0 + i] = x[ra1 + i]
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _imin(a):
-    m = a[0]
-    for i in range(1, a.size):
-        m = min(m, a[i])
-    return m
-
-
-@njit(cache=True, nogil=True)
-def _imax(a):
-    m = a[0]
-    for i in range(1, a.size):
-        m = max(m, a[i])
-    return m
+@njit("UniTuple(int64, 2)(int64[::1], int64[::1])", cache=True, nogil=True)
+def _span(lo, hi):
+    """``(lo.min(), hi.max())``: the index range the bands ``[lo[b], hi[b])`` cover."""
+    a = lo[0]
+    b = hi[0]
+    for i in range(1, lo.size):
+        a = min(a, lo[i])
+        b = max(b, hi[i])
+    return a, b
 
 
 @njit(cache=True, nogil=True)
@@ -560,9 +636,9 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
     for _ in range(n_iter):
         u = _arange(-hu - 12.0, hu + 12.0 + step / 2, step)
         lo, hi, _mid = _bands(u, 0.0, hu, f0, f1, fm)
-        r0, r1 = _imin(lo), _imax(hi)
-        rows, _rr, _cc = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
-        profs = _row_band_profiles(rows, lo, hi, r0)
+        r0, r1 = _span(lo, hi)
+        rows = _sample_grid(fine, cy, cx, angle, u[r0:r1], v_searched, sy, sx)
+        profs = _band_profiles(rows, lo, hi, r0, 0)
         lefts, rights = _edge_pair(
             profs,
             v,
@@ -583,13 +659,30 @@ def refine_body(fine, sy, sx, cy, cx, angle, hu, hw, n_iter, v, v_searched, vwin
         vc = 0.5 * (left + right)
         new_hw = 0.5 * (right - left)
         lo, hi, mid = _bands(v, vc, new_hw, f0, f1, fm)
-        c0, c1 = _imin(lo), _imax(hi)
-        wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1 = _edge_windows(
-            u, -hu - 7.0, min(-hu + 7.0, -3.0), max(hu - 7.0, 3.0), hu + 7.0
-        )
-        u_read = _concat_ranges(u, nr, ra0, rb0, ra1, rb1)
-        cols, _rr, _cc = _sample_grid(fine, cy, cx, angle, u_read, v[c0:c1], sy, sx)
-        profs = _col_band_profiles(cols, lo, hi, c0)
+        c0, c1 = _span(lo, hi)
+        # detect._edge_windows(u, (-hu - 7, min(-hu + 7, -3)), (max(hu - 7, 3), hu + 7)):
+        # the index windows, the read ranges (two samples either side, merged when they
+        # meet) and the sampled rows u_read (the ranges concatenated)
+        n = u.size
+        wa0 = _search_left(u, -hu - 7.0)
+        wb0 = _search_right(u, min(-hu + 7.0, -3.0))
+        wa1 = _search_left(u, max(hu - 7.0, 3.0))
+        wb1 = _search_right(u, hu + 7.0)
+        ra0, rb0 = max(wa0 - 2, 0), min(wb0 + 2, n)
+        ra1, rb1 = max(wa1 - 2, 0), min(wb1 + 2, n)
+        nr = 2
+        if ra1 <= rb0:
+            nr = 1
+            ra0, rb0, ra1, rb1 = min(ra0, ra1), max(rb0, rb1), 0, 0
+        n0 = rb0 - ra0
+        n1 = rb1 - ra1
+        u_read = np.empty(n0 + n1)
+        for i in range(n0):
+            u_read[i] = u[ra0 + i]
+        for i in range(n1):
+            u_read[n0 + i] = u[ra1 + i]
+        cols = _sample_grid(fine, cy, cx, angle, u_read, v[c0:c1], sy, sx)
+        profs = _band_profiles(cols, lo, hi, c0, 1)
         tops, bottoms = _edge_pair(profs, u, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1)
         top = _nanmedian(tops)
         bottom = _nanmedian(bottoms)
@@ -625,7 +718,11 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
     step = 0.5
     u = _arange(-hu - 6.0, hu + 6.0 + step / 2, step)
     v = _arange(-hw - 6.0, hw + 6.0 + step / 2, step)
-    patch, rr, cc = _sample_grid(fine, cy, cx, angle, u, v, sy, sx)
+    ny, nx = fine.shape
+    f = fine.ravel()
+    ang = angle * (math.pi / 180.0)
+    ca = math.cos(ang)
+    sa = math.sin(ang)
     nu, nv = u.size, v.size
     r = min(corner, hu, hw)
     p_in = np.empty(nu * nv)
@@ -637,10 +734,12 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
     # (the grid is a monotone affine map of its indices)
     inside = True
     for i, j in ((0, 0), (0, nv - 1), (nu - 1, 0), (nu - 1, nv - 1)):
-        if not (rr[i, j] >= lo_r and rr[i, j] < hi_r and cc[i, j] >= lo_r and cc[i, j] < hi_c):
+        ri, ci = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
+        if not (ri >= lo_r and ri < hi_r and ci >= lo_r and ci < hi_c):
             inside = False
     truncated = False
     check = not inside
+    cells = _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ny - 1.0, nx - 1.0)
     for i in range(nu):
         qu = abs(u[i]) - (hu - r)
         for j in range(nv):
@@ -656,17 +755,28 @@ def score_body(fine, sy, sx, rows_px, cols_px, cy, cx, angle, hu, hw, corner):
                 sd = qv + 0.0 - r
             else:
                 sd = 0.0 + max(qu, qv) - r
+            use_in = sd <= -1.5
+            use_ring = sd >= 1.5 and sd <= 5.0
+            if not (use_in or use_ring or (check and not truncated and sd <= 1.5)):
+                continue  # a point no measure reads: not sampled
+            ri, ci = _grid_point(cy, cx, ca, sa, u[i], v[j], sy, sx)
             if check and not truncated and sd <= 1.5:
-                ri, ci = rr[i, j], cc[i, j]
                 if ri < lo_r or ci < lo_r or ri > hi_r or ci > hi_c:
                     truncated = True
-            p = patch[i, j]
+            if not (use_in or use_ring):
+                continue
+            if cells:
+                r0 = math.floor(ri)
+                c0 = math.floor(ci)
+                p = _bilinear_cell(f, nx, int(r0 * nx + c0), ri - r0, ci - c0)
+            else:
+                p = _bilinear_at(f, ny, nx, ri, ci)
             if not math.isfinite(p):
                 continue
-            if sd <= -1.5:
+            if use_in:
                 p_in[n_in] = p
                 n_in += 1
-            elif sd >= 1.5 and sd <= 5.0:
+            else:
                 p_ring[n_ring] = p
                 n_ring += 1
     if n_in < 20 or n_ring < 20:
@@ -733,7 +843,7 @@ _SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
 _SELECT_SORT = 512  # fewer values are sorted
 
 
-@njit(cache=True, nogil=True)
+@njit("UniTuple(float64, 2)(float64[::1], int64)", cache=True, nogil=True)
 def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
     of the finite values ``x``, exactly; ``x`` is not modified.
@@ -742,8 +852,9 @@ def _select_pair(x, k):
     standard deviations of the sample rank either side of ``k``. One pass counts the
     values below ``lo``, equal to ``lo``, equal to ``hi`` and gathers those strictly
     between; a rank among the ties at ``lo`` or ``hi`` is that value, one between is
-    selected among the gathered values (repeated); a rank outside the bracket (rare)
-    widens it, then falls back to a sort. Comparisons only, so the values are those of a sort."""
+    selected among the gathered values (repeated; :func:`_nth` once few are left); a
+    rank outside the bracket (rare) widens it, then falls back to :func:`_nth` of all.
+    Comparisons only, so the values are those of a sort."""
     r0 = k
     r1 = min(k + 1, x.size - 1)
     v0 = 0.0
@@ -768,11 +879,12 @@ def _select_pair(x, k):
             sample = np.empty(m)
             for i in range(m):
                 sample[i] = cand[(i * 2654435761 + 7) % n]
-            _heap_sort(sample, m)
             pos = (r0 if todo0 else r1) * m // n
             d = spread * (int(4.0 * math.sqrt(m * 0.25)) + 2)
-            lo = sample[max(pos - d, 0)]
-            hi = sample[min(pos + d, m - 1)]
+            # the sample's order statistics pos - d and pos + d (the second selection
+            # runs on the first's reordering: still the value of a sort)
+            lo = _nth(sample, m, max(pos - d, 0))
+            hi = _nth(sample, m, min(pos + d, m - 1))
             eq_hi = 0
             for i in range(n):  # branch-free counts (the order of the values is random)
                 v = cand[i]
@@ -785,13 +897,21 @@ def _select_pair(x, k):
                 if spread < 16:  # outside the bracket (rare): a wider one
                     spread *= 4
                     continue
-                big = False  # then a sort
-        if not big:
-            srt = _sorted_copy(cand, 0, n, 1)
+                big = False  # then a selection among all
+        if not big:  # a selection in a copy of the few values left
+            buf = np.empty(n)
+            for i in range(n):
+                buf[i] = cand[i]
             if todo0:
-                v0 = srt[r0]
-            if todo1:
-                v1 = srt[r1]
+                v0 = _nth(buf, n, r0)
+                if todo1:  # r1 is r0 or r0 + 1: the smallest of those after r0
+                    v1 = v0
+                    if r1 > r0:
+                        v1 = buf[r1]
+                        for i in range(r1 + 1, n):
+                            v1 = min(v1, buf[i])
+            elif todo1:
+                v1 = _nth(buf, n, r1)
             return v0, v1
         inner = False
         if todo0:
@@ -845,14 +965,13 @@ def percentiles(x, q):
     out = np.empty(q.size)
     for i in range(q.size):
         v = (n - 1) * q[i]
-        if v >= n - 1:
-            out[i] = _select_pair(x, n - 1)[0]
-            continue
-        if v < 0.0:
-            out[i] = _select_pair(x, 0)[0]
-            continue
         f = math.floor(v)
-        a, b = _select_pair(x, int(f))
+        end = v >= n - 1 or v < 0.0  # the last value, or the first one
+        r = n - 1 if v >= n - 1 else (0 if v < 0.0 else int(f))
+        a, b = _select_pair(x, r)
+        if end:
+            out[i] = a
+            continue
         g = v - f
         d = b - a
         out[i] = b - d * (1.0 - g) if g >= 0.5 else a + d * g
@@ -880,7 +999,7 @@ def diff_mad(norm):
     return _median_select(d)
 
 
-@njit(cache=True, nogil=True)
+@njit("float64(float64[::1], int64, int64, float64, float64, boolean)", cache=True, nogil=True)
 def _scipy_linear(f, ny, nx, r, c, nearest):
     """``scipy.ndimage.map_coordinates(img, [[r], [c]], order=1)`` at one point, to the
     last bit: weights ``1 - frac`` and ``1 - (1 - frac)`` (scipy's
@@ -956,24 +1075,18 @@ def resample_grid(img, rr, cc):
     return out
 
 
-@njit(cache=True, nogil=True)
-def _reflect(k, n):
-    """scipy.ndimage's ``mode="reflect"`` index (``d c b a | a b c d | d c b a``) for
+@njit("int64(int64, int64, boolean)", cache=True, nogil=True)
+def _border(k, n, nearest):
+    """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
+    d d``) or ``mode="reflect"`` (``d c b a | a b c d | d c b a``), for
     ``-n <= k < 2 n``."""
+    if nearest:
+        return min(max(k, 0), n - 1)
     if k < 0:
         return -k - 1
     if k >= n:
         return 2 * n - 1 - k
     return k
-
-
-@njit(cache=True, nogil=True)
-def _border(k, n, nearest):
-    """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
-    d d``) or ``mode="reflect"`` (:func:`_reflect`), for ``-n <= k < 2 n``."""
-    if nearest:
-        return min(max(k, 0), n - 1)
-    return _reflect(k, n)
 
 
 @njit(cache=True, nogil=True)
@@ -985,41 +1098,39 @@ def gaussian_2d(img, w0, w1, nearest):
     inwards, ``(left + right) * weight`` (scipy's symmetric loop). Every axis filtered
     must be longer than the kernel's radius."""
     ny, nx = img.shape
-    tmp = np.empty((ny, nx))
-    if w0.size:
-        s = w0.size // 2
-        wc = w0[s]
-        for i in range(ny):
-            row = tmp[i]
+    out = np.empty((ny, nx))
+    s0 = w0.size // 2
+    s1 = w1.size // 2
+    tmp = np.empty(nx)  # one row of the first pass at a time (no image-sized buffer)
+    ext = np.empty(nx + 2 * s1)
+    for i in range(ny):
+        row = tmp if w1.size else out[i]
+        if w0.size:
             src = img[i]
+            wc = w0[s0]
             for j in range(nx):
                 row[j] = src[j] * wc
-            for t in range(s, 0, -1):
+            for t in range(s0, 0, -1):
                 ra = img[_border(i - t, ny, nearest)]
                 rb = img[_border(i + t, ny, nearest)]
-                w = w0[s - t]
+                w = w0[s0 - t]
                 for j in range(nx):
                     row[j] += (ra[j] + rb[j]) * w
-    else:
-        for i in range(ny):
+        else:
             for j in range(nx):
-                tmp[i, j] = img[i, j]
-    if not w1.size:
-        return tmp
-    s = w1.size // 2
-    wc = w1[s]
-    out = np.empty((ny, nx))
-    ext = np.empty(nx + 2 * s)
-    for i in range(ny):
-        for k in range(nx + 2 * s):
-            ext[k] = tmp[i, _border(k - s, nx, nearest)]
-        row = out[i]
+                row[j] = img[i, j]
+        if not w1.size:
+            continue
+        for k in range(nx + 2 * s1):
+            ext[k] = row[_border(k - s1, nx, nearest)]
+        orow = out[i]
+        wc = w1[s1]
         for j in range(nx):
-            row[j] = ext[j + s] * wc
-        for t in range(s, 0, -1):
-            w = w1[s - t]
-            lo = ext[s - t : s - t + nx]
-            hi = ext[s + t : s + t + nx]
+            orow[j] = ext[j + s1] * wc
+        for t in range(s1, 0, -1):
+            w = w1[s1 - t]
+            lo = ext[s1 - t : s1 - t + nx]
+            hi = ext[s1 + t : s1 + t + nx]
             for j in range(nx):
-                row[j] += (lo[j] + hi[j]) * w
+                orow[j] += (lo[j] + hi[j]) * w
     return out

@@ -48,10 +48,18 @@ def _fill(rows, cols, ny, nx):
     mask = np.zeros((ny, nx), dtype=np.bool_)
     if rows.size == 0:
         return mask
-    minr = int(max(0.0, rows.min()))
-    maxr = min(ny - 1, int(math.ceil(rows.max())))
-    minc = int(max(0.0, cols.min()))
-    maxc = min(nx - 1, int(math.ceil(cols.max())))
+    # the bounding box (plain loops: numba's array min / max cost a cold-cache compile)
+    rlo = rhi = rows[0]
+    clo = chi = cols[0]
+    for k in range(1, rows.size):
+        rlo = min(rlo, rows[k])
+        rhi = max(rhi, rows[k])
+        clo = min(clo, cols[k])
+        chi = max(chi, cols[k])
+    minr = int(max(0.0, rlo))
+    maxr = min(ny - 1, int(math.ceil(rhi)))
+    minc = int(max(0.0, clo))
+    maxc = min(nx - 1, int(math.ceil(chi)))
     for ri in range(minr, maxr + 1):
         for ci in range(minc, maxc + 1):
             if _in_polygon(cols, rows, float(ci), float(ri)):
