@@ -191,8 +191,8 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--stages",
         action="store_true",
-        help="only calc + ROI file and its stages (load, ROIs, vertebrae, to_json) per "
-        "sample, isolated, minimum over blocks",
+        help="only calc + ROI file and its stages (load, ROIs, vertebrae, to_json, calc on "
+        "a loaded image and its glue) per sample, isolated, minimum over blocks",
     )
     args = ap.parse_args(argv)
     if args.stages:
