@@ -598,3 +598,61 @@ def test_normalize_row_idempotent(data):
     twice = normalize_row(once)
     assert twice == once and list(twice) == list(once)
     assert _csv_line(twice[c] for c in COLUMNS) == _csv_line(once[c] for c in COLUMNS)
+
+
+# -- h14n: the compiled box finiteness check and the distinct-distance rule -------------
+
+
+def _box_is_finite_reference(image, box):
+    r0, c0, r1, c1 = box
+    return bool(np.isfinite(image[r0:r1, c0:c1]).all())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.tuples(st.integers(-2, 13), st.integers(-2, 13), st.integers(-2, 14), st.integers(-2, 14)),
+    st.lists(
+        st.tuples(
+            st.integers(0, 11), st.integers(0, 11), st.sampled_from([np.nan, np.inf, -np.inf])
+        ),
+        max_size=3,
+    ),
+    st.sampled_from(["c", "f", "slice", "f32"]),
+)
+def test_box_is_finite_equals_numpy(nr, nc, box, bad, layout):
+    from tbscore.core.variogram import box_is_finite
+
+    img = np.arange(nr * nc, dtype=np.float64).reshape(nr, nc) - 7.5
+    for r, c, x in bad:
+        if r < nr and c < nc:
+            img[r, c] = x
+    if layout == "f":
+        img = np.asfortranarray(img)
+    elif layout == "slice":
+        img = np.pad(img, 1)[1:-1, 1:-1]  # a non-contiguous view
+    elif layout == "f32":
+        img = img.astype(np.float32)
+    r0, c0, r1, c1 = box
+    assume(r0 >= 0 and c0 >= 0)  # an ROI's box is never negative
+    assert box_is_finite(img, box) == _box_is_finite_reference(img, box)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(1e-6, 1e3),
+            st.integers(1, 400).map(lambda k: math.sqrt(k) * 0.1),
+            st.integers(-3000, 3000).map(lambda k: (k + 0.5) / 1e9 + 1.0),
+        ),
+        min_size=1,
+        max_size=24,
+    )
+)
+def test_distinct_distance_rule_equals_numpy_round(d):
+    from tbscore.core.tbs import _distinct_distances
+
+    rounded = np.round(np.array(d), 9)
+    assert _distinct_distances(d) == bool(rounded.min() != rounded.max())

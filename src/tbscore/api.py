@@ -27,6 +27,7 @@ from tbscore.core.tbs import (
     method_string,
     uncertainty_warnings,
 )
+from tbscore.core.variogram import box_is_finite
 from tbscore.errors import InputError, ROIError, SettingsError
 from tbscore.io.load import (
     DXA_SPACING_RANGE_MM,
@@ -155,11 +156,10 @@ def _check_finite(image: DXAImage, rois: VertebraROIs) -> None:
         if r.excluded:
             continue
         r0, c0, r1, c1 = r.bbox()  # the mask's box: no pass over the whole image
-        box = (slice(r0, r1), slice(c0, c1))
-        inside = image.pixels[box]
-        if np.isfinite(inside).all():  # nothing to count (the common case): no mask copy
+        if box_is_finite(image.pixels, (r0, c0, r1, c1)):  # the common case: no copy
             continue
-        bad = int(np.count_nonzero(~np.isfinite(inside[r.mask[box]])))
+        box = (slice(r0, r1), slice(c0, c1))
+        bad = int(np.count_nonzero(~np.isfinite(image.pixels[box][r.mask[box]])))
         if bad:
             raise InputError(
                 f"{bad} pixel(s) of the {r.label} ROI are NaN or infinite; mask them out of "

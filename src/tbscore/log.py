@@ -76,7 +76,8 @@ def audit(
     fields.update(extra)
     if include_phi and source is not None:
         fields["source"] = str(source)
-    audit_logger.info("audit %s", json.dumps(fields, sort_keys=True, separators=(",", ":")))
+    if audit_logger.isEnabledFor(logging.INFO):  # the line's text only when it is logged
+        audit_logger.info("audit %s", json.dumps(fields, sort_keys=True, separators=(",", ":")))
     return fields
 
 

@@ -198,6 +198,22 @@ def implausible_fit(fit: LogLogFit | SlopeFit) -> str | None:
     )
 
 
+def _round9(x: float) -> float:
+    """``np.round(x, 9)`` of one float64 as numpy computes it, ``rint(x * 1e9) / 1e9``
+    (Python's ``round`` of a float rounds half to even, like ``rint``; the integer is
+    exact in float64 for lengths below ~9e6 mm), up to the sign of a zero result
+    (``0.0`` for ``-0.0``: equal in every comparison)."""
+    return round(x * 1e9) / 1e9
+
+
+def _distinct_distances(distances_mm: list[float]) -> bool:
+    """Whether the lag lengths (mm) take two or more values after rounding to 9
+    decimals (``np.round(d, 9)``: min < max; equal lengths of two directions are one
+    distance). ``distances_mm`` is non-empty and finite."""
+    first = _round9(distances_mm[0])
+    return any(_round9(x) != first for x in distances_mm[1:])
+
+
 def vertebra_tbs(
     image: np.ndarray,
     roi: VertebraROI,
@@ -248,16 +264,16 @@ def vertebra_tbs(
     usable = counts >= settings.min_pairs_per_lag
     # the usable lags' vectors, lengths, values and counts, selected once
     lu, du, vu, cu = lag_vecs[usable], dists[usable], v[usable], counts[usable]
+    d_list, v_list = du.tolist(), vu.tolist()  # the lists of the result, read below too
     diag = dict(
         lags=lu.tolist(),
-        lag_distances_mm=du.tolist(),
-        variogram=vu.tolist(),
+        lag_distances_mm=d_list,
+        variogram=v_list,
         pair_counts=cu.tolist(),
         n_pairs=int(cu.sum()),
         n_lags=int(du.size),
     )
-    rounded = np.round(du, 9)  # two or more distinct distances: min < max
-    if du.size < settings.min_lags or du.size == 0 or rounded.min() == rounded.max():
+    if du.size < settings.min_lags or du.size == 0 or not _distinct_distances(d_list):
         return VertebraResult(
             status="invalid",
             reason=(
@@ -268,7 +284,7 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    if np.any(vu <= 0):
+    if any(x <= 0 for x in v_list):  # np.any(vu <= 0) on the list (nan is not <= 0)
         return VertebraResult(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )

@@ -805,7 +805,7 @@ def slope_uncertainty(
         if not (0.0 < fit.slope <= 2.0 and math.isfinite(fit.intercept)):
             return Uncertainty(math.nan, None, math.nan, {})
         c, a, n = math.exp(fit.intercept), fit.slope, 0.0
-    snr = c * float(np.min(distances_mm)) ** a / n if n > 0 else math.inf
+    snr = c * float(np.asarray(distances_mm).min()) ** a / n if n > 0 else math.inf
     cov = variogram_covariance(mask, lags, spacing_mm, c, a, n)
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)

@@ -186,6 +186,26 @@ def _nonfinite_box(flat, fstride, ir0, ic0, nr, nc):  # pragma: no cover - compi
     return False
 
 
+def box_is_finite(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    """Whether every gray level of ``image[row0:row1, col0:col1]`` is finite.
+
+    ``box`` is ``(row0, col0, row1, col1)``, half-open, in pixels (an ROI's
+    ``bbox()``). A C-contiguous float64 image (what the loader makes) is read in place
+    by the compiled loop the kernel's own check uses (no boolean copy of the box);
+    anything else, or a box not inside the image, by ``np.isfinite(...).all()``.
+    """
+    r0, c0, r1, c1 = (int(x) for x in box)
+    if (
+        image.ndim == 2
+        and image.dtype == np.float64
+        and image.flags.c_contiguous
+        and 0 <= r0 < r1 <= image.shape[0]
+        and 0 <= c0 < c1 <= image.shape[1]
+    ):
+        return not _nonfinite_box(image.reshape(-1), image.shape[1], r0, -c0, r1 - r0, c1 - c0)
+    return bool(np.isfinite(image[r0:r1, c0:c1]).all())
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _span_sum(flat, ia, ib, n):  # pragma: no cover - compiled
     # Sum of (flat[ia + i] - flat[ib + i])**2 over i < n: contiguous, branch-free,
