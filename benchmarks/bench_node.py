@@ -101,7 +101,6 @@ def _pull_one_day(tmp: Path, n_studies: int) -> tuple[float, float, int]:
     import datetime as dt
     import subprocess
 
-
     day = dt.date.today().strftime("%Y%m%d")
     files = image_copies(tmp / "qr", n_studies, marker=".7", study_date=day)
     qr = FakeQR(files)

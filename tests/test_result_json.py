@@ -24,11 +24,13 @@ _leaf = (
 )
 _tree = st.recursive(
     _leaf,
-    lambda kids: st.lists(kids, max_size=5)
-    | st.tuples(kids, kids)
-    | st.lists(st.floats(allow_nan=False), max_size=6)
-    | st.lists(st.integers(), max_size=6)
-    | st.dictionaries(st.text(max_size=6), kids, max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=5)
+        | st.tuples(kids, kids)
+        | st.lists(st.floats(allow_nan=False), max_size=6)
+        | st.lists(st.integers(), max_size=6)
+        | st.dictionaries(st.text(max_size=6), kids, max_size=5)
+    ),
     max_leaves=40,
 )
 

@@ -22,7 +22,7 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="set any computation setting, e.g. -s min_r2=0.5 -s "
-        "'directions=[\"vertical\",\"horizontal\"]' (TOML values; repeatable; "
+        '\'directions=["vertical","horizontal"]\' (TOML values; repeatable; '
         "validated like a settings file)",
     )
     g.add_argument(
