@@ -28,6 +28,12 @@ from numba.extending import register_jitable
 
 _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
+# numba compiles a ``register_jitable`` helper once per argument types *and caller's
+# flags*, so one called both from an entry point and from another helper would be
+# compiled twice; those few (no constant arguments) are lazy dispatchers instead,
+# compiled once per signature whoever calls them, not loaded on a warm cache either.
+_shared = njit(cache=True, no_cpython_wrapper=True)  # the flags of register_jitable
+
 # Plain loops throughout: numba compiles whole-array expressions, boolean indexing and
 # its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
 
@@ -230,7 +236,7 @@ def _arange(start, stop, step):
     return out
 
 
-@register_jitable
+@_shared
 def _search_left(a, x):
     """``np.searchsorted(a, x, "left")`` of a sorted, NaN-free ``a``."""
     lo, hi = 0, a.size
@@ -243,7 +249,7 @@ def _search_left(a, x):
     return lo
 
 
-@register_jitable
+@_shared
 def _search_right(a, x):
     """``np.searchsorted(a, x, "right")``."""
     lo, hi = 0, a.size
@@ -270,7 +276,7 @@ def _bands(across, centre, half, f0, f1, fm):
     return lo, hi, mid
 
 
-@register_jitable
+@_shared
 def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
     """Pixel coordinates ``(r, c)`` of the point ``(u, v)`` (mm) of the body frame around
     ``(cy, cx)`` turned by the angle of cosine ``ca`` and sine ``sa``
@@ -278,7 +284,7 @@ def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
     return (cy + u * ca - v * sa) / sy, (cx + u * sa + v * ca) / sx
 
 
-@register_jitable
+@_shared
 def _bilinear_cell(f, nx, k, wr1, wc1):
     """The bilinear value in the cell whose top-left pixel is ``f[k]``, at the fractions
     ``wr1`` (down) and ``wc1`` (right): ``detect._bilinear``'s products and sums."""
@@ -291,7 +297,7 @@ def _bilinear_cell(f, nx, k, wr1, wc1):
     return acc
 
 
-@register_jitable
+@_shared
 def _bilinear_at(f, ny, nx, r, c):
     """``detect._bilinear`` at one point ``(r, c)`` of the image ``f`` (raveled
     ``ny`` x ``nx``): NaN outside ``[0, n - 1]``; at the last row / column the cell
@@ -313,7 +319,7 @@ def _bilinear_at(f, ny, nx, r, c):
     return _bilinear_cell(f, nx, int(r0 * nx + c0), wr1, wc1)
 
 
-@register_jitable
+@_shared
 def _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ymax, xmax):
     """Whether every point of the grid ``u`` x ``v`` (:func:`_grid_point`) lies in
     ``[0, ymax) x [0, xmax)``, where :func:`_bilinear_at` needs no border handling.
@@ -823,7 +829,7 @@ _SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
 _SELECT_SORT = 512  # fewer values are sorted
 
 
-@register_jitable
+@_shared
 def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
     of the finite values ``x``, exactly; ``x`` is not modified.
