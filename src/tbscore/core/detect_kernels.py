@@ -13,9 +13,10 @@ floating-point operations, including numpy's own summation orders
 * ``np.arange(start, stop, step)`` for floats: ``start + i * delta`` with
   ``delta = (start + step) - start`` (:func:`_arange`).
 
-All kernels are compiled with ``cache=True`` (a one-time compile per machine, loaded
-from the cache afterwards; :func:`tbscore.batch.worker.warm_up` loads them into the
-batch fork server) and ``nogil``.
+The entry points (the functions :mod:`tbscore.core.detect` calls) are compiled with
+``cache=True`` (a one-time compile per machine, loaded from the cache afterwards;
+:func:`tbscore.batch.worker.warm_up` loads them into the batch fork server) and
+``nogil``; the helpers are compiled into them (see the note below).
 """
 
 from __future__ import annotations
@@ -28,24 +29,23 @@ from numba.extending import register_jitable
 
 _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
-# numba compiles a ``register_jitable`` helper once per argument types *and caller's
-# flags*, so one called both from an entry point and from another helper would be
-# compiled twice; those few (no constant arguments) are lazy dispatchers instead,
-# compiled once per signature whoever calls them, not loaded on a warm cache either.
-_shared = njit(cache=True, no_cpython_wrapper=True)  # the flags of register_jitable
-
 # Plain loops throughout: numba compiles whole-array expressions, boolean indexing and
 # its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
 
-
 # Only the entry points (the functions :mod:`tbscore.core.detect` calls) are numba
-# dispatchers, cached on disk; the helpers they call are ``register_jitable`` (h14o):
-# numba compiles each into the kernels that call it, types a constant argument
-# (``0``, ``True``) as a plain integer / boolean first (as the explicit signatures of
-# h14l did: one specialisation, not a literal one as well) and keeps no cache entry,
-# CPython wrapper or eager signature of its own, so a warm cache loads only the entry
-# points (the cost of a worker's first detection) and a cold one compiles no wrappers
-# for the helpers. The tests reach a helper through a small ``njit`` wrapper.
+# dispatchers cached on disk with a CPython wrapper (h14o). The helpers they call are
+# ``register_jitable``: numba compiles each into the kernels that call it, types a
+# constant argument (``0``, ``True``) as a plain integer / boolean first (one
+# specialisation, not a literal one as well, as the explicit signatures of h14l
+# ensured) and keeps no cache entry, CPython wrapper or eager signature of its own, so a
+# warm cache loads only the entry points (a worker's first detection) -- h14l's 16
+# explicit signatures were loaded at import although their callers carry their code.
+# numba compiles a ``register_jitable`` helper once per argument types *and caller's
+# flags*, so the seven called both from an entry point and from another helper (none
+# with a constant argument) are ``_shared`` lazy dispatchers instead, with the same
+# flags: compiled once per signature whoever calls them, never loaded on a warm cache.
+# The tests reach a helper through a small ``njit`` wrapper.
+_shared = njit(cache=True, no_cpython_wrapper=True)  # register_jitable's flags
 
 
 @register_jitable
