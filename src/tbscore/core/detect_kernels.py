@@ -34,21 +34,20 @@ _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
 # Only the entry points (the functions :mod:`tbscore.core.detect` calls) are numba
 # dispatchers cached on disk with a CPython wrapper (h14o). The helpers they call are
-# ``register_jitable``: numba compiles each into the kernels that call it, types a
-# constant argument (``0``, ``True``) as a plain integer / boolean first (one
-# specialisation, not a literal one as well, as the explicit signatures of h14l
-# ensured) and keeps no cache entry, CPython wrapper or eager signature of its own, so a
-# warm cache loads only the entry points (a worker's first detection) -- h14l's 16
-# explicit signatures were loaded at import although their callers carry their code.
-# numba compiles a ``register_jitable`` helper once per argument types *and caller's
-# flags*, so the seven called both from an entry point and from another helper (none
-# with a constant argument) are ``_shared`` lazy dispatchers instead, with the same
-# flags: compiled once per signature whoever calls them, never loaded on a warm cache.
+# lazy dispatchers without a CPython wrapper or an eager signature (``_shared``):
+# compiled into their callers on a cold cache, never loaded on a warm one (h14l's 16
+# explicit signatures were loaded at import although their callers carry their code).
+# The helpers called with a constant argument (``0``, ``True``: ``_pairwise``,
+# ``_band_profiles``, ``_gradient``, ``_scipy_linear``; ``_insertion_sort``, whose
+# count numba's type inference passes as the literal 0 first) are ``register_jitable``
+# instead, which types a constant as a plain integer / boolean first (one
+# specialisation, not a literal one as well, as h14l's signatures ensured); numba
+# compiles those once per caller's flags, and ``_shared`` has register_jitable's flags.
 # The tests reach a helper through a small ``njit`` wrapper.
 _shared = njit(cache=True, no_cpython_wrapper=True)  # register_jitable's flags
 
 
-@register_jitable
+@register_jitable  # a counter from 0 may reach it typed as the literal 0 first
 def _insertion_sort(a, n):
     """Sort ``a[:n]`` in place (a few values)."""
     for i in range(1, n):
@@ -60,7 +59,7 @@ def _insertion_sort(a, n):
         a[j + 1] = v
 
 
-@register_jitable
+@_shared
 def _heap_sort(a, n):
     """Sort ``a[:n]`` in place (no NaN), O(n log n): heap construction, then the
     maximum moved to the end; one sift-down loop for both phases."""
@@ -85,7 +84,7 @@ def _heap_sort(a, n):
             root = child
 
 
-@register_jitable
+@_shared
 def _nth(a, n, k):
     """The ``k``-th smallest (0-based) of ``a[:n]`` (no NaN), reordering ``a[:n]`` so
     that ``a[:k] <= a[k] <= a[k + 1 : n]`` (Hoare's FIND with a median-of-three pivot
@@ -138,7 +137,7 @@ def _nth(a, n, k):
     return a[k]
 
 
-@register_jitable
+@_shared
 def _pairwise_block(a, start, n, stride):
     """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
     if n < 8:
@@ -220,7 +219,7 @@ def _pairwise(a, start, n, stride):
     return result
 
 
-@register_jitable
+@_shared
 def _arange(start, stop, step):
     """``np.arange(start, stop, step)`` for floats, to the last bit."""
     n = int(math.ceil((stop - start) / step))
@@ -262,7 +261,7 @@ def _search_right(a, x):
     return lo
 
 
-@register_jitable
+@_shared
 def _bands(across, centre, half, f0, f1, fm):
     """``detect._bands``: band index ranges ``[lo, hi)`` and band centres."""
     nb = f0.size
@@ -335,7 +334,7 @@ def _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ymax, xmax):
     return True
 
 
-@register_jitable
+@_shared
 def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     """``detect._bilinear(img, *detect._grid_coords(...), grid=True)``: the bilinear
     samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``;
@@ -475,7 +474,7 @@ def _gradient(fa, x, col, first, stop, uniform):
     return out
 
 
-@register_jitable
+@_shared
 def _edges(along, wa, wb, first, grad, sign):
     """One half of ``detect._edge_pair``: per band (row of ``grad``, the gradients at
     ``along[first:]``), the sub-sample position (mm) of the strongest rising (``sign``
@@ -528,7 +527,7 @@ def _edges(along, wa, wb, first, grad, sign):
     return out
 
 
-@register_jitable
+@_shared
 def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
     """``detect._block_gradients`` then ``detect._edge_pair``: the rising edges in
     window 0 and the falling ones in window 1, per band of ``profs`` (its columns are
@@ -548,7 +547,7 @@ def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
     return _edges(along, wa0, wb0, ra0, g0, 1.0), _edges(along, wa1, wb1, first1, g1, -1.0)
 
 
-@register_jitable
+@_shared
 def _nanmedian(x):
     """``detect._nanmedian`` of a few values: median of the finite ones (NaN if none)."""
     vals = np.empty(x.size)
@@ -566,7 +565,7 @@ def _nanmedian(x):
     return (vals[h - 1] + vals[h]) / 2
 
 
-@register_jitable
+@_shared
 def _median_slope(x, y):
     """``detect._median_slope``: Theil-Sen slope of the finite points; NaN for None."""
     n = x.size
@@ -595,7 +594,7 @@ def _median_slope(x, y):
     return (s[h - 1] + s[h]) / 2
 
 
-@register_jitable
+@_shared
 def _span(lo, hi):
     """``(lo.min(), hi.max())``: the index range the bands ``[lo[b], hi[b])`` cover."""
     a = lo[0]
@@ -930,7 +929,7 @@ def _select_pair(x, k):
         cand = out[:between]
 
 
-@register_jitable
+@_shared
 def _median_select(x):
     """``np.median`` of a finite 1-D array, by :func:`_select_pair`."""
     n = x.size
@@ -1061,7 +1060,7 @@ def resample_grid(img, rr, cc):
     return out
 
 
-@register_jitable
+@_shared
 def _border(k, n, nearest):
     """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
     d d``) or ``mode="reflect"`` (``d c b a | a b c d | d c b a``), for
