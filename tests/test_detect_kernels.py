@@ -12,6 +12,8 @@ reference implementation (``tests/test_detect_reference.py``).
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from functools import cache
 
 import numpy as np
@@ -375,6 +377,20 @@ def test_warm_up_loads_every_detection_specialisation():
         image, _ = synthetic_spine(0.5, rng=1, shape=shape, spacing_mm=spacing)
         d.detect(image, spacing)
     assert count() == before
+
+
+def test_import_loads_no_kernel():
+    """Importing the detector compiles or loads no kernel: only the entry points are
+    loaded, on first use (h14o; eager signatures on helpers were each loaded from the
+    cache at import, although the kernels calling them carry their code)."""
+    code = (
+        "from numba.core.registry import CPUDispatcher\n"
+        "from tbscore.core import detect, detect_kernels as k, raster\n"
+        "print(sum(len(f.signatures) for m in (k, raster) for f in vars(m).values()"
+        " if isinstance(f, CPUDispatcher)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
