@@ -12,17 +12,54 @@ reference implementation (``tests/test_detect_reference.py``).
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from functools import cache
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 from scipy import ndimage as ndi
 
 from tbscore.core import detect as d
 from tbscore.core import detect_kernels as k
 from tbscore.errors import DetectionError
+
+# The helpers of detect_kernels are register_jitable (compiled into the kernels that call
+# them, no dispatcher of their own): the tests call their compiled form through these.
+
+
+@njit
+def _sample_grid(img, cy, cx, angle, u, v, sy, sx):
+    return k._sample_grid(img, cy, cx, angle, u, v, sy, sx)
+
+
+@njit
+def _median_select(x):
+    return k._median_select(x)
+
+
+@njit
+def _nth(a, n, kk):
+    return k._nth(a, n, kk)
+
+
+@njit
+def _pairwise(a, start, n, stride):
+    return k._pairwise(a, start, n, stride)
+
+
+@njit
+def _band_profiles(sub, lo, hi, first, axis):
+    return k._band_profiles(sub, lo, hi, first, axis)
+
+
+@njit
+def _arange(start, stop, step):
+    return k._arange(start, stop, step)
+
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -57,7 +94,7 @@ def test_grid_bilinear_equals_map_coordinates(seed, ny, nx, angle, spacing, marg
             assert np.mean(got[inside] == ref[inside]) > 0.5
     # the compiled grid sampler (refinement, scoring): _bilinear's values to the last
     # bit, on grids inside the image's cells (no border tests) and crossing its border
-    compiled = k._sample_grid(img, centre[0], centre[1], angle, u, v, *spacing)
+    compiled = _sample_grid(img, centre[0], centre[1], angle, u, v, *spacing)
     assert np.array_equal(compiled, d._bilinear(img, rr, cc, grid=True), equal_nan=True)
 
 
@@ -228,8 +265,8 @@ def test_selection_median_equals_numpy(seed, n, levels, tail):
     x = rng.standard_t(tail, size=n) if tail < 2 else rng.normal(size=n) ** 3
     if levels:  # quantised: long runs of equal values at the bracket
         x = np.round(x * levels) / levels
-    assert k._median_select(x) == float(np.median(x))
-    assert k._median_select(np.abs(x - np.median(x))) == float(np.median(np.abs(x - np.median(x))))
+    assert _median_select(x) == float(np.median(x))
+    assert _median_select(np.abs(x - np.median(x))) == float(np.median(np.abs(x - np.median(x))))
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
@@ -255,7 +292,7 @@ def test_nth_is_the_sorted_value(seed, n, kind, frac):
     }[kind]()
     k_ = min(int(frac * n), n - 1)
     a = x.copy()
-    assert k._nth(a, n, k_) == np.sort(x)[k_]
+    assert _nth(a, n, k_) == np.sort(x)[k_]
     assert np.array_equal(np.sort(a), np.sort(x))  # a permutation of x
     assert (a[:k_] <= a[k_]).all() and (a[k_ + 1 :] >= a[k_]).all()
 
@@ -264,11 +301,11 @@ def test_nth_is_the_sorted_value(seed, n, kind, frac):
 @given(seed=seeds, n=st.integers(0, 700), stride=st.integers(1, 4), scale=st.floats(-6, 6))
 def test_pairwise_sum_is_numpys(seed, n, stride, scale):
     a = np.random.default_rng(seed).normal(size=n * stride + 1) * 10.0**scale
-    assert 0.0 + k._pairwise(a, 1, n, stride) == a[1::stride][:n].sum()
+    assert 0.0 + _pairwise(a, 1, n, stride) == a[1::stride][:n].sum()
     rows = a[1 : 1 + (n // 3) * 3].reshape(-1, 3) if n >= 3 else None
     if rows is not None and rows.shape[0] >= 1:  # along rows (axis 1): the same sum
         assert np.array_equal(
-            k._band_profiles(rows, np.array([0]), np.array([3]), 0, 1)[0], rows.sum(axis=1) / 3
+            _band_profiles(rows, np.array([0]), np.array([3]), 0, 1)[0], rows.sum(axis=1) / 3
         )
 
 
@@ -276,7 +313,7 @@ def test_pairwise_sum_is_numpys(seed, n, stride, scale):
 @given(start=st.floats(-80, 80), length=st.floats(0, 100), step=st.sampled_from([0.5, 1.0, 0.3]))
 def test_arange_is_numpys(start, length, step):
     want = np.arange(start, start + length, step)
-    assert np.array_equal(k._arange(start, start + length, step), want)
+    assert np.array_equal(_arange(start, start + length, step), want)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
@@ -340,6 +377,20 @@ def test_warm_up_loads_every_detection_specialisation():
         image, _ = synthetic_spine(0.5, rng=1, shape=shape, spacing_mm=spacing)
         d.detect(image, spacing)
     assert count() == before
+
+
+def test_import_loads_no_kernel():
+    """Importing the detector compiles or loads no kernel: only the entry points are
+    loaded, on first use (h14o; eager signatures on helpers were each loaded from the
+    cache at import, although the kernels calling them carry their code)."""
+    code = (
+        "from numba.core.registry import CPUDispatcher\n"
+        "from tbscore.core import detect, detect_kernels as k, raster\n"
+        "print(sum(len(f.signatures) for m in (k, raster) for f in vars(m).values()"
+        " if isinstance(f, CPUDispatcher)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
@@ -530,5 +581,5 @@ def test_band_profiles_kernel_equals_numpy(seed, sizes, nc, axis, holes, offset)
         sub[rng.random(shape) < 0.1] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
         want = d._band_profiles(sub, lo, hi, offset, axis)
-    got = k._band_profiles(np.ascontiguousarray(sub), lo, hi, offset, axis)
+    got = _band_profiles(np.ascontiguousarray(sub), lo, hi, offset, axis)
     assert np.array_equal(got, want, equal_nan=True)

@@ -13,9 +13,10 @@ floating-point operations, including numpy's own summation orders
 * ``np.arange(start, stop, step)`` for floats: ``start + i * delta`` with
   ``delta = (start + step) - start`` (:func:`_arange`).
 
-All kernels are compiled with ``cache=True`` (a one-time compile per machine, loaded
-from the cache afterwards; :func:`tbscore.batch.worker.warm_up` loads them into the
-batch fork server) and ``nogil``.
+The entry points (the functions :mod:`tbscore.core.detect` calls) are compiled with
+``cache=True`` (a one-time compile per machine, loaded from the cache afterwards;
+:func:`tbscore.batch.worker.warm_up` loads them into the batch fork server) and
+``nogil``; the helpers are compiled into them (see the note below).
 """
 
 from __future__ import annotations
@@ -24,21 +25,29 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
 # Plain loops throughout: numba compiles whole-array expressions, boolean indexing and
 # its own np.sort / np.median much more slowly (the one-time compile of a cold cache).
 
+# Only the entry points (the functions :mod:`tbscore.core.detect` calls) are numba
+# dispatchers cached on disk with a CPython wrapper (h14o). The helpers they call are
+# lazy dispatchers without a CPython wrapper or an eager signature (``_shared``):
+# compiled into their callers on a cold cache, never loaded on a warm one (h14l's 16
+# explicit signatures were loaded at import although their callers carry their code).
+# The helpers called with a constant argument (``0``, ``True``: ``_pairwise``,
+# ``_band_profiles``, ``_gradient``, ``_scipy_linear``; ``_insertion_sort``, whose
+# count numba's type inference passes as the literal 0 first) are ``register_jitable``
+# instead, which types a constant as a plain integer / boolean first (one
+# specialisation, not a literal one as well, as h14l's signatures ensured); numba
+# compiles those once per caller's flags, and ``_shared`` has register_jitable's flags.
+# The tests reach a helper through a small ``njit`` wrapper.
+_shared = njit(cache=True, no_cpython_wrapper=True)  # register_jitable's flags
 
-# The helpers called from other kernels carry explicit signatures: a constant argument
-# (``0``, ``True``) would otherwise compile a second specialisation of the same helper
-# (numba types it as a literal), and every specialisation is compiled again into each
-# kernel that links it (the cold-cache cost, issue 14).
-_SORT_SIG = "void(float64[::1], int64)"
 
-
-@njit(_SORT_SIG, cache=True, nogil=True)
+@register_jitable  # a counter from 0 may reach it typed as the literal 0 first
 def _insertion_sort(a, n):
     """Sort ``a[:n]`` in place (a few values)."""
     for i in range(1, n):
@@ -50,7 +59,7 @@ def _insertion_sort(a, n):
         a[j + 1] = v
 
 
-@njit(_SORT_SIG, cache=True, nogil=True)
+@_shared
 def _heap_sort(a, n):
     """Sort ``a[:n]`` in place (no NaN), O(n log n): heap construction, then the
     maximum moved to the end; one sift-down loop for both phases."""
@@ -75,7 +84,7 @@ def _heap_sort(a, n):
             root = child
 
 
-@njit("float64(float64[::1], int64, int64)", cache=True, nogil=True)
+@_shared
 def _nth(a, n, k):
     """The ``k``-th smallest (0-based) of ``a[:n]`` (no NaN), reordering ``a[:n]`` so
     that ``a[:k] <= a[k] <= a[k + 1 : n]`` (Hoare's FIND with a median-of-three pivot
@@ -128,10 +137,7 @@ def _nth(a, n, k):
     return a[k]
 
 
-_PW_SIG = "float64(float64[::1], int64, int64, int64)"
-
-
-@njit(_PW_SIG, cache=True, nogil=True)
+@_shared
 def _pairwise_block(a, start, n, stride):
     """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n <= 128``."""
     if n < 8:
@@ -167,7 +173,7 @@ def _pairwise_block(a, start, n, stride):
     return res
 
 
-@njit(_PW_SIG, cache=True, nogil=True)
+@register_jitable
 def _pairwise(a, start, n, stride):
     """numpy's ``pairwise_sum_DOUBLE`` of ``a[start + k * stride]``, ``k < n``: blocks of
     at most 128 (``PW_BLOCKSIZE``) as above; a longer run is split at
@@ -213,7 +219,7 @@ def _pairwise(a, start, n, stride):
     return result
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _arange(start, stop, step):
     """``np.arange(start, stop, step)`` for floats, to the last bit."""
     n = int(math.ceil((stop - start) / step))
@@ -229,7 +235,7 @@ def _arange(start, stop, step):
     return out
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _search_left(a, x):
     """``np.searchsorted(a, x, "left")`` of a sorted, NaN-free ``a``."""
     lo, hi = 0, a.size
@@ -242,7 +248,7 @@ def _search_left(a, x):
     return lo
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _search_right(a, x):
     """``np.searchsorted(a, x, "right")``."""
     lo, hi = 0, a.size
@@ -255,7 +261,7 @@ def _search_right(a, x):
     return lo
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _bands(across, centre, half, f0, f1, fm):
     """``detect._bands``: band index ranges ``[lo, hi)`` and band centres."""
     nb = f0.size
@@ -269,11 +275,7 @@ def _bands(across, centre, half, f0, f1, fm):
     return lo, hi, mid
 
 
-@njit(
-    "UniTuple(float64, 2)(float64, float64, float64, float64, float64, float64, float64, float64)",
-    cache=True,
-    nogil=True,
-)
+@_shared
 def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
     """Pixel coordinates ``(r, c)`` of the point ``(u, v)`` (mm) of the body frame around
     ``(cy, cx)`` turned by the angle of cosine ``ca`` and sine ``sa``
@@ -281,7 +283,7 @@ def _grid_point(cy, cx, ca, sa, u, v, sy, sx):
     return (cy + u * ca - v * sa) / sy, (cx + u * sa + v * ca) / sx
 
 
-@njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
+@_shared
 def _bilinear_cell(f, nx, k, wr1, wc1):
     """The bilinear value in the cell whose top-left pixel is ``f[k]``, at the fractions
     ``wr1`` (down) and ``wc1`` (right): ``detect._bilinear``'s products and sums."""
@@ -294,7 +296,7 @@ def _bilinear_cell(f, nx, k, wr1, wc1):
     return acc
 
 
-@njit("float64(float64[::1], int64, int64, float64, float64)", cache=True, nogil=True)
+@_shared
 def _bilinear_at(f, ny, nx, r, c):
     """``detect._bilinear`` at one point ``(r, c)`` of the image ``f`` (raveled
     ``ny`` x ``nx``): NaN outside ``[0, n - 1]``; at the last row / column the cell
@@ -316,12 +318,7 @@ def _bilinear_at(f, ny, nx, r, c):
     return _bilinear_cell(f, nx, int(r0 * nx + c0), wr1, wc1)
 
 
-@njit(
-    "boolean(float64, float64, float64, float64, float64[::1], float64[::1], float64, float64,"
-    " float64, float64)",
-    cache=True,
-    nogil=True,
-)
+@_shared
 def _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ymax, xmax):
     """Whether every point of the grid ``u`` x ``v`` (:func:`_grid_point`) lies in
     ``[0, ymax) x [0, xmax)``, where :func:`_bilinear_at` needs no border handling.
@@ -337,7 +334,7 @@ def _grid_in_cells(cy, cx, ca, sa, u, v, sy, sx, ymax, xmax):
     return True
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     """``detect._bilinear(img, *detect._grid_coords(...), grid=True)``: the bilinear
     samples (NaN outside) of the rotated grid ``u`` x ``v`` (mm) around ``(cy, cx)``;
@@ -364,11 +361,7 @@ def _sample_grid(img, cy, cx, angle_deg, u, v, sy, sx):
     return out
 
 
-@njit(
-    "float64[:, ::1](float64[:, ::1], int64[::1], int64[::1], int64, int64)",
-    cache=True,
-    nogil=True,
-)
+@register_jitable
 def _band_profiles(sub, lo, hi, first, axis):
     """``detect._band_profiles(sub, lo, hi, first, axis)``: the mean over the rows
     (``axis`` 0; ``np.add.reduceat`` for adjacent bands: the first row plus the pairwise
@@ -449,11 +442,7 @@ def _band_profiles(sub, lo, hi, first, axis):
     return out
 
 
-@njit(
-    "float64[:, ::1](float64[:, ::1], float64[::1], int64, int64, int64, boolean)",
-    cache=True,
-    nogil=True,
-)
+@register_jitable
 def _gradient(fa, x, col, first, stop, uniform):
     """``detect._gradient(f, x[first:stop], uniform)`` (``np.gradient`` along axis 1) of
     the columns ``f = fa[:, col : col + stop - first]``."""
@@ -485,11 +474,7 @@ def _gradient(fa, x, col, first, stop, uniform):
     return out
 
 
-@njit(
-    "float64[::1](float64[::1], int64, int64, int64, float64[:, ::1], float64)",
-    cache=True,
-    nogil=True,
-)
+@_shared
 def _edges(along, wa, wb, first, grad, sign):
     """One half of ``detect._edge_pair``: per band (row of ``grad``, the gradients at
     ``along[first:]``), the sub-sample position (mm) of the strongest rising (``sign``
@@ -542,7 +527,7 @@ def _edges(along, wa, wb, first, grad, sign):
     return out
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
     """``detect._block_gradients`` then ``detect._edge_pair``: the rising edges in
     window 0 and the falling ones in window 1, per band of ``profs`` (its columns are
@@ -562,7 +547,7 @@ def _edge_pair(profs, along, wa0, wb0, wa1, wb1, nr, ra0, rb0, ra1, rb1):
     return _edges(along, wa0, wb0, ra0, g0, 1.0), _edges(along, wa1, wb1, first1, g1, -1.0)
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _nanmedian(x):
     """``detect._nanmedian`` of a few values: median of the finite ones (NaN if none)."""
     vals = np.empty(x.size)
@@ -580,7 +565,7 @@ def _nanmedian(x):
     return (vals[h - 1] + vals[h]) / 2
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _median_slope(x, y):
     """``detect._median_slope``: Theil-Sen slope of the finite points; NaN for None."""
     n = x.size
@@ -609,7 +594,7 @@ def _median_slope(x, y):
     return (s[h - 1] + s[h]) / 2
 
 
-@njit("UniTuple(int64, 2)(int64[::1], int64[::1])", cache=True, nogil=True)
+@_shared
 def _span(lo, hi):
     """``(lo.min(), hi.max())``: the index range the bands ``[lo[b], hi[b])`` cover."""
     a = lo[0]
@@ -843,7 +828,7 @@ _SELECT_SAMPLE = 1024  # largest sample of the selection's window estimate
 _SELECT_SORT = 512  # fewer values are sorted
 
 
-@njit("UniTuple(float64, 2)(float64[::1], int64)", cache=True, nogil=True)
+@_shared
 def _select_pair(x, k):
     """The ``k``-th and ``(k + 1)``-th smallest (0-based; the second clipped to the last)
     of the finite values ``x``, exactly; ``x`` is not modified.
@@ -944,7 +929,7 @@ def _select_pair(x, k):
         cand = out[:between]
 
 
-@njit(cache=True, nogil=True)
+@_shared
 def _median_select(x):
     """``np.median`` of a finite 1-D array, by :func:`_select_pair`."""
     n = x.size
@@ -999,7 +984,7 @@ def diff_mad(norm):
     return _median_select(d)
 
 
-@njit("float64(float64[::1], int64, int64, float64, float64, boolean)", cache=True, nogil=True)
+@register_jitable
 def _scipy_linear(f, ny, nx, r, c, nearest):
     """``scipy.ndimage.map_coordinates(img, [[r], [c]], order=1)`` at one point, to the
     last bit: weights ``1 - frac`` and ``1 - (1 - frac)`` (scipy's
@@ -1075,7 +1060,7 @@ def resample_grid(img, rr, cc):
     return out
 
 
-@njit("int64(int64, int64, boolean)", cache=True, nogil=True)
+@_shared
 def _border(k, n, nearest):
     """scipy.ndimage's index beyond the border: ``mode="nearest"`` (``a a | a b c d |
     d d``) or ``mode="reflect"`` (``d c b a | a b c d | d c b a``), for

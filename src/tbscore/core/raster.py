@@ -14,9 +14,10 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 
-@njit(cache=True, nogil=True)
+@register_jitable  # compiled into _fill (no dispatcher or cache entry of its own)
 def _in_polygon(xp, yp, x, y):
     """skimage's ``point_in_polygon``: inside, on an edge or at a vertex."""
     n = xp.size
