@@ -15,7 +15,6 @@ from tbscore.core.estimators import (
     _nugget_finish,
     _nugget_solve,
     _ols,
-    _pinv_row,
     _r2,
     fit_nugget_model,
 )
@@ -159,27 +158,6 @@ def test_nugget_fit_on_a_plain_power_law():
     assert fit.nugget == pytest.approx(0.5, rel=1e-4)
     assert math.exp(fit.intercept) == pytest.approx(3.0, rel=1e-5)
     assert fit.r2 == pytest.approx(1.0, abs=1e-9)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.integers(2, 24),
-    st.integers(1, 3),
-    st.integers(0, 2),
-    st.lists(st.floats(-3.0, 3.0), min_size=72, max_size=72),
-    st.floats(1e-3, 1e3),
-)
-def test_compiled_pinv_row_equals_numpy_pinv(k, ncol, dup, vals, scale):
-    """``_pinv_row(J, r)`` is ``np.linalg.pinv(J)[r]`` (the fit's gradient row), also
-    for a rank-deficient J (a column repeated: a singular value below pinv's cut-off)
-    and J with fewer rows than columns."""
-    J = np.asarray(vals[: k * ncol]).reshape(k, ncol) * scale
-    if dup and ncol > 1:
-        J[:, -1] = J[:, 0] * dup
-    want = np.linalg.pinv(J)
-    for r in range(ncol):
-        got = _pinv_row(np.ascontiguousarray(J), r)
-        np.testing.assert_allclose(got, want[r], rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
 # -- the full-rectangle covariance sum (half the displacement grid, by symmetry) -----

@@ -323,8 +323,8 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     #   tex = c d^a; m = tex + n; J = [tex / m, tex ln d / m, 1 / m] = d ln m / d(ln c, a, n)
     #   free = [True, 1e-4 < a < 2 - 1e-4, n > 1e-9]  (parameters at a bound held fixed)
     #   r2 = _r2(ln v, ln m)
-    # and returns J[:, free] for the caller's pseudo-inverse (_pinv_row: pinv's steps).
-    # c, n, ss as _nugget_ss has them; the rest only when ss is
+    # and returns J[:, free] for the caller's np.linalg.pinv (kept in numpy, in plain
+    # sight, as before). c, n, ss as _nugget_ss has them; the rest only when ss is
     # finite and c > 0 (else J has no columns).
     k = d.shape[0]
     ld = np.log(d)
@@ -365,27 +365,6 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     return c, n, ss, r2, J
 
 
-@njit(cache=True, nogil=True)
-def _pinv_row(J, row):  # pragma: no cover - compiled
-    # np.linalg.pinv(J)[row] by pinv's own steps and default rule (rcond 1e-15): the
-    # thin SVD J = U S V', singular values above 1e-15 * max(S) inverted, the others
-    # set to 0, and row `row` of V diag(1 / S) U'; one compiled call instead of
-    # pinv's ~20 us of Python around a 3-column SVD (tests/test_fast_paths.py
-    # compares it with np.linalg.pinv)
-    u, s, vt = np.linalg.svd(J, full_matrices=False)
-    out = np.zeros(J.shape[0])
-    if s.shape[0] == 0:
-        return out
-    cutoff = 1e-15 * s.max()
-    for lv in range(s.shape[0]):
-        if s[lv] > cutoff:
-            w = vt[lv, row]
-            inv = 1.0 / s[lv]
-            for q in range(J.shape[0]):
-                out[q] += w * (inv * u[q, lv])
-    return out
-
-
 def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     """Least-squares fit of ``V = c d^a + n``, ``a`` in (0, 2), ``n >= 0``.
 
@@ -419,7 +398,7 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
         raise ComputationError("the variogram does not rise with the lag: no power law fits it")
     grad_lnv = np.zeros(v.size)
     if 1e-4 < a < 2.0 - 1e-4:  # the row of a (ln c is always free), as before
-        grad_lnv = _pinv_row(J, 1)  # = np.linalg.pinv(J)[1]
+        grad_lnv = np.linalg.pinv(J)[1]
     return SlopeFit(
         slope=a,
         intercept=float(math.log(c * scale)),
