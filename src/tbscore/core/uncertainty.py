@@ -208,12 +208,14 @@ def _overlap_into(out, lo_i, hi_i, lo_j, hi_j, n):  # pragma: no cover - compile
 
 
 @njit(cache=True, nogil=True)
-def _cov_rect_reference(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
-    # the closed-form box path before _lag_diff (four G loads per cell): the reference
-    # that tests/test_uncertainty.py compares _cov_rect with
-    # every (i, j) pair of a full nr x nc rectangle ROI: the pair-start sets are the
-    # rectangles [max(0, -k), n - max(0, k)) per axis, their counts and overlaps closed
-    # form, then _sum_sep
+def _box_pairs(lags, nr, nc):  # pragma: no cover - compiled
+    # The pair-start sets of a full nr x nc rectangle ROI, one per lag: the rectangles
+    # [max(0, -k), n - max(0, k)) per axis as iv[i] = (row lo, row hi, col lo, col hi),
+    # their pixel counts, and each lag's mirror. The box and G are symmetric under the
+    # column reflection (a, b) -> (a, -b), and V(k) = V(-k): Cov(V_i, V_j) =
+    # Cov(V_mi, V_mj) for the mirror lags mi, mj (the diagonal and antidiagonal lags
+    # swap, axis lags map to themselves; -1: no mirror in the set), so a pair whose
+    # mirror pair is done is copied (about a third of the pairs at four directions).
     k = lags.shape[0]
     iv = np.empty((k, 4), np.int64)
     counts = np.empty(k)
@@ -224,10 +226,6 @@ def _cov_rect_reference(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - co
         iv[i, 2] = max(0, -lc)
         iv[i, 3] = nc - max(0, lc)
         counts[i] = float(max(iv[i, 1] - iv[i, 0], 0) * max(iv[i, 3] - iv[i, 2], 0))
-    # The box and G are symmetric under the column reflection (a, b) -> (a, -b), and
-    # V(k) = V(-k): Cov(V_i, V_j) = Cov(V_mi, V_mj) for the mirror lags mi, mj (the
-    # diagonal and antidiagonal lags swap, axis lags map to themselves), so a pair whose
-    # mirror pair is done is copied (about a third of the pairs at four directions).
     mirror = np.full(k, -1, np.int64)
     for i in range(k):
         a, b = lags[i, 0], -lags[i, 1]
@@ -235,6 +233,17 @@ def _cov_rect_reference(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - co
             if (lags[j, 0] == a and lags[j, 1] == b) or (lags[j, 0] == -a and lags[j, 1] == -b):
                 mirror[i] = j
                 break
+    return iv, counts, mirror
+
+
+@njit(cache=True, nogil=True)
+def _cov_rect_reference(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
+    # the closed-form box path before _lag_diff (four G loads per cell): the reference
+    # that tests/test_uncertainty.py compares _cov_rect with
+    # every (i, j) pair of a full nr x nc rectangle ROI (_box_pairs), overlaps closed
+    # form, then _sum_sep
+    k = lags.shape[0]
+    iv, counts, mirror = _box_pairs(lags, nr, nc)
     done = np.zeros((k, k), np.bool_)
     cov = np.zeros((k, k))
     orow = np.empty(2 * nr - 1)
@@ -409,25 +418,11 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
     # _cov_rect_reference (same pairs, same mirror copies) with one _lag_diff grid per
     # lag i, built only when a pair (i, j) is left to sum
     k = lags.shape[0]
-    iv = np.empty((k, 4), np.int64)
-    counts = np.empty(k)
+    iv, counts, mirror = _box_pairs(lags, nr, nc)
     mr, mc = 0, 0
     for i in range(k):
-        lr, lc = lags[i, 0], lags[i, 1]
-        iv[i, 0] = max(0, -lr)
-        iv[i, 1] = nr - max(0, lr)
-        iv[i, 2] = max(0, -lc)
-        iv[i, 3] = nc - max(0, lc)
-        counts[i] = float(max(iv[i, 1] - iv[i, 0], 0) * max(iv[i, 3] - iv[i, 2], 0))
-        mr = max(mr, abs(lr))
-        mc = max(mc, abs(lc))
-    mirror = np.full(k, -1, np.int64)
-    for i in range(k):
-        a, b = lags[i, 0], -lags[i, 1]
-        for j in range(k):
-            if (lags[j, 0] == a and lags[j, 1] == b) or (lags[j, 0] == -a and lags[j, 1] == -b):
-                mirror[i] = j
-                break
+        mr = max(mr, abs(lags[i, 0]))
+        mc = max(mc, abs(lags[i, 1]))
     # Both lags on an axis ((a, 0) or (0, b)): with s = k_j - k_i, reflecting the
     # columns about s_c / 2 maps C_ij to +-C_ij (G is even along each axis), and the
     # column overlaps are centred on s_c / 2 as well, so the columns fold in two too.
