@@ -47,19 +47,6 @@ Source = str | Path | Dataset | DXAImage | np.ndarray
 RoiInput = str | Path | Mapping[str, Any] | VertebraROIs | np.ndarray | None
 
 
-_DEFAULTS: list[Settings] = []  # the default settings, made once (frozen, shared)
-
-
-def _resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Settings:
-    """:func:`~tbscore.core.settings.resolve_settings`, the defaults made once: a call
-    without settings then shares one :class:`Settings` (and its cached digest)."""
-    if settings is not None:
-        return resolve_settings(settings)
-    if not _DEFAULTS:
-        _DEFAULTS.append(resolve_settings(None))
-    return _DEFAULTS[0]
-
-
 def as_image(
     source: Source,
     *,
@@ -113,7 +100,7 @@ def resolve_rois(
         ``None``; the one path by which they reach :func:`tbscore.core.detect.detect`.
     """
     if roi is None:
-        cfg = _resolve_settings(settings)
+        cfg = resolve_settings(settings)
         if not spacing_in_dxa_range(image.spacing_mm):
             lo, hi = DXA_SPACING_RANGE_MM
             raise ROIError(
@@ -212,7 +199,7 @@ def calc(
     tbscore.errors.TBSError
         Input, ROI or settings problems, naming the file and the reason.
     """
-    cfg = _resolve_settings(settings)
+    cfg = resolve_settings(settings)
     image = as_image(source, spacing=spacing, override_spacing=override_spacing)
     rois = apply_exclusions(resolve_rois(roi, image, cfg), exclude)
     _check_finite(image, rois)

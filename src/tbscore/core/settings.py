@@ -8,6 +8,7 @@ are errors (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -319,10 +320,18 @@ def load_settings(path: str | Path, *, section: str | None = "tbs") -> Settings:
         raise SettingsError(exc.reason, str(path)) from exc
 
 
+@functools.cache
+def _default_settings() -> Settings:
+    """The default :class:`Settings`, made once: frozen, so every call without settings
+    shares it (and the digest it caches)."""
+    return Settings()
+
+
 def resolve_settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Settings:
-    """Settings from an object, a dict, a settings file, or the defaults."""
+    """Settings from an object, a dict, a settings file, or the defaults (one shared,
+    frozen instance)."""
     if settings is None:
-        return Settings()
+        return _default_settings()
     if isinstance(settings, Settings):
         return settings
     if isinstance(settings, Mapping):

@@ -12,6 +12,7 @@ and the reason; no pydicom or numpy exception escapes.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -292,22 +293,18 @@ class _Values:
 #: Markers of :meth:`_Values.get`'s cache: not looked up yet / looked up and absent.
 _MISSING = object()
 _ABSENT = object()
-_CONVERTERS: list[tuple[Any, ...]] = []
 
 
+@functools.cache
 def _pydicom_converters() -> tuple[Any, ...]:
     """pydicom's raw-element class, its converters and VR constants, imported once
     (``RawDataElement``, ``convert_raw_data_element``, ``values.convert_value``,
     ``AMBIGUOUS_VR``, ``VR.SQ``)."""
-    if not _CONVERTERS:
-        from pydicom.dataelem import RawDataElement, convert_raw_data_element
-        from pydicom.valuerep import AMBIGUOUS_VR, VR
-        from pydicom.values import convert_value
+    from pydicom.dataelem import RawDataElement, convert_raw_data_element
+    from pydicom.valuerep import AMBIGUOUS_VR, VR
+    from pydicom.values import convert_value
 
-        _CONVERTERS.append(
-            (RawDataElement, convert_raw_data_element, convert_value, AMBIGUOUS_VR, VR.SQ)
-        )
-    return _CONVERTERS[0]
+    return RawDataElement, convert_raw_data_element, convert_value, AMBIGUOUS_VR, VR.SQ
 
 
 def _values(ds: Dataset | _Values) -> _Values:
