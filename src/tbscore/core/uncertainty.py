@@ -638,21 +638,23 @@ def variogram_covariance(
     if r1 == 0:
         raise ComputationError("the ROI mask is empty: no variogram covariance")
     mask = mask[r0:r1, c0:c1]
+    if method not in ("auto", "runs", "fft"):
+        raise ValueError(f"unknown method {method!r}")
     lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
     nr, nc = mask.shape
     k = lags.shape[0]
-    pr, pc = (2 * int(x) for x in np.abs(lags).max(axis=0)) if k else (0, 0)
-    G = _semivariogram_grid(
-        nr - 1 + pr, nc - 1 + pc, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n
-    )
+    # twice the longest lag component per axis (a Python max over the few lags costs
+    # less than np.abs(lags).max(axis=0) and its reduction machinery)
+    lag_list = lags.tolist()
+    pr = 2 * max((abs(x[0]) for x in lag_list), default=0)
+    pc = 2 * max((abs(x[1]) for x in lag_list), default=0)
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
-    cov = np.zeros((k, k))
-    if method not in ("auto", "runs", "fft"):
-        raise ValueError(f"unknown method {method!r}")
+    G = _semivariogram_grid(pad_r, pad_c, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n)
     if method == "auto" and full:
         # Full rectangle: pair-start sets are rectangles, counts and overlaps are closed
         # form, and every pair is summed in one compiled call.
         return _cov_rect(G, pad_r, pad_c, lags, nr, nc)
+    cov = np.zeros((k, k))
     runs, roff, counts = _lag_runs(np.ascontiguousarray(mask), lags)  # one specialisation
     t = np.diff(roff).astype(float)
     live = counts > 0

@@ -416,18 +416,39 @@ def variogram_sums(
     """
     lag_arr = as_lags(lags)
     image, mask = _check(image, mask)
+    return _sums(image, mask, lag_arr, parallel)
+
+
+def _sums(
+    image: np.ndarray,
+    mask: np.ndarray,
+    lag_arr: np.ndarray,
+    parallel: bool,
+    or0: int = 0,
+    oc0: int = 0,
+    solid: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`variogram_sums` of already validated arguments (its one body).
+
+    ``image`` is 2-D (:func:`_check`), ``lag_arr`` what :func:`as_lags` returns, and
+    ``mask`` a bool array for the region of ``image`` whose top-left pixel is
+    ``(or0, oc0)`` (a crop of the image's mask to an ROI's box, so that the kernel reads
+    the image in place; ``(0, 0)``: the mask has the image's shape). ``solid``: whether
+    every pixel of ``mask`` is set, when the caller knows it (``None``: tested here).
+    """
     n = lag_arr.shape[0]
-    or0 = oc0 = 0  # origin of the mask array handed to the kernel, in the image
     if mask.size > _BIG:  # numpy finds the box of a large mask faster; runs of the box
         box = _bbox(mask)
         if box is None:
             return np.zeros(n), np.zeros(n, dtype=np.int64)
-        or0, _, oc0, _ = box
+        or0, oc0 = or0 + box[0], oc0 + box[2]
         mask = mask[box[0] : box[1], box[2] : box[3]]
+        solid = None
     mask = np.ascontiguousarray(mask)
     nr_m, nc_m = mask.shape
     m8 = mask.view(np.uint8).reshape(-1)
-    solid = bool(mask.all())
+    if solid is None:
+        solid = bool(mask.all())
     if solid:  # a rectangle (common ROI shape): the kernel needs no runs
         r0, r1, c0, c1 = 0, nr_m, 0, nc_m
         starts = ends = ptr = _NO_RUNS
