@@ -475,7 +475,9 @@ def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, f
     """
     d, v = _check(distances_mm, values)
     a, c, n, _, J, scale = _nugget_solution(d, v)
-    if 1e-4 < a < 2.0 - 1e-4 and not np.isfinite(J).all():
+    # J.sum() is finite unless an entry is nan or +-inf (the entries are bounded, no
+    # overflow; a false alarm would only cost the pseudo-inverse)
+    if 1e-4 < a < 2.0 - 1e-4 and not math.isfinite(J.sum()):
         _pinv_row(J, 1)  # raises LinAlgError, as fit_nugget_model does here
     return float(math.log(c * scale)), a, n * scale
 
@@ -491,7 +493,7 @@ def _nugget_solution(
     """
     if v.size < 3:
         raise ComputationError("the nugget model needs at least three lags")
-    scale = float(v.min())
+    scale = min(v.tolist())  # = float(v.min()) (v is finite), without the reduction
     vs = v / scale
     a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
     if not math.isfinite(a):

@@ -29,6 +29,14 @@ __all__ = ["variogram_sums", "variogram_sums_reference", "variogram", "crop_to_m
 
 def as_lags(lags: object) -> np.ndarray:
     """Validate lag vectors and return them as a C-contiguous ``(n, 2)`` int64 array."""
+    if (
+        type(lags) is np.ndarray
+        and lags.dtype == np.int64
+        and lags.ndim == 2
+        and lags.shape[1] == 2
+        and lags.flags.c_contiguous
+    ):
+        return lags  # already that array (select_lags makes them so): nothing to convert
     arr = np.asarray(lags)
     if arr.ndim == 1 and arr.size == 2:
         arr = arr.reshape(1, 2)
@@ -381,6 +389,7 @@ def _kernel_parallel(
 # others are converted (the crop only): unsigned 8-bit to uint16, the rest to float64.
 _NATIVE = (np.dtype(np.uint16), np.dtype(np.float64))
 _NO_RUNS = np.zeros(1, np.int64)  # stands for the runs of a solid box
+_NO_MASK = np.zeros(1, np.uint8)  # and for its mask bytes (the solid paths read neither)
 # masks with more pixels than this are cropped to their box (numpy) before the runs
 _BIG = 1 << 18
 
@@ -444,15 +453,15 @@ def _sums(
         or0, oc0 = or0 + box[0], oc0 + box[2]
         mask = mask[box[0] : box[1], box[2] : box[3]]
         solid = None
-    mask = np.ascontiguousarray(mask)
     nr_m, nc_m = mask.shape
-    m8 = mask.view(np.uint8).reshape(-1)
     if solid is None:
         solid = bool(mask.all())
-    if solid:  # a rectangle (common ROI shape): the kernel needs no runs
+    if solid:  # a rectangle (common ROI shape): the kernel needs no runs, nor the mask
         r0, r1, c0, c1 = 0, nr_m, 0, nc_m
         starts = ends = ptr = _NO_RUNS
+        m8 = _NO_MASK
     else:
+        m8 = np.ascontiguousarray(mask).view(np.uint8).reshape(-1)
         r0, r1, c0, c1, starts, ends, ptr = _mask_runs(m8, nr_m, nc_m)
     if r1 == 0:
         return np.zeros(n), np.zeros(n, dtype=np.int64)
