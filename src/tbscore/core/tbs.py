@@ -242,10 +242,12 @@ def vertebra_tbs(
     """
     image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
     r0, c0, r1, c1 = roi.bbox() if box is None else box
-    # the rows and columns that slicing takes (a box beyond the image is clipped), so
-    # that the kernel, which reads the image in place from (r0, c0), stays inside it
-    r0, r1, _ = slice(r0, r1).indices(full_mask.shape[0])
-    c0, c1, _ = slice(c0, c1).indices(full_mask.shape[1])
+    nr, nc = full_mask.shape
+    if not (0 <= r0 <= r1 <= nr and 0 <= c0 <= c1 <= nc):
+        # the rows and columns that slicing takes (a box beyond the image is clipped),
+        # so that the kernel, which reads the image in place from (r0, c0), stays in it
+        r0, r1, _ = slice(r0, r1).indices(nr)
+        c0, c1, _ = slice(c0, c1).indices(nc)
     mask = full_mask[r0:r1, c0:c1]
     n_pixels = int(np.count_nonzero(mask))
     if roi.box is not None and n_pixels != roi.n_pixels:  # a box given with the mask
