@@ -15,7 +15,6 @@ from tbscore.core.estimators import (
     _nugget_finish,
     _nugget_solve,
     _ols,
-    _pinv_row,
     _r2,
     fit_nugget_model,
     nugget_model,
@@ -160,41 +159,6 @@ def test_nugget_fit_on_a_plain_power_law():
     assert fit.nugget == pytest.approx(0.5, rel=1e-4)
     assert math.exp(fit.intercept) == pytest.approx(3.0, rel=1e-5)
     assert fit.r2 == pytest.approx(1.0, abs=1e-9)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.integers(2, 30),
-    st.integers(1, 3),
-    st.lists(st.floats(-6.0, 6.0), min_size=3, max_size=3),
-    st.sampled_from(["full", "copy", "scaled", "zero", "tiny"]),
-    st.integers(0, 2**32 - 1),
-)
-def test_pinv_row_is_numpy_pinv_bit_for_bit(k, m, log_scales, kind, seed):
-    """_pinv_row(J, r) is np.linalg.pinv(J)[r] exactly (the same svd, cut-off and
-    matmul), full-rank, rank-deficient (a column repeated or scaled, a zero column, one
-    below the 1e-15 cut-off) and badly scaled J alike."""
-    J = np.random.default_rng(seed).normal(size=(k, m)) * 10.0 ** np.asarray(log_scales[:m])
-    if m > 1 and kind == "copy":
-        J[:, -1] = J[:, 0]
-    elif m > 1 and kind == "scaled":
-        J[:, -1] = -3.5 * J[:, 0]
-    elif kind == "zero":
-        J[:, 0] = 0.0
-    elif m > 1 and kind == "tiny":
-        J[:, -1] = J[:, 0] + 1e-17 * J[:, -1]
-    want = np.linalg.pinv(J)
-    for r in range(m):
-        got = _pinv_row(J.copy(), r)
-        assert got.dtype == want.dtype and np.array_equal(got, want[r])
-
-
-def test_pinv_row_raises_as_pinv_on_a_non_finite_matrix():
-    J = np.array([[np.nan, 1.0], [1.0, 2.0], [3.0, 4.0]])
-    with pytest.raises(np.linalg.LinAlgError):
-        np.linalg.pinv(J)
-    with pytest.raises(np.linalg.LinAlgError):
-        _pinv_row(J, 1)
 
 
 @settings(max_examples=200, deadline=None)

@@ -372,37 +372,6 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     return c, n, ss, r2, J
 
 
-def _pinv_row(J: np.ndarray, row: int) -> np.ndarray:
-    """``np.linalg.pinv(J)[row]`` of a real 2-D ``J``, bit for bit.
-
-    The steps of ``np.linalg.pinv`` with its default cut-off (``rcond=1e-15`` of the
-    largest singular value), in the same order on the same arrays: one
-    ``np.linalg.svd(J, full_matrices=False)``, the reciprocals of the singular values
-    above the cut-off (0 for the rest), ``V S^+ U'`` by one ``matmul``; without pinv's
-    generic wrapper (rtol/rcond handling, ``conjugate`` copy, ``asarray``, stacked-shape
-    broadcasting), about half its cost per call on the k x 3 nugget Jacobian.
-    ``tests/test_fast_paths.py`` compares it with ``np.linalg.pinv`` (rank-deficient and
-    empty ``J`` included).
-
-    Parameters
-    ----------
-    J : ndarray of float64, shape (k, m)
-    row : int
-        Row of the (m, k) pseudo-inverse, ``0 <= row < m``.
-
-    Returns
-    -------
-    ndarray of float64, shape (k,)
-    """
-    if J.size == 0:
-        return np.linalg.pinv(J)[row]
-    u, s, vt = np.linalg.svd(J, full_matrices=False)
-    large = s > 1e-15 * s.max()
-    s = np.divide(1, s, where=large, out=s)
-    s[~large] = 0
-    return np.matmul(vt.T, s[:, np.newaxis] * u.T)[row]
-
-
 def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     """Least-squares fit of ``V = c d^a + n``, ``a`` in (0, 2), ``n >= 0``.
 
@@ -426,7 +395,7 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     d, v = _check(distances_mm, values)
     a, c, n, r2, J, scale = _nugget_solution(d, v)
     if 1e-4 < a < 2.0 - 1e-4:  # the row of a (ln c is always free), as before
-        grad_lnv = _pinv_row(J, 1)
+        grad_lnv = np.linalg.pinv(J)[1]
     else:
         grad_lnv = np.zeros(v.size)
     return SlopeFit(
@@ -469,16 +438,16 @@ def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, f
     ------
     tbscore.errors.ComputationError
         As :func:`fit_nugget_model`.
-    numpy.linalg.LinAlgError
-        Where :func:`fit_nugget_model` raises it too (a non-finite Jacobian: its SVD
-        does not converge).
+        Also where :func:`fit_nugget_model` raises numpy's ``LinAlgError`` (a
+        ``ValueError`` too): a non-finite Jacobian, whose SVD does not converge.
     """
     d, v = _check(distances_mm, values)
     a, c, n, _, J, scale = _nugget_solution(d, v)
     # J.sum() is finite unless an entry is nan or +-inf (the entries are bounded, no
-    # overflow; a false alarm would only cost the pseudo-inverse)
+    # overflow): where fit_nugget_model's pseudo-inverse of J would fail (LinAlgError,
+    # a ValueError too), this fails alike
     if 1e-4 < a < 2.0 - 1e-4 and not math.isfinite(J.sum()):
-        _pinv_row(J, 1)  # raises LinAlgError, as fit_nugget_model does here
+        raise ComputationError("the nugget model's Jacobian is not finite")
     return float(math.log(c * scale)), a, n * scale
 
 
