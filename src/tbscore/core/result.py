@@ -180,8 +180,12 @@ def json_safe(obj: Any) -> Any:
         if kinds <= _PLAIN or (kinds == _FLOAT and all(map(math.isfinite, obj))):
             return list(obj)
         return [json_safe(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # plain leaves kept in place, the rest cleaned
+        plain, isfinite = _PLAIN, math.isfinite
+        return {
+            k: v if (tv := type(v)) in plain or (tv is float and isfinite(v)) else json_safe(v)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
