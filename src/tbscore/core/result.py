@@ -207,6 +207,7 @@ class _NotPlain(Exception):
 _LEAF = frozenset({str, int, float, bool, type(None)})
 _SEQ = frozenset({list, tuple})
 _INT = frozenset({int})
+_STR = frozenset({str})
 #: Item separator of the C encoder: an encoded (ASCII-escaped) string never holds a
 #: line feed, so in its output every ``"\n"`` is one of these separators.
 _SEP = ",\n"
@@ -227,20 +228,6 @@ def _leaf_encoder(allow_nan: bool) -> Callable[[Any], str]:
     return lambda o: enc(o, 0)[0]
 
 
-def _memo_key(o: list[Any] | tuple[Any, ...], kinds: set[type]) -> Any:
-    """A key under which equal lists of numbers have the same JSON text, or None.
-
-    Equal ints are written alike; equal floats too except 0.0 and -0.0 (equal, written
-    differently: lists holding a zero of either sign get no key); nan is never equal to
-    itself (no hit). Other element types (bool among them, which equals 1 or 0) no key.
-    """
-    if kinds == _INT:
-        return (tuple(o), "int")
-    if kinds == _FLOAT and 0 not in o:
-        return (tuple(o), "float")
-    return None
-
-
 def _indented(
     o: Any,
     level: int,
@@ -253,84 +240,86 @@ def _indented(
     ``level``: each run of leaves written by the C encoder (``leaf``) in one call, its
     separators re-indented, the containers within recursed. ``memo``: the text of lists
     of numbers already written in this call (the lag vectors and distances, the same for
-    every vertebra), by :func:`_memo_key` and ``level``.
+    every vertebra), by value and ``level``: equal ints are written alike,
+    equal floats too except 0.0 and -0.0 (lists holding a zero get no key; nan equals
+    only itself, written alike), and ints and floats are kept apart.
 
     ``safe``: the text of ``json_safe(o)`` instead (``leaf`` then refuses non-finite
     floats): a container the C encoder refuses (a nan, a numpy scalar) is cleaned by
     :func:`json_safe` and written again; the others are already what it would return.
     """
     try:
-        return _indented_plain(o, level, ind, leaf, memo, safe)
+        t = type(o)
+        close = "\n" + ind * level
+        nl = close + ind
+        if t is list or t is tuple:
+            if not o:
+                return "[]"
+            kinds = set(map(type, o))
+            if kinds <= _LEAF:  # a list of numbers or strings: one call
+                if kinds == _INT:
+                    key: Any = (tuple(o), "int", level)
+                elif kinds == _FLOAT and 0 not in o:
+                    key = (tuple(o), "float", level)
+                else:
+                    key = None
+                if key is not None:
+                    text = memo.get(key)
+                    if text is not None:
+                        return text
+                text = "[" + nl + leaf(o)[1:-1].replace("\n", nl) + close + "]"
+                if key is not None:
+                    memo[key] = text
+                return text
+            if kinds <= _SEQ and all(o) and set(map(type, _chain(o))) <= _LEAF:
+                # non-empty lists of leaves (the lag vectors): one call; an item ends with
+                # a digit, a letter or a quote, so "],\n[" only separates the inner lists
+                # (marked by NUL, which an encoded string never holds) and the other line
+                # feeds separate the items of one inner list
+                key = None
+                if set(map(type, _chain(o))) == _INT:
+                    key = (tuple(map(tuple, o)), "pairs", level)
+                    text = memo.get(key)
+                    if text is not None:
+                        return text
+                nl2 = nl + ind
+                inner = leaf(o)[2:-2].replace("],\n[", "\0").replace("\n", nl2)
+                inner = inner.replace("\0", nl + "]," + nl + "[" + nl2)
+                text = "[" + nl + "[" + nl2 + inner + nl + "]" + close + "]"
+                if key is not None:
+                    memo[key] = text
+                return text
+            items = leaf([v if type(v) in _LEAF else None for v in o])[1:-1].split(_SEP)
+            for i, v in enumerate(o):
+                if type(v) not in _LEAF:
+                    items[i] = _indented(v, level + 1, ind, leaf, memo, safe)
+            return "[" + nl + ("," + nl).join(items) + close + "]"
+        if t is dict:
+            if not o:
+                return "{}"
+            if set(map(type, o)) != _STR:
+                raise _NotPlain  # json.dumps converts or refuses other keys
+            if set(map(type, o.values())) <= _LEAF:  # a dict of leaves: one call
+                return "{" + nl + leaf(o)[1:-1].replace("\n", nl) + close + "}"
+            # the containers stood in for by null, written after: '"key": null' -> '"key": ...'
+            flat = dict(o)
+            nested = []
+            for i, (k, v) in enumerate(o.items()):
+                if type(v) not in _LEAF:
+                    nested.append((i, v))
+                    flat[k] = None
+            items = leaf(flat)[1:-1].split(_SEP)
+            for i, v in nested:
+                items[i] = items[i][:-4] + _indented(v, level + 1, ind, leaf, memo, safe)
+            return "{" + nl + ("," + nl).join(items) + close + "}"
+        raise _NotPlain
     except (_NotPlain, ValueError):
         if not safe:
             raise
         clean = json_safe(o)
         if type(clean) in _LEAF:
             return leaf([clean])[1:-1]
-        return _indented_plain(clean, level, ind, leaf, memo, False)
-
-
-def _indented_plain(
-    o: Any, level: int, ind: str, leaf: Callable[[Any], str], memo: dict[Any, str], safe: bool
-) -> str:
-    """:func:`_indented`'s work (its children recursed through it)."""
-    t = type(o)
-    nl = "\n" + ind * (level + 1)
-    if t is list or t is tuple:
-        if not o:
-            return "[]"
-        kinds = set(map(type, o))
-        if kinds <= _LEAF:  # a list of numbers or strings: one call
-            key = _memo_key(o, kinds)
-            if key is not None:
-                text = memo.get((key, level))
-                if text is not None:
-                    return text
-            text = "[" + nl + leaf(o)[1:-1].replace("\n", nl) + "\n" + ind * level + "]"
-            if key is not None:
-                memo[(key, level)] = text
-            return text
-        if kinds <= _SEQ and all(o) and set(map(type, _chain(o))) <= _LEAF:
-            # non-empty lists of leaves (the lag vectors): one call; an item ends with a
-            # digit, a letter or a quote, so "],\n[" only separates the inner lists
-            # (marked by NUL, which an encoded string never holds) and the other line
-            # feeds separate the items of one inner list
-            key = None
-            if set(map(type, _chain(o))) == _INT:
-                key = (tuple(map(tuple, o)), "pairs", level)
-                text = memo.get(key)
-                if text is not None:
-                    return text
-            nl2 = nl + ind
-            inner = leaf(o)[2:-2].replace("],\n[", "\0").replace("\n", nl2)
-            inner = inner.replace("\0", nl + "]," + nl + "[" + nl2)
-            text = "[" + nl + "[" + nl2 + inner + nl + "]\n" + ind * level + "]"
-            if key is not None:
-                memo[key] = text
-            return text
-        items = leaf([v if type(v) in _LEAF else None for v in o])[1:-1].split(_SEP)
-        for i, v in enumerate(o):
-            if type(v) not in _LEAF:
-                items[i] = _indented(v, level + 1, ind, leaf, memo, safe)
-        return "[" + nl + ("," + nl).join(items) + "\n" + ind * level + "]"
-    if t is dict:
-        if not o:
-            return "{}"
-        if set(map(type, o)) != {str}:
-            raise _NotPlain  # json.dumps converts or refuses other keys
-        if set(map(type, o.values())) <= _LEAF:  # a dict of leaves: one call
-            return "{" + nl + leaf(o)[1:-1].replace("\n", nl) + "\n" + ind * level + "}"
-        # the containers stood in for by null, written after: '"key": null' -> '"key": ...'
-        nested = [(i, v) for i, v in enumerate(o.values()) if type(v) not in _LEAF]
-        flat = dict(o)
-        keys = list(o)
-        for i, _ in nested:
-            flat[keys[i]] = None
-        items = leaf(flat)[1:-1].split(_SEP)
-        for i, v in nested:
-            items[i] = items[i][:-4] + _indented(v, level + 1, ind, leaf, memo, safe)
-        return "{" + nl + ("," + nl).join(items) + "\n" + ind * level + "}"
-    raise _NotPlain
+        return _indented(clean, level, ind, leaf, memo, False)
 
 
 def dumps_indented(obj: Any, indent: int | str | None = 2, **kwargs: Any) -> str:
