@@ -773,7 +773,7 @@ def _load(
     pixel_sha = digest.hexdigest()
     inverted = photometric == "MONOCHROME1"
     bits = None
-    if inverted and np.issubdtype(stored.dtype, np.unsignedinteger):
+    if inverted and stored.dtype.kind == "u":  # np.unsignedinteger
         bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
     raw_slope = ds.get("RescaleSlope")
     slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
@@ -786,7 +786,7 @@ def _load(
     # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
     # 1e300 stay finite: the pass over the pixels is needed only for other data
     bounded = (
-        np.issubdtype(stored.dtype, np.integer)
+        stored.dtype.kind in "iu"  # np.integer: signed or unsigned
         and abs(slope) < 1e280
         and math.isfinite(intercept)
         and abs(intercept) < 1e300
