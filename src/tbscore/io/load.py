@@ -219,7 +219,7 @@ class _Values:
     pydicom's ``BaseTag`` compares in Python): the data set as it was then.
     """
 
-    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks")
+    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks", "_ts")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
@@ -227,6 +227,7 @@ class _Values:
         self._charset = ds.original_character_set
         self._cache: dict[str, Any] = {}
         self._own_hooks = _default_hooks()  # asked once per data set
+        self._ts: Any = _MISSING
 
     @staticmethod
     def _tag(keyword: str) -> int:
@@ -244,6 +245,15 @@ class _Values:
     def dataset(self) -> Dataset:
         """The data set read."""
         return self._ds
+
+    @property
+    def transfer_syntax(self) -> Any:
+        """The file meta's TransferSyntaxUID (a pydicom ``UID``), or None; asked once."""
+        ts = self._ts
+        if ts is _MISSING:
+            meta = getattr(self._ds, "file_meta", None)
+            ts = self._ts = getattr(meta, "TransferSyntaxUID", None)
+        return ts
 
     def __contains__(self, keyword: str) -> bool:
         return self._tag(keyword) in self._raw
@@ -384,7 +394,7 @@ def _metadata(ds: Dataset | _Values) -> DicomMetadata:
     bmi = weight / height**2 if height and weight else None
     sex = _text(ds, "PatientSex")
     sex = sex.upper()[:1] if sex and sex.upper()[:1] in "FMO" else None
-    ts = getattr(getattr(ds.dataset, "file_meta", None), "TransferSyntaxUID", None)
+    ts = ds.transfer_syntax
     bits = ds.get("BitsStored")
     return DicomMetadata(
         patient_name=_text(ds, "PatientName"),
@@ -546,7 +556,7 @@ def _native_pixels(ds: _Values, ts: Any) -> np.ndarray | None:
 
 def _decode(values: _Values, source: str) -> np.ndarray:
     ds = values.dataset
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    ts = values.transfer_syntax
     fast = _native_pixels(values, ts)
     if fast is not None:
         return fast
