@@ -144,7 +144,7 @@ _LOOKALIKES = [
 )
 def test_repeated_and_lookalike_lists_written_as_json_dumps(picks, keys, indent, nest):
     """Equal-looking number lists repeated at one level and at different levels (the
-    lag vectors and distances of every vertebra): the text of ``json.dumps`` each time."""
+    lag distances of every vertebra, the lag vectors): the text of ``json.dumps`` each time."""
     lists = [_LOOKALIKES[i] for i in picks]
     obj: object = {k: v for k, v in zip(keys, lists, strict=False)}
     if nest:

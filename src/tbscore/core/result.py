@@ -239,7 +239,7 @@ def _indented(
     """The text ``json.dumps(o, indent=ind)`` writes for the container ``o`` at nesting
     ``level``: each run of leaves written by the C encoder (``leaf``) in one call, its
     separators re-indented, the containers within recursed. ``memo``: the text of lists
-    of numbers already written in this call (the lag vectors and distances, the same for
+    of numbers already written in this call (the lag distances, the same for
     every vertebra), by value and ``level``: equal ints are written alike,
     equal floats too except 0.0 and -0.0 (lists holding a zero get no key; nan equals
     only itself, written alike), and ints and floats are kept apart.
@@ -276,19 +276,10 @@ def _indented(
                 # a digit, a letter or a quote, so "],\n[" only separates the inner lists
                 # (marked by NUL, which an encoded string never holds) and the other line
                 # feeds separate the items of one inner list
-                key = None
-                if set(map(type, _chain(o))) == _INT:
-                    key = (tuple(map(tuple, o)), "pairs", level)
-                    text = memo.get(key)
-                    if text is not None:
-                        return text
                 nl2 = nl + ind
                 inner = leaf(o)[2:-2].replace("],\n[", "\0").replace("\n", nl2)
                 inner = inner.replace("\0", nl + "]," + nl + "[" + nl2)
-                text = "[" + nl + "[" + nl2 + inner + nl + "]" + close + "]"
-                if key is not None:
-                    memo[key] = text
-                return text
+                return "[" + nl + "[" + nl2 + inner + nl + "]" + close + "]"
             items = leaf([v if type(v) in _LEAF else None for v in o])[1:-1].split(_SEP)
             for i, v in enumerate(o):
                 if type(v) not in _LEAF:
