@@ -222,9 +222,13 @@ def _leaf_encoder(allow_nan: bool) -> Callable[[Any], str]:
     c_make_encoder = json.encoder.c_make_encoder
     if c_make_encoder is None:  # pragma: no cover - CPython always has _json
         raise _NotPlain
-    enc = c_make_encoder(
-        None, None, json.encoder.encode_basestring_ascii, None, ": ", _SEP, False, False, allow_nan
-    )
+    try:  # the arguments JSONEncoder.iterencode passes (CPython 3.8-3.14)
+        enc = c_make_encoder(
+            None, None, json.encoder.encode_basestring_ascii, None, ": ", _SEP, False, False,
+            allow_nan,
+        )  # fmt: skip
+    except TypeError:  # pragma: no cover - another signature: plain json.dumps instead
+        raise _NotPlain from None
     return lambda o: enc(o, 0)[0]
 
 
