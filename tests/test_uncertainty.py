@@ -78,6 +78,20 @@ def test_increment_is_the_log2_ratio_for_dyadic_lags():
     assert fit_slope("increment", d, v).slope == pytest.approx(expected, abs=1e-7)
 
 
+def test_increment_at_its_lower_bound_holds_the_exponent_without_a_warning():
+    """A variogram barely rising with the lag puts the increment estimator's exponent at
+    the grid's lower end: it is held fixed (zero gradient), and no 0 / 0 is evaluated on
+    the way (the derivative at a = 0, where every increment of d^a is 0)."""
+    d = np.array([1.0, 1.41, 2.0, 2.24, 2.83, 3.0])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_slope("increment", d, 1.0 + 1e-3 * np.log(d))
+    assert fit.slope < 1e-4
+    assert np.array_equal(fit.gradient, np.zeros(d.size))
+
+
 @pytest.mark.parametrize("est", ESTIMATORS)
 def test_gradient_matches_finite_differences(est):
     rng = np.random.default_rng(3)

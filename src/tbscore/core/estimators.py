@@ -513,13 +513,20 @@ def _increment(d: np.ndarray, v: np.ndarray) -> SlopeFit:
     c = float(g @ y / (g @ g))
     # Implicit derivative of the maximiser of Q = (g.y)^2 / g.g:
     # da/dy = -(d2Q/da dy) / (d2Q/da2).
-    h = 1e-5
-    lo, hi = max(a - h, 0.0), min(a + h, 2.0)
-    d2a = (dq_da(hi) - dq_da(lo)) / (hi - lo)
-    u, up, vv, vp = g @ y, gp @ y, g @ g, 2.0 * (g @ gp)
-    d2ay = 2.0 * (g * up + u * gp) / vv - 2.0 * u * g * vp / vv**2
-    at_bound = not (1e-4 < a < 2.0 - 1e-4) or not d2a < 0 or c <= 0
-    da_dy = np.zeros_like(y) if at_bound else -d2ay / d2a
+    # At a bound of a (or with c <= 0) the exponent is held fixed: no derivative, and
+    # none is computed (at a = 0, g = 0 and dq_da would divide 0 by 0).
+    at_bound = not (1e-4 < a < 2.0 - 1e-4) or c <= 0
+    if not at_bound:
+        h = 1e-5
+        lo, hi = max(a - h, 0.0), min(a + h, 2.0)
+        d2a = (dq_da(hi) - dq_da(lo)) / (hi - lo)
+        at_bound = not d2a < 0
+    if at_bound:
+        da_dy = np.zeros_like(y)
+    else:
+        u, up, vv, vp = g @ y, gp @ y, g @ g, 2.0 * (g @ gp)
+        d2ay = 2.0 * (g * up + u * gp) / vv - 2.0 * u * g * vp / vv**2
+        da_dy = -d2ay / d2a
     D = np.diff(np.eye(dist.size), axis=0)  # y = D @ vbar
     grad = (da_dy @ D @ M) / scale
     fitted = c * np.exp(a * ld)
