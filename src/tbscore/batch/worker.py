@@ -494,17 +494,22 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
 def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
     """SHA-256 of everything that decides an input's result (the duplicate key).
 
-    The gray levels as scored (after RescaleSlope/Intercept and MONOCHROME1
-    inversion, with their shape), the pixel spacing used, the content of the ROI file
+    The gray levels as scored, the pixel spacing used, the content of the ROI file
     (or automatic detection), the settings digest and the batch options (exclusions,
     spacing options, calibration). Two inputs with one key give the same result; a
     change in any of these gives another key.
-    """
-    import numpy as np
 
+    The gray levels enter by what decides them: for a loaded DICOM image, the SHA-256
+    of its stored pixels with their dtype and shape (``image.pixel_sha256``, computed
+    by the loader) and the loader's arguments to :func:`tbscore.io.load.gray_levels`
+    (``image.pixel_transform``: MONOCHROME1 inversion, BitsStored, RescaleSlope and
+    RescaleIntercept, floats by their ``repr``), which decide the float64 gray levels
+    bit for bit, so no hash of the (4-8 times larger) gray levels themselves is needed;
+    for an image made from an array (no transform), the SHA-256 of the gray levels
+    with their shape and dtype.
+    """
     pixels = image.pixels
-    parts = {
-        "pixels": hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest(),  # no copy
+    parts: dict[str, Any] = {
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
         "spacing_mm": [repr(float(v)) for v in image.spacing_mm],
@@ -512,6 +517,15 @@ def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
         "settings": job.settings.digest(),
         "options": job.options,
     }
+    transform = image.pixel_transform
+    if transform is not None and image.pixel_sha256:
+        inverted, bits, slope, intercept = transform
+        parts["stored_pixels"] = image.pixel_sha256
+        parts["gray_levels"] = [bool(inverted), bits, repr(float(slope)), repr(float(intercept))]
+    else:
+        import numpy as np
+
+        parts["pixels"] = hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()  # no copy
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
