@@ -487,3 +487,45 @@ def test_pool_without_detector_kernels_still_detects(tmp_path):
         want.get("l1_l4"),
         want.get("roi_source"),
     )
+
+
+# -- issue 14 (h14r): the journal's reusable line writer -----------------------------------
+_CELL = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.sampled_from(["a,b", 'say "hi"', "", " ", "x\ny", "'=1", "1e3"]),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@given(st.lists(st.lists(_CELL, min_size=1, max_size=12), min_size=1, max_size=4))
+def test_line_writer_matches_the_reference(lines):
+    """One reused writer (as a journal keeps it) writes every line byte for byte as the
+    former per-line writer with its explicit None/float conversions."""
+    from tbscore.batch.output import _csv_line, _csv_line_reference, _LineWriter
+
+    writer = _LineWriter()
+    for values in lines:
+        expected = _csv_line_reference(values)
+        assert writer.line(values) == expected
+        assert _csv_line(iter(values)) == expected
+
+
+def test_discover_real_paths_per_folder_and_links(tmp_path):
+    """discover takes a folder's real path once and a file's only when it is a link:
+    a file reached through a link (file or folder above) is listed once, under the
+    first path in walk order, and a link to the skipped output is skipped too."""
+    from tbscore.batch.discover import discover
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.dcm", "sub/b.dcm", "out.csv"):
+        (real / name).write_bytes(b"x")
+    (real / "a_link.dcm").symlink_to(real / "a.dcm")
+    (real / "sub" / "out_link.csv").symlink_to(real / "out.csv")
+    (tmp_path / "via").symlink_to(real, target_is_directory=True)
+    inputs = discover([tmp_path / "via", real], skip=[real / "out.csv"])
+    got = [os.path.relpath(i.path, tmp_path) for i in inputs]
+    assert got == ["via/a.dcm", "via/sub/b.dcm"]
+    assert len({os.path.realpath(i.path) for i in inputs}) == len(inputs)

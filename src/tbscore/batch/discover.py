@@ -139,6 +139,7 @@ def discover(
             add(path, True, "")
             continue
         for dirpath, dirnames, filenames in os.walk(path):
+            real_dir = os.path.realpath(dirpath)  # once per folder, not per file
             dirnames[:] = sorted(
                 d
                 for d in dirnames
@@ -151,7 +152,11 @@ def discover(
                 rel = os.path.join(rel_dir, name) if rel_dir else name
                 if _is_hidden(name) or _is_sidecar(name) or _matches(ignore, name, rel):
                     continue
-                real = os.path.realpath(full)  # once: the skip test and the seen set
+                # the real path, once (the skip test and the seen set): that of the
+                # folder and the name, unless the entry is itself a symbolic link
+                real = (
+                    os.path.realpath(full) if os.path.islink(full) else os.path.join(real_dir, name)
+                )
                 if real in skip_real:
                     continue
                 add(full, False, rel_dir, real)

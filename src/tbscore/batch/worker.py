@@ -9,6 +9,7 @@ batch tests slow down, crash or hang worker processes from a test-only
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -108,11 +109,12 @@ class Job:
     path_format: str | None = None
     timeout: float | None = DEFAULT_TIMEOUT_S
 
-    @property
+    @functools.cached_property
     def options(self) -> str:
         """Options besides the settings that change numbers, as compact JSON.
 
         Stored in the ``batch_options`` column; a resumed batch must use the same.
+        Computed once per job (it is frozen; every row asks for it twice).
         ``calibration`` (name, a, b) and ``"sr": true`` appear only when a calibration
         or an SR folder is given, so outputs written without them still resume; a
         resume that adds or drops either is refused (its rows would differ).
@@ -561,12 +563,19 @@ def write_sr_atomic(folder: str, result: TBSResult, image: DXAImage, path: str) 
     return write_sr(result, source, target)  # atomic (tbscore.io.atomic.atomic_file)
 
 
+#: The warm-ups this process has done (``"scoring"``, ``"detection"``): a later
+#: :func:`warm_up` (a second batch in one process, a worker forked from the warm fork
+#: server, which inherits the set) skips what is loaded already.
+_WARMED: set[str] = set()
+
+
 def warm_up(detection: bool = True) -> None:
     """Run one tiny computation so that the numba kernels are loaded in this process.
 
     The kernels are compiled with ``cache=True``: the first process compiles and
     stores them, later processes load them from the cache. Used as the worker
-    initializer, so no input pays for it.
+    initializer, so no input pays for it. Once per process: what an earlier call
+    loaded (:data:`_WARMED`) is not run again.
 
     Parameters
     ----------
@@ -576,6 +585,19 @@ def warm_up(detection: bool = True) -> None:
         forked worker has them; the in-process executor (``jobs=1``) does not: there
         they load on the first detection, and a batch of ROI files never pays for them.
     """
+    if "scoring" not in _WARMED:
+        _warm_up_scoring()
+    if detection and "detection" not in _WARMED:
+        # the detector's kernels, which the ROI-file calc does not run
+        from tbscore.core.detect import warm_up_kernels
+
+        warm_up_kernels()
+        _WARMED.add("detection")
+
+
+def _warm_up_scoring() -> None:
+    """The scoring part of :func:`warm_up`: one ``calc`` with an ROI file on a tiny
+    texture (boxes and a slanted quadrilateral)."""
     import numpy as np
 
     from tbscore.api import calc
@@ -599,9 +621,6 @@ def warm_up(detection: bool = True) -> None:
     }
     try:
         calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
-    except TBSError:  # pragma: no cover - warm-up is best effort
-        pass
-    if detection:  # the detector's kernels, which the ROI-file calc above does not run
-        from tbscore.core.detect import warm_up_kernels
-
-        warm_up_kernels()
+    except TBSError:  # pragma: no cover - warm-up is best effort: tried again next time
+        return
+    _WARMED.add("scoring")
