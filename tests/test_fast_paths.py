@@ -17,6 +17,7 @@ from tbscore.core.estimators import (
     _ols,
     _r2,
     fit_nugget_model,
+    nugget_model,
 )
 from tbscore.errors import ComputationError
 from test_uncertainty import _brute_covariance_np
@@ -158,6 +159,28 @@ def test_nugget_fit_on_a_plain_power_law():
     assert fit.nugget == pytest.approx(0.5, rel=1e-4)
     assert math.exp(fit.intercept) == pytest.approx(3.0, rel=1e-5)
     assert fit.r2 == pytest.approx(1.0, abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.3, 12.0), min_size=1, max_size=12, unique=True),
+    st.lists(st.integers(1, 2), min_size=12, max_size=12),
+    st.floats(0.05, 1.95),
+    st.floats(0.0, 10.0),
+    st.lists(st.floats(0.2, 3.0), min_size=24, max_size=24),
+)
+def test_nugget_model_is_the_fit_without_its_gradient(d, reps, a0, n0, noise):
+    """nugget_model gives fit_nugget_model's (intercept, slope, nugget) bit for bit, and
+    raises where it raises (too few lags, a variogram that does not rise)."""
+    d = np.repeat(np.sort(np.asarray(d)), reps[: len(d)])
+    v = (d**a0 + n0) * np.asarray(noise[: d.size])
+    try:
+        fit = fit_nugget_model(d, v)
+    except ValueError as exc:
+        with pytest.raises(type(exc), match=str(exc)[:40].replace("(", ".").replace(")", ".")):
+            nugget_model(d, v)
+        return
+    assert nugget_model(d, v) == (fit.intercept, fit.slope, fit.nugget)
 
 
 # -- the full-rectangle covariance sum (half the displacement grid, by symmetry) -----

@@ -220,3 +220,44 @@ def test_vertebra_is_computed_on_its_box_and_a_box_must_hold_its_mask():
         assert got == small
     with pytest.raises(ROIError, match="outside its box"):
         vertebra_tbs(image, VertebraROI("L1", mask, box=(20, 30, 50, 80)), (1.0, 1.0), Settings())
+
+
+def test_vertebra_reads_the_image_in_place_as_the_variogram_of_its_crop():
+    """vertebra_tbs reads the image in place from the ROI's box corner: its variogram is
+    variogram() of the cropped image and mask bit for bit (float64 C and Fortran
+    order, uint16, a holed mask, a box reaching past the image, some lags without
+    enough pairs), and its value that of the crop alone."""
+    from tbscore.core.variogram import variogram
+    from tbscore.sim.phantom import fbm_surface
+
+    base = fbm_surface(90, 0.6, 14)[:70] * 400 + 3000
+    mask = np.zeros(base.shape, bool)
+    mask[10:52, 25:80] = True
+    holed = mask.copy()
+    holed[20:24, 40:47] = False
+    cfg = Settings(min_pairs_per_lag=2150)  # the longest lags fall below it
+    lags, dists = select_lags((1.0, 1.0), cfg.lag_min_mm, cfg.lag_max_mm, cfg.directions)
+    cases = [
+        (base, mask, None),
+        (np.asfortranarray(base), mask, None),
+        (np.rint(base).astype(np.uint16), mask, None),
+        (base, holed, None),
+        (base, mask, (10, 25, 52, 200)),  # past the image's right edge: clipped
+    ]
+    for image, m, box in cases:
+        got = vertebra_tbs(image, VertebraROI("L1", m, box=box), (1.0, 1.0), cfg, (lags, dists))
+        v, counts = variogram(image[10:52, 25:80], m[10:52, 25:80], lags)
+        usable = counts >= cfg.min_pairs_per_lag
+        assert 0 < usable.sum() < usable.size
+        assert got.variogram == v[usable].tolist()
+        assert got.pair_counts == counts[usable].tolist()
+        assert got.lags == lags[usable].tolist()
+        crop = vertebra_tbs(
+            np.ascontiguousarray(image[10:52, 25:80]),
+            VertebraROI("L1", np.ascontiguousarray(m[10:52, 25:80])),
+            (1.0, 1.0),
+            cfg,
+            (lags, dists),
+        )
+        assert got.status == crop.status == "ok"
+        assert (got.value, got.se, got.ci95) == (crop.value, crop.se, crop.ci95)

@@ -33,7 +33,14 @@ from numba import njit
 from tbscore.core.constants import ESTIMATORS  # noqa: E402 - the one list
 from tbscore.errors import ComputationError  # noqa: E402 - after the kernels note
 
-__all__ = ["ESTIMATORS", "SlopeFit", "fit_slope", "fit_nugget_model", "method_string"]
+__all__ = [
+    "ESTIMATORS",
+    "SlopeFit",
+    "fit_slope",
+    "fit_nugget_model",
+    "nugget_model",
+    "method_string",
+]
 
 #: Estimator names accepted by ``Settings(estimator=...)``.
 
@@ -386,19 +393,11 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
         derivative of ``a`` with respect to ``V`` (parameters at a bound held fixed).
     """
     d, v = _check(distances_mm, values)
-    if v.size < 3:
-        raise ComputationError("the nugget model needs at least three lags")
-    scale = float(v.min())
-    vs = v / scale
-    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
-    if not math.isfinite(a):
-        raise ComputationError("the nugget model's objective is undefined (all nan)")
-    c, n, ss, r2, J = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
-    if not (np.isfinite(ss) and c > 0):
-        raise ComputationError("the variogram does not rise with the lag: no power law fits it")
-    grad_lnv = np.zeros(v.size)
+    a, c, n, r2, J, scale = _nugget_solution(d, v)
     if 1e-4 < a < 2.0 - 1e-4:  # the row of a (ln c is always free), as before
         grad_lnv = np.linalg.pinv(J)[1]
+    else:
+        grad_lnv = np.zeros(v.size)
     return SlopeFit(
         slope=a,
         intercept=float(math.log(c * scale)),
@@ -409,6 +408,69 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
         gradient=grad_lnv / v,
         estimator="nugget",
     )
+
+
+def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """The parameters of :func:`fit_nugget_model`, without its gradient.
+
+    What :func:`tbscore.core.uncertainty.slope_uncertainty` needs of the noise model
+    when the estimator is not ``"nugget"`` (the covariance model and the
+    texture-to-noise ratio; the gradient there is the estimator's own): the same
+    numbers, raising the same errors, without the pseudo-inverse of the Jacobian.
+
+    Parameters
+    ----------
+    distances_mm : ndarray, shape (k,)
+        Lag lengths (mm).
+    values : ndarray, shape (k,)
+        Experimental variogram (gray level squared), positive.
+
+    Returns
+    -------
+    intercept : float
+        ``ln c`` (``c``: gray level squared at 1 mm), ``fit_nugget_model(...).intercept``.
+    slope : float
+        ``a`` (dimensionless), ``.slope``.
+    nugget : float
+        ``n`` (gray level squared), ``.nugget``.
+
+    Raises
+    ------
+    tbscore.errors.ComputationError
+        As :func:`fit_nugget_model`.
+        Also where :func:`fit_nugget_model` raises numpy's ``LinAlgError`` (a
+        ``ValueError`` too): a non-finite Jacobian, whose SVD does not converge.
+    """
+    d, v = _check(distances_mm, values)
+    a, c, n, _, J, scale = _nugget_solution(d, v)
+    # J.sum() is finite unless an entry is nan or +-inf (the entries are bounded, no
+    # overflow): where fit_nugget_model's pseudo-inverse of J would fail (LinAlgError,
+    # a ValueError too), this fails alike
+    if 1e-4 < a < 2.0 - 1e-4 and not math.isfinite(J.sum()):
+        raise ComputationError("the nugget model's Jacobian is not finite")
+    return float(math.log(c * scale)), a, n * scale
+
+
+def _nugget_solution(
+    d: np.ndarray, v: np.ndarray
+) -> tuple[float, float, float, float, np.ndarray, float]:
+    """The nugget fit of checked ``d``, ``v`` (:func:`_check`) up to its Jacobian.
+
+    Returns ``(a, c, n, r2, J, scale)``: the exponent, ``c`` and ``n`` of the values
+    divided by ``scale = min(v)``, R^2, and the free columns of ``d ln m / d(ln c, a,
+    n)`` (:func:`_nugget_finish`). Raises ComputationError when no model fits.
+    """
+    if v.size < 3:
+        raise ComputationError("the nugget model needs at least three lags")
+    scale = min(v.tolist())  # = float(v.min()) (v is finite), without the reduction
+    vs = v / scale
+    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
+    if not math.isfinite(a):
+        raise ComputationError("the nugget model's objective is undefined (all nan)")
+    c, n, ss, r2, J = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
+    if not (math.isfinite(ss) and c > 0):  # ss: a float (numba returns Python floats)
+        raise ComputationError("the variogram does not rise with the lag: no power law fits it")
+    return a, c, n, r2, J, scale
 
 
 def _distinct(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,12 @@ service (77091 for the technical calculation).
 
 from __future__ import annotations
 
+import functools
 import html
+import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -177,8 +180,12 @@ def json_safe(obj: Any) -> Any:
         if kinds <= _PLAIN or (kinds == _FLOAT and all(map(math.isfinite, obj))):
             return list(obj)
         return [json_safe(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # plain leaves kept in place, the rest cleaned
+        plain, isfinite = _PLAIN, math.isfinite
+        return {
+            k: v if (tv := type(v)) in plain or (tv is float and isfinite(v)) else json_safe(v)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -195,92 +202,119 @@ class _NotPlain(Exception):
     """A value :func:`dumps_indented` leaves to :func:`json.dumps`."""
 
 
-_enc = json.encoder.encode_basestring_ascii
-_isfinite = math.isfinite
+#: Exact leaf types the C encoder writes as ``json.dumps`` with ``indent`` writes them
+#: (``float.__repr__``, ``int.__repr__``, ``true`` / ``false`` / ``null``, ASCII strings).
+_LEAF = frozenset({str, int, float, bool, type(None)})
+_SEQ = frozenset({list, tuple})
+_INT = frozenset({int})
+_STR = frozenset({str})
+#: Item separator of the C encoder: an encoded (ASCII-escaped) string never holds a
+#: line feed, so in its output every ``"\n"`` is one of these separators.
+_SEP = ",\n"
+_chain = itertools.chain.from_iterable
 
 
-def _encode_into(o: Any, level: int, out: list[str], ind: str, allow_nan: bool = True) -> None:
-    enc = _enc
-    t = type(o)
-    if t is list:  # the bulk of a result: lists of plain floats or ints, joined at once
-        kinds = set(map(type, o))
-        if kinds == {float} and all(map(_isfinite, o)):
-            nl = "\n" + ind * (level + 1)
-            out.append("[" + nl + ("," + nl).join(map(float.__repr__, o)))
-            out.append("\n" + ind * level + "]")
-            return
-        if kinds == {int}:
-            nl = "\n" + ind * (level + 1)
-            out.append("[" + nl + ("," + nl).join(map(int.__repr__, o)))
-            out.append("\n" + ind * level + "]")
-            return
-        if kinds == {list} and all(x and set(map(type, x)) == {int} for x in o):
-            # lists of int lists (the lag vectors), each joined at once
-            nl = "\n" + ind * (level + 1)
-            nl2 = "\n" + ind * (level + 2)
-            sep2 = "," + nl2
-            inner = ["[" + nl2 + sep2.join(map(int.__repr__, x)) + nl + "]" for x in o]
-            out.append("[" + nl + ("," + nl).join(inner) + "\n" + ind * level + "]")
-            return
-    if isinstance(o, str):
-        out.append(enc(o))
-    elif o is None:
-        out.append("null")
-    elif o is True:
-        out.append("true")
-    elif o is False:
-        out.append("false")
-    elif isinstance(o, int):
-        out.append(int.__repr__(o))
-    elif isinstance(o, float):
-        if o != o or o in (math.inf, -math.inf):
-            if not allow_nan:
-                raise _NotPlain  # json.dumps raises its ValueError
-            out.append("NaN" if o != o else ("Infinity" if o > 0 else "-Infinity"))
-        else:
-            out.append(float.__repr__(o))
-    elif isinstance(o, list | tuple):
-        if not o:
-            out.append("[]")
-            return
-        nl = "\n" + ind * (level + 1)
-        out.append("[" + nl)
-        first = True
-        for v in o:
-            if not first:
-                out.append("," + nl)
-            first = False
-            _encode_into(v, level + 1, out, ind, allow_nan)
-        out.append("\n" + ind * level + "]")
-    elif isinstance(o, dict):
-        if not o:
-            out.append("{}")
-            return
-        nl = "\n" + ind * (level + 1)
-        out.append("{" + nl)
-        first = True
-        for k, v in o.items():
-            if not isinstance(k, str):
-                raise _NotPlain
-            if not first:
-                out.append("," + nl)
-            first = False
-            out.append(enc(k))
-            out.append(": ")
-            tv = type(v)  # plain leaves inline (most values of a result), the rest recursed
-            if tv is str:
-                out.append(enc(v))
-            elif v is None:
-                out.append("null")
-            elif tv is float and _isfinite(v):
-                out.append(float.__repr__(v))
-            elif tv is int:
-                out.append(int.__repr__(v))
-            else:
-                _encode_into(v, level + 1, out, ind, allow_nan)
-        out.append("\n" + ind * level + "}")
-    else:
+@functools.cache
+def _leaf_encoder(allow_nan: bool) -> Callable[[Any], str]:
+    """The C encoder ``json.dumps`` uses when no ``indent`` is given (the one
+    :meth:`json.JSONEncoder.iterencode` builds), with the separators ``",\\n"`` and
+    ``": "``; returns the text of one container of leaves."""
+    c_make_encoder = json.encoder.c_make_encoder
+    if c_make_encoder is None:  # pragma: no cover - CPython always has _json
         raise _NotPlain
+    try:  # the arguments JSONEncoder.iterencode passes (CPython 3.8-3.14)
+        enc = c_make_encoder(
+            None, None, json.encoder.encode_basestring_ascii, None, ": ", _SEP, False, False,
+            allow_nan,
+        )  # fmt: skip
+    except TypeError:  # pragma: no cover - another signature: plain json.dumps instead
+        raise _NotPlain from None
+    return lambda o: enc(o, 0)[0]
+
+
+def _indented(
+    o: Any,
+    level: int,
+    ind: str,
+    leaf: Callable[[Any], str],
+    memo: dict[Any, str],
+    safe: bool = False,
+) -> str:
+    """The text ``json.dumps(o, indent=ind)`` writes for the container ``o`` at nesting
+    ``level``: each run of leaves written by the C encoder (``leaf``) in one call, its
+    separators re-indented, the containers within recursed. ``memo``: the text of lists
+    of numbers already written in this call (the lag distances, the same for
+    every vertebra), by value and ``level``: equal ints are written alike,
+    equal floats too except 0.0 and -0.0 (lists holding a zero get no key; nan equals
+    only itself, written alike), and ints and floats are kept apart.
+
+    ``safe``: the text of ``json_safe(o)`` instead (``leaf`` then refuses non-finite
+    floats): a container the C encoder refuses (a nan, a numpy scalar) is cleaned by
+    :func:`json_safe` and written again; the others are already what it would return.
+    """
+    try:
+        t = type(o)
+        close = "\n" + ind * level
+        nl = close + ind
+        if t is list or t is tuple:
+            if not o:
+                return "[]"
+            kinds = set(map(type, o))
+            if kinds <= _LEAF:  # a list of numbers or strings: one call
+                if kinds == _INT:
+                    key: Any = (tuple(o), "int", level)
+                elif kinds == _FLOAT and 0 not in o:
+                    key = (tuple(o), "float", level)
+                else:
+                    key = None
+                if key is not None:
+                    text = memo.get(key)
+                    if text is not None:
+                        return text
+                text = "[" + nl + leaf(o)[1:-1].replace("\n", nl) + close + "]"
+                if key is not None:
+                    memo[key] = text
+                return text
+            if kinds <= _SEQ and all(o) and set(map(type, _chain(o))) <= _LEAF:
+                # non-empty lists of leaves (the lag vectors): one call; an item ends with
+                # a digit, a letter or a quote, so "],\n[" only separates the inner lists
+                # (marked by NUL, which an encoded string never holds) and the other line
+                # feeds separate the items of one inner list
+                nl2 = nl + ind
+                inner = leaf(o)[2:-2].replace("],\n[", "\0").replace("\n", nl2)
+                inner = inner.replace("\0", nl + "]," + nl + "[" + nl2)
+                return "[" + nl + "[" + nl2 + inner + nl + "]" + close + "]"
+            items = leaf([v if type(v) in _LEAF else None for v in o])[1:-1].split(_SEP)
+            for i, v in enumerate(o):
+                if type(v) not in _LEAF:
+                    items[i] = _indented(v, level + 1, ind, leaf, memo, safe)
+            return "[" + nl + ("," + nl).join(items) + close + "]"
+        if t is dict:
+            if not o:
+                return "{}"
+            if set(map(type, o)) != _STR:
+                raise _NotPlain  # json.dumps converts or refuses other keys
+            if set(map(type, o.values())) <= _LEAF:  # a dict of leaves: one call
+                return "{" + nl + leaf(o)[1:-1].replace("\n", nl) + close + "}"
+            # the containers stood in for by null, written after: '"key": null' -> '"key": ...'
+            flat = dict(o)
+            nested = []
+            for i, (k, v) in enumerate(o.items()):
+                if type(v) not in _LEAF:
+                    nested.append((i, v))
+                    flat[k] = None
+            items = leaf(flat)[1:-1].split(_SEP)
+            for i, v in nested:
+                items[i] = items[i][:-4] + _indented(v, level + 1, ind, leaf, memo, safe)
+            return "{" + nl + ("," + nl).join(items) + close + "}"
+        raise _NotPlain
+    except (_NotPlain, ValueError):
+        if not safe:
+            raise
+        clean = json_safe(o)
+        if type(clean) in _LEAF:
+            return leaf([clean])[1:-1]
+        return _indented(clean, level, ind, leaf, memo, False)
 
 
 def dumps_indented(obj: Any, indent: int | str | None = 2, **kwargs: Any) -> str:
@@ -288,19 +322,43 @@ def dumps_indented(obj: Any, indent: int | str | None = 2, **kwargs: Any) -> str
     pure-Python encoder's generator chain that ``json`` uses whenever ``indent`` is given.
 
     For plain JSON trees (dicts with str keys, lists, tuples, str, int, float, bool,
-    None); anything else (and ``indent=None``, and keyword arguments other than
-    ``allow_nan`` and ``default``) goes to :func:`json.dumps` itself, which also raises
-    its errors (a non-finite float with ``allow_nan=False``) and calls ``default``.
+    None; exact types): the leaves of each container are written by the C encoder that
+    ``json.dumps`` uses without ``indent`` (same ``repr`` of numbers, same string
+    escapes), in one call per container, and the indentation put between them.
+    Anything else (and ``indent=None``, and keyword arguments other than ``allow_nan``
+    and ``default``) goes to :func:`json.dumps` itself, which also raises its errors
+    (a non-finite float with ``allow_nan=False``) and calls ``default``.
+    :func:`dumps_indented_reference` is that call.
     """
     if indent is None or not kwargs.keys() <= {"allow_nan", "default"}:
         return json.dumps(obj, indent=indent, **kwargs)
     ind = " " * indent if isinstance(indent, int) else str(indent)
-    out: list[str] = []
     try:
-        _encode_into(obj, 0, out, ind, kwargs.get("allow_nan", True))
-    except (_NotPlain, RecursionError):
+        if type(obj) in _LEAF:
+            return _leaf_encoder(kwargs.get("allow_nan", True))([obj])[1:-1]
+        return _indented(obj, 0, ind, _leaf_encoder(kwargs.get("allow_nan", True)), {})
+    except (_NotPlain, ValueError, RecursionError):
         return json.dumps(obj, indent=indent, **kwargs)
-    return "".join(out)
+
+
+def dumps_json_safe(obj: Any, indent: int | str = 2) -> str:
+    """``dumps_indented(json_safe(obj), indent)``, the same text, without the copy
+    :func:`json_safe` makes: the tree is written as it is, and only a container holding
+    what ``json_safe`` changes (a non-finite float, a numpy scalar) is cleaned first.
+    The result JSON (:meth:`TBSResult.to_json`)."""
+    try:
+        if type(obj) in _LEAF or type(obj) not in (dict, list, tuple):
+            raise _NotPlain
+        ind = " " * indent if isinstance(indent, int) else str(indent)
+        return _indented(obj, 0, ind, _leaf_encoder(False), {}, True)
+    except (_NotPlain, ValueError, RecursionError):
+        return dumps_indented(json_safe(obj), indent)
+
+
+def dumps_indented_reference(obj: Any, indent: int | str | None = 2, **kwargs: Any) -> str:
+    """``json.dumps(obj, indent=indent, **kwargs)``: what :func:`dumps_indented` must
+    give, the reference of its property tests."""
+    return json.dumps(obj, indent=indent, **kwargs)
 
 
 #: Largest magnitude accepted for an index value read from a result file (the index is a
@@ -487,6 +545,10 @@ class TBSResult:
     # -- serialisation -------------------------------------------------------------
     def to_dict(self, *, include_phi: bool = True) -> dict[str, Any]:
         """JSON-safe dict. ``include_phi=False`` drops patient name, ID and birth date."""
+        return _clean(self._document(include_phi))
+
+    def _document(self, include_phi: bool) -> dict[str, Any]:
+        """:meth:`to_dict` before :func:`json_safe` (its values as the result holds them)."""
         d: dict[str, Any] = {"format": RESULT_FORMAT, "status": self.status}
         vnames = _field_names(VertebraResult)
         for name in _field_names(type(self)):
@@ -499,13 +561,13 @@ class TBSResult:
         d["settings_digest"] = self.settings.digest()
         if not include_phi:
             d["metadata"] = {k: v for k, v in d["metadata"].items() if k not in PHI_METADATA_KEYS}
-        return _clean(d)
+        return d
 
     def to_json(
         self, path: str | Path | None = None, *, include_phi: bool = True, indent: int = 2
     ) -> str:
         """Serialise to JSON; also write it to ``path`` when given."""
-        text = dumps_indented(self.to_dict(include_phi=include_phi), indent) + "\n"
+        text = dumps_json_safe(self._document(include_phi), indent) + "\n"  # = to_dict's text
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text

@@ -25,7 +25,7 @@ from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
 from tbscore.core.uncertainty import SNR_WARN, Z95, slope_uncertainty
 from tbscore.core.variogram import _check as check_image_mask
-from tbscore.core.variogram import variogram
+from tbscore.core.variogram import _sums, as_lags
 from tbscore.errors import ComputationError, ROIError
 
 __all__ = [
@@ -242,6 +242,12 @@ def vertebra_tbs(
     """
     image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
     r0, c0, r1, c1 = roi.bbox() if box is None else box
+    nr, nc = full_mask.shape
+    if not (0 <= r0 <= r1 <= nr and 0 <= c0 <= c1 <= nc):
+        # the rows and columns that slicing takes (a box beyond the image is clipped),
+        # so that the kernel, which reads the image in place from (r0, c0), stays in it
+        r0, r1, _ = slice(r0, r1).indices(nr)
+        c0, c1, _ = slice(c0, c1).indices(nc)
     mask = full_mask[r0:r1, c0:c1]
     n_pixels = int(np.count_nonzero(mask))
     if roi.box is not None and n_pixels != roi.n_pixels:  # a box given with the mask
@@ -255,29 +261,40 @@ def vertebra_tbs(
             reason=f"ROI has {n_pixels} pixels (< min_roi_pixels {settings.min_roi_pixels})",
             **base,
         )
-    lag_vecs, dists = (
-        lags
-        if lags is not None
-        else select_lags(spacing_mm, settings.lag_min_mm, settings.lag_max_mm, settings.directions)
-    )
-    v, counts = variogram(image[r0:r1, c0:c1], mask, lag_vecs, parallel=settings.parallel)
-    usable = counts >= settings.min_pairs_per_lag
-    # the usable lags' vectors, lengths, values and counts, selected once
-    lu, du, vu, cu = lag_vecs[usable], dists[usable], v[usable], counts[usable]
+    if lags is None:
+        lags = select_lags(
+            spacing_mm, settings.lag_min_mm, settings.lag_max_mm, settings.directions
+        )
+    lag_arr, dists = as_lags(lags[0]), lags[1]
+    # the image read in place from the box's corner (image and mask validated above)
+    solid = n_pixels == mask.size
+    sums, counts = _sums(image, mask, lag_arr, settings.parallel, r0, c0, solid=solid)
+    cu_list = counts.tolist()
+    if cu_list and min(cu_list) >= settings.min_pairs_per_lag:
+        # every lag usable (the common case): no selection; counts >= 1, so V = sums /
+        # counts is what variogram() computes at every lag
+        lu, du, vu = lag_arr, dists, sums / counts
+    else:
+        usable = counts >= settings.min_pairs_per_lag
+        # the usable lags' vectors, lengths, values and counts, selected once
+        lu, du = lag_arr[usable], dists[usable]
+        vu = sums[usable] / counts[usable]  # counts >= min_pairs_per_lag >= 1
+        cu_list = counts[usable].tolist()
     d_list, v_list = du.tolist(), vu.tolist()  # the lists of the result, read below too
+    lags_list = lu.tolist()
     diag = dict(
-        lags=lu.tolist(),
+        lags=lags_list,
         lag_distances_mm=d_list,
         variogram=v_list,
-        pair_counts=cu.tolist(),
-        n_pairs=int(cu.sum()),
-        n_lags=int(du.size),
+        pair_counts=cu_list,
+        n_pairs=sum(cu_list),
+        n_lags=len(d_list),
     )
-    if du.size < settings.min_lags or du.size == 0 or not _distinct_distances(d_list):
+    if len(d_list) < settings.min_lags or not d_list or not _distinct_distances(d_list):
         return VertebraResult(
             status="invalid",
             reason=(
-                f"only {int(usable.sum())} lags with >= {settings.min_pairs_per_lag} pairs "
+                f"only {len(d_list)} lags with >= {settings.min_pairs_per_lag} pairs "
                 f"in {settings.lag_min_mm}-{settings.lag_max_mm} mm (need {settings.min_lags} "
                 "at two or more distances)"
             ),

@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit
 
 from tbscore.core.constants import PROFILE_INTERVAL_ESTIMATORS
-from tbscore.core.estimators import SlopeFit, fit_nugget_model
+from tbscore.core.estimators import SlopeFit, nugget_model
 from tbscore.errors import ComputationError
 
 __all__ = [
@@ -355,13 +355,14 @@ def _cov_runs_reference(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):
 
 
 @njit(cache=True, nogil=True)
-def _lag_diff(G, pad_r, pad_c, ki0, ki1, qr, qc, out):  # pragma: no cover - compiled
+def _lag_diff(G, pad_r, pad_c, ki0, ki1, qr, qc, out, nrow):  # pragma: no cover - compiled
     # out = D_i on displacements x in [-qr, qr] x [-qc, qc]: out[qr + xr, qc + xc] =
     # G(x + k_i) - G(x), G centred at (pad_r, pad_c); needs qr + |ki0| <= pad_r and
-    # qc + |ki1| <= pad_c. Called with G transposed (and the axes' arguments swapped)
-    # it gives D_i transposed.
+    # qc + |ki1| <= pad_c. Only out's first nrow rows (xr < nrow - qr) are written: the
+    # ones the caller reads (2 qr + 1: all). Called with G transposed (and the axes'
+    # arguments swapped) it gives D_i transposed.
     m = 2 * qc + 1
-    for u in range(2 * qr + 1):
+    for u in range(nrow):
         gr = pad_r - qr + u
         ga = G[gr + ki0, pad_c - qc + ki1 : pad_c - qc + ki1 + m]
         gd = G[gr, pad_c - qc : pad_c - qc + m]
@@ -431,6 +432,9 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
         on_axis[i] = lags[i, 0] == 0 or lags[i, 1] == 0
     qr, qc = nr - 1 + mr, nc - 1 + mc
     D = np.empty((2 * qr + 1, 2 * qc + 1))
+    # _sum_sep_d reads D's rows mr .. qr + mr only (rows with 2 hr <= s_r, s_r <= 2 mr,
+    # and those kj0 rows lower): the rows past them are never built (~40 % of D)
+    nrow = qr + mr + 1
     done = np.zeros((k, k), np.bool_)
     cov = np.zeros((k, k))
     orow = np.empty(2 * nr - 1)
@@ -444,7 +448,7 @@ def _cov_rect(G, pad_r, pad_c, lags, nr, nc):  # pragma: no cover - compiled
             if counts[j] <= 0.0 or done[i, j]:
                 continue
             if not built:
-                _lag_diff(G, pad_r, pad_c, lags[i, 0], lags[i, 1], qr, qc, D)
+                _lag_diff(G, pad_r, pad_c, lags[i, 0], lags[i, 1], qr, qc, D, nrow)
                 built = True
             _overlap_into(orow, iv[i, 0], iv[i, 1], iv[j, 0], iv[j, 1], nr)
             _overlap_into(ocol, iv[i, 2], iv[i, 3], iv[j, 2], iv[j, 3], nc)
@@ -533,7 +537,7 @@ def _cov_runs(G, pad_r, pad_c, lags, runs, roff, counts, nr, nc, cov):  # pragma
             if counts[j] <= 0.0:
                 continue
             if not built:
-                _lag_diff(GT, pad_c, pad_r, lags[i, 1], lags[i, 0], qc, qr, DT)
+                _lag_diff(GT, pad_c, pad_r, lags[i, 1], lags[i, 0], qc, qr, DT, 2 * qc + 1)
                 built = True
             for p in range(roff[i], roff[i + 1]):
                 r, a, b = runs[p, 0], runs[p, 1], runs[p, 2]
@@ -638,21 +642,23 @@ def variogram_covariance(
     if r1 == 0:
         raise ComputationError("the ROI mask is empty: no variogram covariance")
     mask = mask[r0:r1, c0:c1]
+    if method not in ("auto", "runs", "fft"):
+        raise ValueError(f"unknown method {method!r}")
     lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
     nr, nc = mask.shape
     k = lags.shape[0]
-    pr, pc = (2 * int(x) for x in np.abs(lags).max(axis=0)) if k else (0, 0)
-    G = _semivariogram_grid(
-        nr - 1 + pr, nc - 1 + pc, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n
-    )
+    # twice the longest lag component per axis (a Python max over the few lags costs
+    # less than np.abs(lags).max(axis=0) and its reduction machinery)
+    lag_list = lags.tolist()
+    pr = 2 * max((abs(x[0]) for x in lag_list), default=0)
+    pc = 2 * max((abs(x[1]) for x in lag_list), default=0)
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
-    cov = np.zeros((k, k))
-    if method not in ("auto", "runs", "fft"):
-        raise ValueError(f"unknown method {method!r}")
+    G = _semivariogram_grid(pad_r, pad_c, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n)
     if method == "auto" and full:
         # Full rectangle: pair-start sets are rectangles, counts and overlaps are closed
         # form, and every pair is summed in one compiled call.
         return _cov_rect(G, pad_r, pad_c, lags, nr, nc)
+    cov = np.zeros((k, k))
     runs, roff, counts = _lag_runs(np.ascontiguousarray(mask), lags)  # one specialisation
     t = np.diff(roff).astype(float)
     live = counts > 0
@@ -792,8 +798,13 @@ def slope_uncertainty(
     Uncertainty
     """
     try:
-        model = fit if fit.estimator == "nugget" else fit_nugget_model(distances_mm, values)
-        c, a, n = math.exp(model.intercept), model.slope, max(model.nugget, 0.0)
+        # the noise model's parameters; its gradient only when it is the estimator
+        ln_c, a, n = (
+            (fit.intercept, fit.slope, fit.nugget)
+            if fit.estimator == "nugget"
+            else nugget_model(distances_mm, values)
+        )
+        c, n = math.exp(ln_c), max(n, 0.0)
     except ValueError:
         # No noise model fits (fewer than three lags, or V does not rise with the lag):
         # the estimator's own power law, without noise, when it is one.

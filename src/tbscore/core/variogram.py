@@ -29,6 +29,14 @@ __all__ = ["variogram_sums", "variogram_sums_reference", "variogram", "crop_to_m
 
 def as_lags(lags: object) -> np.ndarray:
     """Validate lag vectors and return them as a C-contiguous ``(n, 2)`` int64 array."""
+    if (
+        type(lags) is np.ndarray
+        and lags.dtype == np.int64
+        and lags.ndim == 2
+        and lags.shape[1] == 2
+        and lags.flags.c_contiguous
+    ):
+        return lags  # already that array (select_lags makes them so): nothing to convert
     arr = np.asarray(lags)
     if arr.ndim == 1 and arr.size == 2:
         arr = arr.reshape(1, 2)
@@ -381,6 +389,7 @@ def _kernel_parallel(
 # others are converted (the crop only): unsigned 8-bit to uint16, the rest to float64.
 _NATIVE = (np.dtype(np.uint16), np.dtype(np.float64))
 _NO_RUNS = np.zeros(1, np.int64)  # stands for the runs of a solid box
+_NO_MASK = np.zeros(1, np.uint8)  # and for its mask bytes (the solid paths read neither)
 # masks with more pixels than this are cropped to their box (numpy) before the runs
 _BIG = 1 << 18
 
@@ -416,22 +425,43 @@ def variogram_sums(
     """
     lag_arr = as_lags(lags)
     image, mask = _check(image, mask)
+    return _sums(image, mask, lag_arr, parallel)
+
+
+def _sums(
+    image: np.ndarray,
+    mask: np.ndarray,
+    lag_arr: np.ndarray,
+    parallel: bool,
+    or0: int = 0,
+    oc0: int = 0,
+    solid: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`variogram_sums` of already validated arguments (its one body).
+
+    ``image`` is 2-D (:func:`_check`), ``lag_arr`` what :func:`as_lags` returns, and
+    ``mask`` a bool array for the region of ``image`` whose top-left pixel is
+    ``(or0, oc0)`` (a crop of the image's mask to an ROI's box, so that the kernel reads
+    the image in place; ``(0, 0)``: the mask has the image's shape). ``solid``: whether
+    every pixel of ``mask`` is set, when the caller knows it (``None``: tested here).
+    """
     n = lag_arr.shape[0]
-    or0 = oc0 = 0  # origin of the mask array handed to the kernel, in the image
     if mask.size > _BIG:  # numpy finds the box of a large mask faster; runs of the box
         box = _bbox(mask)
         if box is None:
             return np.zeros(n), np.zeros(n, dtype=np.int64)
-        or0, _, oc0, _ = box
+        or0, oc0 = or0 + box[0], oc0 + box[2]
         mask = mask[box[0] : box[1], box[2] : box[3]]
-    mask = np.ascontiguousarray(mask)
+        solid = None
     nr_m, nc_m = mask.shape
-    m8 = mask.view(np.uint8).reshape(-1)
-    solid = bool(mask.all())
-    if solid:  # a rectangle (common ROI shape): the kernel needs no runs
+    if solid is None:
+        solid = bool(mask.all())
+    if solid:  # a rectangle (common ROI shape): the kernel needs no runs, nor the mask
         r0, r1, c0, c1 = 0, nr_m, 0, nc_m
         starts = ends = ptr = _NO_RUNS
+        m8 = _NO_MASK
     else:
+        m8 = np.ascontiguousarray(mask).view(np.uint8).reshape(-1)
         r0, r1, c0, c1, starts, ends, ptr = _mask_runs(m8, nr_m, nc_m)
     if r1 == 0:
         return np.zeros(n), np.zeros(n, dtype=np.int64)

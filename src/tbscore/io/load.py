@@ -183,7 +183,7 @@ class DXAImage:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
 
-_TAGS: dict[str, Any] = {}  # keyword -> pydicom BaseTag, filled on first use
+_TAGS: dict[str, int] = {}  # keyword -> tag number, filled on first use
 
 #: VRs whose raw value :meth:`_Values.get` converts with pydicom's ``convert_value``
 #: directly (not SQ, UN or the ambiguous ones; US / SS only as one value, which the
@@ -219,28 +219,32 @@ class _Values:
     element stored back): about half the cost of the header reads of a scan. The data
     set itself is not changed; sequences, ambiguous VRs, deferred values and data sets
     not read from a file take ``Dataset.get`` itself.
+
+    The elements are taken once, when made (``Dataset.keys`` and ``Dataset.values``,
+    as pydicom holds them: raw or converted), by plain tag numbers (a look-up by
+    pydicom's ``BaseTag`` compares in Python): the data set as it was then.
     """
 
-    __slots__ = ("_ds", "_keys", "_charset", "_cache", "_own_hooks")
+    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks", "_ts")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
-        self._keys = ds.keys()
+        self._raw: dict[int, Any] = dict(zip(map(int, ds.keys()), ds.values(), strict=True))
         self._charset = ds.original_character_set
         self._cache: dict[str, Any] = {}
         self._own_hooks = _default_hooks()  # asked once per data set
+        self._ts: Any = _MISSING
 
     @staticmethod
-    def _tag(keyword: str) -> Any:
+    def _tag(keyword: str) -> int:
         tag = _TAGS.get(keyword)
         if tag is None:
             from pydicom.datadict import tag_for_keyword
-            from pydicom.tag import BaseTag
 
             number = tag_for_keyword(keyword)
             if number is None:
                 raise KeyError(keyword)
-            tag = _TAGS[keyword] = BaseTag(number)
+            tag = _TAGS[keyword] = int(number)
         return tag
 
     @property
@@ -248,18 +252,28 @@ class _Values:
         """The data set read."""
         return self._ds
 
+    @property
+    def transfer_syntax(self) -> Any:
+        """The file meta's TransferSyntaxUID (a pydicom ``UID``), or None; asked once."""
+        ts = self._ts
+        if ts is _MISSING:
+            meta = getattr(self._ds, "file_meta", None)
+            ts = self._ts = getattr(meta, "TransferSyntaxUID", None)
+        return ts
+
     def __contains__(self, keyword: str) -> bool:
-        return self._tag(keyword) in self._keys
+        return self._tag(keyword) in self._raw
 
     def get(self, keyword: str, default: Any = None) -> Any:
         value = self._cache.get(keyword, _MISSING)
         if value is not _MISSING:
             return default if value is _ABSENT else value
         tag = _TAGS.get(keyword) or self._tag(keyword)
-        if tag not in self._keys:
+        elem = self._raw.get(tag)
+        if elem is None:
             self._cache[keyword] = _ABSENT  # the next ask of an absent keyword is one look-up
             return default
-        value = self._cache[keyword] = self._value(tag)
+        value = self._cache[keyword] = self._value(tag, elem)
         return value
 
     def text(self, keyword: str) -> str | None:
@@ -271,9 +285,9 @@ class _Values:
             return None
         return str(value).strip() or None
 
-    def _value(self, tag: Any) -> Any:
+    def _value(self, tag: int, elem: Any) -> Any:
+        """The value of the element ``elem`` (tag ``tag``) as ``ds.get`` gives it."""
         raw_type, convert_raw, convert_value, ambiguous, sq = _pydicom_converters()
-        elem = self._ds.get_item(tag, keep_deferred=True)
         if isinstance(elem, raw_type):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
@@ -386,7 +400,7 @@ def _metadata(ds: Dataset | _Values) -> DicomMetadata:
     bmi = weight / height**2 if height and weight else None
     sex = _text(ds, "PatientSex")
     sex = sex.upper()[:1] if sex and sex.upper()[:1] in "FMO" else None
-    ts = getattr(getattr(ds.dataset, "file_meta", None), "TransferSyntaxUID", None)
+    ts = ds.transfer_syntax
     bits = ds.get("BitsStored")
     return DicomMetadata(
         patient_name=_text(ds, "PatientName"),
@@ -548,7 +562,7 @@ def _native_pixels(ds: _Values, ts: Any) -> np.ndarray | None:
 
 def _decode(values: _Values, source: str) -> np.ndarray:
     ds = values.dataset
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    ts = values.transfer_syntax
     fast = _native_pixels(values, ts)
     if fast is not None:
         return fast
@@ -775,7 +789,7 @@ def _load(
     pixel_sha = digest.hexdigest()
     inverted = photometric == "MONOCHROME1"
     bits = None
-    if inverted and np.issubdtype(stored.dtype, np.unsignedinteger):
+    if inverted and stored.dtype.kind == "u":  # np.unsignedinteger
         bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
     raw_slope = ds.get("RescaleSlope")
     slope = 1.0 if raw_slope is None or raw_slope == "" else float(raw_slope)
@@ -789,7 +803,7 @@ def _load(
     # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
     # 1e300 stay finite: the pass over the pixels is needed only for other data
     bounded = (
-        np.issubdtype(stored.dtype, np.integer)
+        stored.dtype.kind in "iu"  # np.integer: signed or unsigned
         and abs(slope) < 1e280
         and math.isfinite(intercept)
         and abs(intercept) < 1e300
