@@ -145,6 +145,86 @@ def test_same_pixels_other_spacing_are_not_duplicates(tmp_path):
     assert _rows(alone)[0]["l1_l4"] == rows["c_0.8.dcm"]["l1_l4"]
 
 
+def _key(path: Path, roi: Path | None = None, **job) -> str:
+    from tbscore.api import as_image
+    from tbscore.batch.worker import Job, result_key
+
+    return result_key(Job(**job), as_image(path), roi)
+
+
+def test_result_key_of_the_stored_pixels_and_their_transform(tmp_path):
+    """The key of a loaded scan is its stored-pixel digest and the loader's gray-level
+    transform: copies with new UIDs share it; another RescaleSlope, RescaleIntercept,
+    MONOCHROME1 or BitsStored (the same stored pixels) gives another key; and the
+    transform the image carries reproduces its gray levels bit for bit."""
+    import pydicom
+
+    from tbscore.api import as_image
+    from tbscore.io.load import gray_levels
+
+    src = tmp_path / "in"
+    base = _scan(src / "a.dcm", 11)
+    copy = _scan(src / "b_new_uids.dcm", 11)
+    other = {
+        "slope": _scan(src / "c.dcm", 11, RescaleSlope="2", RescaleIntercept="0"),
+        "intercept": _scan(src / "d.dcm", 11, RescaleSlope="1", RescaleIntercept="-5"),
+        "mono1": _scan(src / "e.dcm", 11, photometric="MONOCHROME1"),
+        "mono1_bits": _scan(src / "f.dcm", 11, photometric="MONOCHROME1", BitsStored=15),
+        "pixels": _scan(src / "g.dcm", 12),
+    }
+    roi = base.with_name("a.roi.json")
+    a, b = as_image(base), as_image(copy)
+    assert a.metadata.sop_instance_uid != b.metadata.sop_instance_uid
+    assert a.pixel_transform == (False, None, 1.0, 0.0)
+    assert _key(base, roi) == _key(copy, roi)
+    keys = {name: _key(path, roi) for name, path in other.items()}
+    assert len(set(keys.values()) | {_key(base, roi)}) == len(other) + 1, keys
+    assert _key(base, None) != _key(base, roi)  # detection against the ROI file
+    assert _key(base, roi, spacing=(1.0, 1.0)) != _key(base, roi)  # the batch options
+    for path in (base, *other.values()):
+        image = as_image(path)
+        stored = pydicom.dcmread(path).pixel_array
+        again = gray_levels(stored, *image.pixel_transform)
+        assert again.tobytes() == image.pixels.tobytes(), path.name
+
+
+def test_result_key_of_an_array_hashes_its_gray_levels(tmp_path):
+    """An image made from an array has no transform: its key hashes the gray levels,
+    so equal arrays share a key and any changed gray level changes it."""
+    from tbscore.api import as_image
+    from tbscore.batch.worker import Job, result_key
+
+    pixels, _ = _spine(3)
+    a = as_image(pixels.astype(np.float64), spacing=(1.0, 1.0))
+    assert a.pixel_transform is None
+    same = as_image(pixels.astype(np.float64).copy(), spacing=(1.0, 1.0))
+    changed = pixels.astype(np.float64)
+    changed[5, 7] += 0.5
+    job = Job()
+    assert result_key(job, a, None) == result_key(job, same, None)
+    assert result_key(job, a, None) != result_key(job, as_image(changed, spacing=(1.0, 1.0)), None)
+
+
+def test_copies_with_new_uids_are_still_duplicates(tmp_path):
+    """Byte-different copies (new UIDs) of one scan are duplicates of the first; the
+    same stored pixels under MONOCHROME1 or another RescaleSlope are scored alone."""
+    src = tmp_path / "in"
+    _scan(src / "a.dcm", 21)
+    _scan(src / "b.dcm", 21)
+    _scan(src / "c.dcm", 21)
+    _scan(src / "d_mono1.dcm", 21, photometric="MONOCHROME1")
+    _scan(src / "e_slope.dcm", 21, RescaleSlope="0.5")
+    run_batch(src, tmp_path / "r.csv", progress=False)
+    rows = _by_name(tmp_path / "r.csv")
+    assert len({r["file_sha256"] for r in rows.values()}) == 5
+    assert [rows[n]["status"] for n in ("b.dcm", "c.dcm")] == ["duplicate", "duplicate"]
+    assert rows["b.dcm"]["duplicate_of"] == rows["c.dcm"]["duplicate_of"] == rows["a.dcm"]["input"]
+    assert rows["b.dcm"]["result_key"] == rows["a.dcm"]["result_key"]
+    for name in ("d_mono1.dcm", "e_slope.dcm"):
+        assert rows[name]["status"] in ("ok", "incomplete"), (name, rows[name]["error"])
+        assert rows[name]["result_key"] != rows["a.dcm"]["result_key"]
+
+
 # -- 12: symlinked output ------------------------------------------------------------------
 def test_symlinked_output_shares_the_lock(tmp_path):
     pytest.importorskip("pandas")
@@ -407,3 +487,45 @@ def test_pool_without_detector_kernels_still_detects(tmp_path):
         want.get("l1_l4"),
         want.get("roi_source"),
     )
+
+
+# -- issue 14 (h14r): the journal's reusable line writer -----------------------------------
+_CELL = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.sampled_from(["a,b", 'say "hi"', "", " ", "x\ny", "'=1", "1e3"]),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@given(st.lists(st.lists(_CELL, min_size=1, max_size=12), min_size=1, max_size=4))
+def test_line_writer_matches_the_reference(lines):
+    """One reused writer (as a journal keeps it) writes every line byte for byte as the
+    former per-line writer with its explicit None/float conversions."""
+    from tbscore.batch.output import _csv_line, _csv_line_reference, _LineWriter
+
+    writer = _LineWriter()
+    for values in lines:
+        expected = _csv_line_reference(values)
+        assert writer.line(values) == expected
+        assert _csv_line(iter(values)) == expected
+
+
+def test_discover_real_paths_per_folder_and_links(tmp_path):
+    """discover takes a folder's real path once and a file's only when it is a link:
+    a file reached through a link (file or folder above) is listed once, under the
+    first path in walk order, and a link to the skipped output is skipped too."""
+    from tbscore.batch.discover import discover
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.dcm", "sub/b.dcm", "out.csv"):
+        (real / name).write_bytes(b"x")
+    (real / "a_link.dcm").symlink_to(real / "a.dcm")
+    (real / "sub" / "out_link.csv").symlink_to(real / "out.csv")
+    (tmp_path / "via").symlink_to(real, target_is_directory=True)
+    inputs = discover([tmp_path / "via", real], skip=[real / "out.csv"])
+    got = [os.path.relpath(i.path, tmp_path) for i in inputs]
+    assert got == ["via/a.dcm", "via/sub/b.dcm"]
+    assert len({os.path.realpath(i.path) for i in inputs}) == len(inputs)

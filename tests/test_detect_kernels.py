@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 from functools import cache
 
 import numpy as np
@@ -583,3 +584,39 @@ def test_band_profiles_kernel_equals_numpy(seed, sizes, nc, axis, holes, offset)
         want = d._band_profiles(sub, lo, hi, offset, axis)
     got = _band_profiles(np.ascontiguousarray(sub), lo, hi, offset, axis)
     assert np.array_equal(got, want, equal_nan=True)
+
+
+# -- h14r: find_peaks without scipy.signal --------------------------------------------------
+_SIGNAL = st.one_of(
+    # plateaus and ties: a few integer levels
+    st.lists(st.integers(0, 4), max_size=120).map(lambda v: np.array(v, dtype=np.float64)),
+    # smooth-ish profiles as the detector's (a random walk)
+    st.lists(st.floats(-1, 1), max_size=300).map(lambda v: np.cumsum(np.array(v, dtype=float))),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _SIGNAL,
+    st.floats(0.0, 3.0),
+    st.one_of(st.none(), st.floats(1.0, 12.0)),
+    st.one_of(st.none(), st.tuples(st.floats(0.0, 6.0), st.floats(0.0, 40.0))),
+)
+def test_find_peaks_matches_scipy(x, prominence, distance, width):
+    """detect.find_peaks (two compiled calls around numpy's argsort) gives
+    scipy.signal.find_peaks' peaks and every property, bit for bit, dtypes included."""
+    got = d.find_peaks(x, prominence=prominence, distance=distance, width=width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's warning on zero prominences or widths
+        want = d._find_peaks_reference(x, prominence=prominence, distance=distance, width=width)
+    assert got[0].dtype == want[0].dtype and np.array_equal(got[0], want[0])
+    assert sorted(got[1]) == sorted(want[1])
+    for key, value in want[1].items():
+        assert got[1][key].dtype == value.dtype, key
+        assert got[1][key].tobytes() == value.tobytes(), key
+
+
+def test_detector_does_not_import_scipy_signal():
+    """Importing the detector leaves scipy.signal out (its import is ~0.47 CPU-s)."""
+    code = "import sys, tbscore.core.detect; assert 'scipy.signal' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -30,7 +30,7 @@ __all__ = [
     "roi_stem",
 ]
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ def discover(
             add(path, True, "")
             continue
         for dirpath, dirnames, filenames in os.walk(path):
+            real_dir = os.path.realpath(dirpath)  # once per folder, not per file
             dirnames[:] = sorted(
                 d
                 for d in dirnames
@@ -151,7 +152,11 @@ def discover(
                 rel = os.path.join(rel_dir, name) if rel_dir else name
                 if _is_hidden(name) or _is_sidecar(name) or _matches(ignore, name, rel):
                     continue
-                real = os.path.realpath(full)  # once: the skip test and the seen set
+                # the real path, once (the skip test and the seen set): that of the
+                # folder and the name, unless the entry is itself a symbolic link
+                real = (
+                    os.path.realpath(full) if os.path.islink(full) else os.path.join(real_dir, name)
+                )
                 if real in skip_real:
                     continue
                 add(full, False, rel_dir, real)
@@ -159,14 +164,22 @@ def discover(
 
 
 def file_sha256(path: str | Path) -> str | None:
-    """SHA-256 of a file's bytes, or ``None`` when it cannot be read."""
+    """SHA-256 of a file's bytes, or ``None`` when it cannot be read.
+
+    Read with ``os.read`` in 64 KiB chunks (no buffered file object: half the cost on
+    the small ROI files a batch hashes once per input)."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        while chunk := os.read(fd, _CHUNK):
+            h.update(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 

@@ -163,11 +163,36 @@ def parse_row(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _csv_line(values: Iterable[Any]) -> bytes:
+    """One CSV line of typed values (``None`` empty, floats by ``repr``, as the ``csv``
+    module writes them)."""
+    return _LineWriter().line(values)
+
+
+def _csv_line_reference(values: Iterable[Any]) -> bytes:
+    """:func:`_csv_line` with the conversions spelled out (its former code), the
+    reference of its property test."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(
         ["" if v is None else repr(v) if isinstance(v, float) else v for v in values]
     )
     return buf.getvalue().encode("utf-8")
+
+
+class _LineWriter:
+    """A reusable ``csv`` writer of single lines (one buffer, emptied per line)."""
+
+    def __init__(self) -> None:
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf, lineterminator="\n")
+
+    def line(self, values: Iterable[Any]) -> bytes:
+        """The CSV line of ``values`` as UTF-8 bytes (``csv`` writes ``None`` as an
+        empty cell and a float by its ``repr``)."""
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        self._writer.writerow(values)
+        return buf.getvalue().encode("utf-8")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -243,6 +268,7 @@ class CsvJournal:
         self.fsync = fsync
         self.repaired: str | None = None
         self.rows: list[dict[str, Any]] = []
+        self._lines = _LineWriter()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -329,7 +355,7 @@ class CsvJournal:
         if self._fd is None:
             raise BatchError("journal is closed", str(self.path))
         norm = row if normalized else normalize_row(row)
-        line = _csv_line(norm[c] for c in COLUMNS)
+        line = self._lines.line([norm[c] for c in COLUMNS])
         view = memoryview(line)
         while view:
             n = os.write(self._fd, view)

@@ -9,6 +9,7 @@ batch tests slow down, crash or hang worker processes from a test-only
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -108,11 +109,12 @@ class Job:
     path_format: str | None = None
     timeout: float | None = DEFAULT_TIMEOUT_S
 
-    @property
+    @functools.cached_property
     def options(self) -> str:
         """Options besides the settings that change numbers, as compact JSON.
 
         Stored in the ``batch_options`` column; a resumed batch must use the same.
+        Computed once per job (it is frozen; every row asks for it twice).
         ``calibration`` (name, a, b) and ``"sr": true`` appear only when a calibration
         or an SR folder is given, so outputs written without them still resume; a
         resume that adds or drops either is refused (its rows would differ).
@@ -494,17 +496,22 @@ def _score(job: Job, inp: Input) -> dict[str, Any]:
 def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
     """SHA-256 of everything that decides an input's result (the duplicate key).
 
-    The gray levels as scored (after RescaleSlope/Intercept and MONOCHROME1
-    inversion, with their shape), the pixel spacing used, the content of the ROI file
+    The gray levels as scored, the pixel spacing used, the content of the ROI file
     (or automatic detection), the settings digest and the batch options (exclusions,
     spacing options, calibration). Two inputs with one key give the same result; a
     change in any of these gives another key.
-    """
-    import numpy as np
 
+    The gray levels enter by what decides them: for a loaded DICOM image, the SHA-256
+    of its stored pixels with their dtype and shape (``image.pixel_sha256``, computed
+    by the loader) and the loader's arguments to :func:`tbscore.io.load.gray_levels`
+    (``image.pixel_transform``: MONOCHROME1 inversion, BitsStored, RescaleSlope and
+    RescaleIntercept, floats by their ``repr``), which decide the float64 gray levels
+    bit for bit, so no hash of the (4-8 times larger) gray levels themselves is needed;
+    for an image made from an array (no transform), the SHA-256 of the gray levels
+    with their shape and dtype.
+    """
     pixels = image.pixels
-    parts = {
-        "pixels": hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest(),  # no copy
+    parts: dict[str, Any] = {
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
         "spacing_mm": [repr(float(v)) for v in image.spacing_mm],
@@ -512,6 +519,15 @@ def result_key(job: Job, image: DXAImage, roi: Path | None) -> str:
         "settings": job.settings.digest(),
         "options": job.options,
     }
+    transform = image.pixel_transform
+    if transform is not None and image.pixel_sha256:
+        inverted, bits, slope, intercept = transform
+        parts["stored_pixels"] = image.pixel_sha256
+        parts["gray_levels"] = [bool(inverted), bits, repr(float(slope)), repr(float(intercept))]
+    else:
+        import numpy as np
+
+        parts["pixels"] = hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()  # no copy
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -547,12 +563,19 @@ def write_sr_atomic(folder: str, result: TBSResult, image: DXAImage, path: str) 
     return write_sr(result, source, target)  # atomic (tbscore.io.atomic.atomic_file)
 
 
+#: The warm-ups this process has done (``"scoring"``, ``"detection"``): a later
+#: :func:`warm_up` (a second batch in one process, a worker forked from the warm fork
+#: server, which inherits the set) skips what is loaded already.
+_WARMED: set[str] = set()
+
+
 def warm_up(detection: bool = True) -> None:
     """Run one tiny computation so that the numba kernels are loaded in this process.
 
     The kernels are compiled with ``cache=True``: the first process compiles and
     stores them, later processes load them from the cache. Used as the worker
-    initializer, so no input pays for it.
+    initializer, so no input pays for it. Once per process: what an earlier call
+    loaded (:data:`_WARMED`) is not run again.
 
     Parameters
     ----------
@@ -562,6 +585,19 @@ def warm_up(detection: bool = True) -> None:
         forked worker has them; the in-process executor (``jobs=1``) does not: there
         they load on the first detection, and a batch of ROI files never pays for them.
     """
+    if "scoring" not in _WARMED:
+        _warm_up_scoring()
+    if detection and "detection" not in _WARMED:
+        # the detector's kernels, which the ROI-file calc does not run
+        from tbscore.core.detect import warm_up_kernels
+
+        warm_up_kernels()
+        _WARMED.add("detection")
+
+
+def _warm_up_scoring() -> None:
+    """The scoring part of :func:`warm_up`: one ``calc`` with an ROI file on a tiny
+    texture (boxes and a slanted quadrilateral)."""
     import numpy as np
 
     from tbscore.api import calc
@@ -585,9 +621,6 @@ def warm_up(detection: bool = True) -> None:
     }
     try:
         calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
-    except TBSError:  # pragma: no cover - warm-up is best effort
-        pass
-    if detection:  # the detector's kernels, which the ROI-file calc above does not run
-        from tbscore.core.detect import warm_up_kernels
-
-        warm_up_kernels()
+    except TBSError:  # pragma: no cover - warm-up is best effort: tried again next time
+        return
+    _WARMED.add("scoring")

@@ -161,6 +161,11 @@ class DXAImage:
         The data set the image was read from (its Pixel Data dropped when this loader
         read the file itself), kept so that later stages (the SR writer, batch) use it
         instead of reading the file again; None for an array.
+    pixel_transform : tuple or None
+        ``(inverted, bits, slope, intercept)``: the arguments the loader passed to
+        :func:`gray_levels` with the stored pixels of ``pixel_sha256``, which with them
+        decide ``pixels`` (the batch's duplicate key hashes these instead of the gray
+        levels); None for an image made from an array.
     """
 
     pixels: np.ndarray
@@ -171,6 +176,7 @@ class DXAImage:
     pixel_sha256: str = ""
     file_sha256: str | None = None
     header: Any = field(default=None, repr=False, compare=False)
+    pixel_transform: tuple[bool, int | None, float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -792,7 +798,8 @@ def _load(
             f"RescaleSlope is {raw_slope}: the gray levels would be meaningless", name
         )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    pixels = gray_levels(stored, inverted, bits, slope, intercept)
+    transform = (inverted, bits, slope, intercept)
+    pixels = gray_levels(stored, *transform)
     # integers (< 2**64) times a finite slope below 1e280 plus a finite intercept below
     # 1e300 stay finite: the pass over the pixels is needed only for other data
     bounded = (
@@ -812,4 +819,5 @@ def _load(
         pixel_sha256=pixel_sha,
         file_sha256=file_sha,
         header=header,
+        pixel_transform=transform,
     )
