@@ -623,4 +623,8 @@ def _warm_up_scoring() -> None:
         calc(image, roi=roi, spacing=(1.0, 1.0), settings=Settings(parallel=False))
     except TBSError:  # pragma: no cover - warm-up is best effort: tried again next time
         return
+    from tbscore.io.load import gray_levels
+
+    for dtype in (np.uint16, np.uint8):  # the loader's pass for the common stored values
+        gray_levels(np.zeros((8, 8), dtype), False, None, 1.0, 0.0)
     _WARMED.add("scoring")

@@ -585,10 +585,42 @@ def _decode(values: _Values, source: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+#: Stored-value kinds and sizes the compiled pass takes (the others: numpy's steps).
+_GRAY_KERNEL_KINDS = frozenset({"u1", "u2", "u4", "i1", "i2", "i4"})
+
+
 def gray_levels(
     stored: np.ndarray, inverted: bool, bits: int | None, slope: float, intercept: float
 ) -> np.ndarray:
     """The gray levels of stored pixel values: a new float64 array.
+
+    ``float64(x)``, inverted for MONOCHROME1 (``inverted``) on the stored-value range
+    (``2**bits - 1 - x`` for unsigned values, ``bits`` = BitsStored; ``-x`` for signed
+    or float ones, ``bits`` None), then ``* slope + intercept`` (RescaleSlope and
+    RescaleIntercept, dimensionless and in gray levels) unless they are 1 and 0. Each
+    step rounded as numpy rounds it: the same values, bit for bit, as
+    :func:`gray_levels_reference`. A 2-D image of 8-32 bit integers takes one
+    compiled pass (:func:`tbscore.core.pixels.gray_levels_into`), anything else
+    numpy's steps (:func:`_gray_levels_numpy`).
+    """
+    if stored.ndim != 2 or f"{stored.dtype.kind}{stored.dtype.itemsize}" not in _GRAY_KERNEL_KINDS:
+        return _gray_levels_numpy(stored, inverted, bits, slope, intercept)
+    from tbscore.core.pixels import gray_levels_into
+
+    invert, top = 0, 0.0
+    if inverted:
+        invert, top = (1, 2.0**bits - 1.0) if bits is not None else (2, 0.0)
+    rescale = slope != 1.0 or intercept != 0.0
+    out = np.empty(stored.shape)
+    gray_levels_into(stored, invert, top, float(slope), float(intercept), rescale, out)
+    return out
+
+
+def _gray_levels_numpy(
+    stored: np.ndarray, inverted: bool, bits: int | None, slope: float, intercept: float
+) -> np.ndarray:
+    """:func:`gray_levels` in numpy's steps (the loader's code before the compiled
+    pass; for other shapes and dtypes, and the property test's second reference).
 
     ``float64(x)``, inverted for MONOCHROME1 (``inverted``) on the stored-value range
     (``2**bits - 1 - x`` for unsigned values, ``bits`` = BitsStored; ``-x`` for signed
