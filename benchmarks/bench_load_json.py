@@ -22,26 +22,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import tbscore
+from _timing import cpu_min
 from tbscore.io.load import _load, load_dicom
 from tbscore.io.sniff import read_dicom_bytes
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
-
-
-def _cpu_min(fn: Callable[[], object], block: int = 50, blocks: int = 20) -> float:
-    """Smallest mean CPU seconds per call over ``blocks`` blocks of ``block`` calls."""
-    fn()
-    best = float("inf")
-    for _ in range(blocks):
-        t0 = time.process_time()
-        for _ in range(block):
-            fn()
-        best = min(best, (time.process_time() - t0) / block)
-    return best
 
 
 def _fresh_load(path: Path, n: int = 200, blocks: int = 15) -> float:
@@ -71,7 +59,7 @@ def main() -> None:
             ("peer: json.dumps(to_dict()), no indent", lambda r=res: json.dumps(r.to_dict())),
             ("csv_row", res.csv_row),
         ):
-            rows.setdefault(name, []).append(_cpu_min(fn))
+            rows.setdefault(name, []).append(cpu_min(fn, 50, 20))
         rows.setdefault("_load, fresh data sets", []).append(_fresh_load(p))
     print(f"{'CPU us per call':<40}" + "".join(f"{p.stem[:16]:>18}" for p in paths))
     for name, values in rows.items():

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import tbscore
+from _timing import cpu_min
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
 
@@ -107,19 +108,6 @@ def pool_start(runs: int = 3) -> None:
         )
 
 
-def _cpu_min(fn, block: int = 40, blocks: int = 15) -> float:
-    """Smallest mean CPU seconds per call over ``blocks`` blocks of ``block`` calls (the
-    figure a busy machine moves least), after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(blocks):
-        t0 = time.process_time()
-        for _ in range(block):
-            fn()
-        best = min(best, (time.process_time() - t0) / block)
-    return best
-
-
 def stages() -> None:
     """Print ``calc`` + ROI file and its stages per sample, isolated and warm (CPU ms).
 
@@ -165,7 +153,7 @@ def stages() -> None:
             ("to_json", result.to_json),
             ("calc(image, rois)", lambda i=image, r=rois: tbscore.calc(i, r)),
         ):
-            rows.setdefault(name, []).append(_cpu_min(fn))
+            rows.setdefault(name, []).append(cpu_min(fn, 40, 15))
         # what calc does besides its stages: finite check, L1-L4 mean and interval,
         # warnings, the result object and its metadata dict, path format (the two
         # rows above, in this run: calc on a loaded image and given ROIs, less the

@@ -16,22 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
+from _timing import cpu_min
+
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
-
-
-def _cpu_min(fn, blocks: int, calls: int) -> float:
-    """Minimum over blocks of the CPU seconds per call of ``fn`` (after one warm-up)."""
-    fn()
-    best = float("inf")
-    for _ in range(blocks):
-        t0 = time.process_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.process_time() - t0) / calls)
-    return best
 
 
 def main(argv=None) -> None:
@@ -58,12 +47,12 @@ def main(argv=None) -> None:
             def run(image=image, rois=rois):
                 compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
 
-            new = _cpu_min(run, args.blocks, args.calls)
+            new = cpu_min(run, args.calls, args.blocks)
             peer = float("nan")
             if ref[0] is not None:
                 unc._cov_rect, unc._cov_runs = ref
                 try:
-                    peer = _cpu_min(run, args.blocks, args.calls)
+                    peer = cpu_min(run, args.calls, args.blocks)
                 finally:
                     unc._cov_rect, unc._cov_runs = fast
             totals.setdefault(kind, []).append(new)
