@@ -446,15 +446,10 @@ def _check_result_document(data: dict[str, Any]) -> None:
         raise _bad("calibration", "an object or null", data["calibration"])
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     """The field names of a data class, in order (``dataclasses.fields``, once per class)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
-    return names
+    return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
