@@ -351,21 +351,20 @@ def rois_from_dict(
                 source,
             )
     if data.get("pixel_spacing_mm") is not None:
+        # the declared values as floats (plain lists directly, anything else through
+        # _points' conversions and errors), and whether they are two
         values = _plain_floats(data["pixel_spacing_mm"])
         if values is None:
             declared = _points(data["pixel_spacing_mm"], "pixel_spacing_mm", source)
-            values = declared.tolist() if declared.shape == (2,) else None
-        if (
-            values is None
-            or len(values) != 2
-            or not all(  # np.allclose(rtol=1e-3)
-                abs(x - y) <= 1e-8 + 1e-3 * abs(y)
-                for x, y in zip(values, map(float, spacing_mm), strict=True)
-            )
+            values, pair = declared.tolist(), declared.shape == (2,)
+        else:
+            pair = len(values) == 2
+        if not pair or not all(  # np.allclose(rtol=1e-3)
+            abs(x - y) <= 1e-8 + 1e-3 * abs(y)
+            for x, y in zip(values, map(float, spacing_mm), strict=True)
         ):
-            shown = values if values is not None else declared.tolist()
             raise ROIError(
-                f"ROI file declares pixel spacing {shown} mm, the image has {list(spacing_mm)} mm",
+                f"ROI file declares pixel spacing {values} mm, the image has {list(spacing_mm)} mm",
                 source,
             )
     # pixels per unit (row, col): 1 for px, 1 / spacing for mm, float64 as numpy has it
