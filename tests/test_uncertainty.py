@@ -449,7 +449,16 @@ def test_compiled_nugget_objective_equals_the_numpy_one(d, reps, c0, a0, n0, noi
 def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
     """The compiled profile search of the nugget fit returns exactly (bit for bit) what
     _grid_argmin (np.linspace grids, np.nanargmin) returns on the same objective."""
-    from tbscore.core.estimators import _A_HI, _A_LO, _grid_argmin, _nugget_argmin, _nugget_ss
+    from tbscore.core.estimators import (
+        _A_HI,
+        _A_LO,
+        _NO_POWERS,
+        _first_powers,
+        _grid_argmin,
+        _nugget_argmin,
+        _nugget_ss,
+        nugget_powers,
+    )
 
     d = np.repeat(np.sort(np.asarray(d)), reps[: len(d)])
     v = (d**a0 + n0) * np.asarray(noise[: d.size])
@@ -458,8 +467,16 @@ def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
         want = _grid_argmin(lambda aa: _nugget_ss(aa, d, vs))
     except ValueError:  # all nan: the compiled search says nan
         want = math.nan
-    got = _nugget_argmin(d, vs, _A_LO, _A_HI)
+    got = _nugget_argmin(d, vs, _A_LO, _A_HI, _NO_POWERS)
     assert got == want or (math.isnan(got) and math.isnan(want))
+    # the first grid's powers made once for the lengths (compute_vertebrae) and read
+    # by the search: the same exponent, bit for bit
+    powers = nugget_powers(d)
+    assert _first_powers(powers, d) is powers.powers
+    assert _first_powers(powers, d.copy()) is powers.powers  # equal lengths
+    assert _first_powers(powers, d[:-1]) is _NO_POWERS  # other lengths: not used
+    kept = _nugget_argmin(d, vs, _A_LO, _A_HI, powers.powers)
+    assert kept == want or (math.isnan(kept) and math.isnan(want))
 
 
 def test_empty_mask_is_a_typed_error():

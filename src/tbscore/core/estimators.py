@@ -39,6 +39,8 @@ __all__ = [
     "fit_slope",
     "fit_nugget_model",
     "nugget_model",
+    "nugget_powers",
+    "NuggetPowers",
     "method_string",
 ]
 
@@ -98,6 +100,47 @@ _CHECK_ERRORS = (
     "lag distances must be positive and finite",
     "all lag distances are equal: the slope is undefined",
 )
+
+
+@dataclass(frozen=True, eq=False)
+class NuggetPowers:
+    """The powers ``d^a`` of the nugget profile search's first grid (201 exponents in
+    ``(0, 2)``) for one set of lag lengths: :func:`nugget_powers`.
+
+    They depend on the lengths only, which every vertebra of a scan shares, so
+    :func:`tbscore.core.tbs.compute_vertebrae` makes them once per image and passes
+    them to each vertebra's fit (``powers=``). A fit uses them only for the lengths
+    they were made for (the same array, or an equal one); for any other lengths it
+    computes its own. The values are the ones the search computes itself, bit for bit.
+
+    Attributes
+    ----------
+    distances_mm : ndarray of float64, shape (k,)
+        The lag lengths (mm).
+    powers : ndarray of float64, shape (201, k)
+        ``d^a`` for the first grid's exponents.
+    """
+
+    distances_mm: np.ndarray
+    powers: np.ndarray
+
+
+def nugget_powers(distances_mm: np.ndarray) -> NuggetPowers:
+    """:class:`NuggetPowers` of the lag lengths ``distances_mm`` (mm, positive)."""
+    d = np.asarray(distances_mm, dtype=float).reshape(-1)
+    return NuggetPowers(d, _nugget_powers(_linspace_into(_A_LO, _A_HI, 201), d))
+
+
+#: Stands for "no first-grid powers" in :func:`_nugget_argmin` (one specialisation).
+_NO_POWERS = np.empty((0, 0))
+
+
+def _first_powers(powers: NuggetPowers | None, d: np.ndarray) -> np.ndarray:
+    """``powers.powers`` when they were made for the lengths ``d``, else
+    :data:`_NO_POWERS` (the search computes its own)."""
+    if powers is not None and (powers.distances_mm is d or np.array_equal(powers.distances_mm, d)):
+        return powers.powers
+    return _NO_POWERS
 
 
 @njit(cache=True, nogil=True)
@@ -241,21 +284,14 @@ def _nugget_solve_at(p, w, v, s22, b2):  # pragma: no cover - compiled
     return c, n, ss
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_ss(a, d, v):  # pragma: no cover - compiled
-    # _nugget_solve(a, d, v)[2] in one compiled pass (the profile search's objective:
-    # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan)
+@njit(cache=True, nogil=True)
+def _nugget_powers(a, d):  # pragma: no cover - compiled
+    # P[i, q] = d[q]^a[i] as exp(a[i] ln d[q]): the powers the profile search's
+    # objective reads (_nugget_ss_at). Equal distances (a lag and its mirror; both axes
+    # on square pixels) share d^a: one exp per distinct distance, copied to the others
+    # (the same values, half the exps on the default lags at square pixels).
     k = d.shape[0]
     ld = np.log(d)
-    w = 1.0 / (v * v)
-    s22 = 0.0
-    b2 = 0.0
-    for q in range(k):
-        s22 += w[q]
-        b2 += w[q] * v[q]
-    # equal distances (a lag and its mirror; both axes on square pixels) share d^a: one
-    # exp per distinct distance, copied to the others (the same values, half the exps
-    # on the default lags at square pixels)
     first = np.empty(k, np.int64)
     for q in range(k):
         first[q] = q
@@ -263,14 +299,36 @@ def _nugget_ss(a, d, v):  # pragma: no cover - compiled
             if ld[r] == ld[q]:
                 first[q] = first[r]
                 break
-    out = np.empty(a.shape[0])
-    p = np.empty(k)  # d^a, computed once per exponent for both passes
+    P = np.empty((a.shape[0], k))
     for i in range(a.shape[0]):
         for q in range(k):
-            p[q] = math.exp(a[i] * ld[q]) if first[q] == q else p[first[q]]
-        c, _, ss = _nugget_solve_at(p, w, v, s22, b2)
+            P[i, q] = math.exp(a[i] * ld[q]) if first[q] == q else P[i, first[q]]
+    return P
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _nugget_ss_at(P, v):  # pragma: no cover - compiled
+    # the residual sum of each row of powers P (_nugget_powers), inf where c <= 0
+    k = v.shape[0]
+    w = 1.0 / (v * v)
+    s22 = 0.0
+    b2 = 0.0
+    for q in range(k):
+        s22 += w[q]
+        b2 += w[q] * v[q]
+    out = np.empty(P.shape[0])
+    for i in range(P.shape[0]):
+        c, _, ss = _nugget_solve_at(P[i], w, v, s22, b2)
         out[i] = ss if c > 0 else np.inf
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _nugget_ss(a, d, v):  # pragma: no cover - compiled
+    # _nugget_solve(a, d, v)[2] in compiled passes (the profile search's objective:
+    # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan):
+    # the powers d^a, then one closed-form solve per exponent
+    return _nugget_ss_at(_nugget_powers(a, d), v)
 
 
 @njit(cache=True, nogil=True)
@@ -298,15 +356,20 @@ def _first_min(vals):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_argmin(d, v, lo, hi):  # pragma: no cover - compiled
+def _nugget_argmin(d, v, lo, hi, p0):  # pragma: no cover - compiled
     # _grid_argmin(lambda aa: _nugget_ss(aa, d, v), lo, hi) in one compiled call, the
-    # same grids and steps; nan when a grid is all nan (np.nanargmin would raise)
+    # same grids and steps; nan when a grid is all nan (np.nanargmin would raise).
+    # p0: the first grid's powers _nugget_powers(_linspace_into(lo, hi, 201), d) when
+    # the caller has them (201 rows; NuggetPowers), else an empty array (made here)
     grid = _linspace_into(lo, hi, 201)
     vals = np.empty(0)
     i = 0
     step = 0.0
     for it in range(3):
-        vals = _nugget_ss(grid, d, v)
+        if it == 0 and p0.shape[0] == 201:
+            vals = _nugget_ss_at(p0, v)
+        else:
+            vals = _nugget_ss(grid, d, v)
         i = _first_min(vals)
         if i < 0:
             return np.nan
@@ -372,7 +435,9 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     return c, n, ss, r2, J
 
 
-def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
+def fit_nugget_model(
+    distances_mm: np.ndarray, values: np.ndarray, *, powers: NuggetPowers | None = None
+) -> SlopeFit:
     """Least-squares fit of ``V = c d^a + n``, ``a`` in (0, 2), ``n >= 0``.
 
     The residuals are relative, ``(V - c d^a - n) / V`` (to first order the log-space
@@ -385,6 +450,9 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
         Lag lengths (mm).
     values : ndarray, shape (k,)
         Experimental variogram (gray level squared), positive.
+    powers : NuggetPowers, optional
+        The first grid's powers for these lengths (:func:`nugget_powers`; made here
+        when not given or made for other lengths).
 
     Returns
     -------
@@ -393,7 +461,7 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
         derivative of ``a`` with respect to ``V`` (parameters at a bound held fixed).
     """
     d, v = _check(distances_mm, values)
-    a, c, n, r2, J, scale = _nugget_solution(d, v)
+    a, c, n, r2, J, scale = _nugget_solution(d, v, powers)
     if 1e-4 < a < 2.0 - 1e-4:  # the row of a (ln c is always free), as before
         grad_lnv = np.linalg.pinv(J)[1]
     else:
@@ -410,7 +478,9 @@ def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     )
 
 
-def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+def nugget_model(
+    distances_mm: np.ndarray, values: np.ndarray, *, powers: NuggetPowers | None = None
+) -> tuple[float, float, float]:
     """The parameters of :func:`fit_nugget_model`, without its gradient.
 
     What :func:`tbscore.core.uncertainty.slope_uncertainty` needs of the noise model
@@ -424,6 +494,9 @@ def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, f
         Lag lengths (mm).
     values : ndarray, shape (k,)
         Experimental variogram (gray level squared), positive.
+    powers : NuggetPowers, optional
+        The first grid's powers for these lengths (:func:`nugget_powers`; made here
+        when not given or made for other lengths).
 
     Returns
     -------
@@ -442,7 +515,7 @@ def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, f
         ``ValueError`` too): a non-finite Jacobian, whose SVD does not converge.
     """
     d, v = _check(distances_mm, values)
-    a, c, n, _, J, scale = _nugget_solution(d, v)
+    a, c, n, _, J, scale = _nugget_solution(d, v, powers)
     # J.sum() is finite unless an entry is nan or +-inf (the entries are bounded, no
     # overflow): where fit_nugget_model's pseudo-inverse of J would fail (LinAlgError,
     # a ValueError too), this fails alike
@@ -452,7 +525,7 @@ def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, f
 
 
 def _nugget_solution(
-    d: np.ndarray, v: np.ndarray
+    d: np.ndarray, v: np.ndarray, powers: NuggetPowers | None = None
 ) -> tuple[float, float, float, float, np.ndarray, float]:
     """The nugget fit of checked ``d``, ``v`` (:func:`_check`) up to its Jacobian.
 
@@ -464,7 +537,9 @@ def _nugget_solution(
         raise ComputationError("the nugget model needs at least three lags")
     scale = min(v.tolist())  # = float(v.min()) (v is finite), without the reduction
     vs = v / scale
-    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
+    # = _grid_argmin of _nugget_ss (the first grid's powers from ``powers`` when they
+    # are for these lengths)
+    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI, _first_powers(powers, d)))
     if not math.isfinite(a):
         raise ComputationError("the nugget model's objective is undefined (all nan)")
     c, n, ss, r2, J = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
@@ -545,7 +620,13 @@ def _increment(d: np.ndarray, v: np.ndarray) -> SlopeFit:
     )
 
 
-def fit_slope(estimator: str, distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
+def fit_slope(
+    estimator: str,
+    distances_mm: np.ndarray,
+    values: np.ndarray,
+    *,
+    powers: NuggetPowers | None = None,
+) -> SlopeFit:
     """Fit the variogram exponent with the named estimator.
 
     Parameters
@@ -555,6 +636,10 @@ def fit_slope(estimator: str, distances_mm: np.ndarray, values: np.ndarray) -> S
         Lag lengths (mm).
     values : ndarray, shape (k,)
         Experimental variogram at those lags (gray level squared), positive.
+    powers : NuggetPowers, optional
+        ``"nugget"`` only.
+        The first grid's powers for these lengths (:func:`nugget_powers`; made here
+        when not given or made for other lengths).
 
     Returns
     -------
@@ -569,7 +654,7 @@ def fit_slope(estimator: str, distances_mm: np.ndarray, values: np.ndarray) -> S
     if estimator == "ols":
         return _ols(d, v)
     if estimator == "nugget":
-        return fit_nugget_model(d, v)
+        return fit_nugget_model(d, v, powers=powers)
     if estimator == "increment":
         return _increment(d, v)
     raise ComputationError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbscore.core.estimators import SlopeFit, fit_slope, method_string
+from tbscore.core.estimators import NuggetPowers, SlopeFit, fit_slope, method_string, nugget_powers
 from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
@@ -172,9 +172,16 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
     return LogLogFit(fit.slope, fit.intercept, fit.r2, fit.slope_se, fit.n)
 
 
-def fit_vertebra(settings: Settings, distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
-    """The one place the slope estimator is chosen: ``settings.estimator``."""
-    return fit_slope(settings.estimator, distances_mm, values)
+def fit_vertebra(
+    settings: Settings,
+    distances_mm: np.ndarray,
+    values: np.ndarray,
+    *,
+    powers: NuggetPowers | None = None,
+) -> SlopeFit:
+    """The one place the slope estimator is chosen: ``settings.estimator`` (``powers``:
+    the nugget search's first-grid powers, :func:`~tbscore.core.estimators.nugget_powers`)."""
+    return fit_slope(settings.estimator, distances_mm, values, powers=powers)
 
 
 def implausible_fit(fit: LogLogFit | SlopeFit) -> str | None:
@@ -222,6 +229,7 @@ def vertebra_tbs(
     lags: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     box: tuple[int, int, int, int] | None = None,
+    powers: NuggetPowers | None = None,
 ) -> VertebraResult:
     """TBS of one vertebra, with fit diagnostics or the reason it has no value.
 
@@ -239,6 +247,10 @@ def vertebra_tbs(
         Precomputed :func:`select_lags` output.
     box : (row0, col0, row1, col1), optional
         ``roi.bbox()``, when the caller has it already.
+    powers : NuggetPowers, optional
+        :func:`~tbscore.core.estimators.nugget_powers` of ``lags``' lengths, made once
+        per image by :func:`compute_vertebrae` (the noise model's search computes its
+        own when not given, or when some lags are unusable here).
     """
     image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
     r0, c0, r1, c1 = roi.bbox() if box is None else box
@@ -306,7 +318,7 @@ def vertebra_tbs(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
     try:
-        fit = fit_vertebra(settings, du, vu)
+        fit = fit_vertebra(settings, du, vu, powers=powers)
     except ValueError as exc:
         return VertebraResult(
             status="invalid", reason=f"{settings.estimator} estimator: {exc}", **base, **diag
@@ -322,7 +334,7 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm)
+    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm, powers=powers)
     return VertebraResult(
         status="ok",
         value=fit.slope,
@@ -418,7 +430,8 @@ def compute_vertebrae(
     image: np.ndarray, rois: VertebraROIs, spacing_mm: tuple[float, float], settings: Settings
 ) -> tuple[VertebraResult, ...]:
     """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs;
-    each ROI's bounding box found once)."""
+    each ROI's bounding box found once; the nugget search's first-grid powers made
+    once)."""
     bboxes = [r.bbox() for r in rois]
     boxes = [b for b, r in zip(bboxes, rois, strict=True) if not r.excluded]
     boxes = boxes or [(0, 0, *image.shape[:2])]
@@ -430,7 +443,10 @@ def compute_vertebrae(
             key, settings.lag_min_mm, settings.lag_max_mm, tuple(settings.directions), extent
         )
     )
+    # the nugget search's first-grid powers depend on the lag lengths only: made once
+    # here for all vertebrae (each uses them where all its lags are usable)
+    powers = nugget_powers(lags[1]) if len(lags[1]) else None
     return tuple(
-        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b)
+        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b, powers=powers)
         for roi, b in zip(rois, bboxes, strict=True)
     )
