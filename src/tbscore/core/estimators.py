@@ -127,7 +127,9 @@ class NuggetPowers:
 
 def nugget_powers(distances_mm: np.ndarray) -> NuggetPowers:
     """:class:`NuggetPowers` of the lag lengths ``distances_mm`` (mm, positive)."""
-    d = np.asarray(distances_mm, dtype=float).reshape(-1)
+    d = np.asarray(distances_mm, dtype=float)  # the caller's array when float64 (the
+    if d.ndim != 1:  # fits then find them by identity, no comparison)
+        d = d.reshape(-1)
     return NuggetPowers(d, _nugget_powers(_linspace_into(_A_LO, _A_HI, 201), d))
 
 

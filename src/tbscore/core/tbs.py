@@ -377,12 +377,23 @@ def combine_l1_l4(
 
 
 def combine_l1_l4_ci95(
-    vertebrae: tuple[VertebraResult, ...], labels: tuple[str, ...]
+    vertebrae: tuple[VertebraResult, ...],
+    labels: tuple[str, ...],
+    mean: float | None = None,
 ) -> tuple[float | None, tuple[float, float] | None]:
     """Standard error and 95 % interval of the L1–L4 mean.
 
     The vertebrae are disjoint regions; their errors are treated as independent, so
     ``se = sqrt(sum se_i^2) / m`` over the ``m`` contributing vertebrae.
+
+    Parameters
+    ----------
+    vertebrae : tuple of VertebraResult
+    labels : tuple of str
+        The contributing vertebrae (:func:`combine_l1_l4`).
+    mean : float, optional
+        Their mean, :func:`combine_l1_l4`'s value for these ``labels``, when the caller
+        has it (else computed here, the same way).
 
     Returns
     -------
@@ -393,7 +404,8 @@ def combine_l1_l4_ci95(
     used = [v for v in vertebrae if v.label in labels and v.value is not None]
     if not used or any(v.se is None or not math.isfinite(v.se) for v in used):
         return None, None
-    mean = float(np.mean([v.value for v in used]))
+    if mean is None:
+        mean = float(np.mean([v.value for v in used]))
     se = math.sqrt(sum(v.se**2 for v in used)) / len(used)
     return se, (mean - Z95 * se, mean + Z95 * se)
 

@@ -648,10 +648,11 @@ def variogram_covariance(
     nr, nc = mask.shape
     k = lags.shape[0]
     # twice the longest lag component per axis (a Python max over the few lags costs
-    # less than np.abs(lags).max(axis=0) and its reduction machinery)
-    lag_list = lags.tolist()
-    pr = 2 * max((abs(x[0]) for x in lag_list), default=0)
-    pc = 2 * max((abs(x[1]) for x in lag_list), default=0)
+    # less than np.abs(lags).max(axis=0) and its reduction machinery; map, not a
+    # generator: no Python frame per lag)
+    lag_rows, lag_cols = lags.T.tolist()
+    pr = 2 * max(map(abs, lag_rows), default=0)
+    pc = 2 * max(map(abs, lag_cols), default=0)
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
     G = _semivariogram_grid(pad_r, pad_c, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n)
     if method == "auto" and full:
@@ -816,7 +817,9 @@ def slope_uncertainty(
         if not (0.0 < fit.slope <= 2.0 and math.isfinite(fit.intercept)):
             return Uncertainty(math.nan, None, math.nan, {})
         c, a, n = math.exp(fit.intercept), fit.slope, 0.0
-    snr = c * float(np.asarray(distances_mm).min()) ** a / n if n > 0 else math.inf
+    # the shortest lag (Python's min of the lengths: np.min's value for finite ones, as
+    # they are wherever a noise model fitted, n > 0)
+    snr = c * min(np.asarray(distances_mm, float).ravel().tolist()) ** a / n if n > 0 else math.inf
     cov = variogram_covariance(mask, lags, spacing_mm, c, a, n)
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)
