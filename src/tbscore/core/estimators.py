@@ -518,10 +518,10 @@ def nugget_model(
     """
     d, v = _check(distances_mm, values)
     a, c, n, _, J, scale = _nugget_solution(d, v, powers)
-    # J.sum() is finite unless an entry is nan or +-inf (the entries are bounded, no
-    # overflow): where fit_nugget_model's pseudo-inverse of J would fail (LinAlgError,
-    # a ValueError too), this fails alike
-    if 1e-4 < a < 2.0 - 1e-4 and not math.isfinite(J.sum()):
+    # a nan or +-inf entry of J (the entries are bounded: J.sum() is finite exactly
+    # when they all are): where fit_nugget_model's pseudo-inverse of J would fail
+    # (LinAlgError, a ValueError too), this fails alike
+    if 1e-4 < a < 2.0 - 1e-4 and not all(map(math.isfinite, J.ravel().tolist())):
         raise ComputationError("the nugget model's Jacobian is not finite")
     return float(math.log(c * scale)), a, n * scale
 

@@ -492,7 +492,7 @@ def read_rois(
     path: str | Path, image_shape: tuple[int, int], spacing_mm: tuple[float, float]
 ) -> VertebraROIs:
     """Read ROIs from a ``.json`` ROI file or a ``.npy`` / ``.png`` label image."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     name = str(path)
     if not path.is_file():
         raise ROIError("ROI file does not exist", name)

@@ -216,9 +216,10 @@ def _round9(x: float) -> float:
 def _distinct_distances(distances_mm: list[float]) -> bool:
     """Whether the lag lengths (mm) take two or more values after rounding to 9
     decimals (``np.round(d, 9)``: min < max; equal lengths of two directions are one
-    distance). ``distances_mm`` is non-empty and finite."""
-    first = _round9(distances_mm[0])
-    return any(_round9(x) != first for x in distances_mm[1:])
+    distance). ``distances_mm`` is non-empty and finite. The rounding is monotonic, so
+    the rounded values differ somewhere exactly when those of the shortest and the
+    longest length differ."""
+    return _round9(min(distances_mm)) != _round9(max(distances_mm))
 
 
 def vertebra_tbs(
@@ -313,7 +314,7 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    if any(x <= 0 for x in v_list):  # np.any(vu <= 0) on the list (nan is not <= 0)
+    if any(map((0.0).__ge__, v_list)):  # np.any(vu <= 0) on the list (nan is not <= 0)
         return VertebraResult(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )

@@ -703,7 +703,7 @@ def load_dicom(
         ds = source
         name = str(getattr(ds, "filename", None) or "<dataset>")
     else:
-        path = Path(source)
+        path = source if isinstance(source, Path) else Path(source)
         name = str(path)
         ds, data = read_dicom_bytes(path)  # the one DICOM rule, one read of the file
         file_sha = hashlib.sha256(data).hexdigest()
