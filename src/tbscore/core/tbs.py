@@ -231,6 +231,7 @@ def vertebra_tbs(
     *,
     box: tuple[int, int, int, int] | None = None,
     powers: NuggetPowers | None = None,
+    finite: bool = False,
 ) -> VertebraResult:
     """TBS of one vertebra, with fit diagnostics or the reason it has no value.
 
@@ -252,6 +253,9 @@ def vertebra_tbs(
         :func:`~tbscore.core.estimators.nugget_powers` of ``lags``' lengths, made once
         per image by :func:`compute_vertebrae` (the noise model's search computes its
         own when not given, or when some lags are unusable here).
+    finite : bool
+        The caller has checked that the gray levels inside the ROI are finite
+        (:func:`tbscore.api.calc`): the kernel does not check them again.
     """
     image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
     r0, c0, r1, c1 = roi.bbox() if box is None else box
@@ -281,7 +285,9 @@ def vertebra_tbs(
     lag_arr, dists = as_lags(lags[0]), lags[1]
     # the image read in place from the box's corner (image and mask validated above)
     solid = n_pixels == mask.size
-    sums, counts = _sums(image, mask, lag_arr, settings.parallel, r0, c0, solid=solid)
+    sums, counts = _sums(
+        image, mask, lag_arr, settings.parallel, r0, c0, solid=solid, finite=finite
+    )
     cu_list = counts.tolist()
     if cu_list and min(cu_list) >= settings.min_pairs_per_lag:
         # every lag usable (the common case): no selection; counts >= 1, so V = sums /
@@ -335,7 +341,10 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm, powers=powers)
+    # a solid mask is its own box, all True: the covariance needs no search for it
+    unc = slope_uncertainty(
+        fit, mask, lu, du, vu, spacing_mm, powers=powers, full=True if solid else None
+    )
     return VertebraResult(
         status="ok",
         value=fit.slope,
@@ -440,11 +449,17 @@ def _scan_lags(
 
 
 def compute_vertebrae(
-    image: np.ndarray, rois: VertebraROIs, spacing_mm: tuple[float, float], settings: Settings
+    image: np.ndarray,
+    rois: VertebraROIs,
+    spacing_mm: tuple[float, float],
+    settings: Settings,
+    *,
+    finite: bool = False,
 ) -> tuple[VertebraResult, ...]:
     """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs;
     each ROI's bounding box found once; the nugget search's first-grid powers made
-    once)."""
+    once). ``finite``: the caller has checked the gray levels inside the ROIs
+    (:func:`tbscore.api.calc`), which the kernel then does not check again."""
     bboxes = [r.bbox() for r in rois]
     boxes = [b for b, r in zip(bboxes, rois, strict=True) if not r.excluded]
     boxes = boxes or [(0, 0, *image.shape[:2])]
@@ -460,6 +475,6 @@ def compute_vertebrae(
     # here for all vertebrae (each uses them where all its lags are usable)
     powers = nugget_powers(lags[1]) if len(lags[1]) else None
     return tuple(
-        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b, powers=powers)
+        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b, powers=powers, finite=finite)
         for roi, b in zip(rois, bboxes, strict=True)
     )

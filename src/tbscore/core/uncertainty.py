@@ -609,6 +609,7 @@ def variogram_covariance(
     n: float,
     *,
     method: str = "auto",
+    full: bool | None = None,
 ) -> np.ndarray:
     """Covariance of the experimental variogram under the model ``V = c d^a + n``.
 
@@ -631,6 +632,10 @@ def variogram_covariance(
         same exact quantity. ``"auto"``: closed form for a full rectangle, else row runs
         when the masks have few runs (:data:`RUNS_PER_CELL`), else FFT. ``"runs"`` and
         ``"fft"`` force one path (for tests and benchmarks).
+    full : bool, optional
+        ``True``: the caller knows that every pixel of ``mask`` is set (a solid box
+        ROI cropped to its box), so the mask's box is not searched for. ``None``:
+        found here.
 
     Returns
     -------
@@ -638,10 +643,13 @@ def variogram_covariance(
         ``Cov(V_i, V_j)`` (gray level to the fourth).
     """
     mask = np.asarray(mask, dtype=bool)
-    r0, r1, c0, c1, full = _mask_box(mask.view(np.uint8))
-    if r1 == 0:
-        raise ComputationError("the ROI mask is empty: no variogram covariance")
-    mask = mask[r0:r1, c0:c1]
+    if full is True and mask.ndim == 2 and mask.size:
+        pass  # all True: the mask is its own box
+    else:
+        r0, r1, c0, c1, full = _mask_box(mask.view(np.uint8))
+        if r1 == 0:
+            raise ComputationError("the ROI mask is empty: no variogram covariance")
+        mask = mask[r0:r1, c0:c1]
     if method not in ("auto", "runs", "fft"):
         raise ValueError(f"unknown method {method!r}")
     lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
@@ -782,6 +790,7 @@ def slope_uncertainty(
     spacing_mm: tuple[float, float],
     *,
     powers: NuggetPowers | None = None,
+    full: bool | None = None,
 ) -> Uncertainty:
     """Standard error, 95 % interval and texture-to-noise ratio of a fitted slope.
 
@@ -798,6 +807,8 @@ def slope_uncertainty(
     powers : NuggetPowers, optional
         The noise model's first-grid powers for ``distances_mm``
         (:func:`tbscore.core.estimators.nugget_powers`), when the caller has them.
+    full : bool, optional
+        ``True`` when every pixel of ``mask`` is set (:func:`variogram_covariance`).
 
     Returns
     -------
@@ -820,7 +831,7 @@ def slope_uncertainty(
     # the shortest lag (Python's min of the lengths: np.min's value for finite ones, as
     # they are wherever a noise model fitted, n > 0)
     snr = c * min(np.asarray(distances_mm, float).ravel().tolist()) ** a / n if n > 0 else math.inf
-    cov = variogram_covariance(mask, lags, spacing_mm, c, a, n)
+    cov = variogram_covariance(mask, lags, spacing_mm, c, a, n, full=full)
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)
     se = math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
