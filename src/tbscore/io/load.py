@@ -195,10 +195,18 @@ _PLAIN_VRS = frozenset(
 )
 
 
-def _default_hooks() -> bool:
-    """pydicom's raw-element hooks are its own and no element callback is set."""
+@functools.cache
+def _pydicom_config() -> tuple[Any, Any]:
+    """pydicom's ``config`` and ``hooks`` modules, imported once (their settings are
+    read afresh by :func:`_default_hooks` for every data set)."""
     from pydicom import config, hooks
 
+    return config, hooks
+
+
+def _default_hooks() -> bool:
+    """pydicom's raw-element hooks are its own and no element callback is set."""
+    config, hooks = _pydicom_config()
     h = hooks.hooks
     return (
         config.data_element_callback is None
@@ -714,7 +722,7 @@ def load_dicom(
         raise
     except Exception as exc:  # last resort: never a bare traceback
         raise DicomReadError(f"unexpected error ({type(exc).__name__}: {exc})", name) from exc
-    if not isinstance(source, Dataset) and "PixelData" in ds:
+    if not isinstance(source, Dataset) and 0x7FE00010 in ds:  # PixelData, by its tag
         del ds.PixelData  # decoded into image.pixels; the header stays for the SR writer
     return image
 
