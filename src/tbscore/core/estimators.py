@@ -168,7 +168,8 @@ def _check_code(d, v):  # pragma: no cover - compiled
 def _check(distances_mm: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = np.asarray(distances_mm, dtype=float)
     v = np.asarray(values, dtype=float)
-    code = _check_code(d.reshape(-1), v.reshape(-1))
+    # (1-D arrays as they are: a reshape view per call costs more than the check)
+    code = _check_code(d if d.ndim == 1 else d.reshape(-1), v if v.ndim == 1 else v.reshape(-1))
     if code:
         raise ComputationError(_CHECK_ERRORS[code])
     return d, v

@@ -202,7 +202,7 @@ def box_is_finite(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     by the compiled loop the kernel's own check uses (no boolean copy of the box);
     anything else, or a box not inside the image, by ``np.isfinite(...).all()``.
     """
-    r0, c0, r1, c1 = (int(x) for x in box)
+    r0, c0, r1, c1 = map(int, box)
     if (
         image.ndim == 2
         and image.dtype == np.float64
