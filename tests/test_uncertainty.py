@@ -405,6 +405,13 @@ def test_run_path_on_a_detected_size_rounded_roi_equals_the_fft_path(monkeypatch
         variogram_covariance(mask, lags, spacing, 2.0, 1.2, 0.5, method="direct")
 
 
+def _objective(a, d, v):
+    """The nugget profile search's objective at exponents ``a`` (its own powers)."""
+    from tbscore.core.estimators import _nugget_ss
+
+    return _nugget_ss(a, d, v, np.empty((a.size, d.size)), np.zeros(1, bool))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(0.3, 12.0), min_size=3, max_size=12, unique=True),
@@ -429,7 +436,7 @@ def test_compiled_nugget_objective_equals_the_numpy_one(d, reps, c0, a0, n0, noi
     a = np.asarray(a)
     vs = v / v.min()
     c, _, want = _nugget_solve(a, d, vs)
-    got = _nugget_ss(a, d, vs)
+    got = _nugget_ss(a, d, vs, np.empty((a.size, d.size)), np.zeros(1, bool))
     clear = np.abs(c) > 1e-9 * np.abs(c).max()  # the sign of c not decided by rounding
     assert np.array_equal(np.isinf(got[clear]), np.isinf(want[clear]))
     fin = clear & np.isfinite(want)
@@ -452,11 +459,11 @@ def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
     from tbscore.core.estimators import (
         _A_HI,
         _A_LO,
+        _NO_FLAG,
         _NO_POWERS,
         _first_powers,
         _grid_argmin,
         _nugget_argmin,
-        _nugget_ss,
         nugget_powers,
     )
 
@@ -464,19 +471,27 @@ def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
     v = (d**a0 + n0) * np.asarray(noise[: d.size])
     vs = v / v.min()
     try:
-        want = _grid_argmin(lambda aa: _nugget_ss(aa, d, vs))
+        want = _grid_argmin(lambda aa: _objective(aa, d, vs))
     except ValueError:  # all nan: the compiled search says nan
         want = math.nan
-    got = _nugget_argmin(d, vs, _A_LO, _A_HI, _NO_POWERS)
+    got = _nugget_argmin(d, vs, _A_LO, _A_HI, _NO_POWERS, _NO_FLAG)
     assert got == want or (math.isnan(got) and math.isnan(want))
-    # the first grid's powers made once for the lengths (compute_vertebrae) and read
-    # by the search: the same exponent, bit for bit
+    # the first grid's powers kept for the lengths (compute_vertebrae, one per image):
+    # computed into the table by the first search, read by the next; the same exponent
+    # bit for bit both times
     powers = nugget_powers(d)
-    assert _first_powers(powers, d) is powers.powers
-    assert _first_powers(powers, d.copy()) is powers.powers  # equal lengths
-    assert _first_powers(powers, d[:-1]) is _NO_POWERS  # other lengths: not used
-    kept = _nugget_argmin(d, vs, _A_LO, _A_HI, powers.powers)
-    assert kept == want or (math.isnan(kept) and math.isnan(want))
+    assert _first_powers(powers, d)[0] is powers.powers
+    assert _first_powers(powers, d.copy())[0] is powers.powers  # equal lengths
+    assert _first_powers(powers, d[:-1])[0] is _NO_POWERS  # other lengths: not used
+    v2 = vs[::-1] * np.linspace(1.0, 1.5, vs.size)  # another vertebra of that image
+    try:
+        want2 = _grid_argmin(lambda aa: _objective(aa, d, v2))
+    except ValueError:
+        want2 = math.nan
+    for vv, expect in ((vs, want), (v2, want2), (vs, want)):
+        kept = _nugget_argmin(d, vv, _A_LO, _A_HI, *_first_powers(powers, d))
+        assert kept == expect or (math.isnan(kept) and math.isnan(expect))
+        assert powers.filled[0]
 
 
 def test_empty_mask_is_a_typed_error():

@@ -108,41 +108,48 @@ class NuggetPowers:
     ``(0, 2)``) for one set of lag lengths: :func:`nugget_powers`.
 
     They depend on the lengths only, which every vertebra of a scan shares, so
-    :func:`tbscore.core.tbs.compute_vertebrae` makes them once per image and passes
-    them to each vertebra's fit (``powers=``). A fit uses them only for the lengths
-    they were made for (the same array, or an equal one); for any other lengths it
-    computes its own. The values are the ones the search computes itself, bit for bit.
+    :func:`tbscore.core.tbs.compute_vertebrae` makes one per image and passes it to
+    each vertebra's fit (``powers=``): the first fit computes the powers into it (as
+    its search computes them anyway), the others read them. A fit uses them only for
+    the lengths they were made for (the same array, or an equal one); for any other
+    lengths it computes its own. The values are the ones the search computes itself,
+    bit for bit.
 
     Attributes
     ----------
     distances_mm : ndarray of float64, shape (k,)
         The lag lengths (mm).
     powers : ndarray of float64, shape (201, k)
-        ``d^a`` for the first grid's exponents.
+        ``d^a`` for the first grid's exponents, once ``filled``.
+    filled : ndarray of bool, shape (1,)
+        Whether ``powers`` holds them yet.
     """
 
     distances_mm: np.ndarray
     powers: np.ndarray
+    filled: np.ndarray
 
 
 def nugget_powers(distances_mm: np.ndarray) -> NuggetPowers:
-    """:class:`NuggetPowers` of the lag lengths ``distances_mm`` (mm, positive)."""
+    """An empty :class:`NuggetPowers` for the lag lengths ``distances_mm`` (mm,
+    positive), filled by the first fit that uses it."""
     d = np.asarray(distances_mm, dtype=float)  # the caller's array when float64 (the
     if d.ndim != 1:  # fits then find them by identity, no comparison)
         d = d.reshape(-1)
-    return NuggetPowers(d, _nugget_powers(_linspace_into(_A_LO, _A_HI, 201), d))
+    return NuggetPowers(d, np.empty((201, d.size)), np.zeros(1, dtype=np.bool_))
 
 
-#: Stands for "no first-grid powers" in :func:`_nugget_argmin` (one specialisation).
+#: Stand for "no first-grid powers" in :func:`_nugget_argmin` (one specialisation).
 _NO_POWERS = np.empty((0, 0))
+_NO_FLAG = np.zeros(1, dtype=np.bool_)
 
 
-def _first_powers(powers: NuggetPowers | None, d: np.ndarray) -> np.ndarray:
-    """``powers.powers`` when they were made for the lengths ``d``, else
+def _first_powers(powers: NuggetPowers | None, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(powers.powers, powers.filled)`` when they are for the lengths ``d``, else
     :data:`_NO_POWERS` (the search computes its own)."""
     if powers is not None and (powers.distances_mm is d or np.array_equal(powers.distances_mm, d)):
-        return powers.powers
-    return _NO_POWERS
+        return powers.powers, powers.filled
+    return _NO_POWERS, _NO_FLAG
 
 
 @njit(cache=True, nogil=True)
@@ -287,51 +294,41 @@ def _nugget_solve_at(p, w, v, s22, b2):  # pragma: no cover - compiled
     return c, n, ss
 
 
-@njit(cache=True, nogil=True)
-def _nugget_powers(a, d):  # pragma: no cover - compiled
-    # P[i, q] = d[q]^a[i] as exp(a[i] ln d[q]): the powers the profile search's
-    # objective reads (_nugget_ss_at). Equal distances (a lag and its mirror; both axes
-    # on square pixels) share d^a: one exp per distinct distance, copied to the others
-    # (the same values, half the exps on the default lags at square pixels).
-    k = d.shape[0]
-    ld = np.log(d)
-    first = np.empty(k, np.int64)
-    for q in range(k):
-        first[q] = q
-        for r in range(q):
-            if ld[r] == ld[q]:
-                first[q] = first[r]
-                break
-    P = np.empty((a.shape[0], k))
-    for i in range(a.shape[0]):
-        for q in range(k):
-            P[i, q] = math.exp(a[i] * ld[q]) if first[q] == q else P[i, first[q]]
-    return P
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_ss_at(P, v):  # pragma: no cover - compiled
-    # the residual sum of each row of powers P (_nugget_powers), inf where c <= 0
-    k = v.shape[0]
+def _nugget_ss(a, d, v, P, filled):  # pragma: no cover - compiled
+    # _nugget_solve(a, d, v)[2] in one compiled pass (the profile search's objective:
+    # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan),
+    # with the powers P[i, q] = d[q]^a[i] (an (len(a), len(d)) array): computed into P
+    # when filled[0] is False (then set), read from P when True (the same values: the
+    # first grid's kept powers, NuggetPowers)
+    k = d.shape[0]
+    if not filled[0]:
+        ld = np.log(d)
+        # equal distances (a lag and its mirror; both axes on square pixels) share
+        # d^a: one exp per distinct distance, copied to the others (the same values,
+        # half the exps on the default lags at square pixels)
+        first = np.empty(k, np.int64)
+        for q in range(k):
+            first[q] = q
+            for r in range(q):
+                if ld[r] == ld[q]:
+                    first[q] = first[r]
+                    break
+        for i in range(a.shape[0]):
+            for q in range(k):
+                P[i, q] = math.exp(a[i] * ld[q]) if first[q] == q else P[i, first[q]]
+        filled[0] = True
     w = 1.0 / (v * v)
     s22 = 0.0
     b2 = 0.0
     for q in range(k):
         s22 += w[q]
         b2 += w[q] * v[q]
-    out = np.empty(P.shape[0])
-    for i in range(P.shape[0]):
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
         c, _, ss = _nugget_solve_at(P[i], w, v, s22, b2)
         out[i] = ss if c > 0 else np.inf
     return out
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_ss(a, d, v):  # pragma: no cover - compiled
-    # _nugget_solve(a, d, v)[2] in compiled passes (the profile search's objective:
-    # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan):
-    # the powers d^a, then one closed-form solve per exponent
-    return _nugget_ss_at(_nugget_powers(a, d), v)
 
 
 @njit(cache=True, nogil=True)
@@ -359,20 +356,23 @@ def _first_min(vals):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_argmin(d, v, lo, hi, p0):  # pragma: no cover - compiled
-    # _grid_argmin(lambda aa: _nugget_ss(aa, d, v), lo, hi) in one compiled call, the
+def _nugget_argmin(d, v, lo, hi, p0, filled):  # pragma: no cover - compiled
+    # _grid_argmin(lambda aa: _nugget_ss(aa, d, v, ...), lo, hi) in one compiled call, the
     # same grids and steps; nan when a grid is all nan (np.nanargmin would raise).
-    # p0: the first grid's powers _nugget_powers(_linspace_into(lo, hi, 201), d) when
-    # the caller has them (201 rows; NuggetPowers), else an empty array (made here)
+    # p0, filled: the first grid's powers d^a (201 rows, NuggetPowers) and whether they
+    # are in p0 yet: the first search of an image computes them as _nugget_ss does
+    # (exp(a ln d), one exp per distinct distance) into p0, later ones read them; an
+    # empty p0: none kept (_nugget_ss itself)
     grid = _linspace_into(lo, hi, 201)
     vals = np.empty(0)
     i = 0
     step = 0.0
     for it in range(3):
         if it == 0 and p0.shape[0] == 201:
-            vals = _nugget_ss_at(p0, v)
-        else:
-            vals = _nugget_ss(grid, d, v)
+            P, done = p0, filled
+        else:  # this grid's own powers
+            P, done = np.empty((grid.shape[0], d.shape[0])), np.zeros(1, np.bool_)
+        vals = _nugget_ss(grid, d, v, P, done)  # one call site: compiled in once
         i = _first_min(vals)
         if i < 0:
             return np.nan
@@ -542,7 +542,7 @@ def _nugget_solution(
     vs = v / scale
     # = _grid_argmin of _nugget_ss (the first grid's powers from ``powers`` when they
     # are for these lengths)
-    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI, _first_powers(powers, d)))
+    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI, *_first_powers(powers, d)))
     if not math.isfinite(a):
         raise ComputationError("the nugget model's objective is undefined (all nan)")
     c, n, ss, r2, J = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
