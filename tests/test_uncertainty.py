@@ -405,13 +405,6 @@ def test_run_path_on_a_detected_size_rounded_roi_equals_the_fft_path(monkeypatch
         variogram_covariance(mask, lags, spacing, 2.0, 1.2, 0.5, method="direct")
 
 
-def _objective(a, d, v):
-    """The nugget profile search's objective at exponents ``a`` (its own powers)."""
-    from tbscore.core.estimators import _nugget_ss
-
-    return _nugget_ss(a, d, v, np.empty((a.size, d.size)), np.zeros(1, bool))
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(0.3, 12.0), min_size=3, max_size=12, unique=True),
@@ -436,7 +429,7 @@ def test_compiled_nugget_objective_equals_the_numpy_one(d, reps, c0, a0, n0, noi
     a = np.asarray(a)
     vs = v / v.min()
     c, _, want = _nugget_solve(a, d, vs)
-    got = _nugget_ss(a, d, vs, np.empty((a.size, d.size)), np.zeros(1, bool))
+    got = _nugget_ss(a, d, vs)
     clear = np.abs(c) > 1e-9 * np.abs(c).max()  # the sign of c not decided by rounding
     assert np.array_equal(np.isinf(got[clear]), np.isinf(want[clear]))
     fin = clear & np.isfinite(want)
@@ -456,42 +449,17 @@ def test_compiled_nugget_objective_equals_the_numpy_one(d, reps, c0, a0, n0, noi
 def test_compiled_profile_search_equals_the_python_one(d, reps, a0, n0, noise):
     """The compiled profile search of the nugget fit returns exactly (bit for bit) what
     _grid_argmin (np.linspace grids, np.nanargmin) returns on the same objective."""
-    from tbscore.core.estimators import (
-        _A_HI,
-        _A_LO,
-        _NO_FLAG,
-        _NO_POWERS,
-        _first_powers,
-        _grid_argmin,
-        _nugget_argmin,
-        nugget_powers,
-    )
+    from tbscore.core.estimators import _A_HI, _A_LO, _grid_argmin, _nugget_argmin, _nugget_ss
 
     d = np.repeat(np.sort(np.asarray(d)), reps[: len(d)])
     v = (d**a0 + n0) * np.asarray(noise[: d.size])
     vs = v / v.min()
     try:
-        want = _grid_argmin(lambda aa: _objective(aa, d, vs))
+        want = _grid_argmin(lambda aa: _nugget_ss(aa, d, vs))
     except ValueError:  # all nan: the compiled search says nan
         want = math.nan
-    got = _nugget_argmin(d, vs, _A_LO, _A_HI, _NO_POWERS, _NO_FLAG)
+    got = _nugget_argmin(d, vs, _A_LO, _A_HI)
     assert got == want or (math.isnan(got) and math.isnan(want))
-    # the first grid's powers kept for the lengths (compute_vertebrae, one per image):
-    # computed into the table by the first search, read by the next; the same exponent
-    # bit for bit both times
-    powers = nugget_powers(d)
-    assert _first_powers(powers, d)[0] is powers.powers
-    assert _first_powers(powers, d.copy())[0] is powers.powers  # equal lengths
-    assert _first_powers(powers, d[:-1])[0] is _NO_POWERS  # other lengths: not used
-    v2 = vs[::-1] * np.linspace(1.0, 1.5, vs.size)  # another vertebra of that image
-    try:
-        want2 = _grid_argmin(lambda aa: _objective(aa, d, v2))
-    except ValueError:
-        want2 = math.nan
-    for vv, expect in ((vs, want), (v2, want2), (vs, want)):
-        kept = _nugget_argmin(d, vv, _A_LO, _A_HI, *_first_powers(powers, d))
-        assert kept == expect or (math.isnan(kept) and math.isnan(expect))
-        assert powers.filled[0]
 
 
 def test_empty_mask_is_a_typed_error():

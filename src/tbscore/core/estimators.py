@@ -39,8 +39,6 @@ __all__ = [
     "fit_slope",
     "fit_nugget_model",
     "nugget_model",
-    "nugget_powers",
-    "NuggetPowers",
     "method_string",
 ]
 
@@ -100,56 +98,6 @@ _CHECK_ERRORS = (
     "lag distances must be positive and finite",
     "all lag distances are equal: the slope is undefined",
 )
-
-
-@dataclass(frozen=True, eq=False)
-class NuggetPowers:
-    """The powers ``d^a`` of the nugget profile search's first grid (201 exponents in
-    ``(0, 2)``) for one set of lag lengths: :func:`nugget_powers`.
-
-    They depend on the lengths only, which every vertebra of a scan shares, so
-    :func:`tbscore.core.tbs.compute_vertebrae` makes one per image and passes it to
-    each vertebra's fit (``powers=``): the first fit computes the powers into it (as
-    its search computes them anyway), the others read them. A fit uses them only for
-    the lengths they were made for (the same array, or an equal one); for any other
-    lengths it computes its own. The values are the ones the search computes itself,
-    bit for bit.
-
-    Attributes
-    ----------
-    distances_mm : ndarray of float64, shape (k,)
-        The lag lengths (mm).
-    powers : ndarray of float64, shape (201, k)
-        ``d^a`` for the first grid's exponents, once ``filled``.
-    filled : ndarray of bool, shape (1,)
-        Whether ``powers`` holds them yet.
-    """
-
-    distances_mm: np.ndarray
-    powers: np.ndarray
-    filled: np.ndarray
-
-
-def nugget_powers(distances_mm: np.ndarray) -> NuggetPowers:
-    """An empty :class:`NuggetPowers` for the lag lengths ``distances_mm`` (mm,
-    positive), filled by the first fit that uses it."""
-    d = np.asarray(distances_mm, dtype=float)  # the caller's array when float64 (the
-    if d.ndim != 1:  # fits then find them by identity, no comparison)
-        d = d.reshape(-1)
-    return NuggetPowers(d, np.empty((201, d.size)), np.zeros(1, dtype=np.bool_))
-
-
-#: Stand for "no first-grid powers" in :func:`_nugget_argmin` (one specialisation).
-_NO_POWERS = np.empty((0, 0))
-_NO_FLAG = np.zeros(1, dtype=np.bool_)
-
-
-def _first_powers(powers: NuggetPowers | None, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(powers.powers, powers.filled)`` when they are for the lengths ``d``, else
-    :data:`_NO_POWERS` (the search computes its own)."""
-    if powers is not None and (powers.distances_mm is d or np.array_equal(powers.distances_mm, d)):
-        return powers.powers, powers.filled
-    return _NO_POWERS, _NO_FLAG
 
 
 @njit(cache=True, nogil=True)
@@ -295,38 +243,33 @@ def _nugget_solve_at(p, w, v, s22, b2):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_ss(a, d, v, P, filled):  # pragma: no cover - compiled
+def _nugget_ss(a, d, v):  # pragma: no cover - compiled
     # _nugget_solve(a, d, v)[2] in one compiled pass (the profile search's objective:
-    # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan),
-    # with the powers P[i, q] = d[q]^a[i] (an (len(a), len(d)) array): computed into P
-    # when filled[0] is False (then set), read from P when True (the same values: the
-    # first grid's kept powers, NuggetPowers)
+    # ~20 numpy calls on (A, K) arrays per grid became the largest cost of a scan)
     k = d.shape[0]
-    if not filled[0]:
-        ld = np.log(d)
-        # equal distances (a lag and its mirror; both axes on square pixels) share
-        # d^a: one exp per distinct distance, copied to the others (the same values,
-        # half the exps on the default lags at square pixels)
-        first = np.empty(k, np.int64)
-        for q in range(k):
-            first[q] = q
-            for r in range(q):
-                if ld[r] == ld[q]:
-                    first[q] = first[r]
-                    break
-        for i in range(a.shape[0]):
-            for q in range(k):
-                P[i, q] = math.exp(a[i] * ld[q]) if first[q] == q else P[i, first[q]]
-        filled[0] = True
+    ld = np.log(d)
     w = 1.0 / (v * v)
     s22 = 0.0
     b2 = 0.0
     for q in range(k):
         s22 += w[q]
         b2 += w[q] * v[q]
+    # equal distances (a lag and its mirror; both axes on square pixels) share d^a: one
+    # exp per distinct distance, copied to the others (the same values, half the exps
+    # on the default lags at square pixels)
+    first = np.empty(k, np.int64)
+    for q in range(k):
+        first[q] = q
+        for r in range(q):
+            if ld[r] == ld[q]:
+                first[q] = first[r]
+                break
     out = np.empty(a.shape[0])
+    p = np.empty(k)  # d^a, computed once per exponent for both passes
     for i in range(a.shape[0]):
-        c, _, ss = _nugget_solve_at(P[i], w, v, s22, b2)
+        for q in range(k):
+            p[q] = math.exp(a[i] * ld[q]) if first[q] == q else p[first[q]]
+        c, _, ss = _nugget_solve_at(p, w, v, s22, b2)
         out[i] = ss if c > 0 else np.inf
     return out
 
@@ -356,23 +299,15 @@ def _first_min(vals):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _nugget_argmin(d, v, lo, hi, p0, filled):  # pragma: no cover - compiled
-    # _grid_argmin(lambda aa: _nugget_ss(aa, d, v, ...), lo, hi) in one compiled call, the
-    # same grids and steps; nan when a grid is all nan (np.nanargmin would raise).
-    # p0, filled: the first grid's powers d^a (201 rows, NuggetPowers) and whether they
-    # are in p0 yet: the first search of an image computes them as _nugget_ss does
-    # (exp(a ln d), one exp per distinct distance) into p0, later ones read them; an
-    # empty p0: none kept (_nugget_ss itself)
+def _nugget_argmin(d, v, lo, hi):  # pragma: no cover - compiled
+    # _grid_argmin(lambda aa: _nugget_ss(aa, d, v), lo, hi) in one compiled call, the
+    # same grids and steps; nan when a grid is all nan (np.nanargmin would raise)
     grid = _linspace_into(lo, hi, 201)
     vals = np.empty(0)
     i = 0
     step = 0.0
     for it in range(3):
-        if it == 0 and p0.shape[0] == 201:
-            P, done = p0, filled
-        else:  # this grid's own powers
-            P, done = np.empty((grid.shape[0], d.shape[0])), np.zeros(1, np.bool_)
-        vals = _nugget_ss(grid, d, v, P, done)  # one call site: compiled in once
+        vals = _nugget_ss(grid, d, v)
         i = _first_min(vals)
         if i < 0:
             return np.nan
@@ -438,9 +373,7 @@ def _nugget_finish(a, d, v):  # pragma: no cover - compiled
     return c, n, ss, r2, J
 
 
-def fit_nugget_model(
-    distances_mm: np.ndarray, values: np.ndarray, *, powers: NuggetPowers | None = None
-) -> SlopeFit:
+def fit_nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     """Least-squares fit of ``V = c d^a + n``, ``a`` in (0, 2), ``n >= 0``.
 
     The residuals are relative, ``(V - c d^a - n) / V`` (to first order the log-space
@@ -453,9 +386,6 @@ def fit_nugget_model(
         Lag lengths (mm).
     values : ndarray, shape (k,)
         Experimental variogram (gray level squared), positive.
-    powers : NuggetPowers, optional
-        The first grid's powers for these lengths (:func:`nugget_powers`; made here
-        when not given or made for other lengths).
 
     Returns
     -------
@@ -464,7 +394,7 @@ def fit_nugget_model(
         derivative of ``a`` with respect to ``V`` (parameters at a bound held fixed).
     """
     d, v = _check(distances_mm, values)
-    a, c, n, r2, J, scale = _nugget_solution(d, v, powers)
+    a, c, n, r2, J, scale = _nugget_solution(d, v)
     if 1e-4 < a < 2.0 - 1e-4:  # the row of a (ln c is always free), as before
         grad_lnv = np.linalg.pinv(J)[1]
     else:
@@ -481,9 +411,7 @@ def fit_nugget_model(
     )
 
 
-def nugget_model(
-    distances_mm: np.ndarray, values: np.ndarray, *, powers: NuggetPowers | None = None
-) -> tuple[float, float, float]:
+def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
     """The parameters of :func:`fit_nugget_model`, without its gradient.
 
     What :func:`tbscore.core.uncertainty.slope_uncertainty` needs of the noise model
@@ -497,9 +425,6 @@ def nugget_model(
         Lag lengths (mm).
     values : ndarray, shape (k,)
         Experimental variogram (gray level squared), positive.
-    powers : NuggetPowers, optional
-        The first grid's powers for these lengths (:func:`nugget_powers`; made here
-        when not given or made for other lengths).
 
     Returns
     -------
@@ -518,7 +443,7 @@ def nugget_model(
         ``ValueError`` too): a non-finite Jacobian, whose SVD does not converge.
     """
     d, v = _check(distances_mm, values)
-    a, c, n, _, J, scale = _nugget_solution(d, v, powers)
+    a, c, n, _, J, scale = _nugget_solution(d, v)
     # a nan or +-inf entry of J (the entries are bounded: J.sum() is finite exactly
     # when they all are): where fit_nugget_model's pseudo-inverse of J would fail
     # (LinAlgError, a ValueError too), this fails alike
@@ -528,7 +453,7 @@ def nugget_model(
 
 
 def _nugget_solution(
-    d: np.ndarray, v: np.ndarray, powers: NuggetPowers | None = None
+    d: np.ndarray, v: np.ndarray
 ) -> tuple[float, float, float, float, np.ndarray, float]:
     """The nugget fit of checked ``d``, ``v`` (:func:`_check`) up to its Jacobian.
 
@@ -540,9 +465,7 @@ def _nugget_solution(
         raise ComputationError("the nugget model needs at least three lags")
     scale = min(v.tolist())  # = float(v.min()) (v is finite), without the reduction
     vs = v / scale
-    # = _grid_argmin of _nugget_ss (the first grid's powers from ``powers`` when they
-    # are for these lengths)
-    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI, *_first_powers(powers, d)))
+    a = float(_nugget_argmin(d, vs, _A_LO, _A_HI))  # = _grid_argmin of _nugget_ss
     if not math.isfinite(a):
         raise ComputationError("the nugget model's objective is undefined (all nan)")
     c, n, ss, r2, J = _nugget_finish(a, d, vs)  # = the numpy steps in its comments
@@ -623,13 +546,7 @@ def _increment(d: np.ndarray, v: np.ndarray) -> SlopeFit:
     )
 
 
-def fit_slope(
-    estimator: str,
-    distances_mm: np.ndarray,
-    values: np.ndarray,
-    *,
-    powers: NuggetPowers | None = None,
-) -> SlopeFit:
+def fit_slope(estimator: str, distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
     """Fit the variogram exponent with the named estimator.
 
     Parameters
@@ -639,10 +556,6 @@ def fit_slope(
         Lag lengths (mm).
     values : ndarray, shape (k,)
         Experimental variogram at those lags (gray level squared), positive.
-    powers : NuggetPowers, optional
-        ``"nugget"`` only.
-        The first grid's powers for these lengths (:func:`nugget_powers`; made here
-        when not given or made for other lengths).
 
     Returns
     -------
@@ -657,7 +570,7 @@ def fit_slope(
     if estimator == "ols":
         return _ols(d, v)
     if estimator == "nugget":
-        return fit_nugget_model(d, v, powers=powers)
+        return fit_nugget_model(d, v)
     if estimator == "increment":
         return _increment(d, v)
     raise ComputationError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")

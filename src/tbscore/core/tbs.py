@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbscore.core.estimators import NuggetPowers, SlopeFit, fit_slope, method_string, nugget_powers
+from tbscore.core.estimators import SlopeFit, fit_slope, method_string
 from tbscore.core.result import VertebraResult
 from tbscore.core.roi import VertebraROI, VertebraROIs
 from tbscore.core.settings import DIRECTIONS, Settings
@@ -172,16 +172,9 @@ def fit_loglog(distances_mm: np.ndarray, values: np.ndarray) -> LogLogFit:
     return LogLogFit(fit.slope, fit.intercept, fit.r2, fit.slope_se, fit.n)
 
 
-def fit_vertebra(
-    settings: Settings,
-    distances_mm: np.ndarray,
-    values: np.ndarray,
-    *,
-    powers: NuggetPowers | None = None,
-) -> SlopeFit:
-    """The one place the slope estimator is chosen: ``settings.estimator`` (``powers``:
-    the nugget search's first-grid powers, :func:`~tbscore.core.estimators.nugget_powers`)."""
-    return fit_slope(settings.estimator, distances_mm, values, powers=powers)
+def fit_vertebra(settings: Settings, distances_mm: np.ndarray, values: np.ndarray) -> SlopeFit:
+    """The one place the slope estimator is chosen: ``settings.estimator``."""
+    return fit_slope(settings.estimator, distances_mm, values)
 
 
 def implausible_fit(fit: LogLogFit | SlopeFit) -> str | None:
@@ -230,7 +223,6 @@ def vertebra_tbs(
     lags: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     box: tuple[int, int, int, int] | None = None,
-    powers: NuggetPowers | None = None,
     finite: bool = False,
 ) -> VertebraResult:
     """TBS of one vertebra, with fit diagnostics or the reason it has no value.
@@ -249,10 +241,6 @@ def vertebra_tbs(
         Precomputed :func:`select_lags` output.
     box : (row0, col0, row1, col1), optional
         ``roi.bbox()``, when the caller has it already.
-    powers : NuggetPowers, optional
-        :func:`~tbscore.core.estimators.nugget_powers` of ``lags``' lengths, made once
-        per image by :func:`compute_vertebrae` (the noise model's search computes its
-        own when not given, or when some lags are unusable here).
     finite : bool
         The caller has checked that the gray levels inside the ROI are finite
         (:func:`tbscore.api.calc`): the kernel does not check them again.
@@ -325,7 +313,7 @@ def vertebra_tbs(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
     try:
-        fit = fit_vertebra(settings, du, vu, powers=powers)
+        fit = fit_vertebra(settings, du, vu)
     except ValueError as exc:
         return VertebraResult(
             status="invalid", reason=f"{settings.estimator} estimator: {exc}", **base, **diag
@@ -342,9 +330,7 @@ def vertebra_tbs(
             **diag,
         )
     # a solid mask is its own box, all True: the covariance needs no search for it
-    unc = slope_uncertainty(
-        fit, mask, lu, du, vu, spacing_mm, powers=powers, full=True if solid else None
-    )
+    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm, full=True if solid else None)
     return VertebraResult(
         status="ok",
         value=fit.slope,
@@ -457,9 +443,9 @@ def compute_vertebrae(
     finite: bool = False,
 ) -> tuple[VertebraResult, ...]:
     """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs;
-    each ROI's bounding box found once; the nugget search's first-grid powers made
-    once). ``finite``: the caller has checked the gray levels inside the ROIs
-    (:func:`tbscore.api.calc`), which the kernel then does not check again."""
+    each ROI's bounding box found once). ``finite``: the caller has checked the gray
+    levels inside the ROIs (:func:`tbscore.api.calc`), which the kernel then does not
+    check again."""
     bboxes = [r.bbox() for r in rois]
     boxes = [b for b, r in zip(bboxes, rois, strict=True) if not r.excluded]
     boxes = boxes or [(0, 0, *image.shape[:2])]
@@ -471,10 +457,7 @@ def compute_vertebrae(
             key, settings.lag_min_mm, settings.lag_max_mm, tuple(settings.directions), extent
         )
     )
-    # the nugget search's first-grid powers depend on the lag lengths only: made once
-    # here for all vertebrae (each uses them where all its lags are usable)
-    powers = nugget_powers(lags[1]) if len(lags[1]) else None
     return tuple(
-        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b, powers=powers, finite=finite)
+        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b, finite=finite)
         for roi, b in zip(rois, bboxes, strict=True)
     )

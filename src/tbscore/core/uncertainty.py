@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit
 
 from tbscore.core.constants import PROFILE_INTERVAL_ESTIMATORS
-from tbscore.core.estimators import NuggetPowers, SlopeFit, nugget_model
+from tbscore.core.estimators import SlopeFit, nugget_model
 from tbscore.errors import ComputationError
 
 __all__ = [
@@ -789,7 +789,6 @@ def slope_uncertainty(
     values: np.ndarray,
     spacing_mm: tuple[float, float],
     *,
-    powers: NuggetPowers | None = None,
     full: bool | None = None,
 ) -> Uncertainty:
     """Standard error, 95 % interval and texture-to-noise ratio of a fitted slope.
@@ -804,9 +803,6 @@ def slope_uncertainty(
         The usable lags (pixels), their lengths (mm) and ``V`` (gray level squared),
         as given to the estimator.
     spacing_mm : (float, float)
-    powers : NuggetPowers, optional
-        The noise model's first-grid powers for ``distances_mm``
-        (:func:`tbscore.core.estimators.nugget_powers`), when the caller has them.
     full : bool, optional
         ``True`` when every pixel of ``mask`` is set (:func:`variogram_covariance`).
 
@@ -819,7 +815,7 @@ def slope_uncertainty(
         ln_c, a, n = (
             (fit.intercept, fit.slope, fit.nugget)
             if fit.estimator == "nugget"
-            else nugget_model(distances_mm, values, powers=powers)
+            else nugget_model(distances_mm, values)
         )
         c, n = math.exp(ln_c), max(n, 0.0)
     except ValueError:
