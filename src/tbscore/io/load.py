@@ -233,7 +233,7 @@ class _Values:
     pydicom's ``BaseTag`` compares in Python): the data set as it was then.
     """
 
-    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks", "_ts")
+    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks", "_ts", "_conv")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
@@ -242,6 +242,7 @@ class _Values:
         self._cache: dict[str, Any] = {}
         self._own_hooks = _default_hooks()  # asked once per data set
         self._ts: Any = _MISSING
+        self._conv = _pydicom_converters()  # looked up once per data set, not per value
 
     @staticmethod
     def _tag(keyword: str) -> int:
@@ -295,7 +296,7 @@ class _Values:
 
     def _value(self, tag: int, elem: Any) -> Any:
         """The value of the element ``elem`` (tag ``tag``) as ``ds.get`` gives it."""
-        raw_type, convert_raw, convert_value, ambiguous, sq = _pydicom_converters()
+        raw_type, convert_raw, convert_value, ambiguous, sq = self._conv
         if isinstance(elem, raw_type):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
