@@ -28,8 +28,8 @@ scores them:
 Ratios (``x wall``, ``x steady``: scans/s over that of ``batch jobs=1``) are rates, so
 configurations with different numbers of scans compare. ``CPU s`` is the CPU
 time of this process and its finished children (the ``jobs=N`` workers and their
-fork server); for Dask, that of this process (which also runs the LocalCluster's
-scheduler, and the client) plus the workers' and their nannies' own
+fork server); for Dask, that of this process (which also runs the client and the
+LocalCluster's scheduler and nannies) plus the worker processes' own
 (``getrusage(RUSAGE_SELF)`` through ``client.run`` before and after), so
 ``scans/CPU-s`` shows the cost per scan even on a busy machine. Each configuration
 runs ``--repeat`` times; the run with the best wall time is reported.
@@ -133,17 +133,20 @@ def make_auto_inputs(folder: Path, paths: list[Path]) -> list[Path]:
     return out
 
 
-def _worker_cpu() -> float:
-    """CPU seconds of this (Dask worker or nanny) process (run through ``client.run``)."""
+def _worker_cpu() -> tuple[int, float]:
+    """(process id, CPU seconds) of this Dask worker or nanny process (``client.run``)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
+    return os.getpid(), own.ru_utime + own.ru_stime
 
 
 def _cluster_cpu(client) -> float:
-    """CPU seconds of a cluster's workers and their nannies, summed."""
-    workers = client.run(_worker_cpu)
-    nannies = client.run(_worker_cpu, nanny=True)
-    return sum(workers.values()) + sum(nannies.values())
+    """CPU seconds of a cluster's worker and nanny processes other than this one, summed
+    once per process: a LocalCluster's nannies run in this process (as its scheduler
+    does), whose CPU :func:`_cpu` already counts."""
+    by_pid = dict(client.run(_worker_cpu).values())
+    by_pid.update(client.run(_worker_cpu, nanny=True).values())
+    by_pid.pop(os.getpid(), None)
+    return sum(by_pid.values())
 
 
 @contextlib.contextmanager
@@ -171,8 +174,8 @@ def time_batch(
     one batch run.
 
     CPU includes the worker processes of ``jobs=N`` and their fork server (stopped and
-    joined at the end of the run); with ``client`` (Dask), also the CPU its workers and
-    nannies used during the run.
+    joined at the end of the run); with ``client`` (Dask), also the CPU its worker
+    processes used during the run (:func:`_cluster_cpu`).
     """
     if out.exists():
         out.unlink()
@@ -352,8 +355,8 @@ def main(argv=None) -> None:
                 f"\nDask against the pool, alternated, {args.repeat} x (all {n} scans, first "
                 f"{n // 2}); steady: best of the full runs; marginal: the full run's extra "
                 "scans over the half run's (best wall, best CPU of each); CPU: this process "
-                "(with the LocalCluster's scheduler) + workers + nannies for Dask, this "
-                "process + pool processes + fork server for the pool"
+                "(client, the LocalCluster's scheduler and nannies) + workers for Dask, "
+                "this process + pool processes + fork server for the pool"
             )
             print(
                 f"{'configuration':<22} {'runs':>4} {'steady/s':>9} {'marg/s':>8} "
