@@ -222,6 +222,14 @@ def compare_dask(paths: list[Path], tmp: Path, jobs_list: list[int], repeat: int
                     f"# dask {jobs}: first batch on the fresh cluster (worker warm-up "
                     f"included) {first[0]:.2f} s, {first[3]:.2f} CPU-s"
                 )
+                idle = 2.0  # what the idle cluster costs: heartbeats, monitors, profiler
+                c0, w0 = _cpu(), _cluster_cpu(client)
+                time.sleep(idle)
+                own, workers = (_cpu() - c0) / idle, (_cluster_cpu(client) - w0) / idle
+                print(
+                    f"# dask {jobs}: idle cluster {own:.3f} CPU-s/s in this process (client, "
+                    f"scheduler, nannies) + {workers:.3f} in the workers"
+                )
                 pool_ctx = one_process_pool if jobs == 1 else contextlib.nullcontext
                 for _ in range(repeat):
                     for size, inputs in (("full", paths), ("half", half)):
@@ -245,6 +253,7 @@ def marginal(runs: dict[str, list]) -> tuple[float, float]:
     wall = min(r[0] for r in runs["full"]) - min(r[0] for r in runs["half"])
     cpu = min(r[3] for r in runs["full"]) - min(r[3] for r in runs["half"])
     extra = n_full - n_half
+    # not positive: the machine's noise is larger than the half run's work (nan)
     return (extra / wall if wall > 0 else float("nan"), extra / cpu if cpu > 0 else float("nan"))
 
 

@@ -85,7 +85,19 @@ def test_last_chunks_shrink_so_workers_finish_together(threads_client):
         ex.close()
     assert sum(sizes) == 100 and ex.pending == 100
     assert sizes[0] == math.ceil(100 / (2 * 2))  # 1/(2 x slots) of the inputs left
-    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+    assert sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) == DaskExecutor.START_CHUNK  # not smaller, but the rest
+    assert sizes[-1] <= DaskExecutor.START_CHUNK
+    one = DaskExecutor(Job(), threads_client, detection=False, total=100)
+    try:
+        one.slots, one.chunk = 1, 30  # one worker: no one waits for it, full chunks
+        sizes = _recording(one)
+        for inp in range(100):
+            one.submit(inp)
+        one._flush()
+    finally:
+        one.close()
+    assert sizes == [30, 30, 30, 10]
 
 
 def test_runner_window_follows_the_chunk(tmp_path, monkeypatch):

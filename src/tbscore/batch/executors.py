@@ -341,8 +341,9 @@ class DaskExecutor(_Chunked):
     """Score on an existing Dask cluster (``distributed``).
 
     A chunk whose task fails (a worker died: ``KilledWorker``...) is re-sent one
-    input per task; an input whose own task fails gets an ``error`` row with code
-    ``worker_crashed``. Each chunk's rows are handed back (and written) as soon as its
+    input per task, one such task at a time (other chunks go on meanwhile); an input
+    whose own task fails gets an ``error`` row with code ``worker_crashed``. Each
+    chunk's rows are handed back (and written) as soon as its
     task returns.
 
     Without ``chunk``, the chunk size follows the work: the first tasks take
@@ -351,11 +352,12 @@ class DaskExecutor(_Chunked):
     :data:`MAX_CHUNK` inputs), as Dask's best practices advise against many tiny
     tasks: each one costs scheduler, client and worker time (3-6 ms of CPU on a 2-core
     machine, measured in benchmarks/README.md, "Issue 14, h14t"), against ~1.6 ms to
-    score a scan with an ROI file. With ``total`` (the inputs of the batch), a chunk
-    also takes at most 1/(2 x slots) of the inputs not yet sent (guided
-    self-scheduling), so that the last tasks are small and the workers finish
-    together. A batch process killed mid-run loses at most the chunks in flight (a
-    few x ``TASK_S`` of work per worker; they are scored again on resume).
+    score a scan with an ROI file. With ``total`` (the inputs of the batch) and two
+    slots or more, a chunk also takes at most 1/(2 x slots) of the inputs not yet sent
+    (guided self-scheduling; not below :data:`START_CHUNK`), so that the last tasks are
+    small and the workers finish together. A batch process killed mid-run loses at
+    most the chunks in flight (a few x ``TASK_S`` of work per worker; they are scored
+    again on resume).
 
     Parameters
     ----------
@@ -419,6 +421,7 @@ class DaskExecutor(_Chunked):
         self._prefix = f"tbscore-batch-{uuid.uuid4().hex[:8]}"
         self._n = 0
         self._alone: set[Any] = set()
+        self._suspects: deque[Input] = deque()  # inputs of failed chunks, re-sent alone
         self._done: queue.Queue[Any] = queue.Queue()
 
     def submit(self, inp: Input) -> None:
@@ -427,12 +430,14 @@ class DaskExecutor(_Chunked):
         super().submit(inp)
 
     def _chunk_now(self) -> int:
-        if not self._adaptive or self._unsent is None:
-            return self.chunk
+        if not self._adaptive or self._unsent is None or self.slots < 2:
+            return self.chunk  # one worker: nobody to wait for it at the end
         # guided self-scheduling: the inputs not yet sent (this chunk's included) shared
-        # over twice the slots, so that the last tasks shrink and no worker waits long
+        # over twice the slots, so that the last tasks shrink and no worker waits long;
+        # not below START_CHUNK, where the per-task cost would show again
         left = self._unsent + len(self._batch)
-        return max(1, min(self.chunk, math.ceil(left / (2 * self.slots))))
+        share = math.ceil(left / (2 * self.slots))
+        return min(self.chunk, max(share, self.START_CHUNK))
 
     def _measured(self, outcomes: list[Outcome]) -> None:
         """Size the next chunks from the scoring time of these rows (``elapsed_s``)."""
@@ -479,8 +484,7 @@ class DaskExecutor(_Chunked):
                 outcomes = fut.result()
             except Exception as exc:  # KilledWorker, lost data, ...
                 if len(chunk) > 1 or not alone:
-                    for inp in chunk:  # find the culprit: one input per task
-                        self._send((inp,), alone=True)
+                    self._suspects.extend(chunk)  # find the culprit: one input per task
                     fut.release()
                     continue
                 reason = f"the Dask task failed ({type(exc).__name__}: {exc})"
@@ -488,6 +492,10 @@ class DaskExecutor(_Chunked):
             fut.release()
             self._measured(outcomes)
             out += self._returned(chunk, outcomes)
+        if self._suspects and not self._alone:
+            # one suspect at a time: a task queued on the worker that a culprit kills
+            # fails with it (KilledWorker), so two suspects must never share a worker
+            self._send((self._suspects.popleft(),), alone=True)
         return out
 
     def close(self, cancel: bool = False) -> None:
@@ -498,6 +506,7 @@ class DaskExecutor(_Chunked):
                 pass
         self._futures.clear()
         self._batch.clear()
+        self._suspects.clear()
         if self._own:
             self._client.close()
 
