@@ -350,7 +350,7 @@ class DaskExecutor(_Chunked):
     :data:`START_CHUNK` inputs; then a chunk holds about :data:`TASK_S` seconds of
     scoring, from the mean ``elapsed_s`` of the rows returned so far (at most
     :data:`MAX_CHUNK` inputs), as Dask's best practices advise against many tiny
-    tasks: each one costs scheduler, client and worker time (3-6 ms of CPU on a 2-core
+    tasks: each one costs scheduler, client and worker time (4-10 ms of CPU on a 2-core
     machine, measured in benchmarks/README.md, "Issue 14, h14t"), against ~1.6 ms to
     score a scan with an ROI file. With ``total`` (the inputs of the batch) and two
     slots or more, a chunk also takes at most 1/(2 x slots) of the inputs not yet sent
