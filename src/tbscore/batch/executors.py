@@ -7,12 +7,15 @@ submitted and not yet returned), ``slots`` (parallel workers), ``chunk`` and
 
 The pool and the cluster receive inputs in chunks of ``chunk`` (one task per chunk,
 less scheduling overhead per scan); a chunk is sent when full or at the next
-``poll``.
+``poll``. On Dask, where a task costs milliseconds of scheduler, client and worker
+time, the chunk follows the measured time per input (:class:`DaskExecutor`); the
+runner reads ``chunk`` again on every round, so its in-flight window follows too.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import multiprocessing
 import os
 import queue
@@ -202,8 +205,12 @@ class _Chunked:
     def submit(self, inp: Input) -> None:
         self._batch.append(inp)
         self._pending += 1
-        if len(self._batch) >= self.chunk:
+        if len(self._batch) >= self._chunk_now():
             self._flush()
+
+    def _chunk_now(self) -> int:
+        """The size at which the chunk being filled is sent."""
+        return self.chunk
 
     def _flush(self) -> None:
         if self._batch:
@@ -334,8 +341,23 @@ class DaskExecutor(_Chunked):
     """Score on an existing Dask cluster (``distributed``).
 
     A chunk whose task fails (a worker died: ``KilledWorker``...) is re-sent one
-    input per task; an input whose own task fails gets an ``error`` row with code
-    ``worker_crashed``.
+    input per task, one such task at a time (other chunks go on meanwhile); an input
+    whose own task fails gets an ``error`` row with code ``worker_crashed``. Each
+    chunk's rows are handed back (and written) as soon as its
+    task returns.
+
+    Without ``chunk``, the chunk size follows the work: the first tasks take
+    :data:`START_CHUNK` inputs; then a chunk holds about :data:`TASK_S` seconds of
+    scoring, from the mean ``elapsed_s`` of the rows returned so far (at most
+    :data:`MAX_CHUNK` inputs), as Dask's best practices advise against many tiny
+    tasks: each one costs scheduler, client and worker time (4-10 ms of CPU on a 2-core
+    machine, measured in benchmarks/README.md, "Issue 14, h14t"), against ~1.6 ms to
+    score a scan with an ROI file. With ``total`` (the inputs of the batch) and two
+    slots or more, a chunk also takes at most 1/(2 x slots) of the inputs not yet sent
+    (guided self-scheduling; not below :data:`START_CHUNK`), so that the last tasks are
+    small and the workers finish together. A batch process killed mid-run loses at
+    most the chunks in flight (a few x ``TASK_S`` of work per worker; they are scored
+    again on resume).
 
     Parameters
     ----------
@@ -344,14 +366,34 @@ class DaskExecutor(_Chunked):
         Scheduler address (``tcp://host:8786``) or a connected client (not closed
         here). Worker machines must have tbscore installed and see the input files
         (and ROI files) at the same paths.
-    chunk : int
-        Inputs per Dask task.
+    chunk : int, optional
+        Inputs per Dask task, fixed; ``None``: sized by the measured time per input.
     detection : bool
         Warm the workers up with the detector's kernels too (see :class:`LocalExecutor`).
+    total : int, optional
+        Inputs the runner will submit (sizes the last chunks).
     """
 
-    def __init__(self, job: Job, scheduler: Any, chunk: int = 8, detection: bool = True) -> None:
-        super().__init__(job, chunk)
+    #: Inputs per task before any time per input is known.
+    START_CHUNK = 8
+    #: Seconds of scoring per task once the time per input is known.
+    TASK_S = 0.2
+    #: Largest chunk (inputs per task) when sized by time.
+    MAX_CHUNK = 256
+
+    def __init__(
+        self,
+        job: Job,
+        scheduler: Any,
+        chunk: int | None = None,
+        detection: bool = True,
+        total: int | None = None,
+    ) -> None:
+        super().__init__(job, chunk or self.START_CHUNK)
+        self._adaptive = chunk is None
+        self._unsent = total  # inputs the runner has still to submit, if known
+        self._work_s = 0.0  # elapsed_s summed over the rows returned so far
+        self._work_n = 0
         try:
             import distributed
         except ImportError as exc:
@@ -379,7 +421,34 @@ class DaskExecutor(_Chunked):
         self._prefix = f"tbscore-batch-{uuid.uuid4().hex[:8]}"
         self._n = 0
         self._alone: set[Any] = set()
+        self._suspects: deque[Input] = deque()  # inputs of failed chunks, re-sent alone
         self._done: queue.Queue[Any] = queue.Queue()
+
+    def submit(self, inp: Input) -> None:
+        if self._unsent is not None:
+            self._unsent = max(0, self._unsent - 1)
+        super().submit(inp)
+
+    def _chunk_now(self) -> int:
+        if not self._adaptive or self._unsent is None or self.slots < 2:
+            return self.chunk  # one worker: nobody to wait for it at the end
+        # guided self-scheduling: the inputs not yet sent (this chunk's included) shared
+        # over twice the slots, so that the last tasks shrink and no worker waits long;
+        # not below START_CHUNK, where the per-task cost would show again
+        left = self._unsent + len(self._batch)
+        share = math.ceil(left / (2 * self.slots))
+        return min(self.chunk, max(share, self.START_CHUNK))
+
+    def _measured(self, outcomes: list[Outcome]) -> None:
+        """Size the next chunks from the scoring time of these rows (``elapsed_s``)."""
+        for outcome in outcomes:
+            elapsed = outcome["row"].get("elapsed_s")
+            if isinstance(elapsed, int | float) and elapsed >= 0:
+                self._work_s += elapsed
+                self._work_n += 1
+        if self._adaptive and self._work_n:
+            per_input = max(self._work_s / self._work_n, 1e-6)
+            self.chunk = max(1, min(self.MAX_CHUNK, round(self.TASK_S / per_input)))
 
     def _send(self, chunk: Chunk, alone: bool = False) -> None:
         self._n += 1
@@ -415,14 +484,18 @@ class DaskExecutor(_Chunked):
                 outcomes = fut.result()
             except Exception as exc:  # KilledWorker, lost data, ...
                 if len(chunk) > 1 or not alone:
-                    for inp in chunk:  # find the culprit: one input per task
-                        self._send((inp,), alone=True)
+                    self._suspects.extend(chunk)  # find the culprit: one input per task
                     fut.release()
                     continue
                 reason = f"the Dask task failed ({type(exc).__name__}: {exc})"
                 outcomes = [_crash_outcome(self.job, chunk[0], reason)]
             fut.release()
+            self._measured(outcomes)
             out += self._returned(chunk, outcomes)
+        if self._suspects and not self._alone:
+            # one suspect at a time: a task queued on the worker that a culprit kills
+            # fails with it (KilledWorker), so two suspects must never share a worker
+            self._send((self._suspects.popleft(),), alone=True)
         return out
 
     def close(self, cancel: bool = False) -> None:
@@ -433,6 +506,7 @@ class DaskExecutor(_Chunked):
                 pass
         self._futures.clear()
         self._batch.clear()
+        self._suspects.clear()
         if self._own:
             self._client.close()
 
@@ -443,15 +517,18 @@ def make_executor(
     scheduler: Any = None,
     chunk: int | None = None,
     detection: bool = True,
+    total: int | None = None,
 ):
     """The executor for ``scheduler`` (Dask) or ``jobs`` (1: inline, more: processes).
 
-    ``chunk`` (inputs per task) defaults to 2 for processes and 8 for Dask.
-    ``detection``: workers load the detector's kernels before the first input (the
-    inline executor never does: they load on its first detection).
+    ``chunk`` (inputs per task) defaults to 2 for processes; on Dask it is sized by the
+    measured time per input (:class:`DaskExecutor`) unless given. ``detection``:
+    workers load the detector's kernels before the first input (the inline executor
+    never does: they load on its first detection). ``total``: the inputs the runner
+    will submit (Dask sizes its last chunks with it).
     """
     if scheduler is not None:
-        return DaskExecutor(job, scheduler, chunk or 8, detection)
+        return DaskExecutor(job, scheduler, chunk, detection, total)
     if jobs <= 1:
         return InlineExecutor(job)
     return LocalExecutor(job, jobs, chunk or 2, detection)
