@@ -203,9 +203,12 @@ def calc(
     image = as_image(source, spacing=spacing, override_spacing=override_spacing)
     rois = apply_exclusions(resolve_rois(roi, image, cfg), exclude)
     _check_finite(image, rois)
-    vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg)
+    # finite inside every ROI (checked just above, with the file's name): the kernel
+    # does not check again
+    vertebrae = compute_vertebrae(image.pixels, rois, image.spacing_mm, cfg, finite=True)
     l14, labels, reason = combine_l1_l4(vertebrae, cfg.min_valid_vertebrae)
-    l14_se, l14_ci = combine_l1_l4_ci95(vertebrae, labels) if l14 is not None else (None, None)
+    # the interval about the mean just computed (the same vertebrae, the same value)
+    l14_se, l14_ci = combine_l1_l4_ci95(vertebrae, labels, l14) if l14 is not None else (None, None)
     warnings = list(rois.warnings) + uncertainty_warnings(vertebrae, cfg.estimator)
     if image.spacing_source == "user":
         warnings.append("pixel spacing supplied by the user, not read from the file")

@@ -123,7 +123,8 @@ def _check_code(d, v):  # pragma: no cover - compiled
 def _check(distances_mm: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = np.asarray(distances_mm, dtype=float)
     v = np.asarray(values, dtype=float)
-    code = _check_code(d.reshape(-1), v.reshape(-1))
+    # (1-D arrays as they are: a reshape view per call costs more than the check)
+    code = _check_code(d if d.ndim == 1 else d.reshape(-1), v if v.ndim == 1 else v.reshape(-1))
     if code:
         raise ComputationError(_CHECK_ERRORS[code])
     return d, v
@@ -443,10 +444,10 @@ def nugget_model(distances_mm: np.ndarray, values: np.ndarray) -> tuple[float, f
     """
     d, v = _check(distances_mm, values)
     a, c, n, _, J, scale = _nugget_solution(d, v)
-    # J.sum() is finite unless an entry is nan or +-inf (the entries are bounded, no
-    # overflow): where fit_nugget_model's pseudo-inverse of J would fail (LinAlgError,
-    # a ValueError too), this fails alike
-    if 1e-4 < a < 2.0 - 1e-4 and not math.isfinite(J.sum()):
+    # a nan or +-inf entry of J (the entries are bounded: J.sum() is finite exactly
+    # when they all are): where fit_nugget_model's pseudo-inverse of J would fail
+    # (LinAlgError, a ValueError too), this fails alike
+    if 1e-4 < a < 2.0 - 1e-4 and not all(map(math.isfinite, J.ravel().tolist())):
         raise ComputationError("the nugget model's Jacobian is not finite")
     return float(math.log(c * scale)), a, n * scale
 

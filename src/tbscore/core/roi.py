@@ -293,7 +293,7 @@ def _box_corners(
         if arr.shape != (4,):
             raise ROIError(f"{label} box must be [row0, col0, row1, col1]", source)
         b = (arr * np.array([scale[0], scale[1], scale[0], scale[1]])).tolist()
-    r0, c0, r1, c1 = (int(round(v)) for v in b)
+    r0, c0, r1, c1 = [round(v) for v in b]  # round of a (finite) float is an int
     return r0, c0, r1, c1
 
 
@@ -332,7 +332,7 @@ def rois_from_dict(
         Bad format, unknown label, ROI outside the image, empty ROI, overlapping ROIs,
         or an ``image_shape`` / ``pixel_spacing_mm`` that does not match the image.
     """
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # json gives a dict
         raise ROIError("ROI document must be a JSON object", source)
     fmt = data.get("format", ROI_FORMAT)
     if fmt != ROI_FORMAT:
@@ -375,7 +375,7 @@ def rois_from_dict(
         raise ROIError("'vertebrae' must be a non-empty list", source)
     rois = []
     for item in items:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             raise ROIError("each vertebra must be a JSON object", source)
         label = _check_label(item.get("label"), source)
         polygon = box = None
@@ -478,18 +478,28 @@ def rois_from_label_image(labels: np.ndarray, *, source: str = "label-image") ->
     return VertebraROIs(tuple(rois), (int(arr.shape[0]), int(arr.shape[1])), source)
 
 
+def _read_text(path: Path) -> str:
+    """``path.read_text(encoding="utf-8")``: the bytes decoded as UTF-8 (strict, a BOM
+    kept), with universal newlines (``\r\n`` and ``\r`` read as ``\n``), from one
+    binary read (no text-mode file object and its incremental decoder)."""
+    text = path.read_bytes().decode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
 def read_rois(
     path: str | Path, image_shape: tuple[int, int], spacing_mm: tuple[float, float]
 ) -> VertebraROIs:
     """Read ROIs from a ``.json`` ROI file or a ``.npy`` / ``.png`` label image."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     name = str(path)
     if not path.is_file():
         raise ROIError("ROI file does not exist", name)
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_text(path))
             return rois_from_dict(data, image_shape, spacing_mm, source=f"file:{name}")
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)

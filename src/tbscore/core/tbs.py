@@ -209,9 +209,10 @@ def _round9(x: float) -> float:
 def _distinct_distances(distances_mm: list[float]) -> bool:
     """Whether the lag lengths (mm) take two or more values after rounding to 9
     decimals (``np.round(d, 9)``: min < max; equal lengths of two directions are one
-    distance). ``distances_mm`` is non-empty and finite."""
-    first = _round9(distances_mm[0])
-    return any(_round9(x) != first for x in distances_mm[1:])
+    distance). ``distances_mm`` is non-empty and finite. The rounding is monotonic, so
+    the rounded values differ somewhere exactly when those of the shortest and the
+    longest length differ."""
+    return _round9(min(distances_mm)) != _round9(max(distances_mm))
 
 
 def vertebra_tbs(
@@ -222,6 +223,7 @@ def vertebra_tbs(
     lags: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     box: tuple[int, int, int, int] | None = None,
+    finite: bool = False,
 ) -> VertebraResult:
     """TBS of one vertebra, with fit diagnostics or the reason it has no value.
 
@@ -239,6 +241,9 @@ def vertebra_tbs(
         Precomputed :func:`select_lags` output.
     box : (row0, col0, row1, col1), optional
         ``roi.bbox()``, when the caller has it already.
+    finite : bool
+        The caller has checked that the gray levels inside the ROI are finite
+        (:func:`tbscore.api.calc`): the kernel does not check them again.
     """
     image, full_mask = check_image_mask(image, roi.mask)  # before cropping both alike
     r0, c0, r1, c1 = roi.bbox() if box is None else box
@@ -268,7 +273,9 @@ def vertebra_tbs(
     lag_arr, dists = as_lags(lags[0]), lags[1]
     # the image read in place from the box's corner (image and mask validated above)
     solid = n_pixels == mask.size
-    sums, counts = _sums(image, mask, lag_arr, settings.parallel, r0, c0, solid=solid)
+    sums, counts = _sums(
+        image, mask, lag_arr, settings.parallel, r0, c0, solid=solid, finite=finite
+    )
     cu_list = counts.tolist()
     if cu_list and min(cu_list) >= settings.min_pairs_per_lag:
         # every lag usable (the common case): no selection; counts >= 1, so V = sums /
@@ -301,7 +308,7 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    if any(x <= 0 for x in v_list):  # np.any(vu <= 0) on the list (nan is not <= 0)
+    if any(map((0.0).__ge__, v_list)):  # np.any(vu <= 0) on the list (nan is not <= 0)
         return VertebraResult(
             status="invalid", reason="zero gray-level variation in the ROI", **base, **diag
         )
@@ -322,7 +329,8 @@ def vertebra_tbs(
             **base,
             **diag,
         )
-    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm)
+    # a solid mask is its own box, all True: the covariance needs no search for it
+    unc = slope_uncertainty(fit, mask, lu, du, vu, spacing_mm, full=True if solid else None)
     return VertebraResult(
         status="ok",
         value=fit.slope,
@@ -365,12 +373,23 @@ def combine_l1_l4(
 
 
 def combine_l1_l4_ci95(
-    vertebrae: tuple[VertebraResult, ...], labels: tuple[str, ...]
+    vertebrae: tuple[VertebraResult, ...],
+    labels: tuple[str, ...],
+    mean: float | None = None,
 ) -> tuple[float | None, tuple[float, float] | None]:
     """Standard error and 95 % interval of the L1–L4 mean.
 
     The vertebrae are disjoint regions; their errors are treated as independent, so
     ``se = sqrt(sum se_i^2) / m`` over the ``m`` contributing vertebrae.
+
+    Parameters
+    ----------
+    vertebrae : tuple of VertebraResult
+    labels : tuple of str
+        The contributing vertebrae (:func:`combine_l1_l4`).
+    mean : float, optional
+        Their mean, :func:`combine_l1_l4`'s value for these ``labels``, when the caller
+        has it (else computed here, the same way).
 
     Returns
     -------
@@ -381,7 +400,8 @@ def combine_l1_l4_ci95(
     used = [v for v in vertebrae if v.label in labels and v.value is not None]
     if not used or any(v.se is None or not math.isfinite(v.se) for v in used):
         return None, None
-    mean = float(np.mean([v.value for v in used]))
+    if mean is None:
+        mean = float(np.mean([v.value for v in used]))
     se = math.sqrt(sum(v.se**2 for v in used)) / len(used)
     return se, (mean - Z95 * se, mean + Z95 * se)
 
@@ -415,10 +435,17 @@ def _scan_lags(
 
 
 def compute_vertebrae(
-    image: np.ndarray, rois: VertebraROIs, spacing_mm: tuple[float, float], settings: Settings
+    image: np.ndarray,
+    rois: VertebraROIs,
+    spacing_mm: tuple[float, float],
+    settings: Settings,
+    *,
+    finite: bool = False,
 ) -> tuple[VertebraResult, ...]:
     """Per-vertebra results for all ROIs (lags selected once, no longer than the ROIs;
-    each ROI's bounding box found once)."""
+    each ROI's bounding box found once). ``finite``: the caller has checked the gray
+    levels inside the ROIs (:func:`tbscore.api.calc`), which the kernel then does not
+    check again."""
     bboxes = [r.bbox() for r in rois]
     boxes = [b for b, r in zip(bboxes, rois, strict=True) if not r.excluded]
     boxes = boxes or [(0, 0, *image.shape[:2])]
@@ -431,6 +458,6 @@ def compute_vertebrae(
         )
     )
     return tuple(
-        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b)
+        vertebra_tbs(image, roi, spacing_mm, settings, lags, box=b, finite=finite)
         for roi, b in zip(rois, bboxes, strict=True)
     )

@@ -609,6 +609,7 @@ def variogram_covariance(
     n: float,
     *,
     method: str = "auto",
+    full: bool | None = None,
 ) -> np.ndarray:
     """Covariance of the experimental variogram under the model ``V = c d^a + n``.
 
@@ -631,6 +632,10 @@ def variogram_covariance(
         same exact quantity. ``"auto"``: closed form for a full rectangle, else row runs
         when the masks have few runs (:data:`RUNS_PER_CELL`), else FFT. ``"runs"`` and
         ``"fft"`` force one path (for tests and benchmarks).
+    full : bool, optional
+        ``True``: the caller knows that every pixel of ``mask`` is set (a solid box
+        ROI cropped to its box), so the mask's box is not searched for. ``None``:
+        found here.
 
     Returns
     -------
@@ -638,20 +643,24 @@ def variogram_covariance(
         ``Cov(V_i, V_j)`` (gray level to the fourth).
     """
     mask = np.asarray(mask, dtype=bool)
-    r0, r1, c0, c1, full = _mask_box(mask.view(np.uint8))
-    if r1 == 0:
-        raise ComputationError("the ROI mask is empty: no variogram covariance")
-    mask = mask[r0:r1, c0:c1]
+    if full is True and mask.ndim == 2 and mask.size:
+        pass  # all True: the mask is its own box
+    else:
+        r0, r1, c0, c1, full = _mask_box(mask.view(np.uint8))
+        if r1 == 0:
+            raise ComputationError("the ROI mask is empty: no variogram covariance")
+        mask = mask[r0:r1, c0:c1]
     if method not in ("auto", "runs", "fft"):
         raise ValueError(f"unknown method {method!r}")
     lags = np.asarray(lags, dtype=np.int64).reshape(-1, 2)
     nr, nc = mask.shape
     k = lags.shape[0]
     # twice the longest lag component per axis (a Python max over the few lags costs
-    # less than np.abs(lags).max(axis=0) and its reduction machinery)
-    lag_list = lags.tolist()
-    pr = 2 * max((abs(x[0]) for x in lag_list), default=0)
-    pc = 2 * max((abs(x[1]) for x in lag_list), default=0)
+    # less than np.abs(lags).max(axis=0) and its reduction machinery; map, not a
+    # generator: no Python frame per lag)
+    lag_rows, lag_cols = lags.T.tolist()
+    pr = 2 * max(map(abs, lag_rows), default=0)
+    pc = 2 * max(map(abs, lag_cols), default=0)
     pad_r, pad_c = nr - 1 + pr, nc - 1 + pc
     G = _semivariogram_grid(pad_r, pad_c, float(spacing_mm[0]), float(spacing_mm[1]), c, a, n)
     if method == "auto" and full:
@@ -779,6 +788,8 @@ def slope_uncertainty(
     distances_mm: np.ndarray,
     values: np.ndarray,
     spacing_mm: tuple[float, float],
+    *,
+    full: bool | None = None,
 ) -> Uncertainty:
     """Standard error, 95 % interval and texture-to-noise ratio of a fitted slope.
 
@@ -792,6 +803,8 @@ def slope_uncertainty(
         The usable lags (pixels), their lengths (mm) and ``V`` (gray level squared),
         as given to the estimator.
     spacing_mm : (float, float)
+    full : bool, optional
+        ``True`` when every pixel of ``mask`` is set (:func:`variogram_covariance`).
 
     Returns
     -------
@@ -811,8 +824,10 @@ def slope_uncertainty(
         if not (0.0 < fit.slope <= 2.0 and math.isfinite(fit.intercept)):
             return Uncertainty(math.nan, None, math.nan, {})
         c, a, n = math.exp(fit.intercept), fit.slope, 0.0
-    snr = c * float(np.asarray(distances_mm).min()) ** a / n if n > 0 else math.inf
-    cov = variogram_covariance(mask, lags, spacing_mm, c, a, n)
+    # the shortest lag (Python's min of the lengths: np.min's value for finite ones, as
+    # they are wherever a noise model fitted, n > 0)
+    snr = c * min(np.asarray(distances_mm, float).ravel().tolist()) ** a / n if n > 0 else math.inf
+    cov = variogram_covariance(mask, lags, spacing_mm, c, a, n, full=full)
     g = np.asarray(fit.gradient, dtype=float)
     var = float(g @ cov @ g)
     se = math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan

@@ -202,7 +202,7 @@ def box_is_finite(image: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     by the compiled loop the kernel's own check uses (no boolean copy of the box);
     anything else, or a box not inside the image, by ``np.isfinite(...).all()``.
     """
-    r0, c0, r1, c1 = (int(x) for x in box)
+    r0, c0, r1, c1 = map(int, box)
     if (
         image.ndim == 2
         and image.dtype == np.float64
@@ -436,6 +436,7 @@ def _sums(
     or0: int = 0,
     oc0: int = 0,
     solid: bool | None = None,
+    finite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`variogram_sums` of already validated arguments (its one body).
 
@@ -444,6 +445,8 @@ def _sums(
     ``(or0, oc0)`` (a crop of the image's mask to an ROI's box, so that the kernel reads
     the image in place; ``(0, 0)``: the mask has the image's shape). ``solid``: whether
     every pixel of ``mask`` is set, when the caller knows it (``None``: tested here).
+    ``finite``: the caller has checked that the gray levels under ``mask`` are finite
+    (:func:`tbscore.api.calc`, with its own error naming the file): not checked again.
     """
     n = lag_arr.shape[0]
     if mask.size > _BIG:  # numpy finds the box of a large mask faster; runs of the box
@@ -475,10 +478,14 @@ def _sums(
         dtype = np.uint16 if crop.dtype in (np.uint8, np.bool_) else np.float64
         crop = np.ascontiguousarray(crop, dtype=dtype)
         flat, fstride, ir0, ic0 = crop.reshape(-1), c1 - c0, 0, c0
-    if flat.dtype.kind == "f" and (
-        _nonfinite_box(flat, fstride, ir0, ic0, nr_m, nc_m)
-        if solid
-        else _nonfinite(flat, fstride, ir0, ic0, m8, nc_m, r0, starts, ends, ptr)
+    if (
+        not finite
+        and flat.dtype.kind == "f"
+        and (
+            _nonfinite_box(flat, fstride, ir0, ic0, nr_m, nc_m)
+            if solid
+            else _nonfinite(flat, fstride, ir0, ic0, m8, nc_m, r0, starts, ends, ptr)
+        )
     ):
         raise ComputationError("image has non-finite values inside the mask")
     if n == 0:

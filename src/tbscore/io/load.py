@@ -195,10 +195,18 @@ _PLAIN_VRS = frozenset(
 )
 
 
-def _default_hooks() -> bool:
-    """pydicom's raw-element hooks are its own and no element callback is set."""
+@functools.cache
+def _pydicom_config() -> tuple[Any, Any]:
+    """pydicom's ``config`` and ``hooks`` modules, imported once (their settings are
+    read afresh by :func:`_default_hooks` for every data set)."""
     from pydicom import config, hooks
 
+    return config, hooks
+
+
+def _default_hooks() -> bool:
+    """pydicom's raw-element hooks are its own and no element callback is set."""
+    config, hooks = _pydicom_config()
     h = hooks.hooks
     return (
         config.data_element_callback is None
@@ -225,7 +233,7 @@ class _Values:
     pydicom's ``BaseTag`` compares in Python): the data set as it was then.
     """
 
-    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks", "_ts")
+    __slots__ = ("_ds", "_raw", "_charset", "_cache", "_own_hooks", "_ts", "_conv")
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
@@ -234,6 +242,7 @@ class _Values:
         self._cache: dict[str, Any] = {}
         self._own_hooks = _default_hooks()  # asked once per data set
         self._ts: Any = _MISSING
+        self._conv = _pydicom_converters()  # looked up once per data set, not per value
 
     @staticmethod
     def _tag(keyword: str) -> int:
@@ -287,7 +296,7 @@ class _Values:
 
     def _value(self, tag: int, elem: Any) -> Any:
         """The value of the element ``elem`` (tag ``tag``) as ``ds.get`` gives it."""
-        raw_type, convert_raw, convert_value, ambiguous, sq = _pydicom_converters()
+        raw_type, convert_raw, convert_value, ambiguous, sq = self._conv
         if isinstance(elem, raw_type):
             if not self._charset or (elem.value is None and elem.length != 0):
                 return self._ds[tag].value  # not read from a file, or a deferred value
@@ -703,7 +712,7 @@ def load_dicom(
         ds = source
         name = str(getattr(ds, "filename", None) or "<dataset>")
     else:
-        path = Path(source)
+        path = source if isinstance(source, Path) else Path(source)
         name = str(path)
         ds, data = read_dicom_bytes(path)  # the one DICOM rule, one read of the file
         file_sha = hashlib.sha256(data).hexdigest()
@@ -714,7 +723,7 @@ def load_dicom(
         raise
     except Exception as exc:  # last resort: never a bare traceback
         raise DicomReadError(f"unexpected error ({type(exc).__name__}: {exc})", name) from exc
-    if not isinstance(source, Dataset) and "PixelData" in ds:
+    if not isinstance(source, Dataset) and 0x7FE00010 in ds:  # PixelData, by its tag
         del ds.PixelData  # decoded into image.pixels; the header stays for the SR writer
     return image
 

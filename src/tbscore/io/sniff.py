@@ -121,7 +121,7 @@ def read_dicom_bytes(path: str | Path) -> tuple[Dataset, bytes]:
     pixels and a digest of the file), and looks as if read from the path
     (``filename``, ``timestamp``). Same errors as :func:`read_dicom`.
     """
-    ds, data = _read(Path(path), False, True)
+    ds, data = _read(path if isinstance(path, Path) else Path(path), False, True)
     assert data is not None
     return ds, data
 
