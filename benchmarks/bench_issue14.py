@@ -15,9 +15,11 @@ both trees have are timed:
   at 1 mm (``select_lags``), median of 7 blocks (G pairs/s);
 * ``write_sr``: ``tbscore.io.sr.write_sr(result, path, out)`` (the file read again),
   mean of the 4 samples (ms per scan);
-* ``batch``: ``tbscore batch FOLDER -o out.csv --jobs 1`` as a command (user + system
-  CPU of the child), marginal per scan: (CPU of ``--n`` scans - CPU of 1 scan) /
-  (``--n`` - 1), with ROI files and with automatic ROIs (scans per CPU-s);
+* ``batch``: ``run_batch(folder, out.csv, jobs=1)`` (what ``tbscore batch --jobs 1``
+  runs: discovery, sniffing, hashing, ROI look-up, one fsync-ed CSV row per scan) over
+  ``--n`` scans with ROI files, and over ``--n-auto`` of them without (automatic ROIs),
+  in a process warmed by a one-scan batch: scans per CPU-s of the least of 3 runs
+  into a new CSV (imports and kernel loading not counted: the marginal rate);
 * ``fresh worker warm-up``: a new interpreter that imports ``tbscore.batch.worker`` and
   runs ``warm_up()``, less a bare interpreter (CPU-s). A pool worker forked from the
   warm fork server pays much less (``bench_scan.py`` prints it); this row is what a
@@ -110,6 +112,23 @@ print(json.dumps(1e3 * sum(vals) / len(vals)))
 """
 
 
+_BATCH = r"""
+import json, sys, time
+from pathlib import Path
+from tbscore.batch.runner import run_batch
+big, n, one, work = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+def run(folder):
+    out = work / "out.csv"
+    for stale in (out, work / "out.journal.csv"):
+        stale.unlink(missing_ok=True)
+    t0 = time.process_time()
+    run_batch(folder, out, jobs=1, progress=False)
+    return time.process_time() - t0
+run(one)  # imports, kernels, the first scan
+print(json.dumps(n / min(run(big) for _ in range(3))))
+"""
+
+
 def _env(src: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(src)
@@ -137,15 +156,9 @@ def _snippet(code: str, src: Path, *args: str) -> float:
 
 
 def _batch_rate(src: Path, big: Path, n: int, one: Path, work: Path) -> float:
-    """Marginal scans per CPU-s of ``tbscore batch --jobs 1`` (n scans against 1)."""
-    cpu = []
-    for folder in (big, one):
-        out = work / "out.csv"
-        for stale in (out, work / "out.journal.csv"):
-            stale.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "tbscore", "batch", str(folder), "-o", str(out)]
-        cpu.append(_child_cpu(cmd + ["--jobs", "1", "--progress", "none"], _env(src), work))
-    return (n - 1) / (cpu[0] - cpu[1])
+    """Scans per CPU-s of ``run_batch(folder, out, jobs=1)`` over ``n`` scans in a warm
+    process (:data:`_BATCH`)."""
+    return _snippet(_BATCH, src, str(big), str(n), str(one), str(work))
 
 
 def _warm_up(src: Path) -> float:
@@ -157,9 +170,9 @@ def _warm_up(src: Path) -> float:
     return warm - bare
 
 
-def _inputs(work: Path, n: int) -> tuple[Path, Path, Path, Path]:
-    """Folders of ``n`` and 1 scans with ROI files, and the same without (this tree's
-    phantom writer: :func:`bench_batch.make_inputs`)."""
+def _inputs(work: Path, n: int, n_auto: int) -> tuple[Path, Path, Path, Path]:
+    """Folders of ``n`` and 1 scans with ROI files, and of ``n_auto`` and 1 of them
+    without (this tree's phantom writer: :func:`bench_batch.make_inputs`)."""
     sys.path.insert(0, str(HERE))
     from bench_batch import make_auto_inputs, make_inputs
 
@@ -170,7 +183,7 @@ def _inputs(work: Path, n: int) -> tuple[Path, Path, Path, Path]:
     for q in (paths[0], paths[0].with_name(paths[0].stem + ".roi.json")):
         os.link(q, roi1 / q.name)
     auto, auto1 = work / "auto", work / "auto1"
-    make_auto_inputs(auto, paths)
+    make_auto_inputs(auto, paths[:n_auto])
     make_auto_inputs(auto1, paths[:1])
     return roi, roi1, auto, auto1
 
@@ -187,7 +200,9 @@ ROWS = (
 )
 
 
-def measure(src: Path, data: tuple[Path, Path, Path, Path], n: int, work: Path) -> list[float]:
+def measure(
+    src: Path, data: tuple[Path, Path, Path, Path], n: int, n_auto: int, work: Path
+) -> list[float]:
     """One round of every row for the tree ``src``."""
     roi, roi1, auto, auto1 = data
     return [
@@ -196,7 +211,7 @@ def measure(src: Path, data: tuple[Path, Path, Path, Path], n: int, work: Path) 
         _snippet(_KERNEL, src),
         _snippet(_SR, src, str(SAMPLES)),
         _batch_rate(src, roi, n, roi1, work),
-        _batch_rate(src, auto, n, auto1, work),
+        _batch_rate(src, auto, n_auto, auto1, work),
         _warm_up(src),
     ]
 
@@ -205,16 +220,18 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peer", required=True, type=Path, help="the earlier tree's src/ folder")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds per side")
-    ap.add_argument("--n", type=int, default=200, help="scans per batch run")
+    ap.add_argument("--n", type=int, default=400, help="scans per batch run, ROI files")
+    ap.add_argument("--n-auto", type=int, default=100, help="scans per batch run, automatic ROIs")
     args = ap.parse_args(argv)
     trees = {"peer": args.peer.resolve(), "this": SRC}
     with tempfile.TemporaryDirectory(prefix="tbscore-i14-") as tmp:
         work = Path(tmp)
-        data = _inputs(work, args.n)
+        n_auto = min(args.n_auto, args.n)
+        data = _inputs(work, args.n, n_auto)
         runs: dict[str, list[list[float]]] = {"peer": [], "this": []}
         for r in range(args.rounds):
             for side in ("peer", "this"):
-                runs[side].append(measure(trees[side], data, args.n, work))
+                runs[side].append(measure(trees[side], data, args.n, n_auto, work))
                 print(f"round {r + 1} {side}: " + ", ".join(f"{v:.4g}" for v in runs[side][-1]))
     keep = slice(1, None) if args.rounds >= 3 else slice(None)
     print(
