@@ -3,6 +3,7 @@ folder is first on ``sys.path``)."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,20 @@ def cpu_min(fn: Callable[[], Any], block: int, blocks: int) -> float:
             fn()
         best = min(best, (time.process_time() - t0) / block)
     return best
+
+
+def cpu_median(fn: Callable[[], Any], block: int, blocks: int) -> float:
+    """Median over ``blocks`` blocks of ``block`` calls of the mean CPU seconds per call
+    of ``fn``, after one warm-up call (numba compilation or cache load, first-call
+    imports)."""
+    fn()
+    samples = []
+    for _ in range(blocks):
+        t0 = time.process_time()
+        for _ in range(block):
+            fn()
+        samples.append((time.process_time() - t0) / block)
+    return statistics.median(samples)
 
 
 def spy_calls(module: Any, name: str, run: Callable[[], Any]) -> list[tuple]:

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import numpy as np
 from numba import njit
 
+from _timing import cpu_median
 from tbscore.core.settings import Settings
 from tbscore.core.tbs import select_lags
 from tbscore.core.variogram import variogram_sums, variogram_sums_reference
@@ -47,14 +47,7 @@ from tbscore.core.variogram import variogram_sums, variogram_sums_reference
 
 def _cpu(fn, repeat: int) -> float:
     """Median CPU seconds per call of ``fn`` over 7 blocks of ``repeat`` calls."""
-    fn()  # warm-up (and numba compilation / cache load)
-    samples = []
-    for _ in range(7):
-        t0 = time.process_time()
-        for _ in range(repeat):
-            fn()
-        samples.append((time.process_time() - t0) / repeat)
-    return statistics.median(samples)
+    return cpu_median(fn, repeat, 7)
 
 
 def _case(dtype, kind: str, shape=(300, 200), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

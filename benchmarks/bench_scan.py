@@ -39,28 +39,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import tbscore
-from _timing import cpu_min
+from _timing import cpu_median, cpu_min
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
 
 
 def _cpu_per_call(fn, repeat: int) -> float:
-    """Median CPU seconds per call of ``fn`` (blocks of calls, after one warm-up)."""
-    fn()
-    block = max(1, repeat // 10)
-    samples = []
-    for _ in range(10):
-        t0 = time.process_time()
-        for _ in range(block):
-            fn()
-        samples.append((time.process_time() - t0) / block)
-    return statistics.median(samples)
+    """Median CPU seconds per call of ``fn`` (10 blocks of calls, after one warm-up)."""
+    return cpu_median(fn, max(1, repeat // 10), 10)
 
 
 def _child_cpu(code: str, runs: int = 5) -> float:

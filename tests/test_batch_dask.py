@@ -35,6 +35,15 @@ def _recording(executor) -> list[int]:
     return sizes
 
 
+def _chunk_sizes(executor, n: int) -> list[int]:
+    """The sizes of the chunks ``executor`` would send for ``n`` inputs (none sent)."""
+    sizes = _recording(executor)
+    for inp in range(n):
+        executor.submit(inp)
+    executor._flush()
+    return sizes
+
+
 def test_chunk_follows_the_measured_time_per_input(threads_client):
     from tbscore.batch.executors import DaskExecutor
 
@@ -62,11 +71,7 @@ def test_chunk_follows_the_measured_time_per_input(threads_client):
     try:
         fixed._measured(rows(0.002))
         assert fixed.chunk == 5  # given: kept
-        sizes = _recording(fixed)
-        for inp in range(23):
-            fixed.submit(inp)
-        fixed._flush()
-        assert sizes == [5, 5, 5, 5, 3]
+        assert _chunk_sizes(fixed, 23) == [5, 5, 5, 5, 3]
     finally:
         fixed.close()
 
@@ -77,10 +82,7 @@ def test_last_chunks_shrink_so_workers_finish_together(threads_client):
     ex = DaskExecutor(Job(), threads_client, detection=False, total=100)
     try:
         ex.chunk = 50  # as if measured: 50 inputs make TASK_S of work
-        sizes = _recording(ex)
-        for inp in range(100):
-            ex.submit(inp)
-        ex._flush()
+        sizes = _chunk_sizes(ex, 100)
     finally:
         ex.close()
     assert sum(sizes) == 100 and ex.pending == 100
@@ -91,10 +93,7 @@ def test_last_chunks_shrink_so_workers_finish_together(threads_client):
     one = DaskExecutor(Job(), threads_client, detection=False, total=100)
     try:
         one.slots, one.chunk = 1, 30  # one worker: no one waits for it, full chunks
-        sizes = _recording(one)
-        for inp in range(100):
-            one.submit(inp)
-        one._flush()
+        sizes = _chunk_sizes(one, 100)
     finally:
         one.close()
     assert sizes == [30, 30, 30, 10]
