@@ -35,12 +35,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _timing import child_cpu
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "sample_dicom"
@@ -118,14 +119,6 @@ def _env(src: Path) -> dict[str, str]:
     return env
 
 
-def _child_cpu(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
-    """User + system CPU seconds of one child process (which must succeed)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-
-
 def _snippet(code: str, src: Path, *args: str) -> float:
     out = subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -148,15 +141,14 @@ def _warm_up(src: Path) -> float:
     code = "from tbscore.batch.worker import warm_up; warm_up()"
     env = _env(src)
     cwd = Path(tempfile.gettempdir())
-    warm = min(_child_cpu([sys.executable, "-c", code], env, cwd) for _ in range(3))
-    bare = min(_child_cpu([sys.executable, "-c", "pass"], env, cwd) for _ in range(3))
+    warm = min(child_cpu([sys.executable, "-c", code], env, cwd) for _ in range(3))
+    bare = min(child_cpu([sys.executable, "-c", "pass"], env, cwd) for _ in range(3))
     return warm - bare
 
 
 def _inputs(work: Path, n: int, n_auto: int) -> tuple[Path, Path, Path, Path]:
     """Folders of ``n`` and 1 scans with ROI files, and of ``n_auto`` and 1 of them
     without (this tree's phantom writer: :func:`bench_batch.make_inputs`)."""
-    sys.path.insert(0, str(HERE))
     from bench_batch import make_auto_inputs, make_inputs
 
     roi, roi1 = work / "roi", work / "roi1"

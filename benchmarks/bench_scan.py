@@ -36,7 +36,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 import tbscore
-from _timing import cpu_median, cpu_min
+from _timing import child_cpu, cpu_median, cpu_min
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_dicom"
 
@@ -56,13 +55,7 @@ def _cpu_per_call(fn, repeat: int) -> float:
 
 def _child_cpu(code: str, runs: int = 5) -> float:
     """Median CPU seconds (user + system) of ``python -c code`` in a fresh process."""
-    samples = []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", code], check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        samples.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return statistics.median(samples)
+    return statistics.median(child_cpu([sys.executable, "-c", code]) for _ in range(runs))
 
 
 def pool_start(runs: int = 3) -> None:

@@ -343,8 +343,7 @@ class DaskExecutor(_Chunked):
     A chunk whose task fails (a worker died: ``KilledWorker``...) is re-sent one
     input per task, one such task at a time (other chunks go on meanwhile); an input
     whose own task fails gets an ``error`` row with code ``worker_crashed``. Each
-    chunk's rows are handed back (and written) as soon as its
-    task returns.
+    chunk's rows are handed back (and written) as soon as its task returns.
 
     Without ``chunk``, the chunk size follows the work: the first tasks take
     :data:`START_CHUNK` inputs; then a chunk holds about :data:`TASK_S` seconds of

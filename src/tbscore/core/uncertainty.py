@@ -643,9 +643,7 @@ def variogram_covariance(
         ``Cov(V_i, V_j)`` (gray level to the fourth).
     """
     mask = np.asarray(mask, dtype=bool)
-    if full is True and mask.ndim == 2 and mask.size:
-        pass  # all True: the mask is its own box
-    else:
+    if not (full is True and mask.ndim == 2 and mask.size):  # else: its own box
         r0, r1, c0, c1, full = _mask_box(mask.view(np.uint8))
         if r1 == 0:
             raise ComputationError("the ROI mask is empty: no variogram covariance")
